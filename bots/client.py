@@ -1,0 +1,232 @@
+"""The Python client SDK: connect to a tickline server over QUIC and play.
+
+    async with GameClient.connect("127.0.0.1", 4433, "alice", cafile=cert) as client:
+        while not client.closed.is_set():
+            await client.wait_update()
+            client.send_input({"mx": 1, "my": 0, "ax": 1, "ay": 0, "fire": True})
+
+The handshake (hello -> welcome) runs on the reliable control stream; inputs go
+up and deltas come down as QUIC datagrams. ``client.world`` (a
+:class:`bots.world.ClientWorld`) holds the newest view and does the acks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aioquic.asyncio import QuicConnectionProtocol, connect
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    DatagramFrameReceived,
+    QuicEvent,
+    StreamDataReceived,
+)
+
+from bots.world import ClientWorld
+from shared.protocol import (
+    ALPN,
+    PROTOCOL_VERSION,
+    Bye,
+    Delta,
+    Event,
+    Frame,
+    Hello,
+    ProtocolError,
+    StreamDecoder,
+    Welcome,
+    decode_datagram,
+    encode,
+    encode_stream,
+)
+
+
+class ClientError(Exception):
+    """The connection failed or the server refused us; the message says why."""
+
+
+@dataclass(slots=True)
+class ClientStats:
+    bytes_down: int = 0
+    bytes_up: int = 0
+    datagrams_down: int = 0
+    deltas_applied: int = 0
+    inputs_sent: int = 0
+
+
+class _Protocol(QuicConnectionProtocol):
+    client: GameClient
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        client = getattr(self, "client", None)
+        if client is None:
+            return
+        if isinstance(event, StreamDataReceived):
+            client._on_stream(event.data)
+        elif isinstance(event, DatagramFrameReceived):
+            client._on_datagram(event.data)
+        elif isinstance(event, ConnectionTerminated):
+            client._on_closed(event.reason_phrase or f"connection closed (code {event.error_code})")
+
+
+class GameClient:
+    def __init__(self, protocol: _Protocol, name: str) -> None:
+        self._protocol = protocol
+        self._quic = protocol._quic
+        self.name = name
+        self._stream_id = self._quic.get_next_available_stream_id()
+        self._decoder = StreamDecoder()
+        self._welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
+        self._updated = asyncio.Event()
+        self.world = ClientWorld()
+        self.stats = ClientStats()
+        self.events: list[Event] = []
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        self.welcome: Welcome | None = None
+        protocol.client = self
+
+    # ------------------------------------------------------------ connect
+
+    @classmethod
+    @asynccontextmanager
+    async def connect(
+        cls,
+        host: str,
+        port: int,
+        name: str,
+        *,
+        cafile: Path | str | None = None,
+        timeout: float = 10.0,
+    ) -> AsyncIterator[GameClient]:
+        """Connect, say hello, and yield once welcomed; leave politely on exit.
+
+        Without ``cafile`` the server's certificate is not verified (for load
+        tests on your own machine); with it, it must be signed by ``cafile``.
+        """
+        config = QuicConfiguration(
+            is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
+            idle_timeout=15.0,
+        )
+        if cafile is not None:
+            config.load_verify_locations(cafile=str(cafile))
+        else:
+            config.verify_mode = ssl.CERT_NONE
+        try:
+            async with asyncio.timeout(timeout):
+                connection = connect(host, port, configuration=config, create_protocol=_Protocol)
+                protocol = await connection.__aenter__()
+        except (TimeoutError, ConnectionError, OSError) as exc:
+            raise ClientError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from None
+        try:
+            client = cls(protocol, name)  # type: ignore[arg-type]
+            client._send_stream(Hello(version=PROTOCOL_VERSION, name=name))
+            try:
+                async with asyncio.timeout(timeout):
+                    client.welcome = await client._welcome
+            except TimeoutError:
+                raise ClientError(f"no welcome from {host}:{port} within {timeout:g} s") from None
+            yield client
+            if not client.closed.is_set():
+                client._send_stream(Bye(reason="client done"))
+        finally:
+            await connection.__aexit__(None, None, None)
+
+    # ------------------------------------------------------------ playing
+
+    @property
+    def player_id(self) -> int:
+        return self.welcome.player_id if self.welcome else 0
+
+    @property
+    def match_id(self) -> str:
+        return self.welcome.match_id if self.welcome else ""
+
+    def send_input(self, controls: dict[str, Any]) -> None:
+        """Send the next controls; the datagram also acks the newest tick we hold."""
+        if self.closed.is_set():
+            return
+        body = encode(self.world.input_frame(controls))
+        self._quic.send_datagram_frame(body)
+        self._protocol.transmit()
+        self.stats.bytes_up += len(body)
+        self.stats.inputs_sent += 1
+
+    async def wait_update(self, timeout: float | None = None) -> bool:
+        """Wait for the next applied delta; False on timeout or when the connection ends."""
+        self._updated.clear()
+        try:
+            async with asyncio.timeout(timeout):
+                await self._updated.wait()
+        except TimeoutError:
+            return False
+        return not self.closed.is_set()
+
+    def close(self, reason: str = "client done") -> None:
+        if not self.closed.is_set():
+            self._send_stream(Bye(reason=reason))
+            self._protocol.close(reason_phrase=reason)
+
+    # ------------------------------------------------------------ from the connection
+
+    def _send_stream(self, frame: Frame) -> None:
+        data = encode_stream(frame)
+        self.stats.bytes_up += len(data)
+        self._quic.send_stream_data(self._stream_id, data)
+        self._protocol.transmit()
+
+    def _on_stream(self, data: bytes) -> None:
+        self.stats.bytes_down += len(data)
+        try:
+            frames = self._decoder.feed(data)
+        except ProtocolError as exc:
+            self._fail(f"bad frame from server: {exc}")
+            return
+        for frame in frames:
+            if isinstance(frame, Welcome) and not self._welcome.done():
+                self._welcome.set_result(frame)
+            elif isinstance(frame, Delta):
+                self._apply(frame)
+            elif isinstance(frame, Event):
+                self.events.append(frame)
+            elif isinstance(frame, Bye):
+                self.close_reason = frame.reason
+
+    def _on_datagram(self, data: bytes) -> None:
+        self.stats.bytes_down += len(data)
+        self.stats.datagrams_down += 1
+        try:
+            frame = decode_datagram(data)
+        except ProtocolError as exc:
+            self._fail(f"bad datagram from server: {exc}")
+            return
+        if isinstance(frame, Delta):
+            self._apply(frame)
+
+    def _apply(self, frame: Delta) -> None:
+        try:
+            applied = self.world.on_delta(frame)
+        except ValueError as exc:
+            self._fail(f"delta does not apply: {exc}")
+            return
+        if applied:
+            self.stats.deltas_applied += 1
+            self._updated.set()
+
+    def _fail(self, reason: str) -> None:
+        self.close_reason = reason
+        self._protocol.close(error_code=1, reason_phrase=reason[:200])
+
+    def _on_closed(self, reason: str) -> None:
+        if not self.closed.is_set():
+            self.close_reason = self.close_reason or reason
+            self.closed.set()
+            self._updated.set()
+            if not self._welcome.done():
+                self._welcome.set_exception(ClientError(f"server closed the connection: {reason}"))

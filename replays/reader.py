@@ -1,0 +1,130 @@
+"""A small, read-only reader of the event log, independent of the server's writer.
+
+It names only the columns it reads (``sqlalchemy.table``/``column``), so the
+reader keeps working as long as those columns exist, and never creates or
+changes anything. Ticks are streamed in partitions: notes/eventlog.md measured
+``stream(...).partitions()`` about 10x faster than row-by-row iteration.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+from sqlalchemy import column, func, select, table
+from sqlalchemy.exc import ArgumentError, SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from shared.logformat import HEADER_COLUMNS, MatchHeader
+
+_matches = table(
+    "matches",
+    *(column(name) for name in HEADER_COLUMNS),
+    column("status"), column("last_tick"), column("final_hash"), column("ended_at"), column("stats"),
+)
+_ticks = table("ticks", column("match_id"), column("tick"), column("payload"), column("hash"))
+
+
+class LogUnavailable(RuntimeError):
+    """The log cannot be read; the message says which and why."""
+
+
+class MatchNotFound(LookupError):
+    pass
+
+
+@dataclass(slots=True, frozen=True)
+class MatchSummary:
+    match_id: str
+    game: str
+    game_version: int
+    status: str
+    last_tick: int
+    tick_rate: int
+    created_at: float
+    final_hash: str | None
+    stats: dict[str, Any]
+
+
+@dataclass(slots=True, frozen=True)
+class StoredTick:
+    tick: int
+    payload: bytes
+    hash: str
+
+
+class LogReader:
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    @classmethod
+    async def open(cls, url: str) -> LogReader:
+        try:
+            engine = create_async_engine(url)
+        except (ArgumentError, ImportError) as exc:
+            raise LogUnavailable(f"cannot use event log URL {url!r}: {exc}") from None
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and not Path(database).exists():
+            # Reading must not create an empty database file as a side effect.
+            await engine.dispose()
+            raise LogUnavailable(f"no event log at {database}; run `tickline serve` or `tickline demo` first, or pass --db")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(select(func.count()).select_from(_matches))
+        except SQLAlchemyError as exc:
+            await engine.dispose()
+            reason = getattr(exc, "orig", None) or exc
+            raise LogUnavailable(f"no readable tickline event log at {engine.url!r}: {reason}") from None
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self._engine.dispose()
+
+    async def __aenter__(self) -> LogReader:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def matches(self) -> list[MatchSummary]:
+        """Every match in the log, newest first."""
+        query = select(_matches).order_by(_matches.c.created_at.desc())
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [_summary(row) for row in rows]
+
+    async def match(self, match_id: str) -> tuple[MatchHeader, MatchSummary]:
+        """The header and summary of one match; a unique prefix of its id will do."""
+        query = select(_matches).where(_matches.c.match_id.startswith(match_id, autoescape=True))
+        async with self._engine.connect() as conn:
+            rows = (await conn.execute(query.limit(2))).mappings().all()
+        if not rows:
+            raise MatchNotFound(f"no match {match_id!r} in the log; `tickline replay list` shows them")
+        if len(rows) > 1:
+            raise MatchNotFound(f"{match_id!r} names more than one match; give more of its id")
+        return MatchHeader.from_row(rows[0]), _summary(rows[0])
+
+    async def ticks(self, match_id: str, after: int = 0, partition: int = 2048) -> AsyncIterator[StoredTick]:
+        """The match's stored ticks after ``after``, in tick order."""
+        query = (
+            select(_ticks.c.tick, _ticks.c.payload, _ticks.c.hash)
+            .where(_ticks.c.match_id == match_id, _ticks.c.tick > after)
+            .order_by(_ticks.c.tick)
+        )
+        async with self._engine.connect() as conn:
+            result = await conn.stream(query)
+            async for rows in result.partitions(partition):
+                for tick, payload, hash_ in rows:
+                    yield StoredTick(tick, payload, hash_)
+
+
+def _summary(row: Any) -> MatchSummary:
+    return MatchSummary(
+        match_id=row["match_id"], game=row["game"], game_version=row["game_version"],
+        status=row["status"], last_tick=row["last_tick"], tick_rate=row["tick_rate"],
+        created_at=row["created_at"], final_hash=row["final_hash"],
+        stats=orjson.loads(row["stats"]) if row["stats"] else {},
+    )

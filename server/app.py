@@ -1,0 +1,188 @@
+"""The server: the QUIC endpoint, the matches, the event log, and who owns which task.
+
+Task tree (structured concurrency: every task has an owner that awaits it)::
+
+    Server.run
+    ├── EventLog.run                  the single writer task
+    └── games TaskGroup
+        ├── slot 0..N-1               each runs one match after another
+        │   └── Match.run             the tick loop; its TaskGroup owns
+        │       └── Session.run       one task per player
+        └── admission tasks           a new connection until its hello
+
+Shutdown is :meth:`Server.stop`: matches end after their current tick and tell
+their players why; pending connections are closed; the writer commits what is
+queued; then the endpoint closes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from server.eventlog import EventLog
+from server.match import Match, MatchSettings, rules_for
+from server.session import Session, SessionClosed
+from server.tls import ensure_certificate
+from server.transport import server_configuration, start_endpoint
+from shared.protocol import ALPN
+
+log = logging.getLogger("tickline.server")
+
+
+class ConfigurationError(ValueError):
+    """A server setting that cannot work; the message says which and what to do."""
+
+
+@dataclass(slots=True)
+class ServerConfig:
+    host: str = "127.0.0.1"
+    port: int = 4433
+    data_dir: Path = Path("data")
+    db_url: str | None = None  # default: SQLite file in data_dir
+    cert: Path | None = None
+    key: Path | None = None
+    match: MatchSettings = field(default_factory=MatchSettings)
+    matches: int = 1  # matches open at once; each is replaced by a new one when it ends
+    max_matches: int = 0  # stop after this many matches have ended (0: never)
+    hello_timeout: float = 10.0
+    idle_timeout: float = 15.0
+
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'tickline.db'}"
+
+    def validate(self) -> None:
+        m = self.match
+        if not 1 <= m.tick_rate <= 1000:
+            raise ConfigurationError(f"--tick-rate {m.tick_rate} is out of range; use 1 to 1000")
+        if not 1 <= m.send_rate <= m.tick_rate or m.tick_rate % m.send_rate:
+            raise ConfigurationError(
+                f"--send-rate {m.send_rate} must divide --tick-rate {m.tick_rate} (e.g. 60 and 30)"
+            )
+        if not 0 <= self.port <= 65535:
+            raise ConfigurationError(f"--port {self.port} is not a UDP port; use 0 to 65535")
+        if self.matches < 1:
+            raise ConfigurationError("--matches must be at least 1")
+        if (self.cert is None) != (self.key is None):
+            raise ConfigurationError("--cert and --key go together; give both or neither")
+        rules_for(m)  # an unknown game or a bad game config fails here, before anything starts
+
+
+class Server:
+    def __init__(self, config: ServerConfig) -> None:
+        config.validate()
+        self.config = config
+        self.port = 0
+        self.cert_path: Path | None = None
+        self.ready = asyncio.Event()
+        self.matches: list[Match] = []
+        self.matches_ended = 0
+        self.eventlog: EventLog | None = None
+        self._stopping = asyncio.Event()
+        self._games: asyncio.TaskGroup | None = None
+        self._admitting: set[Session] = set()
+
+    def stop(self) -> None:
+        """Begin a clean shutdown (safe to call from a signal handler, and more than once)."""
+        if self._stopping.is_set():
+            return
+        log.info("shutting down")
+        self._stopping.set()
+        for match in self.matches:
+            match.stop()
+        for session in list(self._admitting):
+            session.close("server shutting down")
+
+    async def run(self, on_ready: Callable[[], None] | None = None) -> None:
+        """Serve until :meth:`stop`; ``on_ready`` is called once players can join."""
+        cfg = self.config
+        if cfg.db_url is None:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
+        eventlog = self.eventlog = await EventLog.open(cfg.database_url())
+        try:
+            if cfg.cert is not None and cfg.key is not None:
+                cert, key = cfg.cert, cfg.key
+            else:
+                cert, key, created = ensure_certificate(cfg.data_dir / "tls")
+                log.info("%s TLS certificate %s", "created" if created else "using", cert)
+            self.cert_path = cert
+            quic_config = server_configuration(cert, key, cfg.idle_timeout)
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(eventlog.run(), name="eventlog-writer")
+                endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept)
+                try:
+                    async with asyncio.TaskGroup() as games:
+                        self._games = games
+                        first = [Match(cfg.match, eventlog) for _ in range(cfg.matches)]
+                        for slot, match in enumerate(first):
+                            games.create_task(self._run_slot(match), name=f"slot-{slot}")
+                        await asyncio.gather(*(m.opened.wait() for m in first))
+                        # Start-up garbage never needs collecting; freezing it keeps full
+                        # collections (the largest tick stalls seen) short.
+                        gc.freeze()
+                        log.info("listening on %s:%d (QUIC, ALPN %s)", cfg.host, self.port, ALPN)
+                        self.ready.set()
+                        if on_ready is not None:
+                            on_ready()
+                        await self._stopping.wait()
+                finally:
+                    # The writer commits everything queued, then returns; the
+                    # TaskGroup awaits it.
+                    self._games = None
+                    eventlog.stop()
+                    endpoint.close()
+        finally:
+            await eventlog.dispose()
+        log.info("stopped; event log committed (%d commits, %d ticks)", eventlog.commits, eventlog.rows)
+
+    async def _run_slot(self, match: Match) -> None:
+        """Run ``match``, then new matches one after another, until the server stops."""
+        assert self.eventlog is not None
+        while True:
+            self.matches.append(match)
+            try:
+                await match.run()
+            finally:
+                self.matches.remove(match)
+            self.matches_ended += 1
+            if self.config.max_matches and self.matches_ended >= self.config.max_matches:
+                self.stop()
+            if self._stopping.is_set():
+                return
+            match = Match(self.config.match, self.eventlog)
+
+    # ------------------------------------------------------------ admission
+
+    def _accept(self, session: Session) -> None:
+        """Called by the transport for each new connection."""
+        if self._games is None or self._stopping.is_set():
+            session.close("server shutting down")
+            return
+        self._admitting.add(session)
+        self._games.create_task(self._admit(session))
+
+    async def _admit(self, session: Session) -> None:
+        try:
+            async with asyncio.timeout(self.config.hello_timeout):
+                hello = await session.hello()
+        except TimeoutError:
+            session.fail(f"no hello within {self.config.hello_timeout:g} s")
+            return
+        except SessionClosed:
+            return
+        finally:
+            self._admitting.discard(session)
+        # A match that just ended is replaced within moments; wait that long.
+        for _ in range(40):
+            match = next((m for m in self.matches if m.is_open()), None)
+            if match is not None:
+                match.admit(session, hello)
+                return
+            if self._stopping.is_set() or session.closed.is_set():
+                break
+            await asyncio.sleep(0.05)
+        session.close("server shutting down" if self._stopping.is_set() else "no match has room; try again shortly")

@@ -1,0 +1,251 @@
+"""One player's connection as the match sees it, whatever carries its bytes.
+
+A :class:`Session` is fed by a :class:`Channel` (QUIC today; WebTransport later
+carries the same frames) through three callbacks: control-stream bytes,
+datagrams, and closure. It decodes and validates what arrives; it never
+touches the game state. Inputs wait in the session until the match drains them
+at the tick boundary; views go out as deltas against the newest tick this
+client acknowledged.
+
+Anything a peer sends that the protocol or the rules refuse closes that one
+connection with a reason and one log line; the match plays on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import OrderedDict
+from typing import TYPE_CHECKING, Any, Protocol
+
+from shared import delta
+from shared.game import Controls, InvalidInput, Rules
+from shared.protocol import (
+    MAX_DATAGRAM,
+    PROTOCOL_VERSION,
+    Bye,
+    Delta,
+    Event,
+    Frame,
+    Hello,
+    Input,
+    MalformedFrame,
+    ProtocolError,
+    StreamDecoder,
+    UnsupportedVersion,
+    Welcome,
+    decode_datagram,
+    encode,
+)
+
+if TYPE_CHECKING:
+    from server.match import Match
+
+log = logging.getLogger("tickline.session")
+
+# Baselines kept per client: a delta can be against any of the last 32 sent views.
+BASELINE_RING = 32
+# Redundant inputs one datagram may carry.
+MAX_INPUTS_PER_DATAGRAM = 16
+MAX_NAME = 32
+
+
+class Channel(Protocol):
+    """How a session's bytes travel; implemented by each transport."""
+
+    peer: str
+
+    def send_reliable(self, body: bytes) -> None:
+        """Send one encoded frame on the reliable, ordered control stream."""
+
+    def send_datagram(self, body: bytes) -> None:
+        """Send one encoded frame as an unreliable datagram (at most MAX_DATAGRAM bytes)."""
+
+    def close(self, reason: str, error: bool = False) -> None:
+        """Close the connection, telling the peer ``reason``."""
+
+
+class SessionClosed(Exception):
+    pass
+
+
+class Session:
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.player_id = 0
+        self.name = ""
+        self.match: Match | None = None
+        self._rules: Rules | None = None
+        self._decoder = StreamDecoder()
+        self._frames: asyncio.Queue[Frame] = asyncio.Queue()
+        self.closed = asyncio.Event()
+        self.close_reason = ""
+        # inputs
+        self._received_seq = 0
+        self._pending: Controls | None = None
+        self.applied_seq = 0
+        # deltas
+        self._sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self.acked = 0
+        self.bytes_down = 0
+        self.bytes_up = 0
+        self.deltas_sent = 0
+        self.reliable_deltas = 0
+
+    # ------------------------------------------------------------ from the transport
+
+    def on_stream_data(self, data: bytes) -> None:
+        if self.closed.is_set():
+            return
+        self.bytes_up += len(data)
+        try:
+            for frame in self._decoder.feed(data):
+                self._frames.put_nowait(frame)
+        except ProtocolError as exc:
+            self.fail(str(exc))
+
+    def on_datagram(self, data: bytes) -> None:
+        if self.closed.is_set():
+            return
+        self.bytes_up += len(data)
+        if self._rules is None:
+            return  # before welcome: nothing to apply it to; clients resend
+        try:
+            frame = decode_datagram(data)
+            if not isinstance(frame, Input):
+                raise MalformedFrame(f"{frame.TAG} frame is not allowed as a client datagram")
+            self._take_input(frame)
+        except (ProtocolError, InvalidInput) as exc:
+            self.fail(str(exc))
+
+    def on_closed(self, reason: str) -> None:
+        if not self.closed.is_set():
+            self.close_reason = reason or "connection closed"
+            self.closed.set()
+
+    # ------------------------------------------------------------ lifecycle
+
+    def fail(self, reason: str) -> None:
+        """Close this connection because of what the peer sent; log one line."""
+        if self.closed.is_set():
+            return
+        who = f"player {self.player_id}" if self.player_id else "before joining"
+        log.warning("closing %s (%s): %s", self.channel.peer, who, reason)
+        self.close(reason, error=True)
+
+    def close(self, reason: str, error: bool = False) -> None:
+        if self.closed.is_set():
+            return
+        self.close_reason = reason
+        self.closed.set()
+        self.channel.close(reason, error)
+
+    async def next_frame(self) -> Frame:
+        """The next control-stream frame; raises SessionClosed once the connection is gone."""
+        if self._frames.empty() and self.closed.is_set():
+            raise SessionClosed(self.close_reason)
+        get = asyncio.ensure_future(self._frames.get())
+        closed = asyncio.ensure_future(self.closed.wait())
+        try:
+            await asyncio.wait((get, closed), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            closed.cancel()
+            if not get.done():
+                get.cancel()
+        if get.done() and not get.cancelled():
+            return get.result()
+        raise SessionClosed(self.close_reason)
+
+    async def hello(self) -> Hello:
+        """Wait for the client's hello and check it; fail the session if it is wrong."""
+        frame = await self.next_frame()
+        if not isinstance(frame, Hello):
+            self.fail(f"expected hello, got {frame.TAG}")
+            raise SessionClosed(self.close_reason)
+        try:
+            if frame.version != PROTOCOL_VERSION:
+                raise UnsupportedVersion(
+                    f"protocol version {frame.version} is not supported; this server speaks {PROTOCOL_VERSION}"
+                )
+            name = frame.name.strip()
+            if not name or len(name) > MAX_NAME or not name.isprintable():
+                raise MalformedFrame(f"player name must be 1-{MAX_NAME} printable characters")
+        except ProtocolError as exc:
+            self.fail(str(exc))
+            raise SessionClosed(self.close_reason) from None
+        self.name = name
+        return frame
+
+    def join(self, match: Match, player_id: int, welcome: Welcome) -> None:
+        self.match = match
+        self._rules = match.rules
+        self.player_id = player_id
+        self.send_frame(welcome)
+
+    async def run(self) -> None:
+        """The session task, owned by its match: serve control frames until the connection ends."""
+        try:
+            while True:
+                frame = await self.next_frame()
+                if isinstance(frame, Bye):
+                    self.close(f"client left: {frame.reason[:64]}")
+                    return
+                self.fail(f"unexpected {frame.TAG} frame after hello")
+                return
+        except SessionClosed:
+            return
+        finally:
+            if self.match is not None:
+                self.match.leave(self)
+
+    # ------------------------------------------------------------ inputs
+
+    def _take_input(self, frame: Input) -> None:
+        if len(frame.inputs) > MAX_INPUTS_PER_DATAGRAM:
+            raise MalformedFrame(f"input datagram carries more than {MAX_INPUTS_PER_DATAGRAM} inputs")
+        if frame.ack > self.acked and frame.ack in self._sent:
+            self.acked = frame.ack
+        assert self._rules is not None
+        for item in frame.inputs:
+            if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and item[0] > 0):
+                raise MalformedFrame("each input must be [seq, controls] with a positive integer seq")
+            seq, raw = item
+            if seq <= self._received_seq:
+                continue  # a redundant copy of an input already taken
+            self._pending = self._rules.validate_input(raw)
+            self._received_seq = seq
+
+    def take_input(self) -> Controls | None:
+        """The newest controls received since the last tick, if any (called by the match)."""
+        controls, self._pending = self._pending, None
+        if controls is not None:
+            self.applied_seq = self._received_seq
+        return controls
+
+    # ------------------------------------------------------------ output
+
+    def send_frame(self, frame: Frame) -> None:
+        body = encode(frame)
+        self.bytes_down += len(body)
+        self.channel.send_reliable(body)
+
+    def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
+        self.send_frame(Event(tick=tick, kind=kind, data=data))
+
+    def send_view(self, tick: int, view: dict[str, Any]) -> None:
+        """Send ``view`` as a delta against the newest view this client acknowledged."""
+        if self.closed.is_set():
+            return
+        base_view = self._sent.get(self.acked)
+        base = self.acked if base_view is not None else 0
+        body = encode(Delta(tick=tick, base=base, seq=self.applied_seq, diff=delta.diff(base_view or {}, view)))
+        self.bytes_down += len(body)
+        self.deltas_sent += 1
+        if len(body) <= MAX_DATAGRAM:
+            self.channel.send_datagram(body)
+        else:
+            self.reliable_deltas += 1
+            self.channel.send_reliable(body)
+        self._sent[tick] = view
+        while len(self._sent) > BASELINE_RING:
+            self._sent.popitem(last=False)

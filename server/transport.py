@@ -1,0 +1,119 @@
+"""The QUIC endpoint: aioquic connections turned into :class:`server.session.Channel` s.
+
+Native clients negotiate the ``tickline/1`` ALPN. The first client-initiated
+bidirectional stream is the control stream (length-prefixed frames); DATAGRAM
+frames (RFC 9221) carry inputs and deltas. This module knows QUIC and nothing
+of matches: on each completed handshake it hands a new Session to ``accept``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    DatagramFrameReceived,
+    HandshakeCompleted,
+    QuicEvent,
+    StreamDataReceived,
+    StreamReset,
+)
+
+from server.session import Session
+from shared.protocol import ALPN, MAX_DATAGRAM, frame_for_stream
+
+log = logging.getLogger("tickline.transport")
+
+# QUIC application error codes sent with a close.
+CLOSE_NORMAL = 0
+CLOSE_PROTOCOL_ERROR = 1
+
+
+def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConfiguration:
+    config = QuicConfiguration(
+        is_client=False,
+        alpn_protocols=[ALPN],
+        # Without this on both ends, datagrams are dropped silently (notes/transport.md).
+        max_datagram_frame_size=65536,
+        idle_timeout=idle_timeout,
+    )
+    config.load_cert_chain(cert, key)
+    return config
+
+
+class ServerConnection(QuicConnectionProtocol):
+    """One QUIC connection; a Channel for its Session once the handshake completes."""
+
+    def __init__(self, *args: Any, accept: Callable[[Session], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._accept = accept
+        self._session: Session | None = None
+        self._control_stream: int | None = None
+        self.peer = "?"
+
+    # Channel ------------------------------------------------------------------
+
+    def send_reliable(self, body: bytes) -> None:
+        if self._control_stream is None:
+            return
+        self._quic.send_stream_data(self._control_stream, frame_for_stream(body))
+        self._transmit_soon()
+
+    def send_datagram(self, body: bytes) -> None:
+        if len(body) > MAX_DATAGRAM:
+            raise ValueError(f"datagram of {len(body)} bytes exceeds {MAX_DATAGRAM}")
+        self._quic.send_datagram_frame(body)
+        # Deferred to the end of this loop turn, so that everything queued for this
+        # connection in one tick shares packets and one transmit.
+        self._transmit_soon()
+
+    def close(self, reason: str = "", error: bool = False) -> None:  # type: ignore[override]
+        super().close(
+            error_code=CLOSE_PROTOCOL_ERROR if error else CLOSE_NORMAL,
+            reason_phrase=reason[:200],
+        )
+
+    # aioquic ------------------------------------------------------------------
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        session = self._session
+        if isinstance(event, HandshakeCompleted):
+            addr = self._quic._network_paths[0].addr if self._quic._network_paths else None
+            self.peer = f"{addr[0]}:{addr[1]}" if addr else "?"
+            self._session = Session(self)
+            self._accept(self._session)
+        elif isinstance(event, StreamDataReceived) and session is not None:
+            if self._control_stream is None and event.stream_id % 4 == 0:
+                self._control_stream = event.stream_id
+            if event.stream_id != self._control_stream:
+                session.fail("only one control stream is allowed")
+                return
+            if event.data:
+                session.on_stream_data(event.data)
+            if event.end_stream:
+                session.close("client closed its control stream")
+        elif isinstance(event, DatagramFrameReceived) and session is not None:
+            session.on_datagram(event.data)
+        elif isinstance(event, StreamReset) and session is not None:
+            session.close("client reset its control stream")
+        elif isinstance(event, ConnectionTerminated) and session is not None:
+            session.on_closed(event.reason_phrase or f"connection closed (code {event.error_code})")
+
+
+async def start_endpoint(
+    host: str, port: int, configuration: QuicConfiguration, accept: Callable[[Session], None]
+) -> tuple[QuicServer, int]:
+    """Listen on ``host:port`` (port 0 picks a free one); return the server and its port."""
+
+    def create(*args: Any, **kwargs: Any) -> ServerConnection:
+        return ServerConnection(*args, accept=accept, **kwargs)
+
+    endpoint = await serve(host, port, configuration=configuration, create_protocol=create)
+    bound = endpoint._transport.get_extra_info("sockname")[1]
+    return endpoint, bound

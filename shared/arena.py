@@ -1,0 +1,301 @@
+"""Arena, the reference game: a top-down 2D deathmatch.
+
+Players move in eight directions and shoot projectiles along an aim vector;
+projectiles fly straight, hit the first player they touch, and expire. Damage
+kills, the killer scores, the dead respawn after a delay at a random spot.
+Health pickups appear at random spots on a timer. The match ends on a time
+limit or when a player reaches the score limit.
+
+Determinism (DESIGN.md): all arithmetic is on integers. Lengths are in
+*fixed units*, 1/100 of a world unit (``UNIT``); speeds given per second in the
+config become whole fixed units per tick. The only square root is
+``math.isqrt`` on integers. Randomness comes from the splitmix64 state kept in
+``state["rng"]``. Entity tables are dicts keyed by int ids, iterated in sorted
+order.
+"""
+
+from __future__ import annotations
+
+from math import isqrt
+from typing import Any
+
+import orjson
+
+from shared.game import (
+    ConfigError,
+    Controls,
+    GameEvent,
+    InvalidInput,
+    Rules,
+    State,
+    TickInputs,
+    rng_below,
+    rng_seed,
+)
+
+UNIT = 100  # fixed units per world unit
+AIM_LIMIT = 1_000_000
+_CONTROL_KEYS = frozenset({"mx", "my", "ax", "ay", "fire"})
+_IDLE: Controls = {"mx": 0, "my": 0, "ax": 0, "ay": 0, "fire": False}
+# 181/256 ~ 1/sqrt(2): diagonal moves are no faster than straight ones.
+_DIAG_NUM, _DIAG_DEN = 181, 256
+
+
+class Arena(Rules):
+    name = "arena"
+    version = 1
+
+    @classmethod
+    def default_config(cls) -> dict[str, Any]:
+        return {
+            "tick_rate": 60,
+            "width": 1000,  # world units
+            "height": 1000,
+            "max_players": 32,
+            "player_radius": 15,
+            "player_speed": 200,  # world units per second
+            "max_hp": 100,
+            "fire_cooldown_ms": 250,
+            "projectile_speed": 600,
+            "projectile_radius": 4,
+            "projectile_damage": 20,
+            "projectile_ttl_ms": 1500,
+            "respawn_ms": 2000,
+            "pickup_every_ms": 3000,
+            "max_pickups": 4,
+            "pickup_radius": 12,
+            "pickup_heal": 30,
+            "time_limit_s": 300,
+            "score_limit": 25,
+        }
+
+    def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        merged = super().validate_config(config)
+        for key, value in merged.items():
+            if value <= 0:
+                raise ConfigError(f"arena config key {key!r} must be positive, got {value}")
+        return merged
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config)
+        c = self.config
+        rate = c["tick_rate"]
+
+        def ticks(ms: int) -> int:
+            return max(1, ms * rate // 1000)
+
+        self.w = c["width"] * UNIT
+        self.h = c["height"] * UNIT
+        self.pr = c["player_radius"] * UNIT
+        self.speed = c["player_speed"] * UNIT // rate
+        self.shot_speed = c["projectile_speed"] * UNIT // rate
+        self.hit_r2 = ((c["player_radius"] + c["projectile_radius"]) * UNIT) ** 2
+        self.pick_r2 = ((c["player_radius"] + c["pickup_radius"]) * UNIT) ** 2
+        self.cooldown = ticks(c["fire_cooldown_ms"])
+        self.shot_ttl = ticks(c["projectile_ttl_ms"])
+        self.respawn = ticks(c["respawn_ms"])
+        self.pickup_every = ticks(c["pickup_every_ms"])
+        self.time_limit = c["time_limit_s"] * rate
+
+    # ------------------------------------------------------------------ state
+
+    def initial_state(self, seed: int) -> State:
+        return {
+            "tick": 0,
+            "rng": rng_seed(seed),
+            "next_id": 1,
+            "over": False,
+            "winner": 0,
+            "players": {},
+            "shots": {},
+            "pickups": {},
+        }
+
+    def load_state(self, data: bytes) -> State:
+        state = orjson.loads(data)
+        for table in ("players", "shots", "pickups"):
+            state[table] = {int(k): v for k, v in sorted(state[table].items(), key=lambda kv: int(kv[0]))}
+        return state
+
+    def is_over(self, state: State) -> bool:
+        return bool(state["over"])
+
+    # ------------------------------------------------------------------ input
+
+    def validate_input(self, raw: Any) -> Controls:
+        if not isinstance(raw, dict):
+            raise InvalidInput("arena input must be an object")
+        unknown = raw.keys() - _CONTROL_KEYS
+        if unknown:
+            raise InvalidInput(f"arena input has unknown control {str(sorted(map(str, unknown))[0])[:32]!r}")
+        out = dict(_IDLE)
+        for key in ("mx", "my"):
+            value = raw.get(key, 0)
+            if type(value) is not int or value not in (-1, 0, 1):
+                raise InvalidInput(f"arena input {key!r} must be -1, 0 or 1")
+            out[key] = value
+        for key in ("ax", "ay"):
+            value = raw.get(key, 0)
+            if type(value) is not int or not -AIM_LIMIT <= value <= AIM_LIMIT:
+                raise InvalidInput(f"arena input {key!r} must be an integer within +-{AIM_LIMIT}")
+            out[key] = value
+        fire = raw.get("fire", False)
+        if type(fire) is not bool:
+            raise InvalidInput("arena input 'fire' must be true or false")
+        out["fire"] = fire
+        return out
+
+    # ------------------------------------------------------------------ the tick
+
+    def step(self, state: State, inputs: TickInputs) -> list[GameEvent]:
+        events: list[GameEvent] = []
+        if state["over"]:
+            return events
+        state["tick"] += 1
+        tick = state["tick"]
+        players = state["players"]
+
+        for pid in sorted(inputs.leaves):
+            if players.pop(pid, None) is not None:
+                events.append({"k": "leave", "p": pid})
+        for pid, name in sorted(inputs.joins):
+            if pid in players:
+                continue
+            x, y = self._random_spot(state)
+            players[pid] = {
+                "name": name, "x": x, "y": y, "hp": self.config["max_hp"], "score": 0,
+                "deaths": 0, "alive": True, "respawn": 0, "cool": 0, **_IDLE,
+            }
+            events.append({"k": "join", "p": pid})
+        for pid in sorted(inputs.inputs):
+            player = players.get(pid)
+            if player is not None:
+                player.update(inputs.inputs[pid])
+
+        for pid in sorted(players):
+            self._move_player(state, pid, players[pid], tick, events)
+        self._move_shots(state, tick, events)
+        self._pickups(state, tick, events)
+        self._check_end(state, tick, events)
+        return events
+
+    def _move_player(self, state: State, pid: int, p: dict, tick: int, events: list[GameEvent]) -> None:
+        if not p["alive"]:
+            if tick >= p["respawn"]:
+                p["x"], p["y"] = self._random_spot(state)
+                p["hp"] = self.config["max_hp"]
+                p["alive"] = True
+                events.append({"k": "respawn", "p": pid})
+            return
+        dx, dy = p["mx"] * self.speed, p["my"] * self.speed
+        if dx and dy:
+            dx, dy = dx * _DIAG_NUM // _DIAG_DEN, dy * _DIAG_NUM // _DIAG_DEN
+        p["x"] = min(max(p["x"] + dx, self.pr), self.w - self.pr)
+        p["y"] = min(max(p["y"] + dy, self.pr), self.h - self.pr)
+        if p["fire"] and tick >= p["cool"]:
+            # 16 extra bits keep the direction exact enough that a short aim
+            # vector such as (1, 1) fires no faster than a long one.
+            ax, ay = p["ax"] << 16, p["ay"] << 16
+            length = isqrt(ax * ax + ay * ay)
+            if length:
+                sid = state["next_id"]
+                state["next_id"] = sid + 1
+                state["shots"][sid] = {
+                    "x": p["x"], "y": p["y"], "x0": p["x"], "y0": p["y"], "born": tick,
+                    "vx": ax * self.shot_speed // length, "vy": ay * self.shot_speed // length,
+                    "owner": pid, "expires": tick + self.shot_ttl,
+                }
+                p["cool"] = tick + self.cooldown
+                events.append({"k": "fire", "p": pid, "s": sid})
+
+    def _move_shots(self, state: State, tick: int, events: list[GameEvent]) -> None:
+        shots, players = state["shots"], state["players"]
+        for sid in sorted(shots):
+            s = shots[sid]
+            s["x"] += s["vx"]
+            s["y"] += s["vy"]
+            if tick >= s["expires"] or not (0 <= s["x"] <= self.w and 0 <= s["y"] <= self.h):
+                del shots[sid]
+                continue
+            for pid in sorted(players):
+                p = players[pid]
+                if pid == s["owner"] or not p["alive"]:
+                    continue
+                ddx, ddy = p["x"] - s["x"], p["y"] - s["y"]
+                if ddx * ddx + ddy * ddy > self.hit_r2:
+                    continue
+                del shots[sid]
+                p["hp"] -= self.config["projectile_damage"]
+                events.append({"k": "hit", "p": pid, "by": s["owner"]})
+                if p["hp"] <= 0:
+                    p["hp"] = 0
+                    p["alive"] = False
+                    p["deaths"] += 1
+                    p["respawn"] = tick + self.respawn
+                    shooter = players.get(s["owner"])
+                    if shooter is not None:
+                        shooter["score"] += 1
+                    events.append({"k": "kill", "p": pid, "by": s["owner"]})
+                break
+
+    def _pickups(self, state: State, tick: int, events: list[GameEvent]) -> None:
+        pickups, players = state["pickups"], state["players"]
+        if tick % self.pickup_every == 0 and len(pickups) < self.config["max_pickups"]:
+            kid = state["next_id"]
+            state["next_id"] = kid + 1
+            x, y = self._random_spot(state)
+            pickups[kid] = {"x": x, "y": y}
+        max_hp = self.config["max_hp"]
+        for kid in sorted(pickups):
+            k = pickups[kid]
+            for pid in sorted(players):
+                p = players[pid]
+                if not p["alive"] or p["hp"] >= max_hp:
+                    continue
+                ddx, ddy = p["x"] - k["x"], p["y"] - k["y"]
+                if ddx * ddx + ddy * ddy <= self.pick_r2:
+                    p["hp"] = min(max_hp, p["hp"] + self.config["pickup_heal"])
+                    del pickups[kid]
+                    events.append({"k": "pickup", "p": pid})
+                    break
+
+    def _check_end(self, state: State, tick: int, events: list[GameEvent]) -> None:
+        players = state["players"]
+        best = max(sorted(players), key=lambda pid: players[pid]["score"], default=0)
+        top = players[best]["score"] if best else 0
+        if tick >= self.time_limit or top >= self.config["score_limit"]:
+            state["over"] = True
+            state["winner"] = best
+            events.append({"k": "over", "winner": best})
+
+    def _random_spot(self, state: State) -> tuple[int, int]:
+        return (
+            self.pr + rng_below(state, self.w - 2 * self.pr),
+            self.pr + rng_below(state, self.h - 2 * self.pr),
+        )
+
+    # ------------------------------------------------------------------ what a player sees
+
+    def view(self, state: State, player_id: int) -> dict[str, Any]:
+        # Arena is an open field: everyone sees everything. Names and other
+        # constant fields cost nothing after the first snapshot (deltas).
+        return {
+            "players": {
+                str(pid): {
+                    "name": p["name"], "x": p["x"], "y": p["y"], "hp": p["hp"],
+                    "score": p["score"], "alive": p["alive"],
+                }
+                for pid, p in state["players"].items()
+            },
+            # A shot flies straight, so a client places it at any tick from
+            # where and when it was fired: x0 + vx * (tick - born). Its view
+            # never changes, and costs bytes only in the delta that spawns it.
+            "shots": {
+                str(sid): {"x0": s["x0"], "y0": s["y0"], "vx": s["vx"], "vy": s["vy"],
+                           "born": s["born"], "owner": s["owner"]}
+                for sid, s in state["shots"].items()
+            },
+            "pickups": {str(kid): {"x": k["x"], "y": k["y"]} for kid, k in state["pickups"].items()},
+            "over": state["over"],
+            "winner": state["winner"],
+        }

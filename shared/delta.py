@@ -1,0 +1,101 @@
+"""Snapshot deltas: the difference between two views, and applying it.
+
+A view (what one player may see at one tick) is a tree of dicts with string
+keys whose leaves are JSON values; lists are leaves. ``diff(a, b)`` describes
+how to turn ``a`` into ``b`` and ``apply(a, diff(a, b)) == b``. A delta is
+itself a small JSON object, so it travels inside a :class:`shared.protocol.Delta`:
+
+    {"s": {key: new value},      keys set or replaced whole
+     "u": {key: nested delta},   dict-valued keys changed in part
+     "r": [key, ...]}            keys removed
+
+Parts that are empty are left out; the delta of a view to itself is ``{}``.
+A full snapshot is simply ``diff({}, b)``.
+
+Both functions leave their inputs untouched; ``apply`` shares every subtree the
+delta does not change with the base, so a client can keep a ring of recent
+views cheaply. Views are therefore treated as immutable once built.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+View = dict[str, Any]
+
+
+def diff(a: View, b: View) -> View:
+    """The delta that turns view ``a`` into view ``b``."""
+    sets: dict[str, Any] = {}
+    updates: dict[str, Any] = {}
+    for key, new in b.items():
+        old = a.get(key, _ABSENT)
+        if old is new:
+            continue
+        if isinstance(new, dict) and isinstance(old, dict):
+            sub = diff(old, new)
+            if sub:
+                updates[key] = sub
+        elif (
+            old is _ABSENT or old != new or type(old) is not type(new)
+            or (isinstance(new, list) and not _same(old, new))
+        ):
+            sets[key] = new
+    out: View = {}
+    if sets:
+        out["s"] = sets
+    if updates:
+        out["u"] = updates
+    removed = [key for key in a if key not in b]
+    if removed:
+        out["r"] = removed
+    return out
+
+
+def apply(base: View, delta: View) -> View:
+    """``base`` with ``delta`` applied, as a new view; ``base`` is not modified.
+
+    Raises :class:`DeltaError` when the delta does not fit the base (a nested
+    update of a key that is missing or not a dict, or a malformed delta).
+    """
+    if not isinstance(delta, dict):
+        raise DeltaError("delta is not an object")
+    if not delta:
+        return base
+    out = dict(base)
+    sets = delta.get("s", {})
+    updates = delta.get("u", {})
+    removed = delta.get("r", [])
+    if not isinstance(sets, dict) or not isinstance(updates, dict) or not isinstance(removed, list):
+        raise DeltaError("delta parts have the wrong type")
+    if delta.keys() - {"s", "u", "r"}:
+        raise DeltaError("delta has unknown parts")
+    for key in removed:
+        if not isinstance(key, str):
+            raise DeltaError("delta removes a key that is not a string")
+        out.pop(key, None)
+    out.update(sets)
+    for key, sub in updates.items():
+        old = out.get(key)
+        if not isinstance(old, dict):
+            raise DeltaError(f"delta updates {str(key)[:32]!r}, which the base lacks")
+        out[key] = apply(old, sub)
+    return out
+
+
+class DeltaError(ValueError):
+    """A delta that cannot be applied to the base it names."""
+
+
+_ABSENT = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as JSON: unlike ``==``, 1, 1.0 and True differ, also inside lists."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(_same, a, b))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    return a == b

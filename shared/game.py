@@ -1,0 +1,161 @@
+"""The game rules interface, the per-tick input record, and the canonical state hash.
+
+A game is a :class:`Rules` subclass bound to one config. Its contract is the
+determinism contract of DESIGN.md: the state at tick T is a pure function of
+(game, version, seed, config) and the :class:`TickInputs` of ticks 1..T. The
+server, the client's prediction and the replay verifier all run the same
+``step``; the log stores only causes (inputs) and a hash per tick, and a replay
+that recomputes every hash proves both the log and the rules.
+
+States are plain dicts of ints, strings, bools, lists and dicts whose entity
+tables are keyed by integer ids; ``state_hash`` serialises them canonically.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import orjson
+
+State = dict[str, Any]
+Controls = dict[str, Any]
+GameEvent = dict[str, Any]
+
+
+class InvalidInput(ValueError):
+    """An input the rules refuse; its message is a one-line close reason."""
+
+
+class ConfigError(ValueError):
+    """A game config the rules refuse; its message says which key and why."""
+
+
+@dataclass(slots=True)
+class TickInputs:
+    """Everything from outside that a tick applies: players joining, leaving, and new controls.
+
+    ``inputs`` maps a player id to the controls that player sent since the
+    previous tick (validated); a player with no entry keeps its last controls.
+    """
+
+    joins: list[tuple[int, str]] = field(default_factory=list)
+    leaves: list[int] = field(default_factory=list)
+    inputs: dict[int, Controls] = field(default_factory=dict)
+
+    def is_empty(self) -> bool:
+        return not (self.joins or self.leaves or self.inputs)
+
+    def to_record(self) -> dict[str, Any]:
+        """The canonical JSON form stored in the event log (sorted by player id)."""
+        out: dict[str, Any] = {}
+        if self.joins:
+            out["j"] = [[pid, name] for pid, name in sorted(self.joins)]
+        if self.leaves:
+            out["l"] = sorted(self.leaves)
+        if self.inputs:
+            out["i"] = [[pid, self.inputs[pid]] for pid in sorted(self.inputs)]
+        return out
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> TickInputs:
+        return cls(
+            joins=[(int(pid), str(name)) for pid, name in record.get("j", ())],
+            leaves=[int(pid) for pid in record.get("l", ())],
+            inputs={int(pid): controls for pid, controls in record.get("i", ())},
+        )
+
+
+class Rules(ABC):
+    """One game's rules, bound to a validated config.
+
+    Subclasses set ``name`` and ``version``; bump ``version`` whenever a change
+    could make an old log replay differently.
+    """
+
+    name: ClassVar[str]
+    version: ClassVar[int]
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        self.config = self.validate_config(dict(config or {}))
+
+    @classmethod
+    @abstractmethod
+    def default_config(cls) -> dict[str, Any]:
+        """Every config key with its default value."""
+
+    def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
+        """Defaults merged with ``config``; unknown keys and wrong types raise ConfigError."""
+        defaults = self.default_config()
+        for key, value in config.items():
+            if key not in defaults:
+                raise ConfigError(
+                    f"unknown {self.name} config key {key!r}; known keys: {', '.join(sorted(defaults))}"
+                )
+            want = type(defaults[key])
+            if type(value) is not want:
+                raise ConfigError(
+                    f"{self.name} config key {key!r} must be {want.__name__}, not {type(value).__name__}"
+                )
+        return {**defaults, **config}
+
+    @abstractmethod
+    def initial_state(self, seed: int) -> State:
+        """The state before tick 1."""
+
+    @abstractmethod
+    def validate_input(self, raw: Any) -> Controls:
+        """Normalised controls from a client's raw input, or InvalidInput."""
+
+    @abstractmethod
+    def step(self, state: State, inputs: TickInputs) -> list[GameEvent]:
+        """Advance ``state`` one tick, in place; return the tick's events."""
+
+    @abstractmethod
+    def view(self, state: State, player_id: int) -> dict[str, Any]:
+        """What ``player_id`` may see, in wire form (string keys, JSON values)."""
+
+    @abstractmethod
+    def is_over(self, state: State) -> bool:
+        """Whether the match has ended."""
+
+    def max_players(self) -> int:
+        return int(self.config.get("max_players", 64))
+
+    def dump_state(self, state: State) -> bytes:
+        return orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
+
+    @abstractmethod
+    def load_state(self, data: bytes) -> State:
+        """The inverse of ``dump_state``."""
+
+
+def state_hash(state: State) -> str:
+    """A canonical hash of a state: equal states hash equal on every platform."""
+    data = orjson.dumps(state, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SORT_KEYS)
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+# PRNG: splitmix64, with its whole state one int kept inside the game state, so
+# that randomness is part of what the log reproduces.
+_MASK64 = (1 << 64) - 1
+
+
+def rng_seed(seed: int) -> int:
+    return seed & _MASK64
+
+
+def rng_next(state: State, key: str = "rng") -> int:
+    """The next 64-bit random number; advances ``state[key]``."""
+    x = (state[key] + 0x9E3779B97F4A7C15) & _MASK64
+    state[key] = x
+    z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def rng_below(state: State, n: int, key: str = "rng") -> int:
+    """A random int in [0, n)."""
+    return rng_next(state, key) % n

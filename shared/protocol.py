@@ -1,0 +1,255 @@
+"""The wire protocol: typed frames, their orjson encoding, and sans-I/O decoders.
+
+Every frame is one orjson object ``{"t": <type tag>, ...fields}``. Frames travel
+two ways and the same codec serves both:
+
+- on the reliable, ordered control stream, each frame is prefixed by its length
+  (4 bytes, big-endian); :class:`StreamDecoder` reassembles them from any
+  chunking of the bytes;
+- as an unreliable datagram, one frame per datagram, no prefix.
+
+The protocol version is agreed once, in ``hello``/``welcome``; frames after that
+carry no version. Decoders never raise anything but :class:`ProtocolError`
+subclasses, each with a one-line message meant for a close reason.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any, ClassVar
+
+import orjson
+
+PROTOCOL_VERSION = 1
+# Application protocol negotiated in the TLS handshake of native clients.
+ALPN = "tickline/1"
+
+# A control-stream frame larger than this is refused (a full snapshot of a big
+# match still fits with ample room).
+MAX_STREAM_FRAME = 256 * 1024
+# aioquic silently never sends a DATAGRAM above ~1170 bytes with its default
+# 1200-byte packets and then blocks later datagrams (notes/transport.md), so
+# anything bigger than this goes on the reliable stream instead.
+MAX_DATAGRAM = 1100
+
+_LENGTH = struct.Struct("!I")
+
+
+class ProtocolError(Exception):
+    """A peer sent something this protocol does not allow; the message is a close reason."""
+
+
+class MalformedFrame(ProtocolError):
+    pass
+
+
+class UnknownFrameType(ProtocolError):
+    pass
+
+
+class FrameTooLarge(ProtocolError):
+    pass
+
+
+class UnsupportedVersion(ProtocolError):
+    pass
+
+
+# --------------------------------------------------------------------------- frames
+
+
+@dataclass(slots=True)
+class Hello:
+    """Client -> server, first frame on the control stream."""
+
+    TAG: ClassVar[str] = "hello"
+    version: int
+    name: str
+    # Empty for a new player; later issues put a connect token or reconnect
+    # credentials here.
+    token: str = ""
+
+
+@dataclass(slots=True)
+class Welcome:
+    """Server -> client: the player is in the match."""
+
+    TAG: ClassVar[str] = "welcome"
+    version: int
+    player_id: int
+    match_id: str
+    game: str
+    game_version: int
+    tick_rate: int
+    send_rate: int
+    tick: int
+    # Secret that identifies this player on a later reconnect.
+    token: str = ""
+
+
+@dataclass(slots=True)
+class Input:
+    """Client -> server datagram: the newest inputs, repeated until the server applied them.
+
+    ``inputs`` is a list of ``[seq, controls]`` in increasing ``seq``; ``ack`` is
+    the newest tick whose snapshot the client holds (0 for none).
+    """
+
+    TAG: ClassVar[str] = "in"
+    ack: int
+    inputs: list[list[Any]]
+
+
+@dataclass(slots=True)
+class Delta:
+    """Server -> client: the player's view at ``tick`` as a delta against ``base``.
+
+    ``base`` 0 means a full snapshot. ``seq`` is the newest input sequence the
+    server has applied for this player.
+    """
+
+    TAG: ClassVar[str] = "d"
+    tick: int
+    base: int
+    seq: int
+    diff: dict[str, Any]
+
+
+@dataclass(slots=True)
+class Event:
+    """Server -> client on the control stream: something that must arrive (match over, chat)."""
+
+    TAG: ClassVar[str] = "ev"
+    tick: int
+    kind: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Bye:
+    """Either way on the control stream: the sender is closing, and why."""
+
+    TAG: ClassVar[str] = "bye"
+    reason: str
+
+
+Frame = Hello | Welcome | Input | Delta | Event | Bye
+
+_TYPES: dict[str, type] = {cls.TAG: cls for cls in (Hello, Welcome, Input, Delta, Event, Bye)}
+# Field name -> the Python types its value may have, checked on decode so that
+# a frame that parses is also well-typed.
+_FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
+    Hello: {"version": (int,), "name": (str,), "token": (str,)},
+    Welcome: {
+        "version": (int,), "player_id": (int,), "match_id": (str,), "game": (str,),
+        "game_version": (int,), "tick_rate": (int,), "send_rate": (int,), "tick": (int,),
+        "token": (str,),
+    },
+    Input: {"ack": (int,), "inputs": (list,)},
+    Delta: {"tick": (int,), "base": (int,), "seq": (int,), "diff": (dict,)},
+    Event: {"tick": (int,), "kind": (str,), "data": (dict,)},
+    Bye: {"reason": (str,)},
+}
+
+
+def _required_fields(cls: type) -> frozenset[str]:
+    return frozenset(
+        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+    )
+
+
+_REQUIRED = {cls: _required_fields(cls) for cls in _TYPES.values()}
+
+
+# --------------------------------------------------------------------------- encode
+
+
+def encode(frame: Frame) -> bytes:
+    """One frame as its orjson body (a datagram's whole payload)."""
+    # asdict() deep-copies; a delta's diff can be large and is never mutated.
+    body = {f.name: getattr(frame, f.name) for f in fields(frame)}
+    body["t"] = frame.TAG
+    return orjson.dumps(body)
+
+
+def frame_for_stream(body: bytes) -> bytes:
+    """A length prefix plus ``body``, ready for the control stream."""
+    if len(body) > MAX_STREAM_FRAME:
+        raise FrameTooLarge(f"frame of {len(body)} bytes exceeds the {MAX_STREAM_FRAME}-byte cap")
+    return _LENGTH.pack(len(body)) + body
+
+
+def encode_stream(frame: Frame) -> bytes:
+    return frame_for_stream(encode(frame))
+
+
+# --------------------------------------------------------------------------- decode
+
+
+def decode(data: bytes, max_size: int = MAX_STREAM_FRAME) -> Frame:
+    """Parse one frame body; raise a :class:`ProtocolError` subclass on anything wrong."""
+    if len(data) > max_size:
+        raise FrameTooLarge(f"frame of {len(data)} bytes exceeds the {max_size}-byte cap")
+    try:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise MalformedFrame(f"frame is not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise MalformedFrame("frame is not a JSON object")
+    tag = obj.pop("t", None)
+    if not isinstance(tag, str):
+        raise MalformedFrame("frame has no type tag 't'")
+    cls = _TYPES.get(tag)
+    if cls is None:
+        raise UnknownFrameType(f"unknown frame type {tag[:32]!r}")
+    types = _FIELD_TYPES[cls]
+    unknown = obj.keys() - types.keys()
+    if unknown:
+        raise MalformedFrame(f"{tag} frame has unknown field {sorted(unknown)[0][:32]!r}")
+    missing = _REQUIRED[cls] - obj.keys()
+    if missing:
+        raise MalformedFrame(f"{tag} frame lacks field {sorted(missing)[0]!r}")
+    for name, value in obj.items():
+        # bool is an int in Python; no field of this protocol is a bool.
+        if not isinstance(value, types[name]) or isinstance(value, bool):
+            raise MalformedFrame(f"{tag} frame field {name!r} has the wrong type")
+    return cls(**obj)
+
+
+def decode_datagram(data: bytes) -> Frame:
+    return decode(data, max_size=MAX_DATAGRAM)
+
+
+class StreamDecoder:
+    """Reassembles length-prefixed frames from a byte stream, in any chunking.
+
+    ``feed(data)`` returns the frames completed by ``data``. A length over the
+    cap raises :class:`FrameTooLarge` at once, before the body is buffered.
+    """
+
+    def __init__(self, max_size: int = MAX_STREAM_FRAME) -> None:
+        self._buffer = bytearray()
+        self._max_size = max_size
+
+    def feed(self, data: bytes) -> list[Frame]:
+        self._buffer += data
+        frames: list[Frame] = []
+        while len(self._buffer) >= _LENGTH.size:
+            (length,) = _LENGTH.unpack_from(self._buffer)
+            if length > self._max_size:
+                raise FrameTooLarge(
+                    f"frame of {length} bytes exceeds the {self._max_size}-byte cap"
+                )
+            end = _LENGTH.size + length
+            if len(self._buffer) < end:
+                break
+            body = bytes(self._buffer[_LENGTH.size:end])
+            del self._buffer[:end]
+            frames.append(decode(body, self._max_size))
+        return frames
+
+    @property
+    def pending(self) -> int:
+        """Bytes received that do not yet make a whole frame."""
+        return len(self._buffer)

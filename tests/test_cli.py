@@ -1,0 +1,128 @@
+"""The `tickline` command as a user runs it: real processes, signals, exit codes, one-line errors."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bots.swarm import run_swarm
+
+TICKLINE = [sys.executable, "-m", "tickline"]
+
+
+async def _run(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        *TICKLINE, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def _serve(data_dir: Path, *args: str) -> tuple[asyncio.subprocess.Process, dict]:
+    proc = await asyncio.create_subprocess_exec(
+        *TICKLINE, "serve", "--port", "0", "--data-dir", str(data_dir), *args,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line, (await proc.stderr.read()).decode()
+    return proc, orjson.loads(line)
+
+
+async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
+    proc, ready = await _serve(tmp_path, "--set", "time_limit_s=60")
+    assert ready["event"] == "ready" and ready["port"] > 0
+    assert Path(ready["cert"]).exists()
+    bots = asyncio.create_task(run_swarm("127.0.0.1", ready["port"], 3, duration=20, cafile=ready["cert"]))
+    await asyncio.sleep(2.5)
+    proc.send_signal(signal.SIGTERM)
+    report = await asyncio.wait_for(bots, 15)
+    status = await asyncio.wait_for(proc.wait(), 15)
+    stderr = (await proc.stderr.read()).decode()
+    assert status == 0, stderr
+    assert report["closed_by_server"] == {"server shutting down": 3}
+    assert "Traceback" not in stderr
+
+    code, out, err = await _run("replay", "list", "--data-dir", str(tmp_path))
+    [listed] = [orjson.loads(line) for line in out.splitlines()]
+    assert code == 0 and listed["status"] == "stopped" and listed["ticks"] > 60
+    code, out, err = await _run("replay", "verify", listed["match_id"][:8], "--data-dir", str(tmp_path))
+    result = orjson.loads(out.splitlines()[-1])
+    assert code == 0 and result["verified"] is True and result["ticks"] == listed["ticks"]
+
+
+async def test_replay_verify_exits_nonzero_and_names_the_first_bad_tick(tmp_path: Path) -> None:
+    code, out, err = await _run("demo", "--bots", "2", "--seconds", "2", "--data-dir", str(tmp_path))
+    assert code == 0, err
+    match_id = orjson.loads(out.splitlines()[-1])["match_id"]
+    with sqlite3.connect(tmp_path / "tickline.db") as conn:
+        conn.execute("UPDATE ticks SET hash = 'bad' WHERE tick = 42")
+    code, out, err = await _run("replay", "verify", match_id, "--data-dir", str(tmp_path))
+    result = orjson.loads(out.splitlines()[-1])
+    assert code == 1
+    assert result["verified"] is False and result["first_bad_tick"] == 42
+    assert "tick 42" in err
+
+
+async def test_demo_ends_with_a_verified_json_line(tmp_path: Path) -> None:
+    code, out, err = await _run("demo", "--bots", "4", "--seconds", "3", "--data-dir", str(tmp_path))
+    assert code == 0, err
+    result = orjson.loads(out.splitlines()[-1])
+    for key in ("match_id", "ticks", "tick_rate", "bots", "inputs_applied", "bytes_down_per_client_per_s",
+                "tick_late_ms_p99", "replay_verified", "final_state_hash"):
+        assert key in result
+    assert result["replay_verified"] is True
+    assert result["ticks"] == 180 and result["bots"] == 4 and result["inputs_applied"] > 0
+    assert len(out.splitlines()) > 1  # a human summary comes first
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (["serve", "--send-rate", "7"], "--send-rate 7 must divide --tick-rate 60"),
+    (["serve", "--set", "nope=1"], "unknown arena config key 'nope'"),
+    (["serve", "--set", "time_limit_s=soon"], "must be int"),
+    (["serve", "--game", "chess"], "unknown game 'chess'"),
+    (["serve", "--port", "http"], "invalid int value"),
+    (["serve", "--cert", "x.pem"], "--cert and --key go together"),
+    (["bots", "--server", "localhost"], "HOST:PORT"),
+    (["bots"], "--server"),
+    (["frobnicate"], "invalid choice"),
+])
+async def test_bad_arguments_give_one_line_and_exit_2(args: list[str], words: str) -> None:
+    code, out, err = await _run(*args)
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1, err
+    assert words in err
+
+
+async def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    code, out, err = await _run("serve", "--port", "0", "--db", f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db")
+    assert code == 1
+    assert len(err.strip().splitlines()) == 1 and "cannot open the event log" in err
+
+
+async def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    proc, ready = await _serve(tmp_path / "a")
+    try:
+        code, out, err = await _run("serve", "--port", str(ready["port"]), "--data-dir", str(tmp_path / "b"))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
+    assert code == 1
+    assert "already in use" in err.strip().splitlines()[-1]
+
+
+async def test_replay_on_a_missing_log_says_what_to_do(tmp_path: Path) -> None:
+    code, out, err = await _run("replay", "list", "--data-dir", str(tmp_path))
+    assert code == 1 and "tickline demo" in err and len(err.strip().splitlines()) == 1
+
+
+async def test_every_subcommand_has_help() -> None:
+    for args in (["--help"], ["serve", "--help"], ["bots", "--help"], ["replay", "--help"],
+                 ["replay", "verify", "--help"], ["replay", "list", "--help"], ["demo", "--help"]):
+        code, out, err = await _run(*args)
+        assert code == 0 and "usage: tickline" in out

@@ -1,0 +1,259 @@
+"""Snapshot deltas: diff/apply laws on random nested views, and refusal of bad deltas."""
+
+from __future__ import annotations
+
+import copy
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.delta import DeltaError, apply, diff
+
+# ----------------------------------------------------------------- strategies
+
+# Few, short keys so that two random views share many keys and the diff has
+# sets, updates and removals all at once.
+keys = st.text(alphabet="abcd", min_size=1, max_size=2)
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(min_value=-2, max_value=2),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(alphabet="xy", max_size=2),
+)
+leaves = scalars | st.lists(scalars, max_size=3)
+
+
+def views(depth: int = 3) -> st.SearchStrategy:
+    """Dicts nested at most ``depth`` deep, leaves being JSON scalars or lists of them."""
+    if depth == 1:
+        return st.dictionaries(keys, leaves, max_size=5)
+    return st.dictionaries(keys, leaves | views(depth - 1), max_size=5)
+
+
+def mutated(view: dict, draw, depth: int = 3) -> dict:
+    """A copy of ``view`` with a few random changes: views that are near each other."""
+    out = {}
+    for key, value in view.items():
+        choice = draw(st.integers(min_value=0, max_value=5))
+        if choice == 0:
+            continue  # removed
+        if choice == 1:
+            out[key] = draw(leaves if depth == 1 else leaves | views(depth - 1))
+        elif choice == 2 and isinstance(value, dict) and depth > 1:
+            out[key] = mutated(value, draw, depth - 1)
+        elif choice == 3:
+            out[key] = retyped(value)
+        else:
+            out[key] = copy.deepcopy(value)
+    for key, value in draw(st.dictionaries(keys, leaves, max_size=2)).items():
+        out.setdefault(key, value)
+    return out
+
+
+def retyped(value):
+    """An equal value (by Python's ==) of other types: 1 <-> True, 2 -> 2.0, deep in lists."""
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, int):
+        return bool(value) if value in (0, 1) else float(value)
+    if isinstance(value, list):
+        return [retyped(v) for v in value]
+    if isinstance(value, dict):
+        return {k: retyped(v) for k, v in value.items()}
+    return value
+
+
+def canon(value) -> bytes:
+    """Type-strict equality: 1, 1.0 and True, or [1] and [True], all differ."""
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def wire(value):
+    return orjson.loads(orjson.dumps(value))
+
+
+view_pairs = st.tuples(views(), views())
+
+
+@st.composite
+def near_pairs(draw):
+    a = draw(views())
+    return a, mutated(a, draw)
+
+
+pairs = view_pairs | near_pairs()
+
+
+# ----------------------------------------------------------------- laws
+
+
+@given(pairs)
+@settings(max_examples=200)
+def test_apply_of_diff_gives_the_new_view(pair):
+    a, b = pair
+    d = diff(a, b)
+    out = apply(a, d)
+    assert out == b
+    assert canon(out) == canon(b)
+
+
+@given(views())
+@settings(max_examples=150)
+def test_diff_of_a_view_with_itself_is_empty(a):
+    assert diff(a, a) == {}
+    assert diff(a, copy.deepcopy(a)) == {}
+    assert apply(a, {}) == a
+
+
+@given(pairs)
+@settings(max_examples=150)
+def test_diff_survives_an_orjson_round_trip_and_still_applies(pair):
+    a, b = pair
+    d = wire(diff(a, b))
+    out = apply(wire(a), d)
+    assert canon(out) == canon(b)
+
+
+@given(pairs)
+@settings(max_examples=100)
+def test_apply_and_diff_never_mutate_their_inputs(pair):
+    a, b = pair
+    a_before, b_before = copy.deepcopy(a), copy.deepcopy(b)
+    d = diff(a, b)
+    d_before = copy.deepcopy(d)
+    apply(a, d)
+    assert canon(a) == canon(a_before)
+    assert canon(b) == canon(b_before)
+    assert canon(d) == canon(d_before)
+
+
+@given(views())
+@settings(max_examples=150)
+def test_full_snapshot_is_the_diff_from_empty(b):
+    d = diff({}, b)
+    assert set(d) <= {"s"}
+    assert canon(apply({}, d)) == canon(b)
+    assert canon(apply({}, wire(d))) == canon(b)
+
+
+@given(pairs)
+@settings(max_examples=100)
+def test_delta_parts_are_nonempty_and_well_formed(pair):
+    a, b = pair
+    d = diff(a, b)
+    assert set(d) <= {"s", "u", "r"}
+    assert all(d[part] for part in d)
+    for key in d.get("r", []):
+        assert key in a and key not in b
+    for key in d.get("u", {}):
+        assert isinstance(a[key], dict) and isinstance(b[key], dict)
+
+
+# ----------------------------------------------------------------- concrete cases
+
+
+def test_diff_has_sets_updates_and_removals():
+    a = {"players": {"1": {"x": 1, "y": 2}, "2": {"x": 0}}, "over": False, "gone": 1}
+    b = {"players": {"1": {"x": 5, "y": 2}, "3": {"x": 9}}, "over": True}
+    d = diff(a, b)
+    assert d == {
+        "s": {"over": True},
+        "u": {"players": {"s": {"3": {"x": 9}}, "u": {"1": {"s": {"x": 5}}}, "r": ["2"]}},
+        "r": ["gone"],
+    }
+    assert apply(a, d) == b
+
+
+def test_apply_shares_unchanged_subtrees_with_the_base():
+    a = {"big": {"k": [1, 2, 3]}, "n": 1}
+    out = apply(a, diff(a, {"big": {"k": [1, 2, 3]}, "n": 2}))
+    assert out == {"big": {"k": [1, 2, 3]}, "n": 2}
+    assert out["big"] is a["big"]
+
+
+@pytest.mark.parametrize(
+    "old, new",
+    [
+        (1, True),
+        (True, 1),
+        (0, False),
+        (1, 1.0),
+        (1.0, 1),
+        ([1], [True]),
+        ([1, 2], [1.0, 2]),
+        ([0], [False]),
+        ([{"a": 1}], [{"a": True}]),
+        ({"x": 1}, 1),
+        (1, {"x": 1}),
+        (None, 0),
+        ("1", 1),
+    ],
+)
+def test_type_changes_are_carried(old, new):
+    a, b = {"k": old}, {"k": new}
+    d = diff(a, b)
+    assert d, f"{old!r} -> {new!r} produced an empty delta"
+    out = apply(a, wire(d))
+    assert canon(out) == canon(b)
+    assert type(out["k"]) is type(new)
+
+
+def test_type_change_inside_a_nested_dict_is_carried():
+    a = {"p": {"q": {"hp": 1, "alive": True}}}
+    b = {"p": {"q": {"hp": True, "alive": 1}}}
+    assert canon(apply(a, wire(diff(a, b)))) == canon(b)
+
+
+# ----------------------------------------------------------------- malformed deltas
+
+
+@pytest.mark.parametrize(
+    "base, delta",
+    [
+        ({}, {"u": {"missing": {}}}),
+        ({"k": 5}, {"u": {"k": {"s": {"x": 1}}}}),
+        ({"k": [1]}, {"u": {"k": {}}}),
+        ({"k": {}}, {"u": {"k": 5}}),
+        ({"k": {}}, {"u": {"k": []}}),
+        ({"k": {"j": 1}}, {"u": {"k": {"u": {"j": {}}}}}),
+        ({}, {"s": []}),
+        ({}, {"s": 1}),
+        ({}, {"u": []}),
+        ({}, {"r": {}}),
+        ({}, {"r": "k"}),
+        ({}, {"x": {}}),
+        ({}, {"s": {}, "extra": 1}),
+        ({}, []),
+        ({}, None),
+        ({}, "delta"),
+        ({"a": 1}, {"r": [["a"]]}),
+        ({"a": 1}, {"r": [{"a": 1}]}),
+        ({"a": 1}, {"r": [None]}),
+    ],
+)
+def test_malformed_delta_raises_delta_error(base, delta):
+    before = copy.deepcopy(base)
+    with pytest.raises(DeltaError):
+        apply(base, delta)
+    assert base == before
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.text(alphabet="suraxk", max_size=2)),
+    lambda children: st.lists(children, max_size=3)
+    | st.dictionaries(st.sampled_from(["s", "u", "r", "k", "a"]), children, max_size=3),
+    max_leaves=10,
+)
+
+
+@given(views(2), json_values)
+@settings(max_examples=300)
+def test_random_deltas_apply_or_raise_only_delta_error(base, delta):
+    before = copy.deepcopy(base)
+    try:
+        out = apply(base, delta)
+    except DeltaError:
+        pass
+    else:
+        assert isinstance(out, dict)
+    assert canon(base) == canon(before)

@@ -1,0 +1,369 @@
+"""The wire protocol: frame round trips, stream reassembly, and refusal of bad input."""
+
+from __future__ import annotations
+
+import struct
+
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from shared.protocol import (
+    MAX_DATAGRAM,
+    MAX_STREAM_FRAME,
+    Bye,
+    Delta,
+    Event,
+    FrameTooLarge,
+    Hello,
+    Input,
+    MalformedFrame,
+    ProtocolError,
+    StreamDecoder,
+    UnknownFrameType,
+    Welcome,
+    decode,
+    decode_datagram,
+    encode,
+    encode_stream,
+    frame_for_stream,
+)
+
+# ----------------------------------------------------------------- strategies
+
+ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
+texts = st.text(max_size=20)
+json_scalars = st.one_of(
+    st.none(), st.booleans(), ints, texts,
+    st.floats(allow_nan=False, allow_infinity=False),
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4),
+        st.dictionaries(texts, children, max_size=4),
+    ),
+    max_leaves=12,
+)
+json_objects = st.dictionaries(texts, json_values, max_size=4)
+
+frames = st.one_of(
+    st.builds(Hello, version=ints, name=texts, token=texts),
+    st.builds(
+        Welcome, version=ints, player_id=ints, match_id=texts, game=texts,
+        game_version=ints, tick_rate=ints, send_rate=ints, tick=ints, token=texts,
+    ),
+    st.builds(Input, ack=ints, inputs=st.lists(st.lists(json_values, max_size=3), max_size=4)),
+    st.builds(Delta, tick=ints, base=ints, seq=ints, diff=json_objects),
+    st.builds(Event, tick=ints, kind=texts, data=json_objects),
+    st.builds(Bye, reason=texts),
+)
+
+# One example of every frame type, for the explicit (non-hypothesis) tests.
+SAMPLES = [
+    Hello(version=1, name="ada", token="tok"),
+    Welcome(version=1, player_id=7, match_id="m-1", game="arena", game_version=1,
+            tick_rate=60, send_rate=20, tick=123, token="secret"),
+    Input(ack=41, inputs=[[1, {"mx": 1, "my": 0, "ax": 5, "ay": -5, "fire": True}], [2, {}]]),
+    Delta(tick=42, base=40, seq=2, diff={"s": {"over": False}, "u": {"players": {"r": ["3"]}}}),
+    Event(tick=99, kind="over", data={"winner": 7}),
+    Bye(reason="match over"),
+]
+
+
+def canon(frame) -> bytes:
+    """A type-strict canonical form (1, 1.0 and True all differ)."""
+    return orjson.dumps(orjson.loads(encode(frame)), option=orjson.OPT_SORT_KEYS)
+
+
+def body(**fields) -> bytes:
+    return orjson.dumps(fields)
+
+
+# ----------------------------------------------------------------- round trips
+
+
+@pytest.mark.parametrize("frame", SAMPLES, ids=lambda f: type(f).__name__)
+def test_every_frame_type_round_trips_through_encode_decode(frame):
+    out = decode(encode(frame))
+    assert type(out) is type(frame)
+    assert out == frame
+    assert canon(out) == canon(frame)
+
+
+@pytest.mark.parametrize("frame", SAMPLES, ids=lambda f: type(f).__name__)
+def test_every_frame_type_round_trips_as_a_datagram(frame):
+    data = encode(frame)
+    assert len(data) <= MAX_DATAGRAM
+    assert decode_datagram(data) == frame
+
+
+def test_encoded_frame_carries_its_type_tag_and_fields():
+    assert orjson.loads(encode(Bye(reason="x"))) == {"t": "bye", "reason": "x"}
+    assert orjson.loads(encode(Event(tick=3, kind="chat"))) == {
+        "t": "ev", "tick": 3, "kind": "chat", "data": {},
+    }
+
+
+def test_optional_fields_take_their_defaults_when_absent():
+    assert decode(body(t="hello", version=1, name="n")) == Hello(version=1, name="n", token="")
+    assert decode(body(t="ev", tick=1, kind="k")) == Event(tick=1, kind="k", data={})
+
+
+@given(frames)
+@settings(max_examples=150)
+def test_random_frames_round_trip_through_encode_decode(frame):
+    out = decode(encode(frame))
+    assert type(out) is type(frame)
+    assert out == frame
+    assert canon(out) == canon(frame)
+
+
+def test_stream_decoder_reassembles_every_frame_type_fed_byte_by_byte():
+    stream = b"".join(encode_stream(f) for f in SAMPLES)
+    dec = StreamDecoder()
+    got = []
+    for i in range(len(stream)):
+        got.extend(dec.feed(stream[i:i + 1]))
+    assert got == SAMPLES
+    assert dec.pending == 0
+
+
+def test_stream_decoder_returns_several_frames_from_one_chunk():
+    dec = StreamDecoder()
+    stream = b"".join(encode_stream(f) for f in SAMPLES)
+    assert dec.feed(stream) == SAMPLES
+    assert dec.pending == 0
+
+
+def test_stream_decoder_holds_a_partial_frame_as_pending():
+    data = encode_stream(Bye(reason="later"))
+    dec = StreamDecoder()
+    assert dec.feed(data[:-1]) == []
+    assert dec.pending == len(data) - 1
+    assert dec.feed(data[-1:]) == [Bye(reason="later")]
+    assert dec.pending == 0
+
+
+def test_stream_decoder_accepts_an_empty_feed():
+    assert StreamDecoder().feed(b"") == []
+
+
+def test_stream_frame_has_a_big_endian_length_prefix():
+    data = encode_stream(Bye(reason="x"))
+    (length,) = struct.unpack("!I", data[:4])
+    assert length == len(data) - 4
+    assert data[4:] == encode(Bye(reason="x"))
+
+
+@given(
+    st.lists(frames, min_size=1, max_size=6),
+    st.lists(st.integers(min_value=1, max_value=64), min_size=1, max_size=50),
+)
+@settings(max_examples=100, suppress_health_check=[HealthCheck.too_slow])
+def test_stream_decoder_reassembles_random_chunkings(frame_list, sizes):
+    stream = b"".join(encode_stream(f) for f in frame_list)
+    dec = StreamDecoder()
+    got = []
+    pos = 0
+    i = 0
+    while pos < len(stream):
+        size = sizes[i % len(sizes)]
+        got.extend(dec.feed(stream[pos:pos + size]))
+        pos += size
+        i += 1
+    assert got == frame_list
+    assert [canon(f) for f in got] == [canon(f) for f in frame_list]
+    assert dec.pending == 0
+
+
+# ----------------------------------------------------------------- refusal
+
+
+@pytest.mark.parametrize("data", [b"", b"{", b"{\"t\": \"bye\",}", b"\xff\xfe", b"nul", b"{'t': 'bye'}"])
+def test_malformed_json_raises_malformed_frame(data):
+    with pytest.raises(MalformedFrame):
+        decode(data)
+
+
+@pytest.mark.parametrize("data", [b"[]", b"[\"bye\"]", b"1", b"\"bye\"", b"null", b"true"])
+def test_non_object_json_raises_malformed_frame(data):
+    with pytest.raises(MalformedFrame, match="not a JSON object"):
+        decode(data)
+
+
+@pytest.mark.parametrize("data", [body(reason="x"), body(t=1, reason="x"), body(t=None, reason="x")])
+def test_missing_or_non_string_type_tag_raises_malformed_frame(data):
+    with pytest.raises(MalformedFrame, match="type tag"):
+        decode(data)
+
+
+def test_unknown_frame_type_raises_unknown_frame_type():
+    with pytest.raises(UnknownFrameType, match="'nope'"):
+        decode(body(t="nope", reason="x"))
+    # The message is meant for a close reason: a huge tag is cut short.
+    with pytest.raises(UnknownFrameType) as info:
+        decode(body(t="x" * 5000))
+    assert len(str(info.value)) < 100
+
+
+def test_unknown_field_raises_malformed_frame():
+    with pytest.raises(MalformedFrame, match="unknown field 'extra'"):
+        decode(body(t="bye", reason="x", extra=1))
+
+
+@pytest.mark.parametrize(
+    "fields, missing",
+    [
+        ({"t": "bye"}, "reason"),
+        ({"t": "hello", "name": "n"}, "version"),
+        ({"t": "d", "tick": 1, "base": 0, "seq": 0}, "diff"),
+        ({"t": "in", "inputs": []}, "ack"),
+    ],
+)
+def test_missing_required_field_raises_malformed_frame(fields, missing):
+    with pytest.raises(MalformedFrame, match=f"lacks field '{missing}'"):
+        decode(orjson.dumps(fields))
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"t": "hello", "version": "1", "name": "n"},
+        {"t": "hello", "version": 1.0, "name": "n"},
+        {"t": "hello", "version": True, "name": "n"},  # bool is an int in Python: refused
+        {"t": "hello", "version": 1, "name": 5},
+        {"t": "hello", "version": 1, "name": None},
+        {"t": "in", "ack": False, "inputs": []},
+        {"t": "in", "ack": 1, "inputs": {}},
+        {"t": "d", "tick": 1, "base": 0, "seq": 0, "diff": []},
+        {"t": "ev", "tick": 1, "kind": "k", "data": "x"},
+        {"t": "bye", "reason": ["x"]},
+    ],
+)
+def test_wrong_field_type_raises_malformed_frame(fields):
+    with pytest.raises(MalformedFrame, match="wrong type"):
+        decode(orjson.dumps(fields))
+
+
+def test_oversized_datagram_raises_frame_too_large():
+    overhead = len(encode(Bye(reason="")))
+    at_cap = encode(Bye(reason="a" * (MAX_DATAGRAM - overhead)))
+    assert len(at_cap) == MAX_DATAGRAM
+    assert decode_datagram(at_cap) == Bye(reason="a" * (MAX_DATAGRAM - overhead))
+    over = encode(Bye(reason="a" * (MAX_DATAGRAM - overhead + 1)))
+    with pytest.raises(FrameTooLarge):
+        decode_datagram(over)
+    # The same bytes are fine on the stream, whose cap is larger.
+    assert decode(over) == Bye(reason="a" * (MAX_DATAGRAM - overhead + 1))
+
+
+def test_oversized_frame_body_raises_frame_too_large():
+    big = b"x" * (MAX_STREAM_FRAME + 1)
+    with pytest.raises(FrameTooLarge):
+        decode(big)
+    with pytest.raises(FrameTooLarge):
+        frame_for_stream(big)
+
+
+def test_oversized_stream_length_prefix_raises_before_the_body_arrives():
+    dec = StreamDecoder()
+    # Only the 4-byte prefix has arrived: refused at once, not buffered waiting for the body.
+    with pytest.raises(FrameTooLarge):
+        dec.feed(struct.pack("!I", MAX_STREAM_FRAME + 1))
+    with pytest.raises(FrameTooLarge):
+        StreamDecoder().feed(struct.pack("!I", 0xFFFFFFFF))
+
+
+def test_half_a_length_prefix_waits_then_oversize_is_refused_on_the_rest():
+    dec = StreamDecoder()
+    prefix = struct.pack("!I", MAX_STREAM_FRAME + 1)
+    assert dec.feed(prefix[:2]) == []
+    with pytest.raises(FrameTooLarge):
+        dec.feed(prefix[2:])
+
+
+def test_length_prefix_at_the_cap_is_accepted_while_waiting():
+    dec = StreamDecoder()
+    assert dec.feed(struct.pack("!I", MAX_STREAM_FRAME) + b"{") == []
+    assert dec.pending == 5
+
+
+def test_stream_decoder_honours_a_custom_cap():
+    dec = StreamDecoder(max_size=16)
+    with pytest.raises(FrameTooLarge):
+        dec.feed(struct.pack("!I", 17))
+    assert StreamDecoder(max_size=64).feed(encode_stream(Bye(reason="ok"))) == [Bye(reason="ok")]
+
+
+def test_bad_frame_inside_the_stream_raises_a_protocol_error():
+    dec = StreamDecoder()
+    with pytest.raises(UnknownFrameType):
+        dec.feed(frame_for_stream(body(t="zzz")))
+
+
+# ----------------------------------------------------------------- fuzz
+
+
+@given(st.binary(max_size=300))
+@settings(max_examples=400)
+def test_random_bytes_into_decode_raise_only_protocol_errors(data):
+    for fn in (decode, decode_datagram):
+        try:
+            fn(data)
+        except ProtocolError:
+            pass
+
+
+@given(json_values)
+@settings(max_examples=150)
+def test_random_json_into_decode_raises_only_protocol_errors(value):
+    try:
+        decode(orjson.dumps(value))
+    except ProtocolError:
+        pass
+
+
+FIELD_NAMES = sorted({name for f in SAMPLES for name in orjson.loads(encode(f))} - {"t"})
+
+
+@given(
+    st.sampled_from(["hello", "welcome", "in", "d", "ev", "bye"]),
+    st.dictionaries(st.sampled_from(FIELD_NAMES) | texts, json_values | ints, max_size=9),
+)
+@settings(max_examples=150)
+def test_random_fields_under_a_known_tag_raise_only_protocol_errors(tag, fields):
+    try:
+        frame = decode(orjson.dumps({**fields, "t": tag}))
+    except ProtocolError:
+        return
+    # Whatever was accepted re-encodes with exactly the fields it was given.
+    again = orjson.loads(encode(frame))
+    assert again["t"] == tag
+    assert orjson.dumps({k: again[k] for k in fields}, option=orjson.OPT_SORT_KEYS) == orjson.dumps(
+        fields, option=orjson.OPT_SORT_KEYS
+    )
+
+
+@given(st.lists(st.binary(max_size=40), max_size=20), st.integers(min_value=4, max_value=2048))
+@settings(max_examples=300)
+def test_random_bytes_into_stream_decoder_raise_only_protocol_errors(chunks, cap):
+    dec = StreamDecoder(max_size=cap)
+    try:
+        for chunk in chunks:
+            dec.feed(chunk)
+    except ProtocolError:
+        pass
+
+
+@given(st.lists(frames, min_size=1, max_size=3), st.binary(min_size=1, max_size=20))
+@settings(max_examples=150)
+def test_valid_frames_then_garbage_yield_the_frames_then_only_protocol_errors(frame_list, junk):
+    dec = StreamDecoder()
+    stream = b"".join(encode_stream(f) for f in frame_list)
+    assert dec.feed(stream) == frame_list
+    try:
+        dec.feed(junk)
+    except ProtocolError:
+        pass

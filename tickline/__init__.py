@@ -1,0 +1,1 @@
+"""tickline: the command-line entry point that composes server, bots and replays."""

@@ -1,0 +1,7 @@
+"""python -m tickline"""
+
+import sys
+
+from tickline.cli import main
+
+sys.exit(main())

@@ -1,0 +1,283 @@
+"""The ``tickline`` command: the one place that composes server, bots and replays.
+
+    tickline serve    run a server until SIGINT/SIGTERM
+    tickline bots     run arena bots against a server; one JSON report line
+    tickline replay   list matches in the event log; verify one by re-simulation
+    tickline demo     all of the above, end to end, on this machine
+
+Bad arguments and bad configuration end with one line on stderr that says what
+is wrong and what to do, and exit status 2; a failure at run time (database
+unreachable, port taken) exits 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import errno
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import orjson
+
+DEFAULT_PORT = 4433
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but an error is one line that points at --help."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+class UsageError(Exception):
+    """Bad arguments found after parsing; one line, exit 2."""
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level.upper()),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    # aioquic logs every handshake at INFO; that is noise at our INFO.
+    logging.getLogger("quic").setLevel(logging.WARNING)
+
+
+def _print_json(obj: dict[str, Any]) -> None:
+    sys.stdout.write(orjson.dumps(obj).decode() + "\n")
+    sys.stdout.flush()
+
+
+def _parse_settings(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs; values are JSON where they parse (ints, true/false), else strings."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--set takes KEY=VALUE, got {pair!r}")
+        try:
+            out[key] = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            out[key] = raw
+    return out
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit():
+        raise UsageError(f"--server takes HOST:PORT (e.g. 127.0.0.1:{DEFAULT_PORT}), got {text!r}")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
+def _db_url(args: argparse.Namespace) -> str:
+    return args.db or f"sqlite+aiosqlite:///{Path(args.data_dir) / 'tickline.db'}"
+
+
+# ---------------------------------------------------------------------- serve
+
+
+def _server_config(args: argparse.Namespace) -> Any:
+    from server.app import ServerConfig
+    from server.match import MatchSettings
+
+    return ServerConfig(
+        host=args.host, port=args.port, data_dir=Path(args.data_dir), db_url=args.db,
+        cert=Path(args.cert) if args.cert else None, key=Path(args.key) if args.key else None,
+        match=MatchSettings(
+            game=args.game, game_config=_parse_settings(args.set), tick_rate=args.tick_rate,
+            send_rate=args.send_rate, seed=args.seed,
+        ),
+        matches=args.matches, max_matches=args.max_matches,
+    )
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from server.app import Server
+
+    server = Server(_server_config(args))
+
+    def announce() -> None:
+        _print_json({
+            "event": "ready", "host": args.host, "port": server.port,
+            "cert": str(server.cert_path), "db": server.config.database_url(),
+        })
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, server.stop)
+        await server.run(on_ready=announce)
+
+    asyncio.run(main())
+    return 0
+
+
+# ---------------------------------------------------------------------- bots
+
+
+def cmd_bots(args: argparse.Namespace) -> int:
+    from bots.swarm import run_swarm
+
+    host, port = _host_port(args.server)
+    if args.n < 1 or args.duration <= 0:
+        raise UsageError("--n must be at least 1 and --duration positive")
+    report = asyncio.run(run_swarm(host, port, args.n, args.duration, cafile=args.cafile, seed=args.seed))
+    _print_json(report)
+    return 0 if report["connected"] == args.n and not report["errors"] else 1
+
+
+# ---------------------------------------------------------------------- replay
+
+
+def cmd_replay_list(args: argparse.Namespace) -> int:
+    from replays.reader import LogReader
+
+    async def main() -> list[Any]:
+        async with await LogReader.open(_db_url(args)) as reader:
+            return await reader.matches()
+
+    rows = asyncio.run(main())
+    if not rows:
+        print("no matches in the log", file=sys.stderr)
+    for m in rows:
+        _print_json({
+            "match_id": m.match_id, "game": f"{m.game}/{m.game_version}", "status": m.status,
+            "ticks": m.last_tick, "tick_rate": m.tick_rate, "final_state_hash": m.final_hash,
+        })
+    return 0
+
+
+def cmd_replay_verify(args: argparse.Namespace) -> int:
+    from replays.reader import LogReader
+    from replays.verify import verify_match
+
+    async def main() -> Any:
+        async with await LogReader.open(_db_url(args)) as reader:
+            return await verify_match(reader, args.match_id)
+
+    report = asyncio.run(main())
+    if not report.verified:
+        print(f"not verified: {report.reason}", file=sys.stderr)
+    _print_json(report.to_json())
+    return 0 if report.verified else 1
+
+
+# ---------------------------------------------------------------------- demo
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from tickline.demo import run_demo
+
+    if args.bots < 1 or args.seconds < 1:
+        raise UsageError("--bots and --seconds must be at least 1")
+    return asyncio.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds))
+
+
+# ---------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="tickline", description="An authoritative multiplayer game server with an event-sourced log.")
+    parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def data_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", default="data", help="folder for the SQLite log and the TLS certificate (default: data)")
+        p.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the event log (default: SQLite in --data-dir), "
+                       "e.g. postgresql+asyncpg://user@host/db")
+
+    serve = sub.add_parser("serve", help="run a game server until SIGINT or SIGTERM",
+                           description="Run a game server: QUIC on --host:--port, the event log in --db. "
+                           "Prints one JSON line {\"event\": \"ready\", ...} on stdout once it accepts players.")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port; 0 picks a free one (default: {DEFAULT_PORT})")
+    data_options(serve)
+    serve.add_argument("--cert", help="TLS certificate (PEM); default: a self-signed one made under --data-dir/tls")
+    serve.add_argument("--key", help="TLS private key (PEM), with --cert")
+    serve.add_argument("--game", default="arena", help="the game to run (default: arena)")
+    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="a game config value, e.g. --set time_limit_s=120 (repeatable)")
+    serve.add_argument("--tick-rate", type=int, default=60, help="simulation ticks per second (default: 60)")
+    serve.add_argument("--send-rate", type=int, default=30, help="state updates per second to each client; divides the tick rate (default: 30)")
+    serve.add_argument("--matches", type=int, default=1, help="matches open at once (default: 1)")
+    serve.add_argument("--max-matches", type=int, default=0, help="stop after this many matches have ended (default: 0, never)")
+    serve.add_argument("--seed", type=int, help="seed for every match (default: a random seed per match)")
+    serve.set_defaults(func=cmd_serve)
+
+    bots = sub.add_parser("bots", help="run arena bots against a server",
+                          description="Run N arena bots over QUIC for a duration; ends with one JSON report line.")
+    bots.add_argument("--server", required=True, metavar="HOST:PORT", help="the server to play on")
+    bots.add_argument("--n", type=int, default=8, help="number of bots (default: 8)")
+    bots.add_argument("--duration", type=float, default=30.0, help="seconds each bot plays at most (default: 30)")
+    bots.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
+    bots.add_argument("--seed", type=int, default=1, help="seed for the bots' own choices (default: 1)")
+    bots.set_defaults(func=cmd_bots)
+
+    replay = sub.add_parser("replay", help="read matches back from the event log")
+    rsub = replay.add_subparsers(dest="replay_command", required=True, parser_class=_Parser)
+    rlist = rsub.add_parser("list", help="list the matches in the log, newest first, one JSON line each")
+    data_options(rlist)
+    rlist.set_defaults(func=cmd_replay_list)
+    verify = rsub.add_parser("verify", help="re-simulate a match and check every stored state hash",
+                             description="Re-simulate a match from its header and inputs and compare every stored "
+                             "state hash. Last line: JSON with verified and, on failure, first_bad_tick and reason.")
+    verify.add_argument("match_id", help="the match's id, or a unique prefix of it")
+    data_options(verify)
+    verify.set_defaults(func=cmd_replay_verify)
+
+    demo = sub.add_parser("demo", help="server, bots and replay verification end to end",
+                          description="Start a server on 127.0.0.1 with the SQLite log, play one match with bots over "
+                          "QUIC, stop the server with SIGTERM, then verify the match from the log.")
+    demo.add_argument("--bots", type=int, default=8, help="number of bots (default: 8)")
+    demo.add_argument("--seconds", type=int, default=15, help="match length in seconds (default: 15)")
+    demo.add_argument("--data-dir", default="data", help="where the log and certificate go (default: data)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args.log_level)
+    from replays.reader import LogUnavailable, MatchNotFound
+    from server.app import ConfigurationError
+    from server.eventlog import EventLogUnavailable
+    from shared.game import ConfigError
+    from shared.games import UnknownGame
+
+    prog = f"tickline {args.command}"
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BaseException as caught:  # noqa: BLE001 - sorted below; the unknown re-raised
+        exc = _leaf(caught)
+        if isinstance(exc, (UsageError, ConfigurationError, ConfigError, UnknownGame)):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
+        if isinstance(exc, (EventLogUnavailable, LogUnavailable, MatchNotFound)):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 1
+        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+            print(f"{prog}: error: the port is already in use; stop the other server or pick another --port",
+                  file=sys.stderr)
+            return 1
+        raise
+
+
+def _leaf(exc: BaseException) -> BaseException:
+    """The one real error inside (possibly nested) exception groups, else ``exc`` itself."""
+    while isinstance(exc, BaseExceptionGroup):
+        inner = [e for e in exc.exceptions if not isinstance(e, asyncio.CancelledError)]
+        if len(inner) != 1:
+            return exc
+        exc = inner[0]
+    return exc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
