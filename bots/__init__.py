@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The Python client SDK and the bots built on it."""

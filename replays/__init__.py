@@ -1,1 +1,1 @@
-"""placeholder"""
+"""Reading matches back from the event log: listing, and verification by re-simulation."""

@@ -1,1 +1,1 @@
-"""placeholder"""
+"""The authoritative side: QUIC endpoint, sessions, the match tick loop, the event-log writer."""
