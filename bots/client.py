@@ -76,7 +76,7 @@ class _Protocol(QuicConnectionProtocol):
 
 
 class GameClient:
-    def __init__(self, protocol: _Protocol, name: str) -> None:
+    def __init__(self, protocol: _Protocol, name: str, world: ClientWorld | None = None) -> None:
         self._protocol = protocol
         self._quic = protocol._quic
         self.name = name
@@ -84,7 +84,7 @@ class GameClient:
         self._decoder = StreamDecoder()
         self._welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
         self._updated = asyncio.Event()
-        self.world = ClientWorld()
+        self.world = world.reconnected() if world is not None else ClientWorld()
         self.stats = ClientStats()
         self.events: list[Event] = []
         self.closed = asyncio.Event()
@@ -104,11 +104,16 @@ class GameClient:
         *,
         cafile: Path | str | None = None,
         timeout: float = 10.0,
+        token: str = "",
+        world: ClientWorld | None = None,
     ) -> AsyncIterator[GameClient]:
         """Connect, say hello, and yield once welcomed; leave politely on exit.
 
         Without ``cafile`` the server's certificate is not verified (for load
         tests on your own machine); with it, it must be signed by ``cafile``.
+        To come back after a dropped connection, pass the ``token`` of the
+        earlier welcome (and that client's ``world`` to keep its input
+        numbering); the server gives the same player back.
         """
         config = QuicConfiguration(
             is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
@@ -125,8 +130,8 @@ class GameClient:
         except (TimeoutError, ConnectionError, OSError) as exc:
             raise ClientError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from None
         try:
-            client = cls(protocol, name)  # type: ignore[arg-type]
-            client._send_stream(Hello(version=PROTOCOL_VERSION, name=name))
+            client = cls(protocol, name, world)  # type: ignore[arg-type]
+            client._send_stream(Hello(version=PROTOCOL_VERSION, name=name, token=token))
             try:
                 async with asyncio.timeout(timeout):
                     client.welcome = await client._welcome
@@ -135,6 +140,9 @@ class GameClient:
             yield client
             if not client.closed.is_set():
                 client._send_stream(Bye(reason="client done"))
+                # Give the goodbye a moment to reach the server before the close
+                # frame does, so the server knows we left rather than dropped.
+                await asyncio.sleep(0.01)
         finally:
             await connection.__aexit__(None, None, None)
 
@@ -147,6 +155,11 @@ class GameClient:
     @property
     def match_id(self) -> str:
         return self.welcome.match_id if self.welcome else ""
+
+    @property
+    def token(self) -> str:
+        """The credentials that get this player back after a dropped connection."""
+        return self.welcome.token if self.welcome else ""
 
     def send_input(self, controls: dict[str, Any]) -> None:
         """Send the next controls; the datagram also acks the newest tick we hold."""
@@ -167,6 +180,13 @@ class GameClient:
         except TimeoutError:
             return False
         return not self.closed.is_set()
+
+    def abandon(self) -> None:
+        """Drop the connection without a goodbye, as a crash or a dead network
+        would: the server keeps the player's place for its grace period."""
+        if not self.closed.is_set():
+            self._protocol.close(error_code=0, reason_phrase="client gone")
+            self._on_closed("client gone")
 
     def close(self, reason: str = "client done") -> None:
         if not self.closed.is_set():

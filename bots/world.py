@@ -63,6 +63,14 @@ class ClientWorld:
         del self._unacked[:-REDUNDANT_INPUTS]
         return Input(ack=self.tick, inputs=list(self._unacked))
 
+    def reconnected(self) -> ClientWorld:
+        """A world for a new connection of the same player: no views (the server
+        starts it from a full snapshot), the same input numbering."""
+        world = ClientWorld()
+        world._seq = self._seq
+        world.server_seq = self.server_seq
+        return world
+
     @property
     def last_seq(self) -> int:
         return self._seq

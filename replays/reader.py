@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import column, func, select, table
+from sqlalchemy import column, func, inspect, select, table
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -26,6 +26,7 @@ _matches = table(
     column("status"), column("last_tick"), column("final_hash"), column("ended_at"), column("stats"),
 )
 _ticks = table("ticks", column("match_id"), column("tick"), column("payload"), column("hash"))
+_keyframes = table("keyframes", column("match_id"), column("tick"), column("state"), column("hash"))
 
 
 class LogUnavailable(RuntimeError):
@@ -50,6 +51,13 @@ class MatchSummary:
 
 
 @dataclass(slots=True, frozen=True)
+class StoredKeyframe:
+    tick: int
+    state: bytes
+    hash: str
+
+
+@dataclass(slots=True, frozen=True)
 class StoredTick:
     tick: int
     payload: bytes
@@ -59,6 +67,7 @@ class StoredTick:
 class LogReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
+        self._keyframes_table: bool | None = None
 
     @classmethod
     async def open(cls, url: str) -> LogReader:
@@ -119,6 +128,35 @@ class LogReader:
             async for rows in result.partitions(partition):
                 for tick, payload, hash_ in rows:
                     yield StoredTick(tick, payload, hash_)
+
+
+    async def keyframe_ticks(self, match_id: str) -> dict[int, str]:
+        """Tick -> state hash of every keyframe of the match (none for logs from before keyframes)."""
+        if not await self._has_keyframes():
+            return {}
+        query = select(_keyframes.c.tick, _keyframes.c.hash).where(_keyframes.c.match_id == match_id)
+        async with self._engine.connect() as conn:
+            return {tick: hash_ for tick, hash_ in (await conn.execute(query)).all()}
+
+    async def keyframe(self, match_id: str, tick: int, at_or_before: bool = False) -> StoredKeyframe | None:
+        """The keyframe at ``tick`` (or the newest one before it), if the log has one."""
+        if not await self._has_keyframes():
+            return None
+        cond = _keyframes.c.tick <= tick if at_or_before else _keyframes.c.tick == tick
+        query = (
+            select(_keyframes.c.tick, _keyframes.c.state, _keyframes.c.hash)
+            .where(_keyframes.c.match_id == match_id, cond)
+            .order_by(_keyframes.c.tick.desc()).limit(1)
+        )
+        async with self._engine.connect() as conn:
+            row = (await conn.execute(query)).first()
+        return StoredKeyframe(row.tick, row.state, row.hash) if row is not None else None
+
+    async def _has_keyframes(self) -> bool:
+        if self._keyframes_table is None:
+            async with self._engine.connect() as conn:
+                self._keyframes_table = await conn.run_sync(lambda c: inspect(c).has_table("keyframes"))
+        return self._keyframes_table
 
 
 def _summary(row: Any) -> MatchSummary:

@@ -1,9 +1,10 @@
-"""Verify a match: re-simulate it from its header and inputs and compare every stored hash.
+"""Verify a match, and seek in it: re-simulation from the header, the inputs and keyframes.
 
 A match verifies when its ticks run 1..N with no gap, every payload decodes,
-every recomputed state hash equals the stored one, and, for a match that
-ended, N is the last tick its end record names and the final hash matches.
-The first tick where any of that fails is reported, with why.
+every recomputed state hash equals the stored one, every keyframe holds the
+state the replay reaches at its tick, and, for a match that ended, N is the
+last tick its end record names and the final hash matches. The first tick
+where any of that fails is reported, with why.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from replays.reader import LogReader
-from shared.game import TickInputs, state_hash
+from shared.game import Rules, State, state_hash
 from shared.games import UnknownGame, make_rules
-from shared.logformat import CorruptRecord, decode_payload
+from shared.logformat import CorruptRecord, Divergence, decode_state, replay_stored_tick
 
 
 @dataclass(slots=True)
@@ -22,6 +23,7 @@ class VerifyReport:
     match_id: str
     verified: bool
     ticks: int  # ticks checked
+    keyframes: int  # keyframes checked
     status: str  # the match's stored status
     final_state_hash: str
     first_bad_tick: int | None = None
@@ -37,35 +39,76 @@ class VerifyReport:
 
 async def verify_match(reader: LogReader, match_id: str) -> VerifyReport:
     header, summary = await reader.match(match_id)
-    report = VerifyReport(match_id=header.match_id, verified=False, ticks=0, status=summary.status,
-                          final_state_hash="")
+    report = VerifyReport(match_id=header.match_id, verified=False, ticks=0, keyframes=0,
+                          status=summary.status, final_state_hash="")
     try:
         rules = make_rules(header.game, header.config, version=header.game_version)
     except (UnknownGame, ValueError) as exc:
         report.reason = str(exc)
         return report
     state = rules.initial_state(header.seed)
+    keyframes = await reader.keyframe_ticks(header.match_id)
     expected = 1
-    async for stored in reader.ticks(header.match_id):
-        if stored.tick != expected:
-            return _fail(report, expected, f"tick {expected} is missing from the log (next stored is {stored.tick})")
-        try:
-            inputs, _events = decode_payload(stored.payload)
-            rules.step(state, TickInputs.from_record(inputs))
-        except (CorruptRecord, ValueError, KeyError, TypeError) as exc:
-            return _fail(report, stored.tick, f"tick record cannot be replayed: {exc}")
-        computed = state_hash(state)
-        if computed != stored.hash:
-            return _fail(report, stored.tick, f"state hash differs at tick {stored.tick}: stored {stored.hash}, replayed {computed}")
-        report.ticks = stored.tick
-        expected += 1
+    try:
+        async for stored in reader.ticks(header.match_id):
+            replay_stored_tick(rules, state, expected, stored.tick, stored.payload, stored.hash)
+            if stored.tick in keyframes:
+                await _check_keyframe(reader, rules, header.match_id, stored.tick, stored.hash)
+                report.keyframes += 1
+            report.ticks = expected
+            expected += 1
+    except Divergence as exc:
+        return _fail(report, exc.tick, str(exc))
     report.final_state_hash = state_hash(state)
     if summary.last_tick > report.ticks:
         return _fail(report, report.ticks + 1, f"the log says tick {summary.last_tick} was committed, but only {report.ticks} are stored")
-    if summary.status in ("finished", "stopped") and summary.final_hash and summary.final_hash != report.final_state_hash:
+    stray = sorted(t for t in keyframes if t > report.ticks)
+    if stray:
+        return _fail(report, stray[0], f"a keyframe at tick {stray[0]} lies beyond the last stored tick")
+    if summary.status != "running" and summary.final_hash and summary.final_hash != report.final_state_hash:
         return _fail(report, report.ticks, "final state hash differs from the one recorded at the match's end")
     report.verified = True
     return report
+
+
+async def _check_keyframe(reader: LogReader, rules: Rules, match_id: str, tick: int, tick_hash: str) -> None:
+    keyframe = await reader.keyframe(match_id, tick)
+    assert keyframe is not None
+    try:
+        kept = state_hash(rules.load_state(decode_state(keyframe.state)))
+    except (CorruptRecord, ValueError, KeyError, TypeError) as exc:
+        raise Divergence(tick, f"keyframe at tick {tick} cannot be read: {exc}") from None
+    if kept != tick_hash or keyframe.hash != tick_hash:
+        raise Divergence(tick, f"keyframe at tick {tick} does not hold the replayed state")
+
+
+async def state_at(reader: LogReader, match_id: str, tick: int) -> tuple[Rules, State]:
+    """The match's state after ``tick``: from the newest keyframe at or before it, replaying the rest.
+
+    Seeking costs at most one keyframe interval of re-simulation. Every tick
+    replayed is checked against its stored hash on the way.
+    """
+    header, summary = await reader.match(match_id)
+    if not 0 <= tick <= summary.last_tick:
+        raise ValueError(f"tick {tick} is outside the match (0 to {summary.last_tick})")
+    rules = make_rules(header.game, header.config, version=header.game_version)
+    keyframe = await reader.keyframe(header.match_id, tick, at_or_before=True)
+    if keyframe is not None:
+        state = rules.load_state(decode_state(keyframe.state))
+        if state_hash(state) != keyframe.hash:
+            raise Divergence(keyframe.tick, f"keyframe at tick {keyframe.tick} does not match its stored hash")
+        after = keyframe.tick
+    else:
+        state, after = rules.initial_state(header.seed), 0
+    expected = after + 1
+    async for stored in reader.ticks(header.match_id, after=after):
+        if stored.tick > tick:
+            break
+        replay_stored_tick(rules, state, expected, stored.tick, stored.payload, stored.hash)
+        expected += 1
+    if expected - 1 != tick:
+        raise Divergence(expected, f"tick {expected} is missing from the log")
+    return rules, state
 
 
 def _fail(report: VerifyReport, tick: int, reason: str) -> VerifyReport:

@@ -20,15 +20,20 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import socket
+import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.eventlog import EventLog
+from server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
 from server.match import Match, MatchSettings, rules_for
 from server.session import Session, SessionClosed
 from server.tls import ensure_certificate
 from server.transport import server_configuration, start_endpoint
+from shared.games import UnknownGame
+from shared.logformat import Divergence
 from shared.protocol import ALPN
 
 log = logging.getLogger("tickline.server")
@@ -47,6 +52,8 @@ class ServerConfig:
     cert: Path | None = None
     key: Path | None = None
     match: MatchSettings = field(default_factory=MatchSettings)
+    log: LogSettings = field(default_factory=LogSettings)
+    server_id: str | None = None  # default: kept in DATA_DIR/server-id
     matches: int = 1  # matches open at once; each is replaced by a new one when it ends
     max_matches: int = 0  # stop after this many matches have ended (0: never)
     hello_timeout: float = 10.0
@@ -54,6 +61,16 @@ class ServerConfig:
 
     def database_url(self) -> str:
         return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'tickline.db'}"
+
+    def resolve_server_id(self) -> str:
+        """This server's identity as a match owner; stable across restarts on one data folder."""
+        if self.server_id:
+            return self.server_id
+        path = self.data_dir / "server-id"
+        if not path.exists():
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}\n")
+        return path.read_text().strip()
 
     def validate(self) -> None:
         m = self.match
@@ -67,6 +84,12 @@ class ServerConfig:
             raise ConfigurationError(f"--port {self.port} is not a UDP port; use 0 to 65535")
         if self.matches < 1:
             raise ConfigurationError("--matches must be at least 1")
+        if self.log.durability not in DURABILITIES:
+            raise ConfigurationError(f"--durability {self.log.durability} is unknown; use {' or '.join(DURABILITIES)}")
+        if not 1 <= self.log.flush_ms <= 10_000:
+            raise ConfigurationError(f"--flush-ms {self.log.flush_ms} is out of range; use 1 to 10000")
+        if m.keyframe_every < 0 or m.grace_s < 0:
+            raise ConfigurationError("--keyframe-every and --grace cannot be negative")
         if (self.cert is None) != (self.key is None):
             raise ConfigurationError("--cert and --key go together; give both or neither")
         rules_for(m)  # an unknown game or a bad game config fails here, before anything starts
@@ -81,6 +104,8 @@ class Server:
         self.ready = asyncio.Event()
         self.matches: list[Match] = []
         self.matches_ended = 0
+        self.resumed: list[Match] = []
+        self.recovery_s = 0.0
         self.eventlog: EventLog | None = None
         self._stopping = asyncio.Event()
         self._games: asyncio.TaskGroup | None = None
@@ -100,9 +125,10 @@ class Server:
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until :meth:`stop`; ``on_ready`` is called once players can join."""
         cfg = self.config
+        started = time.monotonic()
         if cfg.db_url is None:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
-        eventlog = self.eventlog = await EventLog.open(cfg.database_url())
+        eventlog = self.eventlog = await EventLog.open(cfg.database_url(), cfg.resolve_server_id(), cfg.log)
         try:
             if cfg.cert is not None and cfg.key is not None:
                 cert, key = cfg.cert, cfg.key
@@ -111,16 +137,20 @@ class Server:
                 log.info("%s TLS certificate %s", "created" if created else "using", cert)
             self.cert_path = cert
             quic_config = server_configuration(cert, key, cfg.idle_timeout)
+            resumed = await self._recover(eventlog)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
                 endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept)
                 try:
                     async with asyncio.TaskGroup() as games:
                         self._games = games
+                        for match in resumed:
+                            games.create_task(self._run_resumed(match), name=f"resumed-{match.match_id[:8]}")
                         first = [Match(cfg.match, eventlog) for _ in range(cfg.matches)]
                         for slot, match in enumerate(first):
                             games.create_task(self._run_slot(match), name=f"slot-{slot}")
-                        await asyncio.gather(*(m.opened.wait() for m in first))
+                        await asyncio.gather(*(m.opened.wait() for m in first + resumed))
+                        self.recovery_s = time.monotonic() - started
                         # Start-up garbage never needs collecting; freezing it keeps full
                         # collections (the largest tick stalls seen) short.
                         gc.freeze()
@@ -139,6 +169,28 @@ class Server:
             await eventlog.dispose()
         log.info("stopped; event log committed (%d commits, %d ticks)", eventlog.commits, eventlog.rows)
 
+    async def _recover(self, eventlog: EventLog) -> list[Match]:
+        """Matches this server was running when it died, rebuilt to their last committed tick."""
+        resumed = []
+        for match_id in await eventlog.running_matches():
+            try:
+                recovered = await eventlog.load_running(match_id)
+                match = Match(self.config.match, eventlog, recovered=recovered)
+            except (Divergence, FencedOut, UnknownGame, ValueError, LookupError) as exc:
+                log.error("match %s cannot be resumed: %s", match_id[:8], exc)
+                await eventlog.mark_failed(match_id, str(exc))
+                continue
+            resumed.append(match)
+        self.resumed = resumed
+        return resumed
+
+    async def _run_resumed(self, match: Match) -> None:
+        self.matches.append(match)
+        try:
+            await match.run()
+        finally:
+            self.matches.remove(match)
+
     async def _run_slot(self, match: Match) -> None:
         """Run ``match``, then new matches one after another, until the server stops."""
         assert self.eventlog is not None
@@ -156,6 +208,16 @@ class Server:
             match = Match(self.config.match, self.eventlog)
 
     # ------------------------------------------------------------ admission
+
+    def _resume(self, session: Session, token: str) -> None:
+        """A returning client: give it its player back, or say plainly why not."""
+        match_id, _, rest = token.partition(".")
+        player, _, _secret = rest.partition(".")
+        match = next((m for m in self.matches if m.match_id == match_id), None)
+        if match is not None and player.isdigit() and match.can_resume(int(player), token):
+            match.resume(session, int(player), token)
+        else:
+            session.fail("unknown or expired reconnect token; join again without one")
 
     def _accept(self, session: Session) -> None:
         """Called by the transport for each new connection."""
@@ -176,11 +238,14 @@ class Server:
             return
         finally:
             self._admitting.discard(session)
+        if hello.token:
+            self._resume(session, hello.token)
+            return
         # A match that just ended is replaced within moments; wait that long.
         for _ in range(40):
             match = next((m for m in self.matches if m.is_open()), None)
             if match is not None:
-                match.admit(session, hello)
+                match.admit(session)
                 return
             if self._stopping.is_set() or session.closed.is_set():
                 break

@@ -1,33 +1,72 @@
-"""The event log's writer: one task that commits every match's tick records in groups.
+"""The event log's writer: one task per server commits every match's records in groups.
 
-The tick loop never awaits the database. It calls :meth:`EventLog.append`,
-which only queues the record; :meth:`EventLog.run` (one task per server) takes
-everything waiting, encodes it and commits it in one transaction. SQLite runs
-in aiosqlite's thread, PostgreSQL through asyncpg, so the event loop is never
-blocked by a commit either.
+The tick loop never awaits the database. It calls :meth:`EventLog.append` (and
+``add_keyframe``, ``add_player``, ``end_match``), which only queue the record;
+:meth:`EventLog.run`, the single writer task, takes everything waiting and
+commits it in one transaction. SQLite runs in aiosqlite's thread, PostgreSQL
+through asyncpg, so no commit blocks the event loop either.
+
+Durability is a setting:
+
+- ``batch`` (default): the writer commits at most ``flush_ms`` after a record
+  was queued, so a crash loses at most that much play;
+- ``tick``: the same pipeline, committing as soon as anything waits; matches
+  hold each tick's deltas until :meth:`watch` reports the tick committed, so
+  nothing a client saw can be lost.
+
+Backpressure: records are never dropped. When more than ``max_queue``
+records wait, or the database is failing, :meth:`has_room` is false and every
+match pauses (``wait_for_room``) until the writer catches up.
+
+Fencing: each match has an owner (a server id) and an epoch. Every commit
+re-checks, in its transaction, that this server still owns the match at the
+epoch it knows; a server that lost a match (another took it over) is refused
+with :class:`FencedOut` and stops the match instead of writing.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import event, insert, update
+from sqlalchemy import event, insert, select, update
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from server.schema import matches, metadata, ticks
-from shared.logformat import MatchHeader, encode_payload
+from server import migrate
+from server.schema import keyframes, matches, players, ticks
+from server.stats import Samples
+from shared.logformat import MatchHeader, encode_payload, encode_state
 
 log = logging.getLogger("tickline.eventlog")
+
+DURABILITIES = ("batch", "tick")
 
 
 class EventLogUnavailable(RuntimeError):
     """The database cannot be opened or written; the message says which and why."""
+
+
+class FencedOut(RuntimeError):
+    """Another server owns this match now; this one must not write it."""
+
+    def __init__(self, match_id: str) -> None:
+        super().__init__(f"match {match_id} is owned by another server now; this server stopped writing it")
+        self.match_id = match_id
+
+
+@dataclass(slots=True)
+class LogSettings:
+    durability: str = "batch"
+    flush_ms: int = 50
+    max_queue: int = 10_000  # records waiting before matches pause
 
 
 @dataclass(slots=True)
@@ -40,6 +79,22 @@ class TickRecord:
 
 
 @dataclass(slots=True)
+class KeyframeRecord:
+    match_id: str
+    tick: int
+    state: bytes  # Rules.dump_state()
+    hash: str
+
+
+@dataclass(slots=True)
+class PlayerRecord:
+    match_id: str
+    player_id: int
+    name: str
+    token_hash: str
+
+
+@dataclass(slots=True)
 class MatchEnd:
     match_id: str
     status: str
@@ -48,7 +103,23 @@ class MatchEnd:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-_STOP = object()
+@dataclass(slots=True)
+class Recovered:
+    """What the log holds of a running match: enough to resume it at ``last_tick + 1``."""
+
+    header: MatchHeader
+    epoch: int
+    last_tick: int
+    keyframe: tuple[int, bytes, str] | None  # (tick, state, hash), newest at or before last_tick
+    ticks: list[tuple[int, bytes, str]]  # (tick, payload, hash) after the keyframe
+    players: list[tuple[int, str, str]]  # (player_id, name, token_hash)
+
+
+Record = TickRecord | KeyframeRecord | PlayerRecord | MatchEnd
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -61,20 +132,43 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-class EventLog:
-    """Appends tick records for many matches; one writer task commits them."""
+def _reason(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", None) or exc)
+    return text.splitlines()[0] if text else type(exc).__name__
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+class EventLog:
+    """Queues records for many matches; one writer task (``run``) commits them."""
+
+    def __init__(self, engine: AsyncEngine, server_id: str, settings: LogSettings) -> None:
         self.engine = engine
-        self._queue: asyncio.Queue[Any] = asyncio.Queue()
+        self.server_id = server_id
+        self.settings = settings
+        self._items: deque[Record] = deque()
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        self._stopping = False
+        self._pending_since: float | None = None  # when the oldest queued record was queued
+        self._inflight_since: float | None = None  # the same, for the batch being committed
+        self._epochs: dict[str, int] = {}
+        self._watchers: dict[str, tuple[Callable[[int], None], Callable[[FencedOut], None]]] = {}
         self.committed: dict[str, int] = {}  # match_id -> newest committed tick
-        self.appended: dict[str, int] = {}  # match_id -> newest appended tick
+        self.appended: dict[str, int] = {}  # match_id -> newest queued tick
+        self.failing: str | None = None  # why the database refuses writes, while it does
+        self.commit_seconds = Samples(4096)
         self.commits = 0
         self.rows = 0
 
+    # ------------------------------------------------------------ opening
+
     @classmethod
-    async def open(cls, url: str) -> EventLog:
-        """Connect to ``url`` and create the tables if the log is new."""
+    async def open(cls, url: str, server_id: str = "", settings: LogSettings | None = None,
+                   upgrade: bool = True) -> EventLog:
+        """Connect to ``url`` and bring its schema to the newest revision (Alembic)."""
+        settings = settings or LogSettings()
+        if settings.durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}")
         try:
             engine = create_async_engine(url)
         except (ArgumentError, ImportError) as exc:
@@ -82,86 +176,284 @@ class EventLog:
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         try:
-            async with engine.begin() as conn:
-                await conn.run_sync(metadata.create_all)
+            if upgrade:
+                before, after = await migrate.upgrade(engine)
+                if before != after:
+                    log.info("event log schema upgraded from %s to %s", before or "empty", after)
+            else:
+                current = await migrate.current(engine)
+                if current != migrate.head():
+                    raise EventLogUnavailable(
+                        f"the event log's schema is at revision {current}, this tickline needs "
+                        f"{migrate.head()}: run `tickline db upgrade`"
+                    )
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
-            reason = getattr(exc, "orig", None) or exc
-            raise EventLogUnavailable(f"cannot open the event log at {engine.url!r}: {reason}") from None
-        return cls(engine)
-
-    async def create_match(self, header: MatchHeader) -> None:
-        """Write a new match's header; awaited before its first tick, never during."""
-        async with self.engine.begin() as conn:
-            await conn.execute(insert(matches).values(**header.to_row(), status="running", last_tick=0))
-        self.committed[header.match_id] = 0
-        self.appended[header.match_id] = 0
-
-    def append(self, record: TickRecord) -> None:
-        """Queue one tick's record. Never blocks; the writer commits it soon after."""
-        self.appended[record.match_id] = record.tick
-        self._queue.put_nowait(record)
-
-    def end_match(self, end: MatchEnd) -> None:
-        """Queue the end of a match; it is committed after all its ticks."""
-        self._queue.put_nowait(end)
-
-    def lag_ticks(self, match_id: str) -> int:
-        return self.appended.get(match_id, 0) - self.committed.get(match_id, 0)
-
-    async def run(self) -> None:
-        """The writer task: commit whatever is waiting, in one transaction, until stopped."""
-        while True:
-            batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            stop = any(item is _STOP for item in batch)
-            await self._commit([item for item in batch if item is not _STOP])
-            if stop:
-                return
-
-    def stop(self) -> None:
-        """Ask the writer to finish after what is already queued (call once, then await run)."""
-        self._queue.put_nowait(_STOP)
+            raise EventLogUnavailable(
+                f"cannot open the event log at {engine.url.render_as_string(hide_password=True)}: {_reason(exc)}"
+            ) from None
+        except BaseException:
+            await engine.dispose()
+            raise
+        return cls(engine, server_id, settings)
 
     async def dispose(self) -> None:
         await self.engine.dispose()
 
-    async def _commit(self, batch: list[Any]) -> None:
-        if not batch:
+    # ------------------------------------------------------------ outside the tick (awaited)
+
+    async def create_match(self, header: MatchHeader) -> None:
+        """Write a new match's header, owned by this server at epoch 1."""
+        async with self.engine.begin() as conn:
+            await conn.execute(insert(matches).values(
+                **header.to_row(), status="running", last_tick=0, owner=self.server_id, epoch=1,
+            ))
+        self._epochs[header.match_id] = 1
+        self.committed[header.match_id] = 0
+        self.appended[header.match_id] = 0
+
+    async def running_matches(self) -> list[str]:
+        """Matches this server owned that never ended: a crash, or a kill, stopped them."""
+        query = select(matches.c.match_id).where(
+            matches.c.status == "running", matches.c.owner == self.server_id
+        ).order_by(matches.c.created_at)
+        async with self.engine.connect() as conn:
+            return list((await conn.execute(query)).scalars())
+
+    async def claim(self, match_id: str) -> int:
+        """Take ownership of ``match_id`` with a new epoch; FencedOut if another server won the race."""
+        async with self.engine.begin() as conn:
+            row = (await conn.execute(
+                select(matches.c.epoch).where(matches.c.match_id == match_id)
+            )).first()
+            if row is None:
+                raise LookupError(f"no match {match_id} in the log")
+            epoch = row.epoch + 1
+            result = await conn.execute(
+                update(matches)
+                .where(matches.c.match_id == match_id, matches.c.epoch == row.epoch)
+                .values(owner=self.server_id, epoch=epoch)
+            )
+            if result.rowcount != 1:
+                raise FencedOut(match_id)
+        self._epochs[match_id] = epoch
+        return epoch
+
+    async def load_running(self, match_id: str) -> Recovered:
+        """Claim a running match and read what resuming it needs."""
+        epoch = await self.claim(match_id)
+        async with self.engine.connect() as conn:
+            row = (await conn.execute(select(matches).where(matches.c.match_id == match_id))).mappings().one()
+            header = MatchHeader.from_row(row)
+            last_tick = row["last_tick"]
+            kf = (await conn.execute(
+                select(keyframes.c.tick, keyframes.c.state, keyframes.c.hash)
+                .where(keyframes.c.match_id == match_id, keyframes.c.tick <= last_tick)
+                .order_by(keyframes.c.tick.desc()).limit(1)
+            )).first()
+            after = kf.tick if kf is not None else 0
+            stored = (await conn.execute(
+                select(ticks.c.tick, ticks.c.payload, ticks.c.hash)
+                .where(ticks.c.match_id == match_id, ticks.c.tick > after, ticks.c.tick <= last_tick)
+                .order_by(ticks.c.tick)
+            )).all()
+            seated = (await conn.execute(
+                select(players.c.player_id, players.c.name, players.c.token_hash)
+                .where(players.c.match_id == match_id).order_by(players.c.player_id)
+            )).all()
+        self.committed[match_id] = self.appended[match_id] = last_tick
+        return Recovered(
+            header=header, epoch=epoch, last_tick=last_tick,
+            keyframe=(kf.tick, kf.state, kf.hash) if kf is not None else None,
+            ticks=[(t.tick, t.payload, t.hash) for t in stored],
+            players=[(p.player_id, p.name, p.token_hash) for p in seated],
+        )
+
+    async def mark_failed(self, match_id: str, reason: str) -> None:
+        """Record that a match cannot go on, so no server tries to resume it again."""
+        async with self.engine.begin() as conn:
+            await conn.execute(update(matches).where(matches.c.match_id == match_id).values(
+                status="failed", ended_at=time.time(), stats=orjson.dumps({"error": reason}).decode(),
+            ))
+
+    # ------------------------------------------------------------ from the tick loop (never awaits)
+
+    def watch(self, match_id: str, on_commit: Callable[[int], None],
+              on_fenced: Callable[[FencedOut], None]) -> None:
+        """Be told, after each commit, the newest committed tick of ``match_id``."""
+        self._watchers[match_id] = (on_commit, on_fenced)
+
+    def append(self, record: TickRecord) -> None:
+        self.appended[record.match_id] = record.tick
+        self._put(record)
+
+    def add_keyframe(self, record: KeyframeRecord) -> None:
+        self._put(record)
+
+    def add_player(self, record: PlayerRecord) -> None:
+        self._put(record)
+
+    def end_match(self, end: MatchEnd) -> None:
+        """Queue the end of a match; it is committed after all its ticks."""
+        self._put(end)
+
+    def _put(self, record: Record) -> None:
+        self._items.append(record)
+        if self._pending_since is None:
+            self._pending_since = time.monotonic()
+        if len(self._items) >= self.settings.max_queue:
+            self._room.clear()
+        self._wake.set()
+
+    def has_room(self) -> bool:
+        """False while the writer is behind by more than max_queue records, or failing."""
+        return self._room.is_set()
+
+    async def wait_for_room(self) -> None:
+        await self._room.wait()
+
+    def lag_ticks(self, match_id: str) -> int:
+        return self.appended.get(match_id, 0) - self.committed.get(match_id, 0)
+
+    def lag_seconds(self) -> float:
+        """How long the oldest record not yet committed has waited (0 when none waits)."""
+        since = self._inflight_since or self._pending_since
+        return 0.0 if since is None else time.monotonic() - since
+
+    def queued(self) -> int:
+        return len(self._items)
+
+    # ------------------------------------------------------------ the writer task
+
+    def stop(self) -> None:
+        """Ask the writer to commit what is queued and return."""
+        self._stopping = True
+        self._wake.set()
+
+    async def run(self) -> None:
+        flush = self.settings.flush_ms / 1000 if self.settings.durability == "batch" else 0.0
+        while True:
+            if not self._items:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if flush and not self._stopping and self._pending_since is not None:
+                # Group commit: let a flush interval's worth of records gather.
+                wait = self._pending_since + flush - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            batch = list(self._items)
+            self._items.clear()
+            self._inflight_since, self._pending_since = self._pending_since, None
+            await self._commit_until_done(batch)
+            self._inflight_since = None
+            if len(self._items) < self.settings.max_queue // 2 and self.failing is None:
+                self._room.set()
+
+    async def _commit_until_done(self, batch: list[Record]) -> None:
+        """Commit ``batch``, retrying while the database fails; never drop a record."""
+        backoff = 0.05
+        failed_at = 0.0
+        while batch:
+            try:
+                await self._commit(batch)
+            except FencedOut as fenced:
+                batch = [r for r in batch if r.match_id != fenced.match_id]
+                self._epochs.pop(fenced.match_id, None)
+                log.error("%s", fenced)
+                watcher = self._watchers.pop(fenced.match_id, None)
+                if watcher is not None:
+                    watcher[1](fenced)
+                continue
+            except (SQLAlchemyError, OSError) as exc:
+                if self.failing is None:
+                    failed_at = time.monotonic()
+                    log.error("event log write failed, matches paused until it recovers: %s", _reason(exc))
+                self.failing = _reason(exc)
+                self._room.clear()
+                if self._stopping and time.monotonic() - failed_at > 10:
+                    raise EventLogUnavailable(
+                        f"event log unwritable for 10 s at shutdown; {len(batch)} records not committed: {self.failing}"
+                    ) from None
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 2.0)
+                continue
+            if self.failing is not None:
+                log.warning("event log writable again after %.1f s", time.monotonic() - failed_at)
+                self.failing = None
             return
-        rows = []
-        newest: dict[str, int] = {}
+
+    async def _commit(self, batch: list[Record]) -> None:
+        tick_rows: list[dict[str, Any]] = []
+        keyframe_rows: list[dict[str, Any]] = []
+        player_rows: list[dict[str, Any]] = []
         ends: list[MatchEnd] = []
+        newest: dict[str, int] = {}
         for item in batch:
             if isinstance(item, TickRecord):
-                rows.append({
+                tick_rows.append({
                     "match_id": item.match_id, "tick": item.tick,
                     "payload": encode_payload(item.inputs, item.events), "hash": item.hash,
                 })
                 newest[item.match_id] = item.tick
+            elif isinstance(item, KeyframeRecord):
+                keyframe_rows.append({
+                    "match_id": item.match_id, "tick": item.tick,
+                    "state": encode_state(item.state), "hash": item.hash,
+                })
+            elif isinstance(item, PlayerRecord):
+                player_rows.append({
+                    "match_id": item.match_id, "player_id": item.player_id,
+                    "name": item.name, "token_hash": item.token_hash,
+                })
             else:
                 ends.append(item)
+        touched = {item.match_id for item in batch}
         started = time.perf_counter()
         async with self.engine.begin() as conn:
-            if rows:
-                await conn.execute(insert(ticks), rows)
-            for match_id, tick in newest.items():
-                await conn.execute(
-                    update(matches).where(matches.c.match_id == match_id).values(last_tick=tick)
+            # Fence first: the UPDATE also locks the match's row (PostgreSQL), so a
+            # takeover and this commit cannot interleave.
+            for match_id in sorted(touched):
+                values: dict[str, Any] = {}
+                if match_id in newest:
+                    values["last_tick"] = newest[match_id]
+                result = await conn.execute(
+                    update(matches)
+                    .where(
+                        matches.c.match_id == match_id,
+                        matches.c.owner == self.server_id,
+                        matches.c.epoch == self._epochs.get(match_id, -1),
+                    )
+                    .values(**values or {"owner": self.server_id})
                 )
+                if result.rowcount != 1:
+                    raise FencedOut(match_id)
+            if tick_rows:
+                await conn.execute(insert(ticks), tick_rows)
+            if keyframe_rows:
+                await conn.execute(insert(keyframes), keyframe_rows)
+            if player_rows:
+                await conn.execute(insert(players), player_rows)
             for end in ends:
                 await conn.execute(
-                    update(matches)
-                    .where(matches.c.match_id == end.match_id)
-                    .values(
+                    update(matches).where(matches.c.match_id == end.match_id).values(
                         status=end.status, last_tick=end.last_tick, final_hash=end.final_hash,
                         ended_at=time.time(), stats=orjson.dumps(end.stats).decode(),
                     )
                 )
-        self.commits += 1
-        self.rows += len(rows)
-        self.committed.update(newest)
         elapsed = time.perf_counter() - started
+        self.commit_seconds.add(elapsed)
+        self.commits += 1
+        self.rows += len(tick_rows)
+        for match_id, tick in newest.items():
+            self.committed[match_id] = tick
+            watcher = self._watchers.get(match_id)
+            if watcher is not None:
+                watcher[0](tick)
+        for end in ends:
+            self._watchers.pop(end.match_id, None)
+            self._epochs.pop(end.match_id, None)
         if elapsed > 0.1:
-            log.warning("event log commit of %d ticks took %.0f ms", len(rows), elapsed * 1000)
+            log.warning("event log commit of %d ticks took %.0f ms", len(tick_rows), elapsed * 1000)

@@ -1,18 +1,27 @@
 """A match: the fixed-tick game loop and the sessions of its players.
 
-``Match.run`` is the match. It waits for the first player, then runs
-``_tick`` on absolute deadlines (tick n is due at start + n/tick_rate, so
-lateness never accumulates into drift). One tick:
+``Match.run`` is the match. It waits for the first player (a resumed match
+starts at once), then runs ``_tick`` on absolute deadlines (tick n is due at
+start + n/tick_rate, so lateness never accumulates into drift). One tick:
 
 1. drain joins, leaves and each session's newest input (sessions only queue);
 2. ``rules.step`` the state, hash it;
 3. hand the tick's record to the event log (a queue put: the loop never awaits
-   the database);
-4. every ``tick_rate / send_rate`` ticks, send each session its view as a delta.
+   the database), and a keyframe of the whole state every ``keyframe_every``
+   ticks;
+4. every ``tick_rate / send_rate`` ticks, each session's view as a delta;
+   with ``--durability tick`` these wait in ``_outbox`` until the event log
+   reports the tick committed, so a client never sees a tick that a crash
+   could lose.
 
-Session tasks belong to the match's TaskGroup; when the match ends, its
-sessions are told why and closed, and the match's end is logged after its
-last tick.
+Before a tick, the loop checks that the event log has room; while it has
+not (the writer is far behind, or the database is failing) the match pauses
+rather than run on unrecorded.
+
+A player whose connection drops (not one that said bye or was kicked) keeps
+its place for ``grace_s`` with idle controls, and gets it back by presenting
+the token from its welcome. Session tasks belong to the match's TaskGroup;
+when the match ends, its sessions are told why and closed.
 """
 
 from __future__ import annotations
@@ -22,16 +31,27 @@ import logging
 import secrets
 import time
 import uuid
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.eventlog import EventLog, MatchEnd, TickRecord
-from server.session import Session
+from server.eventlog import (
+    EventLog,
+    FencedOut,
+    KeyframeRecord,
+    MatchEnd,
+    PlayerRecord,
+    Recovered,
+    TickRecord,
+    token_hash,
+)
+from server.session import Departure, Session
 from server.stats import Samples
-from shared.game import Rules, TickInputs, state_hash
+from shared.game import Rules, State, TickInputs, state_hash
 from shared.games import game_class
-from shared.logformat import MatchHeader
-from shared.protocol import PROTOCOL_VERSION, Hello, Welcome
+from shared.logformat import Divergence, MatchHeader, decode_state, replay_stored_tick
+from shared.protocol import PROTOCOL_VERSION, Welcome
 
 log = logging.getLogger("tickline.match")
 
@@ -47,6 +67,8 @@ class MatchSettings:
     tick_rate: int = 60
     send_rate: int = 30
     seed: int | None = None  # None: a fresh random seed per match
+    keyframe_every: int = 0  # ticks between keyframes; 0: one per second
+    grace_s: float = 20.0  # how long a dropped player's place is kept
 
 
 def rules_for(settings: MatchSettings) -> Rules:
@@ -58,38 +80,81 @@ def rules_for(settings: MatchSettings) -> Rules:
     return cls(config)
 
 
+def rebuild_state(rules: Rules, recovered: Recovered) -> State:
+    """The state after the newest committed tick: the newest keyframe, then the ticks after it."""
+    if recovered.keyframe is not None:
+        kf_tick, data, kf_hash = recovered.keyframe
+        state = rules.load_state(decode_state(data))
+        if state_hash(state) != kf_hash:
+            raise Divergence(kf_tick, f"keyframe at tick {kf_tick} does not match its stored hash")
+        expected = kf_tick + 1
+    else:
+        state = rules.initial_state(recovered.header.seed)
+        expected = 1
+    for tick, payload, stored_hash in recovered.ticks:
+        replay_stored_tick(rules, state, expected, tick, payload, stored_hash)
+        expected += 1
+    if expected - 1 != recovered.last_tick:
+        raise Divergence(expected, f"the log says tick {recovered.last_tick} was committed, but it ends at {expected - 1}")
+    return state
+
+
 class Match:
-    def __init__(self, settings: MatchSettings, eventlog: EventLog) -> None:
-        self.rules = rules_for(settings)
+    def __init__(self, settings: MatchSettings, eventlog: EventLog, recovered: Recovered | None = None) -> None:
         self.settings = settings
-        self.match_id = uuid.uuid4().hex
-        self.seed = settings.seed if settings.seed is not None else secrets.randbits(63)
-        self.header = MatchHeader(
-            match_id=self.match_id, game=self.rules.name, game_version=self.rules.version,
-            seed=self.seed, config=self.rules.config, tick_rate=settings.tick_rate,
-            send_rate=settings.send_rate, created_at=time.time(),
-        )
-        self.state = self.rules.initial_state(self.seed)
-        self.tick = 0
         self._log = eventlog
-        self._send_every = settings.tick_rate // settings.send_rate
         self.sessions: dict[int, Session] = {}
-        self._next_player = 1
+        self._tokens: dict[int, str] = {}  # player id -> sha256 of its reconnect token
+        self._away: dict[int, float] = {}  # player id -> when its place is given up (monotonic)
         self._joins: list[tuple[int, str]] = []
         self._leaves: list[int] = []
+        self._idle: list[int] = []  # players whose controls go idle at the next tick
+        self._new_players: list[PlayerRecord] = []
+        self._outbox: deque[tuple[int, Callable[[], None]]] = deque()
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self.opened = asyncio.Event()  # set once players can be admitted
         self._stopping = False
+        self._fenced = False
+        self._hold_sends = eventlog.settings.durability == "tick"
+        self.committed = 0
+        self._committed_event = asyncio.Event()
+        if recovered is None:
+            self.rules = rules_for(settings)
+            self.match_id = uuid.uuid4().hex
+            self.seed = settings.seed if settings.seed is not None else secrets.randbits(63)
+            self.header = MatchHeader(
+                match_id=self.match_id, game=self.rules.name, game_version=self.rules.version,
+                seed=self.seed, config=self.rules.config, tick_rate=settings.tick_rate,
+                send_rate=settings.send_rate, created_at=time.time(),
+            )
+            self.state = self.rules.initial_state(self.seed)
+            self.tick = 0
+            self._logged = False  # whether the header is in the event log
+            self._next_player = 1
+        else:
+            self.header = recovered.header
+            self.rules = game_class(self.header.game)(self.header.config)
+            self.match_id, self.seed = self.header.match_id, self.header.seed
+            self.state = rebuild_state(self.rules, recovered)
+            self.tick = self.committed = recovered.last_tick
+            self._logged = True
+            self._tokens = {pid: digest for pid, _name, digest in recovered.players}
+            self._next_player = max(self._tokens, default=0) + 1
+        self._tick_rate = self.header.tick_rate
+        self._send_every = max(1, self.header.tick_rate // self.header.send_rate)
+        self._keyframe_every = settings.keyframe_every or self.header.tick_rate
+        self.resumed_at = self.tick if recovered is not None else None
         self.status = "waiting"
-        self._logged = False  # whether the header is in the event log
         # figures
         self.tick_late = Samples()
         self.tick_work = Samples()
         self.inputs_applied = 0
         self.players_seen = 0
-        self._bytes_down_gone = 0  # from sessions that have left
         self.catch_ups = 0
+        self.pauses = 0
+        self.paused_s = 0.0
+        self._bytes_down_gone = 0  # from sessions that have left
 
     # ------------------------------------------------------------ players
 
@@ -99,32 +164,69 @@ class Match:
             self._tg is not None
             and not self._stopping
             and not self.rules.is_over(self.state)
-            and len(self.sessions) < self.rules.max_players()
+            and len(self.sessions) + len(self._away) < self.rules.max_players()
         )
 
-    def admit(self, session: Session, hello: Hello) -> None:
-        """Seat a session that said hello: a player id, a welcome, a task in this match."""
+    def admit(self, session: Session) -> None:
+        """Seat a new player: a player id, a reconnect token, a welcome, a task in this match."""
         assert self._tg is not None and self.is_open()
         player_id = self._next_player
         self._next_player += 1
-        self.sessions[player_id] = session
+        token = f"{self.match_id}.{player_id}.{secrets.token_urlsafe(18)}"
+        self._tokens[player_id] = token_hash(token)
+        self._new_players.append(PlayerRecord(self.match_id, player_id, session.name, self._tokens[player_id]))
         self._joins.append((player_id, session.name))
         self.players_seen += 1
-        session.join(self, player_id, Welcome(
+        self._seat(session, player_id, token, self.tick + 1)
+        log.info("match %s: player %d (%s) joined from %s", self.match_id[:8], player_id, session.name, session.channel.peer)
+
+    def can_resume(self, player_id: int, token: str) -> bool:
+        expected = self._tokens.get(player_id)
+        return (
+            expected is not None and self._tg is not None and not self._stopping
+            and secrets.compare_digest(expected, token_hash(token))
+            and (player_id in self.sessions or player_id in self._away)
+        )
+
+    def resume(self, session: Session, player_id: int, token: str) -> None:
+        """Give a returning client its player back (see can_resume)."""
+        assert self.can_resume(player_id, token)
+        old = self.sessions.get(player_id)
+        if old is not None:
+            old.close("replaced by a new connection from the same player")
+        self._away.pop(player_id, None)
+        self._seat(session, player_id, token, self.tick)
+        log.info("match %s: player %d reconnected from %s", self.match_id[:8], player_id, session.channel.peer)
+
+    def _seat(self, session: Session, player_id: int, token: str, tick: int) -> None:
+        assert self._tg is not None
+        self.sessions[player_id] = session
+        welcome = Welcome(
             version=PROTOCOL_VERSION, player_id=player_id, match_id=self.match_id,
             game=self.rules.name, game_version=self.rules.version,
-            tick_rate=self.settings.tick_rate, send_rate=self.settings.send_rate, tick=self.tick,
-        ))
+            tick_rate=self._tick_rate, send_rate=self.header.send_rate, tick=tick, token=token,
+        )
+        session.join(self, player_id)
+        # The welcome promises a player that exists once ``tick`` is in the log.
+        self._deliver(tick, lambda: session.send_frame(welcome))
         self._tg.create_task(session.run(), name=f"session-{self.match_id[:8]}-{player_id}")
-        log.info("match %s: player %d (%s) joined from %s", self.match_id[:8], player_id, session.name, session.channel.peer)
         self._wake.set()
 
     def leave(self, session: Session) -> None:
         """Called by the session task when its connection ends."""
-        if self.sessions.pop(session.player_id, None) is not None:
-            self._leaves.append(session.player_id)
-            self._bytes_down_gone += session.bytes_down
-            log.info("match %s: player %d left (%s)", self.match_id[:8], session.player_id, session.close_reason)
+        player_id = session.player_id
+        if self.sessions.get(player_id) is not session:
+            return  # replaced by a newer connection of the same player
+        del self.sessions[player_id]
+        self._bytes_down_gone += session.bytes_down
+        if session.departure is Departure.LOST and not self._stopping and self.settings.grace_s > 0:
+            self._away[player_id] = time.monotonic() + self.settings.grace_s
+            self._idle.append(player_id)
+            log.info("match %s: player %d lost its connection (%s); its place is kept %g s",
+                     self.match_id[:8], player_id, session.close_reason, self.settings.grace_s)
+        else:
+            self._leaves.append(player_id)
+            log.info("match %s: player %d left (%s)", self.match_id[:8], player_id, session.close_reason)
 
     def stop(self) -> None:
         """End the match after the current tick (server shutdown)."""
@@ -134,7 +236,8 @@ class Match:
     # ------------------------------------------------------------ the loop
 
     async def run(self) -> None:
-        """The match, from header to last record. Returns when it ends or is stopped."""
+        """The match, from its first tick to its last record. Returns when it ends or is stopped."""
+        self._log.watch(self.match_id, self._on_commit, self._on_fenced)
         reason = "server shutting down"
         try:
             async with asyncio.TaskGroup() as tg:
@@ -145,35 +248,44 @@ class Match:
                     if self.rules.is_over(self.state):
                         reason = "match over"
                         self._announce_end()
+                    elif self._fenced:
+                        reason = "this match moved to another server"
+                    elif not self._stopping:
+                        reason = "every player left"
+                    await self._flush_outbox()
                 finally:
                     self._tg = None
                     for session in list(self.sessions.values()):
                         session.close(reason)
         finally:
-            self.status = "finished" if self.rules.is_over(self.state) else "stopped"
-            if self._logged:
-                self._log.end_match(MatchEnd(
-                    match_id=self.match_id, status=self.status, last_tick=self.tick,
-                    final_hash=state_hash(self.state), stats=self.figures(),
-                ))
-                log.info("match %s %s at tick %d", self.match_id[:8], self.status, self.tick)
+            self._end_in_log()
 
     async def _tick_loop(self) -> None:
-        while not self.sessions and not self._stopping:
-            await self._wake.wait()
-            self._wake.clear()
-        if self._stopping:
-            return
-        # The header is written when the first player is in, so a match nobody
-        # played leaves nothing in the log.
-        await self._log.create_match(self.header)
-        self._logged = True
+        if self.resumed_at is None:
+            while not self.sessions and not self._stopping:
+                await self._wake.wait()
+                self._wake.clear()
+            if self._stopping:
+                return
+            # The header is written when the first player is in, so a match nobody
+            # played leaves nothing in the log.
+            await self._log.create_match(self.header)
+            self._logged = True
+        else:
+            deadline = time.monotonic() + self.settings.grace_s
+            self._away = {pid: deadline for pid in self._tokens if pid in self.state.get("players", {})}
+            log.info("match %s resumed at tick %d; %d players may reconnect", self.match_id[:8], self.tick + 1, len(self._away))
         self.status = "running"
         loop = asyncio.get_running_loop()
-        dt = 1.0 / self.settings.tick_rate
+        dt = 1.0 / self._tick_rate
         start = loop.time()
         n = 0
         while not self._stopping and not self.rules.is_over(self.state):
+            if not self.sessions and not self._away and not self._joins:
+                break  # everyone has gone
+            if not self._log.has_room():
+                await self._pause()
+                start, n = loop.time(), 0
             deadline = start + n * dt
             delay = deadline - loop.time()
             if delay > 0:
@@ -188,29 +300,104 @@ class Match:
             self.tick_work.add(loop.time() - now)
             n += 1
 
+    async def _pause(self) -> None:
+        began = time.monotonic()
+        self.pauses += 1
+        log.warning("match %s paused at tick %d: the event log is %s", self.match_id[:8], self.tick,
+                    f"failing ({self._log.failing})" if self._log.failing else f"{self._log.queued()} records behind")
+        while not self._log.has_room() and not self._stopping:
+            await asyncio.sleep(0.05)
+        self.paused_s += time.monotonic() - began
+        log.warning("match %s resumed after a %.1f s pause", self.match_id[:8], time.monotonic() - began)
+
     def _tick(self) -> None:
         inputs = TickInputs(joins=self._joins, leaves=self._leaves)
         self._joins, self._leaves = [], []
+        if self._away:
+            now = time.monotonic()
+            for player_id in [pid for pid, until in self._away.items() if until <= now]:
+                del self._away[player_id]
+                inputs.leaves.append(player_id)
+                log.info("match %s: player %d did not come back in time", self.match_id[:8], player_id)
+        for player_id in self._idle:
+            inputs.inputs[player_id] = self.rules.idle_input()
+        self._idle.clear()
         for player_id, session in self.sessions.items():
             controls = session.take_input()
             if controls is not None:
                 inputs.inputs[player_id] = controls
-        self.inputs_applied += len(inputs.inputs)
+                self.inputs_applied += 1
         events = self.rules.step(self.state, inputs)
-        self.tick = tick = self.state["tick"]
-        self._log.append(TickRecord(
-            match_id=self.match_id, tick=tick, inputs=inputs.to_record(), events=events,
-            hash=state_hash(self.state),
-        ))
-        if tick % self._send_every == 0 or self.rules.is_over(self.state):
+        self.tick = tick = self.tick + 1
+        digest = state_hash(self.state)
+        for record in self._new_players:
+            self._log.add_player(record)
+        self._new_players.clear()
+        self._log.append(TickRecord(self.match_id, tick, inputs.to_record(), events, digest))
+        over = self.rules.is_over(self.state)
+        if tick % self._keyframe_every == 0 or over:
+            self._log.add_keyframe(KeyframeRecord(self.match_id, tick, self.rules.dump_state(self.state), digest))
+        if tick % self._send_every == 0 or over:
             for player_id, session in self.sessions.items():
-                session.send_view(tick, self.rules.view(self.state, player_id))
+                view = self.rules.view(self.state, player_id)
+                self._deliver(tick, lambda s=session, v=view: s.send_view(tick, v))
+
+    # ------------------------------------------------------------ delivery after commit
+
+    def _deliver(self, tick: int, send: Callable[[], None]) -> None:
+        """Send now, or, with tick durability, once ``tick`` is committed."""
+        if not self._hold_sends or tick <= self.committed:
+            send()
+        else:
+            self._outbox.append((tick, send))
+
+    def _on_commit(self, tick: int) -> None:
+        self.committed = tick
+        while self._outbox and self._outbox[0][0] <= tick:
+            self._outbox.popleft()[1]()
+        if tick >= self.tick:
+            self._committed_event.set()
+
+    def _on_fenced(self, exc: FencedOut) -> None:
+        self._fenced = True
+        self._outbox.clear()
+        self.stop()
+
+    async def _flush_outbox(self) -> None:
+        """Wait (briefly) for the last ticks to commit, so their deltas still go out."""
+        if not self._outbox or self._fenced:
+            return
+        self._committed_event.clear()
+        if self.committed < self.tick:
+            try:
+                async with asyncio.timeout(5):
+                    await self._committed_event.wait()
+            except TimeoutError:
+                log.warning("match %s: last ticks not committed within 5 s; their deltas are not sent", self.match_id[:8])
 
     def _announce_end(self) -> None:
         players = self.state.get("players", {})
         scores = {str(pid): p.get("score", 0) for pid, p in players.items()}
+        data = {"winner": self.state.get("winner", 0), "scores": scores}
         for session in self.sessions.values():
-            session.send_event(self.tick, "over", {"winner": self.state.get("winner", 0), "scores": scores})
+            self._deliver(self.tick, lambda s=session: s.send_event(self.tick, "over", data))
+
+    def _end_in_log(self) -> None:
+        if self.rules.is_over(self.state):
+            self.status = "finished"
+        elif self._fenced:
+            self.status = "fenced"
+        elif self._stopping:
+            self.status = "stopped"
+        else:
+            self.status = "abandoned"
+        if not self._logged or self._fenced:
+            return
+        self._log.end_match(MatchEnd(
+            match_id=self.match_id, status=self.status, last_tick=self.tick,
+            final_hash=state_hash(self.state), stats=self.figures(),
+        ))
+        log.info("match %s %s at tick %d", self.match_id[:8], self.status, self.tick)
 
     # ------------------------------------------------------------ figures
 
@@ -218,12 +405,15 @@ class Match:
         bytes_down = self._bytes_down_gone + sum(s.bytes_down for s in self.sessions.values())
         return {
             "ticks": self.tick,
-            "tick_rate": self.settings.tick_rate,
-            "send_rate": self.settings.send_rate,
+            "tick_rate": self._tick_rate,
+            "send_rate": self.header.send_rate,
             "players_seen": self.players_seen,
             "inputs_applied": self.inputs_applied,
             "tick_late_ms": self.tick_late.summary(1000),
             "tick_work_ms": self.tick_work.summary(1000),
             "catch_ups": self.catch_ups,
+            "pauses": self.pauses,
+            "paused_s": round(self.paused_s, 3),
+            "resumed_at": self.resumed_at,
             "bytes_down": bytes_down,
         }

@@ -14,6 +14,7 @@ connection with a reason and one log line; the match plays on.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 from collections import OrderedDict
 from typing import TYPE_CHECKING, Any, Protocol
@@ -33,7 +34,6 @@ from shared.protocol import (
     ProtocolError,
     StreamDecoder,
     UnsupportedVersion,
-    Welcome,
     decode_datagram,
     encode,
 )
@@ -69,6 +69,15 @@ class SessionClosed(Exception):
     pass
 
 
+class Departure(enum.Enum):
+    """How a connection ended, which decides whether its player keeps a place."""
+
+    BYE = "bye"  # the client said goodbye
+    KICKED = "kicked"  # the client broke the protocol or the rules
+    CLOSED = "closed"  # the server closed it (match over, shutdown, replaced)
+    LOST = "lost"  # the connection dropped: timeout, network change, client crash
+
+
 class Session:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
@@ -80,6 +89,7 @@ class Session:
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason = ""
+        self.departure = Departure.LOST
         # inputs
         self._received_seq = 0
         self._pending: Controls | None = None
@@ -119,8 +129,10 @@ class Session:
             self.fail(str(exc))
 
     def on_closed(self, reason: str) -> None:
+        """The transport lost the connection (not closed by us)."""
         if not self.closed.is_set():
             self.close_reason = reason or "connection closed"
+            self.departure = Departure.LOST
             self.closed.set()
 
     # ------------------------------------------------------------ lifecycle
@@ -131,12 +143,13 @@ class Session:
             return
         who = f"player {self.player_id}" if self.player_id else "before joining"
         log.warning("closing %s (%s): %s", self.channel.peer, who, reason)
-        self.close(reason, error=True)
+        self.close(reason, error=True, departure=Departure.KICKED)
 
-    def close(self, reason: str, error: bool = False) -> None:
+    def close(self, reason: str, error: bool = False, departure: Departure = Departure.CLOSED) -> None:
         if self.closed.is_set():
             return
         self.close_reason = reason
+        self.departure = departure
         self.closed.set()
         self.channel.close(reason, error)
 
@@ -176,11 +189,10 @@ class Session:
         self.name = name
         return frame
 
-    def join(self, match: Match, player_id: int, welcome: Welcome) -> None:
+    def join(self, match: Match, player_id: int) -> None:
         self.match = match
         self._rules = match.rules
         self.player_id = player_id
-        self.send_frame(welcome)
 
     async def run(self) -> None:
         """The session task, owned by its match: serve control frames until the connection ends."""
@@ -188,7 +200,7 @@ class Session:
             while True:
                 frame = await self.next_frame()
                 if isinstance(frame, Bye):
-                    self.close(f"client left: {frame.reason[:64]}")
+                    self.close(f"client left: {frame.reason[:64]}", departure=Departure.BYE)
                     return
                 self.fail(f"unexpected {frame.TAG} frame after hello")
                 return

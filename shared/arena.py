@@ -145,6 +145,9 @@ class Arena(Rules):
         out["fire"] = fire
         return out
 
+    def idle_input(self) -> Controls:
+        return dict(_IDLE)
+
     # ------------------------------------------------------------------ the tick
 
     def step(self, state: State, inputs: TickInputs) -> list[GameEvent]:

@@ -110,6 +110,10 @@ class Rules(ABC):
         """Normalised controls from a client's raw input, or InvalidInput."""
 
     @abstractmethod
+    def idle_input(self) -> Controls:
+        """The controls of a player who is not touching anything (used while disconnected)."""
+
+    @abstractmethod
     def step(self, state: State, inputs: TickInputs) -> list[GameEvent]:
         """Advance ``state`` one tick, in place; return the tick's events."""
 

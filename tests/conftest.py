@@ -69,3 +69,74 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
             await handle.stop()
         else:
             handle.task.result()  # a server that died must fail the test
+
+
+# --- PostgreSQL: a fresh database per test on the server that .ci/pg.sh started ---------
+
+import os  # noqa: E402
+import uuid  # noqa: E402
+from collections.abc import Awaitable  # noqa: E402
+
+PG_URL_ENV = "TICKLINE_TEST_PG_URL"
+
+
+async def _pg_maintenance_connect(maintenance_url: str) -> Any:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    dsn = make_url(maintenance_url).set(drivername="postgresql")
+    return await asyncpg.connect(dsn.render_as_string(hide_password=False), timeout=15)
+
+
+@pytest.fixture
+async def make_pg_url() -> AsyncIterator[Callable[[], Awaitable[str]]]:
+    """``await make_pg_url()`` -> the URL of a new, empty database; all are dropped at teardown.
+
+    Skips the test when TICKLINE_TEST_PG_URL (the maintenance URL printed by
+    ``.ci/pg.sh start``) is not set.
+    """
+    maintenance_url = os.environ.get(PG_URL_ENV)
+    if not maintenance_url:
+        pytest.skip(f"PostgreSQL not configured: set {PG_URL_ENV} (see .ci/pg.sh)")
+    from sqlalchemy.engine import make_url
+
+    created: list[str] = []
+
+    async def make() -> str:
+        name = f"tl_{uuid.uuid4().hex[:12]}"
+        conn = await _pg_maintenance_connect(maintenance_url)
+        try:
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        created.append(name)
+        return make_url(maintenance_url).set(database=name).render_as_string(hide_password=False)
+
+    yield make
+    if created:
+        conn = await _pg_maintenance_connect(maintenance_url)
+        try:
+            for name in created:
+                # Connections a test left open (an engine not disposed) must not keep it.
+                await conn.execute(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+                    " WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+                await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        finally:
+            await conn.close()
+
+
+@pytest.fixture
+async def pg_url(make_pg_url: Callable[[], Awaitable[str]]) -> str:
+    """``postgresql+asyncpg://postgres@127.0.0.1:PORT/tl_<12 hex>``: a fresh, empty
+    database, dropped at teardown. Skips when TICKLINE_TEST_PG_URL is unset."""
+    return await make_pg_url()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"], ids=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The event log's database URL, once per backend: SQLite in tmp_path, and a fresh
+    PostgreSQL database (skipped like ``pg_url`` when PostgreSQL is not configured)."""
+    if request.param == "sqlite":
+        return f"sqlite+aiosqlite:///{tmp_path}/log.db"
+    return request.getfixturevalue("pg_url")

@@ -1,132 +1,262 @@
-"""The event log: the server's writer, the replay reader, and verification that catches damage."""
+"""The event log on SQLite and PostgreSQL: the writer, fencing, keyframes, migrations, and
+verification that catches damage."""
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import zlib
 from pathlib import Path
 
+import orjson
 import pytest
+from sqlalchemy import text
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from replays.reader import LogReader, LogUnavailable, MatchNotFound
-from replays.verify import verify_match
-from server.eventlog import EventLog, MatchEnd, TickRecord
+from replays.verify import state_at, verify_match
+from server import migrate
+from server.eventlog import EventLog, FencedOut, KeyframeRecord, LogSettings, MatchEnd, TickRecord
+from server.match import rebuild_state
 from shared.game import TickInputs, state_hash
 from shared.games import make_rules
 from shared.logformat import MatchHeader
 
 TICKS = 240
+MATCH = "m" * 32
 
 
-async def _write_match(path: Path, match_id: str = "m" * 32, seed: int = 11) -> str:
-    """Play a scripted arena match through the real writer into a SQLite file."""
+def _inputs(rules, tick: int) -> TickInputs:
+    inputs = TickInputs(joins=[(1, "a"), (2, "b")] if tick == 1 else [])
+    for pid in (1, 2):
+        inputs.inputs[pid] = rules.validate_input({
+            "mx": (tick // 20 + pid) % 3 - 1, "my": (tick // 30) % 3 - 1,
+            "ax": 3 - pid * 2, "ay": 1, "fire": tick % 3 == 0,
+        })
+    return inputs
+
+
+async def _write_match(url: str, match_id: str = MATCH, seed: int = 11, ticks: int = TICKS,
+                       keyframe_every: int = 60, end: bool = True, server_id: str = "A") -> dict[int, str]:
+    """Play a scripted arena match through the real writer; returns tick -> hash."""
     rules = make_rules("arena", {"time_limit_s": 60})
     header = MatchHeader(match_id=match_id, game="arena", game_version=rules.version, seed=seed,
                          config=rules.config, tick_rate=60, send_rate=30, created_at=1.0)
-    log = await EventLog.open(f"sqlite+aiosqlite:///{path}")
+    log = await EventLog.open(url, server_id)
     writer = asyncio.create_task(log.run())
     await log.create_match(header)
     state = rules.initial_state(seed)
-    for tick in range(1, TICKS + 1):
-        inputs = TickInputs(joins=[(1, "a"), (2, "b")] if tick == 1 else [])
-        for pid in (1, 2):
-            inputs.inputs[pid] = rules.validate_input(
-                {"mx": (tick // 20 + pid) % 3 - 1, "my": (tick // 30) % 3 - 1, "ax": 3 - pid * 2, "ay": 1, "fire": tick % 3 == 0}
-            )
+    hashes = {}
+    for tick in range(1, ticks + 1):
+        inputs = _inputs(rules, tick)
         events = rules.step(state, inputs)
-        log.append(TickRecord(match_id, tick, inputs.to_record(), events, state_hash(state)))
+        hashes[tick] = state_hash(state)
+        log.append(TickRecord(match_id, tick, inputs.to_record(), events, hashes[tick]))
+        if tick % keyframe_every == 0:
+            log.add_keyframe(KeyframeRecord(match_id, tick, rules.dump_state(state), hashes[tick]))
         if tick % 50 == 0:
             await asyncio.sleep(0)  # let the writer commit in groups, as the server's loop does
-    log.end_match(MatchEnd(match_id, "finished", TICKS, state_hash(state), {"ticks": TICKS}))
+    if end:
+        log.end_match(MatchEnd(match_id, "finished", ticks, state_hash(state), {"ticks": ticks}))
     log.stop()
     await writer
     assert log.lag_ticks(match_id) == 0
     await log.dispose()
-    return state_hash(state)
+    return hashes
 
 
-def _sql(path: Path, statement: str, *args: object) -> None:
-    with sqlite3.connect(path) as conn:
-        conn.execute(statement, args)
+async def _sql(url: str, statement: str, **params: object) -> list:
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            result = await conn.execute(text(statement), params)
+            return list(result.all()) if result.returns_rows else []
+    finally:
+        await engine.dispose()
 
 
-async def _verify(path: Path, match_id: str = "m" * 32):
-    async with await LogReader.open(f"sqlite+aiosqlite:///{path}") as reader:
+async def _verify(url: str, match_id: str = MATCH):
+    async with await LogReader.open(url) as reader:
         return await verify_match(reader, match_id)
 
 
-async def test_written_match_reads_back_and_verifies(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    final = await _write_match(db)
-    async with await LogReader.open(f"sqlite+aiosqlite:///{db}") as reader:
+async def test_written_match_reads_back_and_verifies(db_url: str) -> None:
+    hashes = await _write_match(db_url)
+    async with await LogReader.open(db_url) as reader:
         [summary] = await reader.matches()
         header, _ = await reader.match("mmmm")  # a unique prefix is enough
         ticks = [t.tick async for t in reader.ticks(summary.match_id, partition=7)]
-    assert summary.status == "finished" and summary.last_tick == TICKS and summary.final_hash == final
+    assert summary.status == "finished" and summary.last_tick == TICKS and summary.final_hash == hashes[TICKS]
     assert summary.stats == {"ticks": TICKS}
     assert header.seed == 11 and header.game == "arena"
     assert ticks == list(range(1, TICKS + 1))
-    report = await _verify(db)
-    assert report.verified and report.ticks == TICKS and report.final_state_hash == final
+    report = await _verify(db_url)
+    assert report.verified and report.ticks == TICKS and report.keyframes == TICKS // 60
 
 
-async def test_a_tampered_hash_is_found_at_its_tick(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    await _write_match(db)
-    _sql(db, "UPDATE ticks SET hash = ? WHERE tick = 77", "0" * 32)
-    report = await _verify(db)
+async def test_seeking_from_a_keyframe_gives_the_stored_state(db_url: str) -> None:
+    hashes = await _write_match(db_url)
+    async with await LogReader.open(db_url) as reader:
+        for tick in (0, 1, 59, 60, 61, 179, 200, TICKS):
+            _, state = await state_at(reader, MATCH, tick)
+            assert tick == 0 or state_hash(state) == hashes[tick]
+        with pytest.raises(ValueError, match="outside the match"):
+            await state_at(reader, MATCH, TICKS + 1)
+
+
+async def test_a_tampered_hash_is_found_at_its_tick(db_url: str) -> None:
+    await _write_match(db_url)
+    await _sql(db_url, "UPDATE ticks SET hash = :h WHERE tick = 77", h="0" * 32)
+    report = await _verify(db_url)
     assert not report.verified and report.first_bad_tick == 77 and "state hash differs" in report.reason
 
 
-async def test_a_changed_input_is_found_where_the_state_diverges(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    await _write_match(db)
-    with sqlite3.connect(db) as conn:
-        payload, = conn.execute("SELECT payload FROM ticks WHERE tick = 100").fetchone()
-        other, = conn.execute("SELECT payload FROM ticks WHERE tick = 160").fetchone()
-        assert payload != other
-        conn.execute("UPDATE ticks SET payload = ? WHERE tick = 100", (other,))
-    report = await _verify(db)
+async def test_a_changed_input_is_found_where_the_state_diverges(db_url: str) -> None:
+    await _write_match(db_url)
+    [(other,)] = await _sql(db_url, "SELECT payload FROM ticks WHERE tick = 160")
+    await _sql(db_url, "UPDATE ticks SET payload = :p WHERE tick = 100", p=other)
+    report = await _verify(db_url)
     assert not report.verified and report.first_bad_tick == 100
 
 
-async def test_a_missing_tick_is_reported_not_replayed(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    await _write_match(db)
-    _sql(db, "DELETE FROM ticks WHERE tick = 120")
-    report = await _verify(db)
+async def test_a_missing_tick_is_reported_not_replayed(db_url: str) -> None:
+    await _write_match(db_url)
+    await _sql(db_url, "DELETE FROM ticks WHERE tick = 120")
+    report = await _verify(db_url)
     assert not report.verified and report.first_bad_tick == 120 and "missing" in report.reason
 
 
-async def test_a_truncated_log_is_reported(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    await _write_match(db)
-    _sql(db, "DELETE FROM ticks WHERE tick > 200")
-    report = await _verify(db)
+async def test_a_truncated_log_is_reported(db_url: str) -> None:
+    await _write_match(db_url)
+    await _sql(db_url, "DELETE FROM keyframes WHERE tick > 200")
+    await _sql(db_url, "DELETE FROM ticks WHERE tick > 200")
+    report = await _verify(db_url)
     assert not report.verified and report.first_bad_tick == 201 and "only 200 are stored" in report.reason
 
 
-async def test_a_corrupt_payload_is_reported(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    await _write_match(db)
-    _sql(db, "UPDATE ticks SET payload = ? WHERE tick = 5", b"not zlib")
-    report = await _verify(db)
+async def test_a_corrupt_payload_is_reported(db_url: str) -> None:
+    await _write_match(db_url)
+    await _sql(db_url, "UPDATE ticks SET payload = :p WHERE tick = 5", p=b"not zlib")
+    report = await _verify(db_url)
     assert not report.verified and report.first_bad_tick == 5 and "cannot be" in report.reason
 
 
-async def test_other_rules_version_is_refused_plainly(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    await _write_match(db)
-    _sql(db, "UPDATE matches SET game_version = 99")
-    report = await _verify(db)
+async def test_a_keyframe_that_disagrees_with_the_replay_is_reported(db_url: str) -> None:
+    await _write_match(db_url)
+    [(state,)] = await _sql(db_url, "SELECT state FROM keyframes WHERE tick = 60")
+    await _sql(db_url, "UPDATE keyframes SET state = :s WHERE tick = 120", s=state)
+    report = await _verify(db_url)
+    assert not report.verified and report.first_bad_tick == 120 and "keyframe" in report.reason
+
+
+async def test_other_rules_version_is_refused_plainly(db_url: str) -> None:
+    await _write_match(db_url)
+    await _sql(db_url, "UPDATE matches SET game_version = 99")
+    report = await _verify(db_url)
     assert not report.verified and "rules version 99" in report.reason
 
 
-async def test_a_tick_is_written_once(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    await _write_match(db)
-    with pytest.raises(sqlite3.IntegrityError):
-        _sql(db, "INSERT INTO ticks (match_id, tick, payload, hash) VALUES (?, 1, x'00', 'x')", "m" * 32)
+async def test_a_tick_is_written_once(db_url: str) -> None:
+    await _write_match(db_url)
+    with pytest.raises(IntegrityError):
+        await _sql(db_url, "INSERT INTO ticks (match_id, tick, payload, hash) VALUES (:m, 1, :p, 'x')",
+                   m=MATCH, p=b"\x00")
+
+
+async def test_recovery_rebuilds_the_last_committed_state_from_the_newest_keyframe(db_url: str) -> None:
+    hashes = await _write_match(db_url, ticks=150, end=False)
+    log = await EventLog.open(db_url, "A")
+    try:
+        assert await log.running_matches() == [MATCH]
+        recovered = await log.load_running(MATCH)
+    finally:
+        await log.dispose()
+    assert recovered.last_tick == 150 and recovered.epoch == 2
+    assert recovered.keyframe is not None and recovered.keyframe[0] == 120
+    assert [t for t, _, _ in recovered.ticks] == list(range(121, 151))
+    rules = make_rules("arena", recovered.header.config)
+    assert state_hash(rebuild_state(rules, recovered)) == hashes[150]
+
+
+async def test_a_server_that_lost_its_match_is_fenced_out(db_url: str) -> None:
+    await _write_match(db_url, ticks=30, end=False, server_id="A")
+    rules = make_rules("arena", {"time_limit_s": 60})
+    a = await EventLog.open(db_url, "A")
+    b = await EventLog.open(db_url, "B")
+    try:
+        recovered_a = await a.load_running(MATCH)  # A resumes its match: epoch 2
+        recovered_b = await b.load_running(MATCH)  # B takes it over: epoch 3
+        assert (recovered_a.epoch, recovered_b.epoch) == (2, 3)
+        state = rebuild_state(rules, recovered_a)
+        fenced: list[FencedOut] = []
+        a.watch(MATCH, lambda tick: None, fenced.append)
+        writer_a = asyncio.create_task(a.run())
+        inputs = _inputs(rules, 31)
+        events = rules.step(state, inputs)
+        a.append(TickRecord(MATCH, 31, inputs.to_record(), events, state_hash(state)))
+        a.stop()
+        await writer_a
+        assert len(fenced) == 1 and "owned by another server" in str(fenced[0])
+        assert await _sql(db_url, "SELECT count(*) FROM ticks WHERE tick = 31") == [(0,)]
+        # The owner writes on.
+        writer_b = asyncio.create_task(b.run())
+        b.append(TickRecord(MATCH, 31, inputs.to_record(), events, state_hash(state)))
+        b.stop()
+        await writer_b
+        assert await _sql(db_url, "SELECT owner, epoch, last_tick FROM matches") == [("B", 3, 31)]
+    finally:
+        await a.dispose()
+        await b.dispose()
+    assert (await _verify(db_url)).verified
+
+
+async def test_a_log_from_the_first_schema_opens_upgraded_and_verifies(tmp_path: Path) -> None:
+    """A log written by tickline 0.1 (schema 0001, plain zlib payloads) still opens and replays."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    rules = make_rules("arena", {"time_limit_s": 60})
+    state = rules.initial_state(5)
+    engine = create_async_engine(url)
+    await migrate.upgrade(engine, "0001")
+    async with engine.begin() as conn:
+        await conn.execute(text(
+            "INSERT INTO matches (match_id, game, game_version, seed, config, tick_rate, send_rate, "
+            "created_at, status, last_tick) VALUES (:m, 'arena', 1, 5, :c, 60, 30, 1.0, 'finished', 90)"
+        ), {"m": MATCH, "c": orjson.dumps(rules.config).decode()})
+        for tick in range(1, 91):
+            inputs = _inputs(rules, tick)
+            rules.step(state, inputs)
+            payload = zlib.compress(orjson.dumps({"in": inputs.to_record()}), 1)  # 0.1's format
+            await conn.execute(text("INSERT INTO ticks VALUES (:m, :t, :p, :h)"),
+                               {"m": MATCH, "t": tick, "p": payload, "h": state_hash(state)})
+        await conn.execute(text("UPDATE matches SET final_hash = :h"), {"h": state_hash(state)})
+    await engine.dispose()
+
+    log = await EventLog.open(url, "A")  # opening upgrades
+    try:
+        assert await migrate.current(log.engine) == migrate.head()
+    finally:
+        await log.dispose()
+    report = await _verify(url)
+    assert report.verified and report.ticks == 90 and report.keyframes == 0
+
+
+async def test_a_log_made_before_migrations_is_stamped_and_upgraded(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'unversioned.db'}"
+    engine = create_async_engine(url)
+    await migrate.upgrade(engine, "0001")
+    await _sql(url, "DROP TABLE alembic_version")  # as tickline 0.1 left it: tables, no version
+    before, after = await migrate.upgrade(engine)
+    await engine.dispose()
+    assert (before, after) == ("0001", migrate.head())
+
+
+async def test_a_server_refuses_an_old_schema_when_told_not_to_upgrade(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    engine = create_async_engine(url)
+    await migrate.upgrade(engine, "0001")
+    await engine.dispose()
+    with pytest.raises(Exception, match="run `tickline db upgrade`"):
+        await EventLog.open(url, "A", upgrade=False)
 
 
 async def test_reader_refuses_a_missing_log_without_creating_one(tmp_path: Path) -> None:
@@ -136,9 +266,29 @@ async def test_reader_refuses_a_missing_log_without_creating_one(tmp_path: Path)
     assert not missing.exists()
 
 
-async def test_reader_names_an_unknown_match(tmp_path: Path) -> None:
-    db = tmp_path / "log.db"
-    await _write_match(db)
-    async with await LogReader.open(f"sqlite+aiosqlite:///{db}") as reader:
+async def test_reader_names_an_unknown_match(db_url: str) -> None:
+    await _write_match(db_url)
+    async with await LogReader.open(db_url) as reader:
         with pytest.raises(MatchNotFound, match="replay list"):
             await reader.match("nope")
+
+
+async def test_writer_groups_ticks_into_few_commits_in_batch_mode(db_url: str) -> None:
+    log = await EventLog.open(db_url, "A", LogSettings(durability="batch", flush_ms=50))
+    rules = make_rules("arena")
+    header = MatchHeader(MATCH, "arena", rules.version, 1, rules.config, 60, 30, 1.0)
+    await log.create_match(header)
+    writer = asyncio.create_task(log.run())
+    state = rules.initial_state(1)
+    for tick in range(1, 121):  # two seconds of a 60 Hz match, in real time
+        inputs = _inputs(rules, tick)
+        events = rules.step(state, inputs)
+        log.append(TickRecord(MATCH, tick, inputs.to_record(), events, state_hash(state)))
+        await asyncio.sleep(1 / 60)
+    log.stop()
+    await writer
+    await log.dispose()
+    assert log.rows == 120
+    assert log.commits <= 120 // 2  # a commit takes every tick that waited up to 50 ms
+    assert (await _verify(db_url)).ticks == 120
+

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import errno
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -43,8 +44,10 @@ def _setup_logging(level: str) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
-    # aioquic logs every handshake at INFO; that is noise at our INFO.
+    # aioquic logs every handshake, Alembic every plugin it loads, at INFO:
+    # noise at ours. The log's own line says when the schema was upgraded.
     logging.getLogger("quic").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 def _print_json(obj: dict[str, Any]) -> None:
@@ -82,6 +85,7 @@ def _db_url(args: argparse.Namespace) -> str:
 
 def _server_config(args: argparse.Namespace) -> Any:
     from server.app import ServerConfig
+    from server.eventlog import LogSettings
     from server.match import MatchSettings
 
     return ServerConfig(
@@ -89,9 +93,11 @@ def _server_config(args: argparse.Namespace) -> Any:
         cert=Path(args.cert) if args.cert else None, key=Path(args.key) if args.key else None,
         match=MatchSettings(
             game=args.game, game_config=_parse_settings(args.set), tick_rate=args.tick_rate,
-            send_rate=args.send_rate, seed=args.seed,
+            send_rate=args.send_rate, seed=args.seed, keyframe_every=args.keyframe_every,
+            grace_s=args.grace,
         ),
-        matches=args.matches, max_matches=args.max_matches,
+        log=LogSettings(durability=args.durability, flush_ms=args.flush_ms),
+        server_id=args.server_id, matches=args.matches, max_matches=args.max_matches,
     )
 
 
@@ -104,6 +110,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _print_json({
             "event": "ready", "host": args.host, "port": server.port,
             "cert": str(server.cert_path), "db": server.config.database_url(),
+            "server_id": server.config.resolve_server_id(),
+            "resumed": [{"match_id": m.match_id, "tick": (m.resumed_at or 0) + 1} for m in server.resumed],
+            "start_s": round(server.recovery_s, 3),
         })
 
     async def main() -> None:
@@ -125,7 +134,8 @@ def cmd_bots(args: argparse.Namespace) -> int:
     host, port = _host_port(args.server)
     if args.n < 1 or args.duration <= 0:
         raise UsageError("--n must be at least 1 and --duration positive")
-    report = asyncio.run(run_swarm(host, port, args.n, args.duration, cafile=args.cafile, seed=args.seed))
+    report = asyncio.run(run_swarm(host, port, args.n, args.duration, cafile=args.cafile, seed=args.seed,
+                                   reconnect_s=args.reconnect))
     _print_json(report)
     return 0 if report["connected"] == args.n and not report["errors"] else 1
 
@@ -164,6 +174,27 @@ def cmd_replay_verify(args: argparse.Namespace) -> int:
         print(f"not verified: {report.reason}", file=sys.stderr)
     _print_json(report.to_json())
     return 0 if report.verified else 1
+
+
+# ---------------------------------------------------------------------- db
+
+
+def cmd_db_upgrade(args: argparse.Namespace) -> int:
+    from server import migrate
+    from server.eventlog import EventLog
+
+    async def main() -> str | None:
+        eventlog = await EventLog.open(_db_url(args))  # opening upgrades
+        try:
+            return await migrate.current(eventlog.engine)
+        finally:
+            await eventlog.dispose()
+
+    if not args.db:
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    revision = asyncio.run(main())
+    _print_json({"db": _db_url(args), "revision": revision})
+    return 0
 
 
 # ---------------------------------------------------------------------- demo
@@ -206,6 +237,13 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--matches", type=int, default=1, help="matches open at once (default: 1)")
     serve.add_argument("--max-matches", type=int, default=0, help="stop after this many matches have ended (default: 0, never)")
     serve.add_argument("--seed", type=int, help="seed for every match (default: a random seed per match)")
+    serve.add_argument("--durability", default="batch", choices=["batch", "tick"],
+                       help="batch: commit every --flush-ms, a crash loses at most that much play; "
+                       "tick: a tick's deltas are sent only once it is committed (default: batch)")
+    serve.add_argument("--flush-ms", type=int, default=50, help="longest wait before a commit in batch mode (default: 50)")
+    serve.add_argument("--keyframe-every", type=int, default=0, help="ticks between full-state keyframes (default: one per second)")
+    serve.add_argument("--grace", type=float, default=20.0, help="seconds a dropped player's place is kept (default: 20)")
+    serve.add_argument("--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)")
     serve.set_defaults(func=cmd_serve)
 
     bots = sub.add_parser("bots", help="run arena bots against a server",
@@ -215,6 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     bots.add_argument("--duration", type=float, default=30.0, help="seconds each bot plays at most (default: 30)")
     bots.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
     bots.add_argument("--seed", type=int, default=1, help="seed for the bots' own choices (default: 1)")
+    bots.add_argument("--reconnect", type=float, default=20.0, metavar="S",
+                      help="a bot whose connection drops comes back as the same player for up to S seconds; 0: never (default: 20)")
     bots.set_defaults(func=cmd_bots)
 
     replay = sub.add_parser("replay", help="read matches back from the event log")
@@ -228,6 +268,12 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument("match_id", help="the match's id, or a unique prefix of it")
     data_options(verify)
     verify.set_defaults(func=cmd_replay_verify)
+
+    db = sub.add_parser("db", help="manage the event log's schema")
+    dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
+    upgrade = dsub.add_parser("upgrade", help="create or upgrade the event log's schema to this version's (Alembic)")
+    data_options(upgrade)
+    upgrade.set_defaults(func=cmd_db_upgrade)
 
     demo = sub.add_parser("demo", help="server, bots and replay verification end to end",
                           description="Start a server on 127.0.0.1 with the SQLite log, play one match with bots over "
@@ -254,6 +300,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader of our output went away (`tickline replay list | head`).
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except BaseException as caught:  # noqa: BLE001 - sorted below; the unknown re-raised
         exc = _leaf(caught)
         if isinstance(exc, (UsageError, ConfigurationError, ConfigError, UnknownGame)):
