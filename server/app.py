@@ -5,11 +5,13 @@ Task tree (structured concurrency: every task has an owner that awaits it)::
     Server.run
     ├── EventLog.run                  the single writer task
     └── games TaskGroup
+        ├── resumed matches           those a crash interrupted, rebuilt from the log
         ├── slot 0..N-1               each runs one match after another
         │   └── Match.run             the tick loop; its TaskGroup owns
         │       └── Session.run       one task per player
         └── admission tasks           a new connection until its hello
 
+Beside them, when asked, the HTTP side (``server.http``: health, metrics).
 Shutdown is :meth:`Server.stop`: matches end after their current tick and tell
 their players why; pending connections are closed; the writer commits what is
 queued; then the endpoint closes.
@@ -29,7 +31,8 @@ from pathlib import Path
 
 from server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
 from server.match import Match, MatchSettings, rules_for
-from server.session import Session, SessionClosed
+from server.http import Metrics, start_http
+from server.session import Departure, Session, SessionClosed
 from server.tls import ensure_certificate
 from server.transport import server_configuration, start_endpoint
 from shared.games import UnknownGame
@@ -56,6 +59,7 @@ class ServerConfig:
     server_id: str | None = None  # default: kept in DATA_DIR/server-id
     matches: int = 1  # matches open at once; each is replaced by a new one when it ends
     max_matches: int = 0  # stop after this many matches have ended (0: never)
+    metrics_port: int | None = None  # HTTP health and metrics; None: off, 0: a free port
     hello_timeout: float = 10.0
     idle_timeout: float = 15.0
 
@@ -105,11 +109,18 @@ class Server:
         self.matches: list[Match] = []
         self.matches_ended = 0
         self.resumed: list[Match] = []
+        self.metrics_port = 0
+        self.kicked = 0  # connections closed for what they sent
+        self.metrics = Metrics(self)
         self.recovery_s = 0.0
         self.eventlog: EventLog | None = None
         self._stopping = asyncio.Event()
         self._games: asyncio.TaskGroup | None = None
         self._admitting: set[Session] = set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
 
     def stop(self) -> None:
         """Begin a clean shutdown (safe to call from a signal handler, and more than once)."""
@@ -138,6 +149,10 @@ class Server:
             self.cert_path = cert
             quic_config = server_configuration(cert, key, cfg.idle_timeout)
             resumed = await self._recover(eventlog)
+            http = None
+            if cfg.metrics_port is not None:
+                http, self.metrics_port = await start_http(self, self.metrics, cfg.host, cfg.metrics_port)
+                log.info("health and metrics on http://%s:%d/ (/healthz, /metrics)", cfg.host, self.metrics_port)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
                 endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept)
@@ -145,7 +160,7 @@ class Server:
                     async with asyncio.TaskGroup() as games:
                         self._games = games
                         for match in resumed:
-                            games.create_task(self._run_resumed(match), name=f"resumed-{match.match_id[:8]}")
+                            games.create_task(self._run_match(match), name=f"resumed-{match.match_id[:8]}")
                         first = [Match(cfg.match, eventlog) for _ in range(cfg.matches)]
                         for slot, match in enumerate(first):
                             games.create_task(self._run_slot(match), name=f"slot-{slot}")
@@ -165,6 +180,8 @@ class Server:
                     self._games = None
                     eventlog.stop()
                     endpoint.close()
+            if http is not None:
+                await http.cleanup()
         finally:
             await eventlog.dispose()
         log.info("stopped; event log committed (%d commits, %d ticks)", eventlog.commits, eventlog.rows)
@@ -184,22 +201,24 @@ class Server:
         self.resumed = resumed
         return resumed
 
-    async def _run_resumed(self, match: Match) -> None:
+    async def _run_match(self, match: Match) -> None:
+        match.on_tick = self.metrics.tick_observer(match.match_id)
+        match.on_kick = self._count_kick
         self.matches.append(match)
         try:
             await match.run()
         finally:
             self.matches.remove(match)
+            self.metrics.forget(match.match_id)
+
+    def _count_kick(self) -> None:
+        self.kicked += 1
 
     async def _run_slot(self, match: Match) -> None:
         """Run ``match``, then new matches one after another, until the server stops."""
         assert self.eventlog is not None
         while True:
-            self.matches.append(match)
-            try:
-                await match.run()
-            finally:
-                self.matches.remove(match)
+            await self._run_match(match)
             self.matches_ended += 1
             if self.config.max_matches and self.matches_ended >= self.config.max_matches:
                 self.stop()
@@ -218,6 +237,7 @@ class Server:
             match.resume(session, int(player), token)
         else:
             session.fail("unknown or expired reconnect token; join again without one")
+            self._count_kick()
 
     def _accept(self, session: Session) -> None:
         """Called by the transport for each new connection."""
@@ -238,6 +258,8 @@ class Server:
             return
         finally:
             self._admitting.discard(session)
+            if session.departure is Departure.KICKED:
+                self._count_kick()  # refused before it joined a match
         if hello.token:
             self._resume(session, hello.token)
             return

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import time
 from collections import deque
 from collections.abc import Callable
@@ -67,6 +68,7 @@ class LogSettings:
     durability: str = "batch"
     flush_ms: int = 50
     max_queue: int = 10_000  # records waiting before matches pause
+    give_up_s: float = 10.0  # at shutdown, how long to retry an unwritable database
 
 
 @dataclass(slots=True)
@@ -159,6 +161,12 @@ class EventLog:
         self.commit_seconds = Samples(4096)
         self.commits = 0
         self.rows = 0
+        # A SQLite file removed under a running server takes writes into an unlinked
+        # inode, silently lost at exit; each commit first checks it is still there.
+        self._sqlite_file: tuple[str, int] | None = None
+        database = engine.url.database
+        if engine.dialect.name == "sqlite" and database and database != ":memory:":
+            self._sqlite_file = (database, os.stat(database).st_ino)
 
     # ------------------------------------------------------------ opening
 
@@ -175,6 +183,10 @@ class EventLog:
             raise EventLogUnavailable(f"cannot use event log URL {url!r}: {exc}") from None
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+            folder = os.path.dirname(engine.url.database or "") or "."
+            if not os.path.isdir(folder):
+                await engine.dispose()
+                raise EventLogUnavailable(f"cannot open the event log: the folder {folder} does not exist")
         try:
             if upgrade:
                 before, after = await migrate.upgrade(engine)
@@ -189,6 +201,9 @@ class EventLog:
                     )
         except (SQLAlchemyError, OSError) as exc:
             await engine.dispose()
+            # aiosqlite's thread may still be reporting the failed connect; let it
+            # finish before the caller closes the loop under it.
+            await asyncio.sleep(0.1)
             raise EventLogUnavailable(
                 f"cannot open the event log at {engine.url.render_as_string(hide_password=True)}: {_reason(exc)}"
             ) from None
@@ -352,12 +367,24 @@ class EventLog:
             if len(self._items) < self.settings.max_queue // 2 and self.failing is None:
                 self._room.set()
 
+    def _check_file(self) -> None:
+        if self._sqlite_file is None:
+            return
+        path, inode = self._sqlite_file
+        try:
+            same = os.stat(path).st_ino == inode
+        except FileNotFoundError:
+            same = False
+        if not same:
+            raise EventLogUnavailable(f"the SQLite file {path} was removed or replaced while in use")
+
     async def _commit_until_done(self, batch: list[Record]) -> None:
         """Commit ``batch``, retrying while the database fails; never drop a record."""
         backoff = 0.05
         failed_at = 0.0
         while batch:
             try:
+                self._check_file()
                 await self._commit(batch)
             except FencedOut as fenced:
                 batch = [r for r in batch if r.match_id != fenced.match_id]
@@ -367,15 +394,16 @@ class EventLog:
                 if watcher is not None:
                     watcher[1](fenced)
                 continue
-            except (SQLAlchemyError, OSError) as exc:
+            except (SQLAlchemyError, OSError, EventLogUnavailable) as exc:
                 if self.failing is None:
                     failed_at = time.monotonic()
                     log.error("event log write failed, matches paused until it recovers: %s", _reason(exc))
                 self.failing = _reason(exc)
                 self._room.clear()
-                if self._stopping and time.monotonic() - failed_at > 10:
+                if self._stopping and time.monotonic() - failed_at > self.settings.give_up_s:
                     raise EventLogUnavailable(
-                        f"event log unwritable for 10 s at shutdown; {len(batch)} records not committed: {self.failing}"
+                        f"event log unwritable for {self.settings.give_up_s:g} s at shutdown; "
+                        f"{len(batch)} records not committed: {self.failing}"
                     ) from None
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 2.0)

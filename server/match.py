@@ -155,6 +155,10 @@ class Match:
         self.pauses = 0
         self.paused_s = 0.0
         self._bytes_down_gone = 0  # from sessions that have left
+        self.kicked = 0
+        # Hooks for the server's metrics: (lateness_s, duration_s) per tick; a kick.
+        self.on_tick: Callable[[float, float], None] | None = None
+        self.on_kick: Callable[[], None] | None = None
 
     # ------------------------------------------------------------ players
 
@@ -227,6 +231,10 @@ class Match:
         else:
             self._leaves.append(player_id)
             log.info("match %s: player %d left (%s)", self.match_id[:8], player_id, session.close_reason)
+        if session.departure is Departure.KICKED:
+            self.kicked += 1
+            if self.on_kick is not None:
+                self.on_kick()
 
     def stop(self) -> None:
         """End the match after the current tick (server shutdown)."""
@@ -297,7 +305,10 @@ class Match:
                 self.catch_ups += 1
             self.tick_late.add(late)
             self._tick()
-            self.tick_work.add(loop.time() - now)
+            work = loop.time() - now
+            self.tick_work.add(work)
+            if self.on_tick is not None:
+                self.on_tick(late, work)
             n += 1
 
     async def _pause(self) -> None:
@@ -400,6 +411,13 @@ class Match:
         log.info("match %s %s at tick %d", self.match_id[:8], self.status, self.tick)
 
     # ------------------------------------------------------------ figures
+
+    def live_figures(self) -> dict[str, int]:
+        return {
+            "players": len(self.sessions),
+            "away": len(self._away),
+            "bytes_down": self._bytes_down_gone + sum(s.bytes_down for s in self.sessions.values()),
+        }
 
     def figures(self) -> dict[str, Any]:
         bytes_down = self._bytes_down_gone + sum(s.bytes_down for s in self.sessions.values())

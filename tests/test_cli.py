@@ -102,7 +102,7 @@ async def test_bad_arguments_give_one_line_and_exit_2(args: list[str], words: st
 async def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
     code, out, err = await _run("serve", "--port", "0", "--db", f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db")
     assert code == 1
-    assert len(err.strip().splitlines()) == 1 and "cannot open the event log" in err
+    assert len(err.strip().splitlines()) == 1 and "cannot open the event log" in err and "does not exist" in err
 
 
 async def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:

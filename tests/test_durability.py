@@ -14,7 +14,7 @@ from bots.client import GameClient
 from bots.swarm import run_swarm
 from replays.reader import LogReader
 from replays.verify import verify_match
-from server.eventlog import LogSettings
+from server.eventlog import EventLogUnavailable, LogSettings
 
 from tests.conftest import _pg_maintenance_connect
 
@@ -127,3 +127,23 @@ async def test_bots_play_a_match_on_postgresql_and_it_verifies(start_server, pg_
     async with await LogReader.open(pg_url) as reader:
         result = await verify_match(reader, report["match_ids"][0])
     assert result.verified and result.ticks == 180 and result.keyframes == 3
+
+
+async def test_a_removed_sqlite_file_pauses_the_match_and_is_reported(start_server, caplog) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, log=LogSettings(give_up_s=1.0))
+    db_file = srv.data_dir / "tickline.db"
+    async with GameClient.connect("127.0.0.1", srv.port, "player", cafile=srv.cert) as client:
+        await _play(client, 5)
+        match = srv.server.matches[0]
+        db_file.unlink()
+        await _until(lambda: match.pauses >= 1)
+        paused_tick = match.tick
+        await asyncio.sleep(0.3)
+        assert match.tick == paused_tick
+        assert "was removed or replaced" in srv.server.eventlog.failing
+    # Shutdown cannot commit the last records anywhere safe: it says so and fails.
+    with pytest.raises(ExceptionGroup) as failure:
+        await srv.stop()
+    assert failure.group_contains(EventLogUnavailable, match="records not committed")
+    errors = [r.getMessage() for r in caplog.records if r.name == "tickline.eventlog" and r.levelname == "ERROR"]
+    assert len(errors) == 1 and "was removed or replaced" in errors[0]

@@ -98,6 +98,7 @@ def _server_config(args: argparse.Namespace) -> Any:
         ),
         log=LogSettings(durability=args.durability, flush_ms=args.flush_ms),
         server_id=args.server_id, matches=args.matches, max_matches=args.max_matches,
+        metrics_port=args.metrics_port,
     )
 
 
@@ -111,6 +112,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "event": "ready", "host": args.host, "port": server.port,
             "cert": str(server.cert_path), "db": server.config.database_url(),
             "server_id": server.config.resolve_server_id(),
+            "metrics_port": server.metrics_port if args.metrics_port is not None else None,
             "resumed": [{"match_id": m.match_id, "tick": (m.resumed_at or 0) + 1} for m in server.resumed],
             "start_s": round(server.recovery_s, 3),
         })
@@ -243,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--flush-ms", type=int, default=50, help="longest wait before a commit in batch mode (default: 50)")
     serve.add_argument("--keyframe-every", type=int, default=0, help="ticks between full-state keyframes (default: one per second)")
     serve.add_argument("--grace", type=float, default=20.0, help="seconds a dropped player's place is kept (default: 20)")
+    serve.add_argument("--metrics-port", type=int, metavar="PORT",
+                       help="serve /healthz and Prometheus /metrics over HTTP on --host:PORT; 0 picks a free port (default: off)")
     serve.add_argument("--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)")
     serve.set_defaults(func=cmd_serve)
 

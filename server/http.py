@@ -1,0 +1,144 @@
+"""The HTTP side: health and Prometheus metrics, served by aiohttp beside the QUIC endpoint.
+
+It is the control plane; no game traffic flows through it. ``/healthz``
+answers 200 while the server can record play, 503 (with the reason) while
+its event log refuses writes or it is shutting down. ``/metrics`` is the
+Prometheus text format from a registry of this server's own, so that several
+servers in one process (tests, benchmarks) never share figures.
+
+Most figures are read when scraped (a collector over the live server), so
+the tick loop pays nothing for them; tick lateness and duration are
+histograms observed once per tick.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from server.app import Server
+
+# Lateness is what players feel: fine buckets under one tick (16.7 ms at 60 Hz).
+TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.0167, 0.033, 0.1, 0.25, 1.0)
+
+
+class Metrics:
+    def __init__(self, server: Server) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory
+        self.tick_lateness = Histogram(
+            "tickline_tick_lateness_seconds", "How late each tick started against its deadline",
+            ["match"], buckets=TICK_BUCKETS, registry=self.registry,
+        )
+        self.tick_duration = Histogram(
+            "tickline_tick_duration_seconds", "Time the loop spent in one tick",
+            ["match"], buckets=TICK_BUCKETS, registry=self.registry,
+        )
+        self.registry.register(_LiveCollector(server))
+
+    def tick_observer(self, match_id: str) -> Callable[[float, float], None]:
+        """A per-match callback ``(lateness_s, duration_s)`` for the tick loop."""
+        late = self.tick_lateness.labels(match_id).observe
+        took = self.tick_duration.labels(match_id).observe
+
+        def observe(lateness: float, duration: float) -> None:
+            late(lateness)
+            took(duration)
+
+        return observe
+
+    def forget(self, match_id: str) -> None:
+        """Drop an ended match's series, so a long-running server's metrics do not grow."""
+        for histogram in (self.tick_lateness, self.tick_duration):
+            try:
+                histogram.remove(match_id)
+            except KeyError:
+                pass
+
+
+class _LiveCollector(Collector):
+    def __init__(self, server: Server) -> None:
+        self._server = server
+
+    def collect(self) -> Iterator[Metric]:
+        server = self._server
+        matches = list(server.matches)
+        players = GaugeMetricFamily("tickline_players", "Players connected to a match", labels=["match"])
+        away = GaugeMetricFamily("tickline_players_away", "Players whose connection dropped, within their grace window", labels=["match"])
+        ticks = CounterMetricFamily("tickline_ticks", "Ticks run", labels=["match"])
+        inputs = CounterMetricFamily("tickline_inputs_applied", "Inputs applied", labels=["match"])
+        rejected = CounterMetricFamily("tickline_connections_kicked", "Connections closed for bad input", labels=[])
+        paused = CounterMetricFamily("tickline_match_paused_seconds", "Time a match waited for the event log", labels=["match"])
+        down = CounterMetricFamily("tickline_bytes_down", "Bytes sent to clients", labels=["match"])
+        lag_ticks = GaugeMetricFamily("tickline_eventlog_lag_ticks", "Ticks appended but not yet committed", labels=["match"])
+        for match in matches:
+            figures = match.live_figures()
+            label = [match.match_id]
+            players.add_metric(label, figures["players"])
+            away.add_metric(label, figures["away"])
+            ticks.add_metric(label, match.tick)
+            inputs.add_metric(label, match.inputs_applied)
+            paused.add_metric(label, match.paused_s)
+            down.add_metric(label, figures["bytes_down"])
+            if server.eventlog is not None:
+                lag_ticks.add_metric(label, server.eventlog.lag_ticks(match.match_id))
+        rejected.add_metric([], server.kicked)
+        yield GaugeMetricFamily("tickline_matches", "Matches open on this server", value=len(matches))
+        yield from (players, away, ticks, inputs, rejected, paused, down, lag_ticks)
+
+        log = server.eventlog
+        if log is None:
+            return
+        yield GaugeMetricFamily("tickline_eventlog_lag_seconds", "Age of the oldest record not yet committed", value=log.lag_seconds())
+        yield GaugeMetricFamily("tickline_eventlog_queued_records", "Records waiting for the writer", value=log.queued())
+        yield GaugeMetricFamily("tickline_eventlog_failing", "1 while the database refuses writes", value=1 if log.failing else 0)
+        yield CounterMetricFamily("tickline_eventlog_commits", "Transactions committed", value=log.commits)
+        yield CounterMetricFamily("tickline_eventlog_rows", "Tick rows committed", value=log.rows)
+        commit = GaugeMetricFamily("tickline_eventlog_commit_seconds", "Commit duration over recent commits", labels=["quantile"])
+        for q in (50, 99):
+            commit.add_metric([str(q / 100)], log.commit_seconds.percentile(q))
+        yield commit
+
+
+def make_app(server: Server, metrics: Metrics) -> web.Application:
+    async def healthz(_request: web.Request) -> web.Response:
+        log = server.eventlog
+        body = {
+            "status": "ok",
+            "matches": len(server.matches),
+            "players": sum(len(m.sessions) for m in server.matches),
+            "eventlog": {
+                "failing": log.failing if log else None,
+                "queued": log.queued() if log else 0,
+                "lag_s": round(log.lag_seconds(), 4) if log else 0.0,
+            },
+        }
+        if server.stopping:
+            body["status"] = "shutting down"
+        elif log is not None and log.failing:
+            body["status"] = "event log failing"
+        return web.json_response(body, status=200 if body["status"] == "ok" else 503)
+
+    async def metrics_text(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(metrics.registry), content_type="text/plain", charset="utf-8")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics_text)
+    return app
+
+
+async def start_http(server: Server, metrics: Metrics, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Serve the app on ``host:port`` (0: a free port); returns the runner and the bound port."""
+    runner = web.AppRunner(make_app(server, metrics), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+    return runner, sockets[0].getsockname()[1] if sockets else port

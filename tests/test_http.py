@@ -1,0 +1,76 @@
+"""Health and metrics over HTTP: what an operator (or Prometheus) sees from outside."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy import event
+
+from bots.client import GameClient
+
+
+async def _get(port: int, path: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://127.0.0.1:{port}{path}") as response:
+            return response.status, await response.text()
+
+
+def _samples(text: str) -> dict[tuple[str, tuple], float]:
+    out = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
+    return out
+
+
+async def test_metrics_show_ticks_players_and_the_event_log_lag(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, metrics_port=0)
+    port = srv.server.metrics_port
+    async with GameClient.connect("127.0.0.1", srv.port, "seen", cafile=srv.cert) as client:
+        for _ in range(20):
+            await client.wait_update(timeout=2)
+            client.send_input({"mx": 1, "my": 0})
+        status, text = await _get(port, "/metrics")
+        match = (("match", client.match_id),)
+    assert status == 200
+    samples = _samples(text)
+    assert samples[("tickline_players", match)] == 1
+    assert samples[("tickline_ticks_total", match)] > 30
+    assert samples[("tickline_inputs_applied_total", match)] > 5
+    assert samples[("tickline_tick_lateness_seconds_count", match)] > 30
+    assert ("tickline_eventlog_lag_ticks", match) in samples
+    assert samples[("tickline_eventlog_rows_total", ())] > 0
+    assert samples[("tickline_eventlog_failing", ())] == 0
+    assert samples[("process_cpu_seconds_total", ())] > 0
+
+
+async def test_healthz_turns_503_while_the_event_log_fails(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, metrics_port=0)
+    port = srv.server.metrics_port
+    status, body = await _get(port, "/healthz")
+    assert status == 200 and '"status":"ok"' in body.replace(" ", "")
+    engine = srv.server.eventlog.engine
+
+    def disk_full(dbapi_connection, _record) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA max_page_count = 1")
+        cursor.close()
+
+    async with GameClient.connect("127.0.0.1", srv.port, "p", cafile=srv.cert) as client:
+        await client.wait_update(timeout=2)
+        event.listen(engine.sync_engine, "connect", disk_full)
+        await engine.dispose()
+        async with asyncio.timeout(10):
+            while srv.server.eventlog.failing is None:
+                await asyncio.sleep(0.02)
+        status, body = await _get(port, "/healthz")
+        assert status == 503 and "event log failing" in body and "full" in body
+        event.remove(engine.sync_engine, "connect", disk_full)
+        await engine.dispose()
+        async with asyncio.timeout(10):
+            while srv.server.eventlog.failing is not None:
+                await asyncio.sleep(0.02)
+        status, body = await _get(port, "/healthz")
+        assert status == 200
