@@ -13,6 +13,7 @@ up and deltas come down as QUIC datagrams. ``client.world`` (a
 from __future__ import annotations
 
 import asyncio
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -30,6 +31,7 @@ from aioquic.quic.events import (
 )
 
 from bots.world import ClientWorld
+from shared.games import UnknownGame, make_rules
 from shared.protocol import (
     ALPN,
     PROTOCOL_VERSION,
@@ -85,6 +87,10 @@ class GameClient:
         self._welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
         self._updated = asyncio.Event()
         self.world = world.reconnected() if world is not None else ClientWorld()
+        self.input_batch = 1
+        self._unsent = 0
+        self._loop = asyncio.get_running_loop()
+        self._heard_at = self._loop.time()
         self.stats = ClientStats()
         self.events: list[Event] = []
         self.closed = asyncio.Event()
@@ -134,7 +140,7 @@ class GameClient:
             client._send_stream(Hello(version=PROTOCOL_VERSION, name=name, token=token))
             try:
                 async with asyncio.timeout(timeout):
-                    client.welcome = await client._welcome
+                    client._welcomed(await client._welcome)
             except TimeoutError:
                 raise ClientError(f"no welcome from {host}:{port} within {timeout:g} s") from None
             yield client
@@ -161,15 +167,40 @@ class GameClient:
         """The credentials that get this player back after a dropped connection."""
         return self.welcome.token if self.welcome else ""
 
-    def send_input(self, controls: dict[str, Any]) -> None:
-        """Send the next controls; the datagram also acks the newest tick we hold."""
-        if self.closed.is_set():
+    def _welcomed(self, welcome: Welcome) -> None:
+        self.welcome = welcome
+        try:
+            rules = make_rules(welcome.game, welcome.config, version=welcome.game_version)
+        except (UnknownGame, ValueError):
+            rules = None  # a game this SDK does not know: no prediction, the server's word stands
+        world = self.world
+        world.rules, world.player_id, world.tick_rate = rules, welcome.player_id, welcome.tick_rate
+        # One datagram per send interval carries that interval's inputs (and the
+        # unconfirmed ones before them).
+        self.input_batch = max(1, welcome.tick_rate // welcome.send_rate)
+
+    def send_input(self, controls: dict[str, Any], flush: bool = False) -> int:
+        """This tick's controls (call once per tick); returns the input's sequence number.
+
+        Inputs go out ``input_batch`` at a time (or at once with ``flush``), each
+        datagram repeating every input the server has not confirmed, and acking
+        the newest tick we hold.
+        """
+        seq = self.world.next_input(controls)
+        self.stats.inputs_sent += 1
+        self._unsent += 1
+        if flush or self._unsent >= self.input_batch:
+            self.flush_inputs()
+        return seq
+
+    def flush_inputs(self) -> None:
+        if self.closed.is_set() or not self.world.unconfirmed:
             return
-        body = encode(self.world.input_frame(controls))
+        body = encode(self.world.input_frame())
         self._quic.send_datagram_frame(body)
         self._protocol.transmit()
+        self._unsent = 0
         self.stats.bytes_up += len(body)
-        self.stats.inputs_sent += 1
 
     async def wait_update(self, timeout: float | None = None) -> bool:
         """Wait for the next applied delta; False on timeout or when the connection ends."""
@@ -180,6 +211,28 @@ class GameClient:
         except TimeoutError:
             return False
         return not self.closed.is_set()
+
+    async def rebind(self) -> None:
+        """Carry on from a new local UDP port, as a device that changes networks does.
+
+        QUIC moves the connection (with a fresh connection id); the server
+        validates the new path and the session goes on."""
+        old = self._protocol._transport
+        sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
+        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        sock.bind(("::", 0, 0, 0))
+        await self._loop.create_datagram_endpoint(lambda: self._protocol, sock=sock)
+        if old is not None:
+            old.close()
+        self._protocol.change_connection_id()
+
+    def now(self) -> float:
+        """The clock the world's interpolation runs on."""
+        return self._loop.time()
+
+    def silent_for(self) -> float:
+        """Seconds since the server last sent anything we could use."""
+        return self._loop.time() - self._heard_at
 
     def abandon(self) -> None:
         """Drop the connection without a goodbye, as a crash or a dead network
@@ -216,7 +269,10 @@ class GameClient:
             elif isinstance(frame, Event):
                 self.events.append(frame)
             elif isinstance(frame, Bye):
+                # The server is done with us and says why: close our end.
                 self.close_reason = frame.reason
+                self._protocol.close(reason_phrase="bye")
+                self._on_closed(frame.reason)
 
     def _on_datagram(self, data: bytes) -> None:
         self.stats.bytes_down += len(data)
@@ -231,11 +287,12 @@ class GameClient:
 
     def _apply(self, frame: Delta) -> None:
         try:
-            applied = self.world.on_delta(frame)
+            applied = self.world.on_delta(frame, self._loop.time())
         except ValueError as exc:
             self._fail(f"delta does not apply: {exc}")
             return
         if applied:
+            self._heard_at = self._loop.time()
             self.stats.deltas_applied += 1
             self._updated.set()
 

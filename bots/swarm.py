@@ -59,7 +59,7 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
                 if not token:
                     result.connected = True
                     result.match_id, result.player_id = client.match_id, client.player_id
-                    bot = ArenaBot(client.player_id, seed)
+                    bot = ArenaBot(client.player_id, seed, client.welcome.config if client.welcome else None)
                 else:
                     result.reconnects += 1
                 token, world = client.token, client.world
@@ -88,19 +88,23 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
 
 
 async def _play(client: GameClient, bot: ArenaBot, deadline: float, stall_s: float) -> bool:
-    """Play until the deadline or the end; True when the connection was lost rather than ended."""
-    # One input per delta received; the timeout keeps acks flowing if deltas
-    # stop for a moment.
-    period = 1.0 / (client.welcome.send_rate if client.welcome else 30)
-    heard = time.monotonic()
+    """Play one input per tick until the deadline or the end; True when the
+    connection was lost (or went silent for ``stall_s``) rather than ended."""
+    rate = client.welcome.tick_rate if client.welcome else 60
+    loop = asyncio.get_running_loop()
+    next_tick = loop.time()
     while not client.closed.is_set() and time.monotonic() < deadline:
-        if await client.wait_update(timeout=min(4 * period, max(0.0, deadline - time.monotonic()))):
-            heard = time.monotonic()
-        elif time.monotonic() - heard > stall_s and not client.closed.is_set():
-            return True
+        next_tick += 1 / rate
+        delay = next_tick - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            next_tick = loop.time()  # fell behind: do not try to catch up
         if client.closed.is_set():
             break
-        client.send_input(bot.decide(client.world.view))
+        if client.silent_for() > stall_s:
+            return True
+        client.send_input(bot.decide(client.world, client.now()))
     return client.closed.is_set() and client.close_reason not in NORMAL_ENDS
 
 

@@ -1,10 +1,21 @@
-"""The client's side of the netcode, sans-I/O: the world as received, acks, and inputs.
+"""The client's side of the netcode, sans-I/O: the world as received, prediction, interpolation.
 
 :class:`ClientWorld` takes the server's :class:`shared.protocol.Delta` frames in
-whatever order and duplication they arrive, keeps a ring of recent views so
-that a delta against any recently acknowledged tick applies, and builds input
-datagrams that repeat every input the server has not yet confirmed. No
-sockets, no clock: the asyncio shell in ``bots.client`` feeds it.
+whatever order and duplication they arrive, and keeps a ring of recent views
+so that a delta against any recently acknowledged tick applies. On top of it:
+
+- **inputs**: one numbered input per client tick; each input datagram repeats
+  every input the server has not yet confirmed (up to ``REDUNDANT_INPUTS``), so
+  a lost datagram costs nothing;
+- **prediction**: the player's own entity is the server's latest position with
+  the unconfirmed inputs replayed through the game's own rules
+  (``Rules.predict_self``), so it answers the player at once; each delta
+  reconciles it (rewind to the server's state, replay what is left);
+- **interpolation**: other entities are drawn ``interp_ticks`` behind the
+  newest snapshot, between the two snapshots around that moment, so they move
+  smoothly however the packets arrive.
+
+No sockets and no clock: ``now`` (seconds, any monotonic origin) is a parameter.
 """
 
 from __future__ import annotations
@@ -13,64 +24,133 @@ from collections import OrderedDict
 from typing import Any
 
 from shared import delta
+from shared.game import Controls, Rules
 from shared.protocol import Delta, Input
 
-# Views kept for baselines; the server's ring is 32 sends, so 64 is ample.
+# Views kept for baselines and interpolation; the server's ring is 32 sends.
 VIEW_RING = 64
-# Inputs repeated in each datagram until the server confirms them.
-REDUNDANT_INPUTS = 4
+# Unconfirmed inputs repeated in each datagram.
+REDUNDANT_INPUTS = 8
+# Unconfirmed inputs kept for prediction; past this the oldest are forgotten.
+MAX_PENDING = 256
 
 
 class ClientWorld:
-    def __init__(self) -> None:
+    def __init__(self, rules: Rules | None = None, player_id: int = 0, tick_rate: int = 60,
+                 interp_ticks: int = 6) -> None:
+        self.rules = rules
+        self.player_id = player_id
+        self.tick_rate = tick_rate
+        self.interp_ticks = interp_ticks  # 6 ticks at 60 Hz: the 100 ms of Source's cl_interp
         self.tick = 0  # newest tick applied
         self.view: dict[str, Any] = {}
         self.server_seq = 0  # newest input the server says it applied
         self._views: OrderedDict[int, dict[str, Any]] = OrderedDict()
+        self._arrived_at: float | None = None  # when the newest tick arrived
         self._seq = 0
-        self._unacked: list[list[Any]] = []  # [seq, controls], oldest first
+        self._pending: list[tuple[int, Controls]] = []  # unconfirmed inputs, oldest first
         self.deltas_applied = 0
         self.deltas_stale = 0
         self.deltas_unusable = 0
 
-    def on_delta(self, frame: Delta) -> bool:
+    # ------------------------------------------------------------ snapshots
+
+    def on_delta(self, frame: Delta, now: float = 0.0) -> bool:
         """Apply a delta if it is newer than what we have and its base is known."""
         if frame.tick <= self.tick:
             self.deltas_stale += 1  # late or duplicated: we already have newer
             return False
-        if frame.base == 0:
-            base: dict[str, Any] | None = {}
-        else:
-            base = self._views.get(frame.base)
+        base = {} if frame.base == 0 else self._views.get(frame.base)
         if base is None:
             self.deltas_unusable += 1  # its base fell out of our ring; the next one will fit
             return False
         self.view = delta.apply(base, frame.diff)
         self.tick = frame.tick
+        self._arrived_at = now
         self._views[frame.tick] = self.view
         while len(self._views) > VIEW_RING:
             self._views.popitem(last=False)
         if frame.seq > self.server_seq:
             self.server_seq = frame.seq
-            self._unacked = [item for item in self._unacked if item[0] > frame.seq]
+            self._pending = [item for item in self._pending if item[0] > frame.seq]
         self.deltas_applied += 1
         return True
 
-    def input_frame(self, controls: dict[str, Any]) -> Input:
-        """Number ``controls`` as the next input; the frame repeats the unconfirmed ones."""
-        self._seq += 1
-        self._unacked.append([self._seq, controls])
-        del self._unacked[:-REDUNDANT_INPUTS]
-        return Input(ack=self.tick, inputs=list(self._unacked))
+    # ------------------------------------------------------------ inputs
 
-    def reconnected(self) -> ClientWorld:
-        """A world for a new connection of the same player: no views (the server
-        starts it from a full snapshot), the same input numbering."""
-        world = ClientWorld()
-        world._seq = self._seq
-        world.server_seq = self.server_seq
-        return world
+    def next_input(self, controls: Controls) -> int:
+        """Number ``controls`` as this tick's input; returns its sequence number."""
+        self._seq += 1
+        self._pending.append((self._seq, controls))
+        del self._pending[:-MAX_PENDING]
+        return self._seq
+
+    def input_frame(self) -> Input:
+        """A datagram repeating the newest unconfirmed inputs and acking the newest tick we hold."""
+        return Input(ack=self.tick, inputs=[[seq, c] for seq, c in self._pending[-REDUNDANT_INPUTS:]])
 
     @property
     def last_seq(self) -> int:
         return self._seq
+
+    @property
+    def unconfirmed(self) -> int:
+        return len(self._pending)
+
+    # ------------------------------------------------------------ prediction
+
+    def predicted_self(self) -> dict[str, Any] | None:
+        """Our own entity: the server's newest view of it, plus the inputs it has not applied yet."""
+        me = self.view.get("players", {}).get(str(self.player_id))
+        if me is None or self.rules is None:
+            return me
+        return self.rules.predict_self(me, [c for _, c in self._pending])
+
+    # ------------------------------------------------------------ interpolation
+
+    def server_tick(self, now: float) -> float:
+        """The server's tick now, as estimated from when the newest snapshot arrived."""
+        if self._arrived_at is None:
+            return float(self.tick)
+        return self.tick + (now - self._arrived_at) * self.tick_rate
+
+    def render_tick(self, now: float) -> float:
+        """The moment other entities are drawn at: ``interp_ticks`` behind the server."""
+        return max(0.0, self.server_tick(now) - self.interp_ticks)
+
+    def interpolated(self, table: str, now: float) -> dict[str, dict[str, Any]]:
+        """``table``'s entities at the render tick, positions blended between the two
+        snapshots around it (the newest one alone when none is older)."""
+        at = self.render_tick(now)
+        older = newer = None
+        for tick, view in reversed(self._views.items()):
+            if tick > at:
+                newer = (tick, view)
+            else:
+                older = (tick, view)
+                break
+        if older is None:
+            return dict(self.view.get(table, {})) if newer is None else dict(newer[1].get(table, {}))
+        if newer is None:
+            return dict(older[1].get(table, {}))
+        (t0, v0), (t1, v1) = older, newer
+        f = (at - t0) / (t1 - t0)
+        out: dict[str, dict[str, Any]] = {}
+        after = v1.get(table, {})
+        for key, a in v0.get(table, {}).items():
+            b = after.get(key)
+            if b is None or "x" not in a or "x" not in b:
+                out[key] = a
+            else:
+                out[key] = {**a, "x": a["x"] + (b["x"] - a["x"]) * f, "y": a["y"] + (b["y"] - a["y"]) * f}
+        return out
+
+    # ------------------------------------------------------------ reconnecting
+
+    def reconnected(self) -> ClientWorld:
+        """A world for a new connection of the same player: no views (the server
+        starts it from a full snapshot), the same input numbering."""
+        world = ClientWorld(self.rules, self.player_id, self.tick_rate, self.interp_ticks)
+        world._seq = self._seq
+        world.server_seq = self.server_seq
+        return world

@@ -209,6 +209,7 @@ class Match:
             version=PROTOCOL_VERSION, player_id=player_id, match_id=self.match_id,
             game=self.rules.name, game_version=self.rules.version,
             tick_rate=self._tick_rate, send_rate=self.header.send_rate, tick=tick, token=token,
+            config=self.rules.config,
         )
         session.join(self, player_id)
         # The welcome promises a player that exists once ``tick`` is in the log.
@@ -261,6 +262,7 @@ class Match:
                     elif not self._stopping:
                         reason = "every player left"
                     await self._flush_outbox()
+                    await self._say_goodbye(reason)
                 finally:
                     self._tg = None
                     for session in list(self.sessions.values()):
@@ -334,9 +336,9 @@ class Match:
             inputs.inputs[player_id] = self.rules.idle_input()
         self._idle.clear()
         for player_id, session in self.sessions.items():
-            controls = session.take_input()
-            if controls is not None:
-                inputs.inputs[player_id] = controls
+            taken = session.take_input(self.tick + 1)
+            if taken is not None:
+                inputs.seqs[player_id], inputs.inputs[player_id] = taken
                 self.inputs_applied += 1
         events = self.rules.step(self.state, inputs)
         self.tick = tick = self.tick + 1
@@ -349,9 +351,16 @@ class Match:
         if tick % self._keyframe_every == 0 or over:
             self._log.add_keyframe(KeyframeRecord(self.match_id, tick, self.rules.dump_state(self.state), digest))
         if tick % self._send_every == 0 or over:
+            # Players with the same view key share one view object and, when their
+            # baselines match too, one encoded diff.
+            views: dict[Any, dict[str, Any]] = {}
+            encoded: dict[tuple[int, int], bytes] = {}
             for player_id, session in self.sessions.items():
-                view = self.rules.view(self.state, player_id)
-                self._deliver(tick, lambda s=session, v=view: s.send_view(tick, v))
+                key = self.rules.view_key(self.state, player_id)
+                view = views.get(key)
+                if view is None:
+                    view = views[key] = self.rules.view(self.state, player_id)
+                self._deliver(tick, lambda s=session, v=view: s.send_view(tick, v, encoded))
 
     # ------------------------------------------------------------ delivery after commit
 
@@ -385,6 +394,18 @@ class Match:
                     await self._committed_event.wait()
             except TimeoutError:
                 log.warning("match %s: last ticks not committed within 5 s; their deltas are not sent", self.match_id[:8])
+
+    async def _say_goodbye(self, reason: str, grace_s: float = 2.0) -> None:
+        """Every client is told why on its control stream and closes; then the rest are closed."""
+        sessions = list(self.sessions.values())
+        for session in sessions:
+            session.say_goodbye(reason)
+        try:
+            async with asyncio.timeout(grace_s):
+                for session in sessions:
+                    await session.closed.wait()
+        except TimeoutError:
+            pass
 
     def _announce_end(self) -> None:
         players = self.state.get("players", {})

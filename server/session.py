@@ -16,8 +16,10 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from typing import TYPE_CHECKING, Any, Protocol
+
+import orjson
 
 from shared import delta
 from shared.game import Controls, InvalidInput, Rules
@@ -25,7 +27,6 @@ from shared.protocol import (
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
     Bye,
-    Delta,
     Event,
     Frame,
     Hello,
@@ -36,6 +37,7 @@ from shared.protocol import (
     UnsupportedVersion,
     decode_datagram,
     encode,
+    encode_delta,
 )
 
 if TYPE_CHECKING:
@@ -47,6 +49,12 @@ log = logging.getLogger("tickline.session")
 BASELINE_RING = 32
 # Redundant inputs one datagram may carry.
 MAX_INPUTS_PER_DATAGRAM = 16
+# Inputs waiting to be applied, at most; a client further ahead loses its oldest.
+INPUT_BUFFER = 32
+# The jitter buffer: after running dry, a player's inputs wait until this many are
+# queued (or the oldest has waited this many ticks) so that arrival jitter does
+# not turn into missed ticks.
+JITTER_TICKS = 2
 MAX_NAME = 32
 
 
@@ -92,8 +100,12 @@ class Session:
         self.departure = Departure.LOST
         # inputs
         self._received_seq = 0
-        self._pending: Controls | None = None
+        self._inputs: deque[tuple[int, Controls, int]] = deque()  # (seq, controls, tick received)
+        self._primed = False
+        self._tick = 0  # the match's tick when the last input datagram arrived
         self.applied_seq = 0
+        self.inputs_dropped = 0
+        self.input_underruns = 0
         # deltas
         self._sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self.acked = 0
@@ -101,6 +113,7 @@ class Session:
         self.bytes_up = 0
         self.deltas_sent = 0
         self.reliable_deltas = 0
+        self.diffs_encoded = 0
 
     # ------------------------------------------------------------ from the transport
 
@@ -131,9 +144,22 @@ class Session:
     def on_closed(self, reason: str) -> None:
         """The transport lost the connection (not closed by us)."""
         if not self.closed.is_set():
-            self.close_reason = reason or "connection closed"
-            self.departure = Departure.LOST
+            if self.departure is not Departure.CLOSED:  # a goodbye we said is not a loss
+                self.close_reason = reason or "connection closed"
+                self.departure = Departure.LOST
             self.closed.set()
+
+    def say_goodbye(self, reason: str) -> None:
+        """Tell the client on the control stream why we are done; it closes the connection.
+
+        A QUIC close frame that is lost is never resent, but stream data is: the
+        reason gets through on a lossy network, and the caller closes whatever is
+        still open after a grace period."""
+        if self.closed.is_set():
+            return
+        self.departure = Departure.CLOSED
+        self.close_reason = reason
+        self.send_frame(Bye(reason=reason))
 
     # ------------------------------------------------------------ lifecycle
 
@@ -224,15 +250,30 @@ class Session:
             seq, raw = item
             if seq <= self._received_seq:
                 continue  # a redundant copy of an input already taken
-            self._pending = self._rules.validate_input(raw)
+            self._inputs.append((seq, self._rules.validate_input(raw), self.match.tick if self.match else 0))
             self._received_seq = seq
+            if len(self._inputs) > INPUT_BUFFER:
+                self._inputs.popleft()
+                self.inputs_dropped += 1
 
-    def take_input(self) -> Controls | None:
-        """The newest controls received since the last tick, if any (called by the match)."""
-        controls, self._pending = self._pending, None
-        if controls is not None:
-            self.applied_seq = self._received_seq
-        return controls
+    def take_input(self, tick: int) -> tuple[int, Controls] | None:
+        """The next input in sequence order for ``tick``, or None (the player keeps its controls).
+
+        One input per tick, each applied once, in order; the jitter buffer
+        decides when a player who ran dry starts again.
+        """
+        inputs = self._inputs
+        if not self._primed:
+            if not inputs or (len(inputs) < JITTER_TICKS and tick - inputs[0][2] < JITTER_TICKS):
+                return None
+            self._primed = True
+        if not inputs:
+            self._primed = False
+            self.input_underruns += 1
+            return None
+        seq, controls, _ = inputs.popleft()
+        self.applied_seq = seq
+        return seq, controls
 
     # ------------------------------------------------------------ output
 
@@ -244,13 +285,25 @@ class Session:
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))
 
-    def send_view(self, tick: int, view: dict[str, Any]) -> None:
-        """Send ``view`` as a delta against the newest view this client acknowledged."""
+    def send_view(self, tick: int, view: dict[str, Any], encoded: dict[tuple[int, int], bytes] | None = None) -> None:
+        """Send ``view`` as a delta against the newest view this client acknowledged.
+
+        ``encoded`` is the tick's cache of encoded diffs, shared by the match's
+        sessions: clients with the same view and the same baseline share one
+        diff, encoded once.
+        """
         if self.closed.is_set():
             return
         base_view = self._sent.get(self.acked)
         base = self.acked if base_view is not None else 0
-        body = encode(Delta(tick=tick, base=base, seq=self.applied_seq, diff=delta.diff(base_view or {}, view)))
+        key = (id(view), id(base_view))
+        diff_json = encoded.get(key) if encoded is not None else None
+        if diff_json is None:
+            diff_json = orjson.dumps(delta.diff(base_view or {}, view))
+            self.diffs_encoded += 1
+            if encoded is not None:
+                encoded[key] = diff_json
+        body = encode_delta(tick, base, self.applied_seq, diff_json)
         self.bytes_down += len(body)
         self.deltas_sent += 1
         if len(body) <= MAX_DATAGRAM:

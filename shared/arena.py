@@ -67,12 +67,14 @@ class Arena(Rules):
             "pickup_heal": 30,
             "time_limit_s": 300,
             "score_limit": 25,
+            "view_radius": 500,  # world units a player sees around itself; 0: everything
+            "view_step": 10,  # positions in views are in steps of this many fixed units
         }
 
     def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
         merged = super().validate_config(config)
         for key, value in merged.items():
-            if value <= 0:
+            if value <= 0 and key != "view_radius":
                 raise ConfigError(f"arena config key {key!r} must be positive, got {value}")
         return merged
 
@@ -96,6 +98,8 @@ class Arena(Rules):
         self.respawn = ticks(c["respawn_ms"])
         self.pickup_every = ticks(c["pickup_every_ms"])
         self.time_limit = c["time_limit_s"] * rate
+        self.view_r2 = (c["view_radius"] * UNIT) ** 2
+        self.q = c["view_step"]  # quantization of positions in views
 
     # ------------------------------------------------------------------ state
 
@@ -190,11 +194,7 @@ class Arena(Rules):
                 p["alive"] = True
                 events.append({"k": "respawn", "p": pid})
             return
-        dx, dy = p["mx"] * self.speed, p["my"] * self.speed
-        if dx and dy:
-            dx, dy = dx * _DIAG_NUM // _DIAG_DEN, dy * _DIAG_NUM // _DIAG_DEN
-        p["x"] = min(max(p["x"] + dx, self.pr), self.w - self.pr)
-        p["y"] = min(max(p["y"] + dy, self.pr), self.h - self.pr)
+        p["x"], p["y"] = self._move(p["x"], p["y"], p["mx"], p["my"])
         if p["fire"] and tick >= p["cool"]:
             # 16 extra bits keep the direction exact enough that a short aim
             # vector such as (1, 1) fires no faster than a long one.
@@ -210,6 +210,13 @@ class Arena(Rules):
                 }
                 p["cool"] = tick + self.cooldown
                 events.append({"k": "fire", "p": pid, "s": sid})
+
+    def _move(self, x: int, y: int, mx: int, my: int) -> tuple[int, int]:
+        """One tick of walking; the same code moves players on the server and in prediction."""
+        dx, dy = mx * self.speed, my * self.speed
+        if dx and dy:
+            dx, dy = dx * _DIAG_NUM // _DIAG_DEN, dy * _DIAG_NUM // _DIAG_DEN
+        return min(max(x + dx, self.pr), self.w - self.pr), min(max(y + dy, self.pr), self.h - self.pr)
 
     def _move_shots(self, state: State, tick: int, events: list[GameEvent]) -> None:
         shots, players = state["shots"], state["players"]
@@ -280,25 +287,55 @@ class Arena(Rules):
     # ------------------------------------------------------------------ what a player sees
 
     def view(self, state: State, player_id: int) -> dict[str, Any]:
-        # Arena is an open field: everyone sees everything. Names and other
-        # constant fields cost nothing after the first snapshot (deltas).
+        """What ``player_id`` sees: itself, and whatever lies within ``view_radius``.
+
+        Positions are quantized to ``view_step`` fixed units. Entities that come
+        into range appear in the next delta and those that leave it disappear:
+        to the client, spawns and despawns.
+        """
+        players, step = state["players"], self.q
+        me = players.get(player_id)
+        if self.view_r2 and me is not None:
+            cx, cy, r2 = me["x"], me["y"], self.view_r2
+
+            def seen(x: int, y: int) -> bool:
+                return (x - cx) ** 2 + (y - cy) ** 2 <= r2
+        else:
+            def seen(x: int, y: int) -> bool:
+                return True
+
         return {
             "players": {
                 str(pid): {
-                    "name": p["name"], "x": p["x"], "y": p["y"], "hp": p["hp"],
+                    "name": p["name"], "x": p["x"] // step, "y": p["y"] // step, "hp": p["hp"],
                     "score": p["score"], "alive": p["alive"],
                 }
-                for pid, p in state["players"].items()
+                for pid, p in players.items() if pid == player_id or seen(p["x"], p["y"])
             },
             # A shot flies straight, so a client places it at any tick from
             # where and when it was fired: x0 + vx * (tick - born). Its view
             # never changes, and costs bytes only in the delta that spawns it.
             "shots": {
-                str(sid): {"x0": s["x0"], "y0": s["y0"], "vx": s["vx"], "vy": s["vy"],
+                str(sid): {"x0": s["x0"] // step, "y0": s["y0"] // step, "vx": s["vx"], "vy": s["vy"],
                            "born": s["born"], "owner": s["owner"]}
-                for sid, s in state["shots"].items()
+                for sid, s in state["shots"].items() if seen(s["x"], s["y"])
             },
-            "pickups": {str(kid): {"x": k["x"], "y": k["y"]} for kid, k in state["pickups"].items()},
+            "pickups": {
+                str(kid): {"x": k["x"] // step, "y": k["y"] // step}
+                for kid, k in state["pickups"].items() if seen(k["x"], k["y"])
+            },
             "over": state["over"],
             "winner": state["winner"],
         }
+
+    def view_key(self, state: State, player_id: int) -> Any:
+        # Without a view radius everyone sees the same world: one view per tick.
+        return None if not self.view_r2 else player_id
+
+    def predict_self(self, me: dict[str, Any], inputs: list[Controls]) -> dict[str, Any]:
+        if not inputs or not me.get("alive", True):
+            return me
+        x, y = me["x"] * self.q, me["y"] * self.q
+        for controls in inputs:
+            x, y = self._move(x, y, controls.get("mx", 0), controls.get("my", 0))
+        return {**me, "x": x // self.q, "y": y // self.q}

@@ -39,11 +39,14 @@ class TickInputs:
 
     ``inputs`` maps a player id to the controls that player sent since the
     previous tick (validated); a player with no entry keeps its last controls.
+    ``seqs`` gives the client's sequence number of each such input: not
+    simulated, but kept in the log as an audit trail (each applied once, in order).
     """
 
     joins: list[tuple[int, str]] = field(default_factory=list)
     leaves: list[int] = field(default_factory=list)
     inputs: dict[int, Controls] = field(default_factory=dict)
+    seqs: dict[int, int] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (self.joins or self.leaves or self.inputs)
@@ -56,7 +59,10 @@ class TickInputs:
         if self.leaves:
             out["l"] = sorted(self.leaves)
         if self.inputs:
-            out["i"] = [[pid, self.inputs[pid]] for pid in sorted(self.inputs)]
+            out["i"] = [
+                [pid, self.inputs[pid], self.seqs[pid]] if pid in self.seqs else [pid, self.inputs[pid]]
+                for pid in sorted(self.inputs)
+            ]
         return out
 
     @classmethod
@@ -64,7 +70,8 @@ class TickInputs:
         return cls(
             joins=[(int(pid), str(name)) for pid, name in record.get("j", ())],
             leaves=[int(pid) for pid in record.get("l", ())],
-            inputs={int(pid): controls for pid, controls in record.get("i", ())},
+            inputs={int(item[0]): item[1] for item in record.get("i", ())},
+            seqs={int(item[0]): int(item[2]) for item in record.get("i", ()) if len(item) > 2},
         )
 
 
@@ -120,6 +127,16 @@ class Rules(ABC):
     @abstractmethod
     def view(self, state: State, player_id: int) -> dict[str, Any]:
         """What ``player_id`` may see, in wire form (string keys, JSON values)."""
+
+    def view_key(self, state: State, player_id: int) -> Any:
+        """Players with equal keys get equal views at a tick, so the server builds and
+        encodes that view once. The default, the player id, shares nothing."""
+        return player_id
+
+    def predict_self(self, me: dict[str, Any], inputs: list[Controls]) -> dict[str, Any]:
+        """Client prediction: the player's own entity (as in its view) after ``inputs``,
+        one per tick. The default predicts nothing: the server's word stands."""
+        return me
 
     @abstractmethod
     def is_over(self, state: State) -> bool:

@@ -86,6 +86,8 @@ class Welcome:
     tick: int
     # Secret that identifies this player on a later reconnect.
     token: str = ""
+    # The game's config, so that the client can predict with the same rules.
+    config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -144,7 +146,7 @@ _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
     Welcome: {
         "version": (int,), "player_id": (int,), "match_id": (str,), "game": (str,),
         "game_version": (int,), "tick_rate": (int,), "send_rate": (int,), "tick": (int,),
-        "token": (str,),
+        "token": (str,), "config": (dict,),
     },
     Input: {"ack": (int,), "inputs": (list,)},
     Delta: {"tick": (int,), "base": (int,), "seq": (int,), "diff": (dict,)},
@@ -171,6 +173,12 @@ def encode(frame: Frame) -> bytes:
     body = {f.name: getattr(frame, f.name) for f in fields(frame)}
     body["t"] = frame.TAG
     return orjson.dumps(body)
+
+
+def encode_delta(tick: int, base: int, seq: int, diff_json: bytes) -> bytes:
+    """A Delta frame around an already-encoded diff: the server encodes a diff once
+    for every client with the same view and baseline, and only the numbers differ."""
+    return b'{"tick":%d,"base":%d,"seq":%d,"diff":%s,"t":"d"}' % (tick, base, seq, diff_json)
 
 
 def frame_for_stream(body: bytes) -> bytes:

@@ -1,0 +1,269 @@
+"""Netcode on a bad network: a seeded impairment proxy between real bots and a real server,
+plus the sans-I/O pieces (jitter buffer, prediction, interpolation, interest, encode-once)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bots.client import GameClient
+from bots.impair import Impairment, ImpairmentProxy
+from bots.swarm import run_swarm
+from bots.world import ClientWorld
+from replays.reader import LogReader
+from replays.verify import verify_match
+from server.session import JITTER_TICKS, Session
+from shared import delta
+from shared.game import TickInputs
+from shared.games import make_rules
+from shared.logformat import decode_payload
+from shared.protocol import MAX_DATAGRAM, Delta, Input, decode, encode
+
+BAD_NETWORK = Impairment(latency_ms=50, jitter_ms=10, loss=0.05, duplicate=0.01, reorder=0.01, seed=7)
+
+
+async def _through_proxy(server_port: int, impairment: Impairment = BAD_NETWORK) -> tuple[ImpairmentProxy, int]:
+    proxy = ImpairmentProxy(impairment)
+    port = await proxy.start(("127.0.0.1", 0), ("127.0.0.1", server_port))
+    return proxy, port
+
+
+async def _applied_seqs(db_url: str, match_id: str) -> dict[int, list[int]]:
+    seqs: dict[int, list[int]] = {}
+    async with await LogReader.open(db_url) as reader:
+        async for stored in reader.ticks(match_id):
+            for item in decode_payload(stored.payload)[0].get("i", ()):
+                if len(item) > 2:
+                    seqs.setdefault(item[0], []).append(item[2])
+    return seqs
+
+
+async def test_bots_play_on_at_100ms_rtt_and_5pct_loss_and_every_input_applies_once_in_order(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 5})
+    proxy, port = await _through_proxy(srv.port)
+    try:
+        report = await run_swarm("127.0.0.1", port, 4, duration=30, cafile=srv.cert)
+    finally:
+        proxy.close()
+    await srv.stop()
+    assert report["connected"] == 4 and report["errors"] == 0, report
+    assert report["closed_by_server"] == {"match over": 4}, report
+    assert report["deltas_per_s_per_bot"] > 20
+    assert proxy.stats.up.dropped > 0 and proxy.stats.down.dropped > 0  # the loss was real
+    [match_id] = report["match_ids"]
+    seqs = await _applied_seqs(srv.db_url, match_id)
+    assert len(seqs) == 4
+    for player, applied in seqs.items():
+        assert all(b > a for a, b in zip(applied, applied[1:])), f"player {player}: an input applied twice or out of order"
+        assert len(applied) > 60 * 3  # one input a tick, nearly every tick, despite the loss
+    async with await LogReader.open(srv.db_url) as reader:
+        result = await verify_match(reader, match_id)
+    assert result.verified, result.reason
+
+
+async def test_prediction_is_right_and_converges_once_input_stops(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60, "view_radius": 0})
+    proxy, port = await _through_proxy(srv.port)
+    try:
+        async with GameClient.connect("127.0.0.1", port, "runner", cafile=srv.cert) as client:
+            loop = asyncio.get_running_loop()
+            next_tick = loop.time()
+
+            async def ticks(n: int, controls: dict[str, Any]) -> None:
+                nonlocal next_tick
+                for _ in range(n):
+                    next_tick += 1 / 60
+                    await asyncio.sleep(max(0.0, next_tick - loop.time()))
+                    client.send_input(controls)
+
+            await ticks(30, {})
+            await ticks(40, {"mx": 1, "my": 1})
+            mine = str(client.player_id)
+            predicted = client.world.predicted_self()
+            seen = client.world.view["players"][mine]
+            assert predicted["x"] > seen["x"]  # prediction runs ahead of the server's echo
+            stopped_at = dict(predicted)
+            # Input stops: the player lets go of the keys (idle inputs still flow).
+            converged = None
+            for waited in range(1, 121):  # two seconds of ticks at most
+                await ticks(1, {})
+                me, final = client.world.predicted_self(), client.world.view["players"][mine]
+                if (me["x"], me["y"]) == (final["x"], final["y"]) and final["x"] != seen["x"]:
+                    converged = waited
+                    break
+            assert converged is not None, "prediction never met the server's position"
+            assert converged <= 60  # about a round trip plus the jitter buffer
+            # The prediction at the moment input stopped was where the server ended up.
+            per_tick = 200 * 100 // 60 // 10 + 1  # player speed in view units per tick
+            assert abs(stopped_at["x"] - final["x"]) <= 3 * per_tick
+            assert abs(stopped_at["y"] - final["y"]) <= 3 * per_tick
+    finally:
+        proxy.close()
+
+
+async def test_a_client_that_changes_address_keeps_its_session(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60})
+    async with GameClient.connect("127.0.0.1", srv.port, "mover", cafile=srv.cert) as client:
+        for _ in range(5):
+            await client.wait_update(timeout=2)
+            client.send_input({"mx": 1}, flush=True)
+        tick = client.world.tick
+        await client.rebind()  # a new local port: as a phone moving from Wi-Fi to mobile data
+        for _ in range(10):
+            assert await client.wait_update(timeout=2), client.close_reason
+            client.send_input({"mx": 1}, flush=True)
+        assert client.world.tick > tick and not client.closed.is_set()
+        assert len(srv.server.matches[0].sessions) == 1
+
+
+def test_impairment_is_replayable_from_its_seed() -> None:
+    async def run() -> tuple[list[str], object]:
+        sent: list[str] = []
+        proxy = ImpairmentProxy(BAD_NETWORK)
+        proxy._loop = asyncio.get_running_loop()
+        for i in range(500):
+            proxy._schedule(proxy.stats.up, str(i).encode(), lambda data: sent.append(data.decode()), ())
+        await asyncio.sleep(0.3)
+        proxy.close()
+        return sent, proxy.stats
+
+    (first, stats1), (second, stats2) = asyncio.run(run()), asyncio.run(run())
+    # The same packets are lost and duplicated (their delays too; arrival order
+    # between nearly simultaneous packets is the event loop's business).
+    assert sorted(first, key=int) == sorted(second, key=int) and stats1 == stats2
+    assert 400 < len(first) < 500  # about 5 % lost, 1 % duplicated
+    assert first != sorted(first, key=int)  # jitter and reordering happened
+
+
+# ----------------------------------------------------------------- sans-I/O pieces
+
+
+class _Channel:
+    """Stands in for the transport: records what the session sends."""
+
+    peer = "test"
+
+    def __init__(self) -> None:
+        self.datagrams: list[bytes] = []
+        self.reliable: list[bytes] = []
+        self.closed: str | None = None
+
+    def send_reliable(self, body: bytes) -> None:
+        self.reliable.append(body)
+
+    def send_datagram(self, body: bytes) -> None:
+        self.datagrams.append(body)
+
+    def close(self, reason: str, error: bool = False) -> None:
+        self.closed = reason
+
+
+class _Match:
+    def __init__(self) -> None:
+        self.rules = make_rules("arena")
+        self.tick = 0
+
+
+def _session() -> tuple[Session, _Channel, _Match]:
+    channel, match = _Channel(), _Match()
+    session = Session(channel)
+    session.join(match, 1)  # type: ignore[arg-type]
+    return session, channel, match
+
+
+def _inputs(*seqs: int) -> bytes:
+    return encode(Input(ack=0, inputs=[[seq, {"mx": 1 if seq % 2 else -1}] for seq in seqs]))
+
+
+def test_jitter_buffer_applies_each_input_once_in_order() -> None:
+    session, channel, match = _session()
+    session.on_datagram(_inputs(1))
+    assert session.take_input(1) is None  # one input waits for a second, or for time to pass
+    session.on_datagram(_inputs(1, 2, 3))  # 1 again (redundant copy), then 2 and 3
+    session.on_datagram(_inputs(2, 3))  # a duplicate datagram
+    taken = [session.take_input(t) for t in range(2, 7)]
+    assert [t[0] if t else None for t in taken] == [1, 2, 3, None, None]
+    assert session.applied_seq == 3 and session.input_underruns == 1
+    assert channel.closed is None
+
+
+def test_a_lone_input_is_applied_after_the_jitter_delay() -> None:
+    session, _, match = _session()
+    match.tick = 10
+    session.on_datagram(_inputs(1))
+    assert session.take_input(11) is None
+    assert session.take_input(10 + JITTER_TICKS)[0] == 1
+
+
+def test_a_delta_too_big_for_a_datagram_goes_reliably() -> None:
+    session, channel, _ = _session()
+    session.send_view(1, {"players": {str(i): {"name": f"player-{i:04d}", "x": i, "y": i} for i in range(40)}})
+    session.send_view(2, {"small": 1})
+    assert len(channel.reliable) == 1 and len(channel.reliable[0]) > MAX_DATAGRAM
+    assert isinstance(decode(channel.reliable[0]), Delta)
+    assert len(channel.datagrams) == 1
+
+
+def test_same_view_and_baseline_encode_one_diff_for_all_clients() -> None:
+    sessions = [_session()[0] for _ in range(8)]
+    view = {"players": {"1": {"x": 1}}}
+    cache: dict = {}
+    for s in sessions:
+        s.send_view(2, view, cache)
+    assert sum(s.diffs_encoded for s in sessions) == 1
+    # One client acks tick 2: its next delta is against another baseline.
+    sessions[0].on_datagram(encode(Input(ack=2, inputs=[])))
+    view3 = {"players": {"1": {"x": 2}}}
+    cache = {}
+    for s in sessions:
+        s.send_view(4, view3, cache)
+    assert sum(s.diffs_encoded for s in sessions) == 3
+
+
+def test_world_reconciles_by_replaying_unconfirmed_inputs() -> None:
+    rules = make_rules("arena", {"view_step": 10})
+    world = ClientWorld(rules, player_id=1)
+    world.on_delta(Delta(tick=2, base=0, seq=0, diff=delta.diff({}, {"players": {"1": {"x": 1000, "y": 1000, "alive": True}}})))
+    for _ in range(5):
+        world.next_input({"mx": 1, "my": 0})
+    assert world.predicted_self()["x"] == (1000 * 10 + 5 * rules.speed) // 10  # the rules' own walk
+    # The server applied inputs 1-3 and says where that put us (a little off: it wins).
+    world.on_delta(Delta(tick=4, base=2, seq=3, diff={"u": {"players": {"u": {"1": {"s": {"x": 1090}}}}}}))
+    assert world.unconfirmed == 2
+    assert world.predicted_self()["x"] == (1090 * 10 + 2 * rules.speed) // 10
+
+
+def test_world_interpolates_others_between_snapshots() -> None:
+    world = ClientWorld(player_id=1, tick_rate=60, interp_ticks=6)
+    world.on_delta(Delta(tick=10, base=0, seq=0, diff={"s": {"players": {"2": {"x": 0, "y": 0}}}}), now=0.0)
+    world.on_delta(Delta(tick=12, base=10, seq=0, diff={"u": {"players": {"u": {"2": {"s": {"x": 100}}}}}}), now=2 / 60)
+    # At now = 2/60 + 5/60 the server is at tick 17; we draw tick 11, halfway.
+    assert world.interpolated("players", 7 / 60)["2"]["x"] == pytest.approx(50)
+    assert world.render_tick(7 / 60) == pytest.approx(11)
+
+
+def test_world_ignores_stale_duplicate_and_unknown_base_deltas() -> None:
+    world = ClientWorld()
+    assert world.on_delta(Delta(tick=5, base=0, seq=0, diff={"s": {"a": 1}}))
+    assert not world.on_delta(Delta(tick=5, base=0, seq=0, diff={"s": {"a": 1}}))
+    assert not world.on_delta(Delta(tick=4, base=0, seq=0, diff={"s": {"a": 0}}))
+    assert not world.on_delta(Delta(tick=9, base=7, seq=0, diff={"s": {"a": 2}}))
+    assert (world.deltas_stale, world.deltas_unusable, world.view) == (2, 1, {"a": 1})
+
+
+def test_interest_shows_only_what_is_near_and_spawns_what_comes_into_view() -> None:
+    rules = make_rules("arena", {"view_radius": 200})
+    state = rules.initial_state(1)
+    rules.step(state, TickInputs(joins=[(1, "a"), (2, "b")]))
+    state["players"][1].update(x=10_000, y=10_000)
+    state["players"][2].update(x=60_000, y=10_000)  # 500 units away
+    far = rules.view(state, 1)
+    assert set(far["players"]) == {"1"}
+    state["players"][2]["x"] = 25_000  # 150 units away
+    near = rules.view(state, 1)
+    assert set(near["players"]) == {"1", "2"}
+    change = delta.diff(far, near)
+    assert "2" in change["u"]["players"]["s"]  # a spawn, in full
+    assert delta.diff(near, far)["u"]["players"]["r"] == ["2"]  # a despawn
