@@ -58,7 +58,9 @@ class ArenaBot:
         if me["hp"] < 50 and pickups:
             k = min(pickups.values(), key=lambda k: (k["x"] - x) ** 2 + (k["y"] - y) ** 2)
             mx, my = _sign(k["x"] - x, self._dead_zone), _sign(k["y"] - y, self._dead_zone)
-        return {"mx": mx, "my": my, "ax": ax, "ay": ay, "fire": fire}
+        # vt: the tick our picture of the others is from, so that a hitscan
+        # server judges the shot where we saw them (lag compensation).
+        return {"mx": mx, "my": my, "ax": ax, "ay": ay, "fire": fire, "vt": int(world.render_tick(now))}
 
     def _wandering(self) -> tuple[int, int]:
         if self._wander_left <= 0:

@@ -35,7 +35,8 @@ from shared.game import (
 
 UNIT = 100  # fixed units per world unit
 AIM_LIMIT = 1_000_000
-_CONTROL_KEYS = frozenset({"mx", "my", "ax", "ay", "fire"})
+_CONTROL_KEYS = frozenset({"mx", "my", "ax", "ay", "fire", "vt"})
+TICK_LIMIT = 2**31
 _IDLE: Controls = {"mx": 0, "my": 0, "ax": 0, "ay": 0, "fire": False}
 # 181/256 ~ 1/sqrt(2): diagonal moves are no faster than straight ones.
 _DIAG_NUM, _DIAG_DEN = 181, 256
@@ -69,13 +70,21 @@ class Arena(Rules):
             "score_limit": 25,
             "view_radius": 500,  # world units a player sees around itself; 0: everything
             "view_step": 10,  # positions in views are in steps of this many fixed units
+            # "projectile": shots fly along the aim. "hitscan": fire hits the nearest
+            # other player within hitscan_range at once, judged where the shooter saw
+            # them (lag compensation, up to lag_comp_ms back).
+            "weapon": "projectile",
+            "hitscan_range": 150,
+            "lag_comp_ms": 1000,
         }
 
     def validate_config(self, config: dict[str, Any]) -> dict[str, Any]:
         merged = super().validate_config(config)
         for key, value in merged.items():
-            if value <= 0 and key != "view_radius":
+            if isinstance(value, int) and value <= 0 and key not in ("view_radius", "lag_comp_ms"):
                 raise ConfigError(f"arena config key {key!r} must be positive, got {value}")
+        if merged["weapon"] not in ("projectile", "hitscan"):
+            raise ConfigError("arena config key 'weapon' must be 'projectile' or 'hitscan'")
         return merged
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
@@ -99,6 +108,9 @@ class Arena(Rules):
         self.pickup_every = ticks(c["pickup_every_ms"])
         self.time_limit = c["time_limit_s"] * rate
         self.view_r2 = (c["view_radius"] * UNIT) ** 2
+        self.hitscan = c["weapon"] == "hitscan"
+        self.hitscan_r2 = (c["hitscan_range"] * UNIT) ** 2
+        self.max_rewind = c["lag_comp_ms"] * rate // 1000
         self.q = c["view_step"]  # quantization of positions in views
 
     # ------------------------------------------------------------------ state
@@ -113,6 +125,9 @@ class Arena(Rules):
             "players": {},
             "shots": {},
             "pickups": {},
+            # Lag compensation's memory: [tick, [pid, x, y, ...]] for the last
+            # lag_comp_ms, newest last (hitscan only).
+            "past": [],
         }
 
     def load_state(self, data: bytes) -> State:
@@ -147,6 +162,11 @@ class Arena(Rules):
         if type(fire) is not bool:
             raise InvalidInput("arena input 'fire' must be true or false")
         out["fire"] = fire
+        if "vt" in raw:
+            vt = raw["vt"]
+            if type(vt) is not int or not 0 <= vt < TICK_LIMIT:
+                raise InvalidInput("arena input 'vt' (the tick the player sees) must be a non-negative integer")
+            out["vt"] = vt
         return out
 
     def idle_input(self) -> Controls:
@@ -179,22 +199,34 @@ class Arena(Rules):
             if player is not None:
                 player.update(inputs.inputs[pid])
 
+        shooters: list[int] = []
         for pid in sorted(players):
-            self._move_player(state, pid, players[pid], tick, events)
+            if self._move_player(state, pid, players[pid], tick, events):
+                shooters.append(pid)
+        if self.hitscan:
+            self._remember(state, tick)
+            for pid in shooters:
+                self._fire_hitscan(state, pid, tick, events)
         self._move_shots(state, tick, events)
         self._pickups(state, tick, events)
         self._check_end(state, tick, events)
         return events
 
-    def _move_player(self, state: State, pid: int, p: dict, tick: int, events: list[GameEvent]) -> None:
+    def _move_player(self, state: State, pid: int, p: dict, tick: int, events: list[GameEvent]) -> bool:
+        """Move (or respawn) one player; True when it fires a hitscan weapon this tick."""
         if not p["alive"]:
             if tick >= p["respawn"]:
                 p["x"], p["y"] = self._random_spot(state)
                 p["hp"] = self.config["max_hp"]
                 p["alive"] = True
                 events.append({"k": "respawn", "p": pid})
-            return
+            return False
         p["x"], p["y"] = self._move(p["x"], p["y"], p["mx"], p["my"])
+        if self.hitscan:
+            if p["fire"] and tick >= p["cool"]:
+                p["cool"] = tick + self.cooldown
+                return True
+            return False
         if p["fire"] and tick >= p["cool"]:
             # 16 extra bits keep the direction exact enough that a short aim
             # vector such as (1, 1) fires no faster than a long one.
@@ -210,6 +242,56 @@ class Arena(Rules):
                 }
                 p["cool"] = tick + self.cooldown
                 events.append({"k": "fire", "p": pid, "s": sid})
+        return False
+
+    def _remember(self, state: State, tick: int) -> None:
+        flat: list[int] = []
+        for pid, p in state["players"].items():
+            if p["alive"]:
+                flat += (pid, p["x"], p["y"])
+        past = state["past"]
+        past.append([tick, flat])
+        if len(past) > self.max_rewind + 1:
+            del past[0]
+
+    def _fire_hitscan(self, state: State, pid: int, tick: int, events: list[GameEvent]) -> None:
+        """Hit the nearest other player within range, where the shooter saw them.
+
+        The shooter's input names the tick it was looking at (``vt``: what it
+        drew, some latency and interpolation behind); the targets are taken from
+        that tick's entry in ``past``, at most lag_comp_ms back. The rewind is
+        decided by the logged input, so replays judge every shot the same way.
+        """
+        players = state["players"]
+        shooter = players[pid]
+        seen = min(tick, max(tick - self.max_rewind, shooter.get("vt", tick)))
+        positions = next((flat for t, flat in reversed(state["past"]) if t <= seen), state["past"][-1][1])
+        best, best_d2 = 0, self.hitscan_r2 + 1
+        for i in range(0, len(positions), 3):
+            target, x, y = positions[i], positions[i + 1], positions[i + 2]
+            victim = players.get(target)
+            if target == pid or victim is None or not victim["alive"]:
+                continue
+            d2 = (x - shooter["x"]) ** 2 + (y - shooter["y"]) ** 2
+            if d2 < best_d2 or (d2 == best_d2 and target < best):
+                best, best_d2 = target, d2
+        events.append({"k": "fire", "p": pid, "rewind": tick - seen})
+        if best:
+            self._damage(state, best, pid, tick, events)
+
+    def _damage(self, state: State, pid: int, by: int, tick: int, events: list[GameEvent]) -> None:
+        p = state["players"][pid]
+        p["hp"] -= self.config["projectile_damage"]
+        events.append({"k": "hit", "p": pid, "by": by})
+        if p["hp"] <= 0:
+            p["hp"] = 0
+            p["alive"] = False
+            p["deaths"] += 1
+            p["respawn"] = tick + self.respawn
+            shooter = state["players"].get(by)
+            if shooter is not None:
+                shooter["score"] += 1
+            events.append({"k": "kill", "p": pid, "by": by})
 
     def _move(self, x: int, y: int, mx: int, my: int) -> tuple[int, int]:
         """One tick of walking; the same code moves players on the server and in prediction."""
@@ -235,17 +317,7 @@ class Arena(Rules):
                 if ddx * ddx + ddy * ddy > self.hit_r2:
                     continue
                 del shots[sid]
-                p["hp"] -= self.config["projectile_damage"]
-                events.append({"k": "hit", "p": pid, "by": s["owner"]})
-                if p["hp"] <= 0:
-                    p["hp"] = 0
-                    p["alive"] = False
-                    p["deaths"] += 1
-                    p["respawn"] = tick + self.respawn
-                    shooter = players.get(s["owner"])
-                    if shooter is not None:
-                        shooter["score"] += 1
-                    events.append({"k": "kill", "p": pid, "by": s["owner"]})
+                self._damage(state, pid, s["owner"], tick, events)
                 break
 
     def _pickups(self, state: State, tick: int, events: list[GameEvent]) -> None:

@@ -171,7 +171,7 @@ def input_streams(draw, rules):
 # ----------------------------------------------------------------- determinism
 
 
-@pytest.mark.parametrize("config", [{}, BUSY], ids=["default", "busy"])
+@pytest.mark.parametrize("config", [{}, BUSY, {**BUSY, "weapon": "hitscan", "hitscan_range": 400}], ids=["default", "busy", "hitscan"])
 @given(data=st.data(), seed=st.integers(min_value=0, max_value=2**64 - 1))
 @settings(max_examples=50, deadline=None)
 def test_same_seed_and_inputs_give_identical_hashes_every_tick(config, data, seed):

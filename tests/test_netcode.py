@@ -267,3 +267,30 @@ def test_interest_shows_only_what_is_near_and_spawns_what_comes_into_view() -> N
     change = delta.diff(far, near)
     assert "2" in change["u"]["players"]["s"]  # a spawn, in full
     assert delta.diff(near, far)["u"]["players"]["r"] == ["2"]  # a despawn
+
+
+def _hitscan_duel(vt_back: int) -> list[dict]:
+    """A shooter fires once, 60 ticks after its target started running away; returns that tick's events."""
+    rules = make_rules("arena", {"weapon": "hitscan", "hitscan_range": 150, "lag_comp_ms": 1000})
+    state = rules.initial_state(3)
+    rules.step(state, TickInputs(joins=[(1, "shooter"), (2, "target")]))
+    state["players"][1].update(x=20_000, y=50_000)
+    state["players"][2].update(x=22_000, y=50_000)  # 20 units to the right
+    rules.step(state, TickInputs(inputs={2: rules.validate_input({"mx": 1})}))
+    for _ in range(59):
+        rules.step(state, TickInputs())
+    tick = state["tick"] + 1
+    fire = rules.validate_input({"fire": True, "vt": max(0, tick - vt_back)})
+    return rules.step(state, TickInputs(inputs={1: fire}))
+
+
+def test_lag_compensation_judges_a_hitscan_shot_where_the_shooter_saw_the_target() -> None:
+    # Now the target is ~220 units away, out of range; 30 ticks ago it was ~120 away.
+    assert [e["k"] for e in _hitscan_duel(vt_back=0)] == ["fire"]
+    seen_earlier = _hitscan_duel(vt_back=30)
+    assert [e["k"] for e in seen_earlier] == ["fire", "hit"] and seen_earlier[0]["rewind"] == 30
+
+
+def test_lag_compensation_rewinds_no_further_than_its_cap() -> None:
+    events = _hitscan_duel(vt_back=500)
+    assert events[0]["rewind"] == 60  # lag_comp_ms 1000 at 60 Hz
