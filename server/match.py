@@ -69,6 +69,7 @@ class MatchSettings:
     seed: int | None = None  # None: a fresh random seed per match
     keyframe_every: int = 0  # ticks between keyframes; 0: one per second
     grace_s: float = 20.0  # how long a dropped player's place is kept
+    full_snapshots: bool = False  # send full snapshots, never deltas (a benchmark baseline)
 
 
 def rules_for(settings: MatchSettings) -> Rules:
@@ -355,12 +356,13 @@ class Match:
             # baselines match too, one encoded diff.
             views: dict[Any, dict[str, Any]] = {}
             encoded: dict[tuple[int, int], bytes] = {}
+            full = self.settings.full_snapshots
             for player_id, session in self.sessions.items():
                 key = self.rules.view_key(self.state, player_id)
                 view = views.get(key)
                 if view is None:
                     view = views[key] = self.rules.view(self.state, player_id)
-                self._deliver(tick, lambda s=session, v=view: s.send_view(tick, v, encoded))
+                self._deliver(tick, lambda s=session, v=view: s.send_view(tick, v, encoded, full))
 
     # ------------------------------------------------------------ delivery after commit
 

@@ -285,16 +285,18 @@ class Session:
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))
 
-    def send_view(self, tick: int, view: dict[str, Any], encoded: dict[tuple[int, int], bytes] | None = None) -> None:
+    def send_view(self, tick: int, view: dict[str, Any], encoded: dict[tuple[int, int], bytes] | None = None,
+                  full: bool = False) -> None:
         """Send ``view`` as a delta against the newest view this client acknowledged.
 
         ``encoded`` is the tick's cache of encoded diffs, shared by the match's
         sessions: clients with the same view and the same baseline share one
-        diff, encoded once.
+        diff, encoded once. ``full`` sends a full snapshot whatever was acked
+        (the baseline that benchmarks compare deltas against).
         """
         if self.closed.is_set():
             return
-        base_view = self._sent.get(self.acked)
+        base_view = None if full else self._sent.get(self.acked)
         base = self.acked if base_view is not None else 0
         key = (id(view), id(base_view))
         diff_json = encoded.get(key) if encoded is not None else None

@@ -294,3 +294,13 @@ def test_lag_compensation_judges_a_hitscan_shot_where_the_shooter_saw_the_target
 def test_lag_compensation_rewinds_no_further_than_its_cap() -> None:
     events = _hitscan_duel(vt_back=500)
     assert events[0]["rewind"] == 60  # lag_comp_ms 1000 at 60 Hz
+
+
+def test_full_snapshot_mode_ignores_acknowledgements() -> None:
+    session, channel, _ = _session()
+    session.send_view(2, {"a": 1})
+    session.on_datagram(encode(Input(ack=2, inputs=[])))
+    session.send_view(4, {"a": 2})
+    session.send_view(6, {"a": 3}, full=True)
+    frames = [decode(body) for body in channel.datagrams]
+    assert [(f.base, f.diff) for f in frames] == [(0, {"s": {"a": 1}}), (2, {"s": {"a": 2}}), (0, {"s": {"a": 3}})]

@@ -94,7 +94,7 @@ def _server_config(args: argparse.Namespace) -> Any:
         match=MatchSettings(
             game=args.game, game_config=_parse_settings(args.set), tick_rate=args.tick_rate,
             send_rate=args.send_rate, seed=args.seed, keyframe_every=args.keyframe_every,
-            grace_s=args.grace,
+            grace_s=args.grace, full_snapshots=args.full_snapshots,
         ),
         log=LogSettings(durability=args.durability, flush_ms=args.flush_ms),
         server_id=args.server_id, matches=args.matches, max_matches=args.max_matches,
@@ -245,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--flush-ms", type=int, default=50, help="longest wait before a commit in batch mode (default: 50)")
     serve.add_argument("--keyframe-every", type=int, default=0, help="ticks between full-state keyframes (default: one per second)")
     serve.add_argument("--grace", type=float, default=20.0, help="seconds a dropped player's place is kept (default: 20)")
+    serve.add_argument("--full-snapshots", action="store_true",
+                       help="send every client full snapshots instead of deltas (a baseline for benchmarks)")
     serve.add_argument("--metrics-port", type=int, metavar="PORT",
                        help="serve /healthz and Prometheus /metrics over HTTP on --host:PORT; 0 picks a free port (default: off)")
     serve.add_argument("--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)")
