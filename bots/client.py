@@ -186,7 +186,7 @@ class GameClient:
         datagram repeating every input the server has not confirmed, and acking
         the newest tick we hold.
         """
-        seq = self.world.next_input(controls)
+        seq = self.world.next_input(controls, self._loop.time())
         self.stats.inputs_sent += 1
         self._unsent += 1
         if flush or self._unsent >= self.input_batch:

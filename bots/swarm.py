@@ -1,4 +1,11 @@
-"""Run N bots against a server and report what they saw, as one JSON-able dict."""
+"""Run N bots in this process against a server; live figures while they play, a summary after.
+
+One task per bot, all owned by one TaskGroup. Each bot plays one input per
+tick with its behaviour (``bots.behaviours``); with ``reconnect_s`` it comes
+back as the same player when its connection drops. ``Swarm.snapshot()`` sums
+what every bot has seen so far, for live progress; ``summarize`` makes the
+final report.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +13,13 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bots.arena_bot import ArenaBot
-from bots.client import ClientError, GameClient
+from bots.behaviours import Behaviour, behaviours_for, make_behaviour, parse_mix
+from bots.client import ClientError, ClientStats, GameClient
 
 log = logging.getLogger("tickline.bots")
 
@@ -20,6 +28,7 @@ NORMAL_ENDS = ("match over", "server shutting down")
 
 @dataclass(slots=True)
 class BotResult:
+    behaviour: str = "arena"
     connected: bool = False
     seconds: float = 0.0
     deltas: int = 0
@@ -34,21 +43,36 @@ class BotResult:
     # The newest tick this bot held (and so acknowledged) on each connection.
     ticks_held: list[int] = field(default_factory=list)
     events: list[str] = field(default_factory=list)
+    client: GameClient | None = None  # the live connection, while there is one
+
+    def add(self, stats: ClientStats) -> None:
+        self.deltas += stats.deltas_applied
+        self.bytes_down += stats.bytes_down
+        self.bytes_up += stats.bytes_up
+        self.inputs_sent += stats.inputs_sent
+
+    def live(self) -> tuple[int, int, int]:
+        """(deltas, bytes down, bytes up) so far, the live connection included."""
+        c = self.client
+        if c is None:
+            return self.deltas, self.bytes_down, self.bytes_up
+        return self.deltas + c.stats.deltas_applied, self.bytes_down + c.stats.bytes_down, self.bytes_up + c.stats.bytes_up
 
 
 async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
                   cafile: Path | str | None = None, reconnect_s: float = 0.0,
-                  stall_s: float = 2.0) -> BotResult:
-    """One arena bot: connect, play until ``duration`` passes or the server ends it.
+                  stall_s: float = 2.0, behaviour: str = "arena",
+                  result: BotResult | None = None) -> BotResult:
+    """One bot: connect, play until ``duration`` passes or the server ends it.
 
     With ``reconnect_s`` > 0, a bot whose connection drops, or that hears
     nothing for ``stall_s``, comes back with its token for up to that long and
     plays on as the same player.
     """
-    result = BotResult()
+    result = result or BotResult(behaviour=behaviour)
     token = ""
     world = None
-    bot: ArenaBot | None = None
+    bot: Behaviour | None = None
     started = time.monotonic()
     deadline = started + duration
     give_up = 0.0
@@ -56,20 +80,23 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
         try:
             async with GameClient.connect(host, port, name, cafile=cafile, token=token, world=world,
                                           timeout=2.0 if token else 10.0) as client:
+                welcome = client.welcome
+                assert welcome is not None
                 if not token:
                     result.connected = True
                     result.match_id, result.player_id = client.match_id, client.player_id
-                    bot = ArenaBot(client.player_id, seed, client.welcome.config if client.welcome else None)
+                    bot = make_behaviour(behaviour, client.player_id, seed, welcome.config, welcome.tick_rate)
                 else:
                     result.reconnects += 1
                 token, world = client.token, client.world
                 assert bot is not None
-                lost = await _play(client, bot, deadline, stall_s)
+                result.client = client
+                try:
+                    lost = await _play(client, bot, deadline, stall_s)
+                finally:
+                    result.client = None
+                    result.add(client.stats)
                 result.ticks_held.append(client.world.tick)
-                result.deltas += client.stats.deltas_applied
-                result.bytes_down += client.stats.bytes_down
-                result.bytes_up += client.stats.bytes_up
-                result.inputs_sent += client.stats.inputs_sent
                 result.events += [e.kind for e in client.events]
                 result.close_reason = client.close_reason if client.closed.is_set() else ""
                 if not lost or reconnect_s <= 0:
@@ -87,7 +114,7 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
     return result
 
 
-async def _play(client: GameClient, bot: ArenaBot, deadline: float, stall_s: float) -> bool:
+async def _play(client: GameClient, bot: Behaviour, deadline: float, stall_s: float) -> bool:
     """Play one input per tick until the deadline or the end; True when the
     connection was lost (or went silent for ``stall_s``) rather than ended."""
     rate = client.welcome.tick_rate if client.welcome else 60
@@ -108,18 +135,74 @@ async def _play(client: GameClient, bot: ArenaBot, deadline: float, stall_s: flo
     return client.closed.is_set() and client.close_reason not in NORMAL_ENDS
 
 
+class Swarm:
+    """N bots, started ``ramp_s`` apart, with a live view of what they have seen."""
+
+    def __init__(self, host: str, port: int, n: int, duration: float, *, cafile: Path | str | None = None,
+                 ramp_s: float = 0.02, name_prefix: str = "bot", seed: int = 1, reconnect_s: float = 0.0,
+                 behaviour: str = "arena", first_index: int = 0) -> None:
+        mix = parse_mix(behaviour)
+        self.host, self.port, self.duration = host, port, duration
+        self.cafile, self.ramp_s, self.name_prefix = cafile, ramp_s, name_prefix
+        self.seed, self.reconnect_s = seed, reconnect_s
+        self.results = [BotResult(behaviour=b) for b in behaviours_for(first_index, n, mix)]
+        self.first_index = first_index
+        self.started = time.monotonic()
+
+    async def run(self, on_progress: Callable[[dict[str, Any]], None] | None = None,
+                  every_s: float = 1.0) -> list[BotResult]:
+        async def staggered(i: int, result: BotResult) -> None:
+            await asyncio.sleep(i * self.ramp_s)
+            index = self.first_index + i
+            await run_bot(self.host, self.port, f"{self.name_prefix}{index + 1}", self.duration,
+                          self.seed + index, self.cafile, self.reconnect_s, behaviour=result.behaviour,
+                          result=result)
+
+        self.started = time.monotonic()
+        async with asyncio.TaskGroup() as tg:
+            bots = [tg.create_task(staggered(i, r)) for i, r in enumerate(self.results)]
+            if on_progress is not None:
+                reporter = tg.create_task(self._report(on_progress, every_s))
+                await asyncio.gather(*bots)
+                reporter.cancel()
+        if on_progress is not None:
+            on_progress(self.snapshot())
+        return self.results
+
+    async def _report(self, on_progress: Callable[[dict[str, Any]], None], every_s: float) -> None:
+        while True:
+            await asyncio.sleep(every_s)
+            on_progress(self.snapshot())
+
+    def snapshot(self) -> dict[str, Any]:
+        """Totals so far, and the input-to-visible latencies measured since the last snapshot."""
+        deltas = down = up = 0
+        latencies: list[float] = []
+        for r in self.results:
+            d, b_down, b_up = r.live()
+            deltas, down, up = deltas + d, down + b_down, up + b_up
+            if r.client is not None:
+                latencies += r.client.world.take_latencies()
+        return {
+            "t": round(time.monotonic() - self.started, 3),
+            "bots": len(self.results),
+            "connected": sum(1 for r in self.results if r.client is not None),
+            "joined": sum(1 for r in self.results if r.connected),
+            "errors": sum(1 for r in self.results if r.error),
+            "disconnects": sum(1 for r in self.results if r.close_reason and r.close_reason not in NORMAL_ENDS),
+            "deltas": deltas, "bytes_down": down, "bytes_up": up,
+            "latencies": latencies,
+        }
+
+
 async def run_swarm(host: str, port: int, n: int, duration: float, *,
                     cafile: Path | str | None = None, ramp_s: float = 0.02,
                     name_prefix: str = "bot", seed: int = 1, reconnect_s: float = 0.0,
-                    details: bool = False) -> dict[str, Any]:
+                    behaviour: str = "arena", details: bool = False) -> dict[str, Any]:
     """Run ``n`` bots at once (started ``ramp_s`` apart) and summarise them."""
-    async def staggered(i: int) -> BotResult:
-        await asyncio.sleep(i * ramp_s)
-        return await run_bot(host, port, f"{name_prefix}{i + 1}", duration, seed + i, cafile, reconnect_s)
-
-    async with asyncio.TaskGroup() as tg:
-        tasks = [tg.create_task(staggered(i)) for i in range(n)]
-    results = [t.result() for t in tasks]
+    swarm = Swarm(host, port, n, duration, cafile=cafile, ramp_s=ramp_s, name_prefix=name_prefix,
+                  seed=seed, reconnect_s=reconnect_s, behaviour=behaviour)
+    results = await swarm.run()
     report = summarize(results)
     if details:
         report["per_bot"] = [
@@ -132,8 +215,7 @@ async def run_swarm(host: str, port: int, n: int, duration: float, *,
 
 def summarize(results: list[BotResult]) -> dict[str, Any]:
     connected = [r for r in results if r.connected]
-    seconds = sum(r.seconds for r in connected) or 1.0
-    per_bot_s = seconds  # bot-seconds
+    bot_seconds = sum(r.seconds for r in connected) or 1.0
     ended = Counter(r.close_reason for r in connected if r.close_reason)
     errors = Counter(r.error for r in results if r.error)
     return {
@@ -141,11 +223,12 @@ def summarize(results: list[BotResult]) -> dict[str, Any]:
         "connected": len(connected),
         "disconnects": sum(n for reason, n in ended.items() if reason not in NORMAL_ENDS),
         "closed_by_server": dict(ended),
-        "deltas_per_s_per_bot": round(sum(r.deltas for r in connected) / per_bot_s, 2),
-        "bytes_down_per_s_per_bot": round(sum(r.bytes_down for r in connected) / per_bot_s, 1),
-        "bytes_up_per_s_per_bot": round(sum(r.bytes_up for r in connected) / per_bot_s, 1),
+        "deltas_per_s_per_bot": round(sum(r.deltas for r in connected) / bot_seconds, 2),
+        "bytes_down_per_s_per_bot": round(sum(r.bytes_down for r in connected) / bot_seconds, 1),
+        "bytes_up_per_s_per_bot": round(sum(r.bytes_up for r in connected) / bot_seconds, 1),
         "inputs_sent": sum(r.inputs_sent for r in connected),
         "reconnects": sum(r.reconnects for r in connected),
+        "behaviours": dict(Counter(r.behaviour for r in results)),
         "match_ids": sorted({r.match_id for r in connected}),
         "errors": sum(errors.values()),
         "error_reasons": dict(errors),

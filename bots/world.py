@@ -33,6 +33,8 @@ VIEW_RING = 64
 REDUNDANT_INPUTS = 8
 # Unconfirmed inputs kept for prediction; past this the oldest are forgotten.
 MAX_PENDING = 256
+# Latency samples kept until someone takes them.
+MAX_LATENCIES = 10_000
 
 
 class ClientWorld:
@@ -49,6 +51,8 @@ class ClientWorld:
         self._arrived_at: float | None = None  # when the newest tick arrived
         self._seq = 0
         self._pending: list[tuple[int, Controls]] = []  # unconfirmed inputs, oldest first
+        self._sent_at: dict[int, float] = {}  # seq -> when it was made, for latency
+        self.input_latencies: list[float] = []
         self.deltas_applied = 0
         self.deltas_stale = 0
         self.deltas_unusable = 0
@@ -71,6 +75,10 @@ class ClientWorld:
         while len(self._views) > VIEW_RING:
             self._views.popitem(last=False)
         if frame.seq > self.server_seq:
+            for seq, sent_at in self._sent_at.items():
+                if seq <= frame.seq and len(self.input_latencies) < MAX_LATENCIES:
+                    self.input_latencies.append(now - sent_at)
+            self._sent_at = {seq: t for seq, t in self._sent_at.items() if seq > frame.seq}
             self.server_seq = frame.seq
             self._pending = [item for item in self._pending if item[0] > frame.seq]
         self.deltas_applied += 1
@@ -78,12 +86,26 @@ class ClientWorld:
 
     # ------------------------------------------------------------ inputs
 
-    def next_input(self, controls: Controls) -> int:
-        """Number ``controls`` as this tick's input; returns its sequence number."""
+    def next_input(self, controls: Controls, now: float | None = None) -> int:
+        """Number ``controls`` as this tick's input; returns its sequence number.
+
+        With ``now``, the time until the server reports the input applied (its
+        seq echoed in a delta) is measured into ``input_latencies``: input to
+        visible, the latency a player feels.
+        """
         self._seq += 1
         self._pending.append((self._seq, controls))
         del self._pending[:-MAX_PENDING]
+        if now is not None:
+            self._sent_at[self._seq] = now
+            if len(self._sent_at) > MAX_PENDING:
+                del self._sent_at[next(iter(self._sent_at))]
         return self._seq
+
+    def take_latencies(self) -> list[float]:
+        """Input-to-visible latencies (seconds) measured since the last call."""
+        out, self.input_latencies = self.input_latencies, []
+        return out
 
     def input_frame(self) -> Input:
         """A datagram repeating the newest unconfirmed inputs and acking the newest tick we hold."""

@@ -111,6 +111,7 @@ class Server:
         self.resumed: list[Match] = []
         self.metrics_port = 0
         self.kicked = 0  # connections closed for what they sent
+        self.ended_totals = {"ticks": 0, "inputs_applied": 0, "bytes_down": 0}  # of matches that ended
         self.metrics = Metrics(self)
         self.recovery_s = 0.0
         self.eventlog: EventLog | None = None
@@ -210,6 +211,9 @@ class Server:
         finally:
             self.matches.remove(match)
             self.metrics.forget(match.match_id)
+            self.ended_totals["ticks"] += match.tick - (match.resumed_at or 0)
+            self.ended_totals["inputs_applied"] += match.inputs_applied
+            self.ended_totals["bytes_down"] += match.live_figures()["bytes_down"]
 
     def _count_kick(self) -> None:
         self.kicked += 1

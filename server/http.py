@@ -40,16 +40,29 @@ class Metrics:
             "tickline_tick_duration_seconds", "Time the loop spent in one tick",
             ["match"], buckets=TICK_BUCKETS, registry=self.registry,
         )
+        # The same over every match this server ever ran: per-match series go when
+        # their match ends, and a window across a match's end must still add up.
+        self.all_lateness = Histogram(
+            "tickline_server_tick_lateness_seconds", "How late each tick of any match started",
+            buckets=TICK_BUCKETS, registry=self.registry,
+        )
+        self.all_duration = Histogram(
+            "tickline_server_tick_duration_seconds", "Time the loop spent in one tick of any match",
+            buckets=TICK_BUCKETS, registry=self.registry,
+        )
         self.registry.register(_LiveCollector(server))
 
     def tick_observer(self, match_id: str) -> Callable[[float, float], None]:
         """A per-match callback ``(lateness_s, duration_s)`` for the tick loop."""
         late = self.tick_lateness.labels(match_id).observe
         took = self.tick_duration.labels(match_id).observe
+        all_late, all_took = self.all_lateness.observe, self.all_duration.observe
 
         def observe(lateness: float, duration: float) -> None:
             late(lateness)
             took(duration)
+            all_late(lateness)
+            all_took(duration)
 
         return observe
 
@@ -91,6 +104,17 @@ class _LiveCollector(Collector):
         rejected.add_metric([], server.kicked)
         yield GaugeMetricFamily("tickline_matches", "Matches open on this server", value=len(matches))
         yield from (players, away, ticks, inputs, rejected, paused, down, lag_ticks)
+        # Server-wide totals, ended matches included, so that they only ever grow.
+        ended = server.ended_totals
+        live = [m.live_figures() for m in matches]
+        yield CounterMetricFamily("tickline_server_ticks", "Ticks run by every match",
+                                  value=ended["ticks"] + sum(m.tick - (m.resumed_at or 0) for m in matches))
+        yield CounterMetricFamily("tickline_server_inputs_applied", "Inputs applied in every match",
+                                  value=ended["inputs_applied"] + sum(m.inputs_applied for m in matches))
+        yield CounterMetricFamily("tickline_server_bytes_down", "Bytes sent to clients by every match",
+                                  value=ended["bytes_down"] + sum(f["bytes_down"] for f in live))
+        yield GaugeMetricFamily("tickline_server_players", "Players connected to any match",
+                                value=sum(f["players"] for f in live))
 
         log = server.eventlog
         if log is None:

@@ -106,6 +106,7 @@ class Session:
         self.applied_seq = 0
         self.inputs_dropped = 0
         self.input_underruns = 0
+        self.inputs_merged = 0
         # deltas
         self._sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self.acked = 0
@@ -271,6 +272,12 @@ class Session:
             self._primed = False
             self.input_underruns += 1
             return None
+        # A client whose clock runs ahead of ours piles inputs up, and each one
+        # waiting is a tick of latency; merge the oldest surplus away (the newest
+        # controls win, as they would within one tick).
+        while len(inputs) > JITTER_TICKS + 2:
+            inputs.popleft()
+            self.inputs_merged += 1
         seq, controls, _ = inputs.popleft()
         self.applied_seq = seq
         return seq, controls

@@ -48,6 +48,7 @@ def _setup_logging(level: str) -> None:
     # noise at ours. The log's own line says when the schema was upgraded.
     logging.getLogger("quic").setLevel(logging.WARNING)
     logging.getLogger("alembic").setLevel(logging.WARNING)
+    logging.getLogger("matplotlib").setLevel(logging.WARNING)
 
 
 def _print_json(obj: dict[str, Any]) -> None:
@@ -131,15 +132,33 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bots(args: argparse.Namespace) -> int:
-    from bots.swarm import run_swarm
+    from bots.behaviours import parse_mix
+    from bots.loadtest import LoadConfig, print_table, report_json, run_load
 
     host, port = _host_port(args.server)
-    if args.n < 1 or args.duration <= 0:
-        raise UsageError("--n must be at least 1 and --duration positive")
-    report = asyncio.run(run_swarm(host, port, args.n, args.duration, cafile=args.cafile, seed=args.seed,
-                                   reconnect_s=args.reconnect))
-    _print_json(report)
-    return 0 if report["connected"] == args.n and not report["errors"] else 1
+    if args.n < 1 or args.duration <= 0 or args.ramp <= 0 or args.workers < 0:
+        raise UsageError("--n must be at least 1, --duration and --ramp positive, --workers 0 or more")
+    try:
+        parse_mix(args.behaviour)
+    except ValueError as exc:
+        raise UsageError(f"--behaviour: {exc}") from None
+    if args.plots:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UsageError("--plots needs matplotlib: pip install 'tickline[plots]'") from None
+    cfg = LoadConfig(
+        host=host, port=port, n=args.n, duration=args.duration, workers=args.workers, ramp=args.ramp,
+        behaviour=args.behaviour, cafile=args.cafile, seed=args.seed, reconnect_s=args.reconnect,
+        metrics_url=args.metrics, report_path=Path(args.report) if args.report else None,
+        plots_dir=Path(args.plots) if args.plots else None, progress=not args.quiet,
+    )
+    report = asyncio.run(run_load(cfg))
+    if not args.quiet:
+        print_table(report)
+    _print_json(report_json(report))
+    ok = report["connected"] == args.n and not report["errors"] and not report["failures"]
+    return 0 if ok else 1
 
 
 # ---------------------------------------------------------------------- replay
@@ -252,11 +271,20 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)")
     serve.set_defaults(func=cmd_serve)
 
-    bots = sub.add_parser("bots", help="run arena bots against a server",
-                          description="Run N arena bots over QUIC for a duration; ends with one JSON report line.")
+    bots = sub.add_parser("bots", help="load-test a server with bots",
+                          description="Run N bots over worker processes against a server, with live progress on "
+                          "stderr; ends with a table (stderr) and one JSON report line (stdout).")
     bots.add_argument("--server", required=True, metavar="HOST:PORT", help="the server to play on")
     bots.add_argument("--n", type=int, default=8, help="number of bots (default: 8)")
     bots.add_argument("--duration", type=float, default=30.0, help="seconds each bot plays at most (default: 30)")
+    bots.add_argument("--workers", type=int, default=0, help="worker processes; 0: as the machine's cores allow (default: 0)")
+    bots.add_argument("--ramp", type=float, default=50.0, help="bots started per second (default: 50)")
+    bots.add_argument("--behaviour", default="arena", metavar="MIX",
+                      help="arena, wander or idle, or a weighted mix such as arena=3,idle=1 (default: arena)")
+    bots.add_argument("--metrics", metavar="URL", help="the server's /metrics URL, read for its own figures over the same window")
+    bots.add_argument("--report", metavar="FILE.json", help="also write the full report, with its per-second timeline, here")
+    bots.add_argument("--plots", metavar="DIR", help="write PNG charts (tick lateness, input latency, bytes per client) here")
+    bots.add_argument("--quiet", action="store_true", help="no live progress and no table: only the JSON line")
     bots.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
     bots.add_argument("--seed", type=int, default=1, help="seed for the bots' own choices (default: 1)")
     bots.add_argument("--reconnect", type=float, default=20.0, metavar="S",

@@ -1,0 +1,77 @@
+"""`tickline bots` as a load tester: worker processes, live progress, the report, the charts."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+from bots.behaviours import behaviours_for, parse_mix
+from bots.loadtest import histogram_quantile
+
+TICKLINE = [sys.executable, "-m", "tickline"]
+
+
+async def test_load_test_over_two_workers_reports_server_figures_and_draws_charts(start_server, tmp_path: Path) -> None:
+    srv = await start_server(game_config={"time_limit_s": 120}, metrics_port=0)
+    report_file, plots = tmp_path / "report.json", tmp_path / "plots"
+    proc = await asyncio.create_subprocess_exec(
+        *TICKLINE, "bots", "--server", f"127.0.0.1:{srv.port}", "--n", "6", "--duration", "4",
+        "--workers", "2", "--ramp", "20", "--behaviour", "arena=2,idle=1", "--cafile", str(srv.cert),
+        "--metrics", f"http://127.0.0.1:{srv.server.metrics_port}/metrics",
+        "--report", str(report_file), "--plots", str(plots),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    report = orjson.loads(out.decode().strip().splitlines()[-1])
+    assert report["connected"] == 6 and report["workers"] == 2 and report["errors"] == 0
+    assert report["behaviours"] == {"arena": 4, "idle": 2}
+    assert report["deltas_per_s_per_bot"] > 20
+    assert report["input_to_visible_ms"]["p50"] > 0 and report["input_to_visible_ms"]["samples"] > 100
+    server = report["server"]
+    assert server["ticks_per_s"] > 40 and server["players_max"] == 6 and server["cpu_percent"] > 0
+    assert server["tick_late_ms_p99"] is not None
+    # Not a terminal: progress comes as plain lines, the table at the end.
+    text = err.decode()
+    assert "connected=6/6" in text and "tickline load test" in text
+    full = orjson.loads(report_file.read_bytes())
+    assert len(full["timeline"]) >= 3 and full["timeline"][-1]["connected"] >= 0
+    for name in ("tick_lateness.png", "rtt.png", "bytes_per_client.png"):
+        data = (plots / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 10_000
+
+
+async def test_bad_behaviour_is_one_line_and_exit_2() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *TICKLINE, "bots", "--server", "127.0.0.1:1", "--behaviour", "arena=2,dance=1",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    assert err.decode().strip().splitlines() == [
+        "tickline bots: error: --behaviour: unknown behaviour 'dance'; choose from arena, wander, idle (e.g. arena=3,idle=1)"
+    ]
+
+
+def test_a_mix_spreads_behaviours_by_weight_the_same_way_every_time() -> None:
+    mix = parse_mix("arena=3,idle=1")
+    picked = behaviours_for(0, 400, mix)
+    assert picked.count("arena") == 300
+    assert behaviours_for(0, 4, mix).count("idle") == 1  # exact in small crowds too
+    assert behaviours_for(150, 250, mix) == picked[150:]  # workers agree on the split
+    with pytest.raises(ValueError):
+        parse_mix("arena=0")
+
+
+def test_histogram_quantile_reads_what_a_window_added() -> None:
+    before = {0.001: 10, 0.002: 10, 0.004: 10, float("inf"): 10}
+    after = {0.001: 60, 0.002: 100, 0.004: 109, float("inf"): 110}
+    # The window added 50 under 1 ms, 40 in 1-2 ms, 9 in 2-4 ms, 1 above.
+    assert histogram_quantile(0.5, before, after) == pytest.approx(0.001)
+    assert histogram_quantile(0.9, before, after) == pytest.approx(0.002)
+    assert histogram_quantile(0.99, before, after) == pytest.approx(0.004)
+    assert histogram_quantile(0.5, after, after) is None
