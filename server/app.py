@@ -58,6 +58,7 @@ class ServerConfig:
     log: LogSettings = field(default_factory=LogSettings)
     server_id: str | None = None  # default: kept in DATA_DIR/server-id
     matches: int = 1  # matches open at once; each is replaced by a new one when it ends
+    placement: str = "fill"  # fill: the first match with room; spread: the one with fewest players
     max_matches: int = 0  # stop after this many matches have ended (0: never)
     metrics_port: int | None = None  # HTTP health and metrics; None: off, 0: a free port
     hello_timeout: float = 10.0
@@ -88,6 +89,8 @@ class ServerConfig:
             raise ConfigurationError(f"--port {self.port} is not a UDP port; use 0 to 65535")
         if self.matches < 1:
             raise ConfigurationError("--matches must be at least 1")
+        if self.placement not in ("fill", "spread"):
+            raise ConfigurationError(f"--placement {self.placement} is unknown; use fill or spread")
         if self.log.durability not in DURABILITIES:
             raise ConfigurationError(f"--durability {self.log.durability} is unknown; use {' or '.join(DURABILITIES)}")
         if not 1 <= self.log.flush_ms <= 10_000:
@@ -232,6 +235,15 @@ class Server:
 
     # ------------------------------------------------------------ admission
 
+    def _place(self) -> Match | None:
+        """The match a new player joins, by the placement policy."""
+        open_matches = [m for m in self.matches if m.is_open()]
+        if not open_matches:
+            return None
+        if self.config.placement == "spread":
+            return min(open_matches, key=lambda m: len(m.sessions))
+        return open_matches[0]
+
     def _resume(self, session: Session, token: str) -> None:
         """A returning client: give it its player back, or say plainly why not."""
         match_id, _, rest = token.partition(".")
@@ -269,7 +281,7 @@ class Server:
             return
         # A match that just ended is replaced within moments; wait that long.
         for _ in range(40):
-            match = next((m for m in self.matches if m.is_open()), None)
+            match = self._place()
             if match is not None:
                 match.admit(session)
                 return

@@ -149,12 +149,23 @@ def make_app(server: Server, metrics: Metrics) -> web.Application:
             body["status"] = "event log failing"
         return web.json_response(body, status=200 if body["status"] == "ok" else 503)
 
+    async def list_matches(_request: web.Request) -> web.Response:
+        """The lobby's view: every match this server runs, and whether it has room."""
+        return web.json_response([
+            {
+                "match_id": m.match_id, "game": m.rules.name, "status": m.status, "tick": m.tick,
+                "players": len(m.sessions), "max_players": m.rules.max_players(), "open": m.is_open(),
+            }
+            for m in server.matches
+        ])
+
     async def metrics_text(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain", charset="utf-8")
 
     app = web.Application()
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
+    app.router.add_get("/matches", list_matches)
     return app
 
 

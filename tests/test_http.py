@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
@@ -74,3 +75,21 @@ async def test_healthz_turns_503_while_the_event_log_fails(start_server) -> None
                 await asyncio.sleep(0.02)
         status, body = await _get(port, "/healthz")
         assert status == 200
+
+
+async def test_several_matches_share_players_by_placement_and_the_lobby_lists_them(start_server) -> None:
+    from bots.swarm import run_swarm
+
+    srv = await start_server(game_config={"time_limit_s": 2, "max_players": 3}, matches=2, placement="spread",
+                             metrics_port=0)
+    swarm = asyncio.create_task(run_swarm("127.0.0.1", srv.port, 6, duration=8, cafile=srv.cert))
+    async with asyncio.timeout(10):
+        while sum(len(m.sessions) for m in srv.server.matches) < 6:
+            await asyncio.sleep(0.05)
+    status, body = await _get(srv.server.metrics_port, "/matches")
+    listed = json.loads(body)
+    assert status == 200 and len(listed) == 2
+    assert sorted(m["players"] for m in listed) == [3, 3]  # spread evenly, each with its own tick loop
+    assert all(m["tick"] > 0 and m["max_players"] == 3 for m in listed)
+    report = await swarm
+    assert len(report["match_ids"]) == 2 and report["closed_by_server"] == {"match over": 6}

@@ -98,7 +98,7 @@ def _server_config(args: argparse.Namespace) -> Any:
             grace_s=args.grace, full_snapshots=args.full_snapshots,
         ),
         log=LogSettings(durability=args.durability, flush_ms=args.flush_ms),
-        server_id=args.server_id, matches=args.matches, max_matches=args.max_matches,
+        server_id=args.server_id, matches=args.matches, max_matches=args.max_matches, placement=args.placement,
         metrics_port=args.metrics_port,
     )
 
@@ -256,6 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--tick-rate", type=int, default=60, help="simulation ticks per second (default: 60)")
     serve.add_argument("--send-rate", type=int, default=30, help="state updates per second to each client; divides the tick rate (default: 30)")
     serve.add_argument("--matches", type=int, default=1, help="matches open at once (default: 1)")
+    serve.add_argument("--placement", default="fill", choices=["fill", "spread"],
+                       help="which open match a new player joins: the first with room, or the emptiest (default: fill)")
     serve.add_argument("--max-matches", type=int, default=0, help="stop after this many matches have ended (default: 0, never)")
     serve.add_argument("--seed", type=int, help="seed for every match (default: a random seed per match)")
     serve.add_argument("--durability", default="batch", choices=["batch", "tick"],
@@ -267,7 +269,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--full-snapshots", action="store_true",
                        help="send every client full snapshots instead of deltas (a baseline for benchmarks)")
     serve.add_argument("--metrics-port", type=int, metavar="PORT",
-                       help="serve /healthz and Prometheus /metrics over HTTP on --host:PORT; 0 picks a free port (default: off)")
+                       help="serve /healthz, Prometheus /metrics and the match list /matches over HTTP on "
+                       "--host:PORT; 0 picks a free port (default: off)")
     serve.add_argument("--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)")
     serve.set_defaults(func=cmd_serve)
 
