@@ -108,6 +108,11 @@ class Arena(Rules):
         self.pickup_every = ticks(c["pickup_every_ms"])
         self.time_limit = c["time_limit_s"] * rate
         self.view_r2 = (c["view_radius"] * UNIT) ** 2
+        # Views of the last tick's entities, reused while unchanged (see _entity_views).
+        self._entity_cache: dict[tuple[str, int], dict[str, Any]] = {}
+        self._views_at: tuple[int, int, int] | None = None
+        self._generation = 0  # bumped whenever a state is made or stepped
+        self._views: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
         self.hitscan = c["weapon"] == "hitscan"
         self.hitscan_r2 = (c["hitscan_range"] * UNIT) ** 2
         self.max_rewind = c["lag_comp_ms"] * rate // 1000
@@ -116,6 +121,7 @@ class Arena(Rules):
     # ------------------------------------------------------------------ state
 
     def initial_state(self, seed: int) -> State:
+        self._generation += 1
         return {
             "tick": 0,
             "rng": rng_seed(seed),
@@ -131,6 +137,7 @@ class Arena(Rules):
         }
 
     def load_state(self, data: bytes) -> State:
+        self._generation += 1
         state = orjson.loads(data)
         for table in ("players", "shots", "pickups"):
             state[table] = {int(k): v for k, v in sorted(state[table].items(), key=lambda kv: int(kv[0]))}
@@ -176,6 +183,7 @@ class Arena(Rules):
 
     def step(self, state: State, inputs: TickInputs) -> list[GameEvent]:
         events: list[GameEvent] = []
+        self._generation += 1
         if state["over"]:
             return events
         state["tick"] += 1
@@ -302,23 +310,24 @@ class Arena(Rules):
 
     def _move_shots(self, state: State, tick: int, events: list[GameEvent]) -> None:
         shots, players = state["shots"], state["players"]
+        targets = sorted(players.items())  # once per tick, not once per shot
+        hit_r2, w, h = self.hit_r2, self.w, self.h
         for sid in sorted(shots):
             s = shots[sid]
-            s["x"] += s["vx"]
-            s["y"] += s["vy"]
-            if tick >= s["expires"] or not (0 <= s["x"] <= self.w and 0 <= s["y"] <= self.h):
+            x, y = s["x"] + s["vx"], s["y"] + s["vy"]
+            s["x"], s["y"] = x, y
+            if tick >= s["expires"] or not (0 <= x <= w and 0 <= y <= h):
                 del shots[sid]
                 continue
-            for pid in sorted(players):
-                p = players[pid]
-                if pid == s["owner"] or not p["alive"]:
+            owner = s["owner"]
+            for pid, p in targets:
+                if pid == owner or not p["alive"]:
                     continue
-                ddx, ddy = p["x"] - s["x"], p["y"] - s["y"]
-                if ddx * ddx + ddy * ddy > self.hit_r2:
-                    continue
-                del shots[sid]
-                self._damage(state, pid, s["owner"], tick, events)
-                break
+                ddx, ddy = p["x"] - x, p["y"] - y
+                if ddx * ddx + ddy * ddy <= hit_r2:
+                    del shots[sid]
+                    self._damage(state, pid, owner, tick, events)
+                    break
 
     def _pickups(self, state: State, tick: int, events: list[GameEvent]) -> None:
         pickups, players = state["pickups"], state["players"]
@@ -363,42 +372,68 @@ class Arena(Rules):
 
         Positions are quantized to ``view_step`` fixed units. Entities that come
         into range appear in the next delta and those that leave it disappear:
-        to the client, spawns and despawns.
+        to the client, spawns and despawns. Views show the state as the last
+        ``step`` left it (they are built once per tick for every player).
         """
-        players, step = state["players"], self.q
-        me = players.get(player_id)
+        players, shots, pickups = self._entity_views(state)
+        me = state["players"].get(player_id)
         if self.view_r2 and me is not None:
             cx, cy, r2 = me["x"], me["y"], self.view_r2
-
-            def seen(x: int, y: int) -> bool:
-                return (x - cx) ** 2 + (y - cy) ** 2 <= r2
-        else:
-            def seen(x: int, y: int) -> bool:
-                return True
-
+            return {
+                "players": {k: v for pid, k, v, x, y in players
+                            if pid == player_id or (x - cx) ** 2 + (y - cy) ** 2 <= r2},
+                "shots": {k: v for k, v, x, y in shots if (x - cx) ** 2 + (y - cy) ** 2 <= r2},
+                "pickups": {k: v for k, v, x, y in pickups if (x - cx) ** 2 + (y - cy) ** 2 <= r2},
+                "over": state["over"],
+                "winner": state["winner"],
+            }
         return {
-            "players": {
-                str(pid): {
-                    "name": p["name"], "x": p["x"] // step, "y": p["y"] // step, "hp": p["hp"],
-                    "score": p["score"], "alive": p["alive"],
-                }
-                for pid, p in players.items() if pid == player_id or seen(p["x"], p["y"])
-            },
-            # A shot flies straight, so a client places it at any tick from
-            # where and when it was fired: x0 + vx * (tick - born). Its view
-            # never changes, and costs bytes only in the delta that spawns it.
-            "shots": {
-                str(sid): {"x0": s["x0"] // step, "y0": s["y0"] // step, "vx": s["vx"], "vy": s["vy"],
-                           "born": s["born"], "owner": s["owner"]}
-                for sid, s in state["shots"].items() if seen(s["x"], s["y"])
-            },
-            "pickups": {
-                str(kid): {"x": k["x"] // step, "y": k["y"] // step}
-                for kid, k in state["pickups"].items() if seen(k["x"], k["y"])
-            },
+            "players": {k: v for _, k, v, _, _ in players},
+            "shots": {k: v for k, v, _, _ in shots},
+            "pickups": {k: v for k, v, _, _ in pickups},
             "over": state["over"],
             "winner": state["winner"],
         }
+
+    def _entity_views(self, state: State) -> tuple[list[Any], list[Any], list[Any]]:
+        """Every entity's view at this tick, built once for all players.
+
+        An entity whose view did not change since the previous tick keeps the
+        very same dict, so that diffing against a baseline skips it by identity
+        (``old is new``) rather than comparing its fields: most entities, most ticks.
+        """
+        key = (id(state), state["tick"], self._generation)
+        if self._views_at == key:
+            return self._views
+        before, now = self._entity_cache, {}
+        q = self.q
+        players = []
+        for pid, p in state["players"].items():
+            v = {"name": p["name"], "x": p["x"] // q, "y": p["y"] // q, "hp": p["hp"],
+                 "score": p["score"], "alive": p["alive"]}
+            old = before.get(("p", pid))
+            if old == v:
+                v = old
+            now[("p", pid)] = v
+            players.append((pid, str(pid), v, p["x"], p["y"]))
+        shots = []
+        for sid, s in state["shots"].items():
+            # A shot flies straight, so a client places it at any tick from where
+            # and when it was fired: x0 + vx * (tick - born). Its view never
+            # changes, and costs bytes only in the delta that spawns it.
+            v = before.get(("s", sid)) or {"x0": s["x0"] // q, "y0": s["y0"] // q, "vx": s["vx"], "vy": s["vy"],
+                                           "born": s["born"], "owner": s["owner"]}
+            now[("s", sid)] = v
+            shots.append((str(sid), v, s["x"], s["y"]))
+        pickups = []
+        for kid, k in state["pickups"].items():
+            v = before.get(("k", kid)) or {"x": k["x"] // q, "y": k["y"] // q}
+            now[("k", kid)] = v
+            pickups.append((str(kid), v, k["x"], k["y"]))
+        self._entity_cache = now
+        self._views_at = key
+        self._views = (players, shots, pickups)
+        return self._views
 
     def view_key(self, state: State, player_id: int) -> Any:
         # Without a view radius everyone sees the same world: one view per tick.

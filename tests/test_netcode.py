@@ -259,9 +259,11 @@ def test_interest_shows_only_what_is_near_and_spawns_what_comes_into_view() -> N
     rules.step(state, TickInputs(joins=[(1, "a"), (2, "b")]))
     state["players"][1].update(x=10_000, y=10_000)
     state["players"][2].update(x=60_000, y=10_000)  # 500 units away
+    rules.step(state, TickInputs())  # nobody moves; views show the state as step leaves it
     far = rules.view(state, 1)
     assert set(far["players"]) == {"1"}
     state["players"][2]["x"] = 25_000  # 150 units away
+    rules.step(state, TickInputs())
     near = rules.view(state, 1)
     assert set(near["players"]) == {"1", "2"}
     change = delta.diff(far, near)
