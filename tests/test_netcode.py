@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from bots.client import GameClient
+from bots.client import ClientError, GameClient
 from bots.impair import Impairment, ImpairmentProxy
 from bots.swarm import run_swarm
 from bots.world import ClientWorld
@@ -306,3 +306,41 @@ def test_full_snapshot_mode_ignores_acknowledgements() -> None:
     session.send_view(6, {"a": 3}, full=True)
     frames = [decode(body) for body in channel.datagrams]
     assert [(f.base, f.diff) for f in frames] == [(0, {"s": {"a": 1}}), (2, {"s": {"a": 2}}), (0, {"s": {"a": 3}})]
+
+
+async def test_a_dropped_player_comes_back_within_the_grace_window_as_itself(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60})
+    async with GameClient.connect("127.0.0.1", srv.port, "phoenix", cafile=srv.cert) as first:
+        await first.wait_update(timeout=2)
+        token, player = first.token, first.player_id
+        first.abandon()  # no goodbye: as a crash or a dead network would
+    match = srv.server.matches[0]
+    async with asyncio.timeout(5):
+        while player not in match._away:
+            await asyncio.sleep(0.02)
+    async with GameClient.connect("127.0.0.1", srv.port, "phoenix", cafile=srv.cert, token=token) as again:
+        assert again.player_id == player and again.match_id == match.match_id
+        assert await again.wait_update(timeout=2)
+        assert str(player) in again.world.view["players"]
+    await srv.stop()
+    async with await LogReader.open(srv.db_url) as reader:
+        kinds = [e["k"] async for t in reader.ticks(match.match_id) for e in decode_payload(t.payload)[1]]
+    assert kinds.count("join") == 1  # the same player all along
+
+
+async def test_a_dropped_player_leaves_when_its_grace_window_ends(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60})
+    async with GameClient.connect("127.0.0.1", srv.port, "stayer", cafile=srv.cert) as stayer:
+        match = srv.server.matches[0]
+        match.settings.grace_s = 0.5  # (--grace 0.5)
+        async with GameClient.connect("127.0.0.1", srv.port, "leaver", cafile=srv.cert) as leaver:
+            await leaver.wait_update(timeout=2)
+            token, player = leaver.token, leaver.player_id
+            leaver.abandon()
+        async with asyncio.timeout(5):
+            while str(player) in stayer.world.view.get("players", {}) or player in match._away:
+                await stayer.wait_update(timeout=1)
+        # Too late: the token no longer gets the player back.
+        with pytest.raises(ClientError, match="unknown or expired reconnect token"):
+            async with GameClient.connect("127.0.0.1", srv.port, "leaver", cafile=srv.cert, token=token):
+                pass
