@@ -45,8 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tickline.session")
 
-# Baselines kept per client: a delta can be against any of the last 32 sent views.
-BASELINE_RING = 32
+# Baselines kept per client: a delta can be against any of the last 64 sent views
+# (about two seconds at 30 Hz, so that a stall does not force full snapshots).
+BASELINE_RING = 64
 # Redundant inputs one datagram may carry.
 MAX_INPUTS_PER_DATAGRAM = 16
 # Inputs waiting to be applied, at most; a client further ahead loses its oldest.
@@ -115,6 +116,9 @@ class Session:
         self.deltas_sent = 0
         self.reliable_deltas = 0
         self.diffs_encoded = 0
+        self.sends_skipped = 0
+        # The tick of a state frame sent on the control stream and not yet acked.
+        self._reliable_pending = 0
 
     # ------------------------------------------------------------ from the transport
 
@@ -313,13 +317,20 @@ class Session:
             if encoded is not None:
                 encoded[key] = diff_json
         body = encode_delta(tick, base, self.applied_seq, diff_json)
-        self.bytes_down += len(body)
-        self.deltas_sent += 1
         if len(body) <= MAX_DATAGRAM:
             self.channel.send_datagram(body)
+        elif self._reliable_pending and self.acked < self._reliable_pending:
+            # One state frame at a time on the stream: queuing more behind it
+            # (a client falling behind gets bigger deltas, then full snapshots)
+            # only delays the one that would let it catch up.
+            self.sends_skipped += 1
+            return
         else:
+            self._reliable_pending = tick
             self.reliable_deltas += 1
             self.channel.send_reliable(body)
+        self.bytes_down += len(body)
+        self.deltas_sent += 1
         self._sent[tick] = view
         while len(self._sent) > BASELINE_RING:
             self._sent.popitem(last=False)

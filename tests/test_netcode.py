@@ -344,3 +344,15 @@ async def test_a_dropped_player_leaves_when_its_grace_window_ends(start_server) 
         with pytest.raises(ClientError, match="unknown or expired reconnect token"):
             async with GameClient.connect("127.0.0.1", srv.port, "leaver", cafile=srv.cert, token=token):
                 pass
+
+
+def test_only_one_oversized_state_frame_waits_on_the_stream_at_a_time() -> None:
+    session, channel, _ = _session()
+    big = {"players": {str(i): {"name": f"player-{i:04d}", "x": i, "y": i} for i in range(40)}}
+    session.send_view(2, big)
+    session.send_view(4, {**big, "t": 4})  # the client has not acked tick 2: skipped, not queued
+    assert len(channel.reliable) == 1 and session.sends_skipped == 1
+    session.on_datagram(encode(Input(ack=2, inputs=[])))
+    session.send_view(6, {**big, "t": 6})  # small now: a delta against tick 2
+    session.send_view(8, {"players": {}})
+    assert len(channel.reliable) == 1 and len(channel.datagrams) == 2
