@@ -35,6 +35,7 @@ from shared.games import UnknownGame, make_rules
 from shared.protocol import (
     ALPN,
     PROTOCOL_VERSION,
+    QUIC_PACKET_SIZE,
     Bye,
     Delta,
     Event,
@@ -123,7 +124,7 @@ class GameClient:
         """
         config = QuicConfiguration(
             is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
-            idle_timeout=15.0,
+            max_datagram_size=QUIC_PACKET_SIZE, idle_timeout=15.0,
         )
         if cafile is not None:
             config.load_verify_locations(cafile=str(cafile))

@@ -26,7 +26,7 @@ from aioquic.quic.events import (
 )
 
 from server.session import Session
-from shared.protocol import ALPN, MAX_DATAGRAM, frame_for_stream
+from shared.protocol import ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
 
 log = logging.getLogger("tickline.transport")
 
@@ -41,6 +41,7 @@ def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConf
         alpn_protocols=[ALPN],
         # Without this on both ends, datagrams are dropped silently (notes/transport.md).
         max_datagram_frame_size=65536,
+        max_datagram_size=QUIC_PACKET_SIZE,
         idle_timeout=idle_timeout,
     )
     config.load_cert_chain(cert, key)

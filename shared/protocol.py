@@ -28,10 +28,14 @@ ALPN = "tickline/1"
 # A control-stream frame larger than this is refused (a full snapshot of a big
 # match still fits with ample room).
 MAX_STREAM_FRAME = 256 * 1024
-# aioquic silently never sends a DATAGRAM above ~1170 bytes with its default
-# 1200-byte packets and then blocks later datagrams (notes/transport.md), so
-# anything bigger than this goes on the reliable stream instead.
-MAX_DATAGRAM = 1100
+# UDP payload size both ends configure for QUIC (aioquic's default is the
+# protocol's minimum, 1200). 1350 is what browsers and most QUIC stacks use on
+# the internet; it lets a 50-player room's delta travel as one datagram.
+QUIC_PACKET_SIZE = 1350
+# aioquic silently never sends a DATAGRAM frame that does not fit one packet, and
+# then blocks later datagrams (notes/transport.md): anything bigger than this
+# goes on the reliable stream instead.
+MAX_DATAGRAM = QUIC_PACKET_SIZE - 100
 
 _LENGTH = struct.Struct("!I")
 

@@ -11,7 +11,7 @@ from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, DatagramFrameReceived, QuicEvent, StreamDataReceived
 
-from shared.protocol import ALPN, StreamDecoder, decode_datagram
+from shared.protocol import ALPN, QUIC_PACKET_SIZE, StreamDecoder, decode_datagram
 
 
 class RawClient(QuicConnectionProtocol):
@@ -54,7 +54,8 @@ class RawClient(QuicConnectionProtocol):
 
 @asynccontextmanager
 async def raw_client(port: int) -> AsyncIterator[RawClient]:
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536)
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
+                               max_datagram_size=QUIC_PACKET_SIZE)
     config.verify_mode = ssl.CERT_NONE
     async with connect("127.0.0.1", port, configuration=config, create_protocol=RawClient) as client:
         yield client  # type: ignore[misc]

@@ -12,7 +12,7 @@ import pytest
 from bots.client import GameClient
 from replays.reader import LogReader
 from replays.verify import verify_match
-from shared.protocol import PROTOCOL_VERSION, Hello, Input, Welcome, encode, encode_stream
+from shared.protocol import MAX_DATAGRAM, PROTOCOL_VERSION, Hello, Input, Welcome, encode, encode_stream
 
 from tests.rawclient import raw_client
 
@@ -39,7 +39,7 @@ BEFORE_HELLO = {
 # (datagram sent after the welcome, words the close reason must contain)
 AFTER_WELCOME = {
     "malformed_datagram": (b"\xff\xfe garbage", "not valid JSON"),
-    "oversized_datagram": (orjson.dumps({"t": "in", "ack": 0, "inputs": [], "pad": "x" * 1100}), "exceeds"),
+    "oversized_datagram": (orjson.dumps({"t": "in", "ack": 0, "inputs": [], "pad": "x" * (MAX_DATAGRAM - 10)}), "exceeds"),
     "server_frame_from_client": (encode(Welcome(1, 1, "m", "arena", 1, 60, 30, 0)), "not allowed"),
     "input_out_of_range": (encode(Input(ack=0, inputs=[[1, {"mx": 5}]])), "'mx' must be -1, 0 or 1"),
     "input_unknown_control": (encode(Input(ack=0, inputs=[[1, {"teleport": True}]])), "unknown control"),

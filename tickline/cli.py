@@ -4,6 +4,7 @@
     tickline bots     run arena bots against a server; one JSON report line
     tickline replay   list matches in the event log; verify one by re-simulation
     tickline demo     all of the above, end to end, on this machine
+    tickline bench    benchmarks: `bench capacity`, players one server holds vs a bare aioquic server
 
 Bad arguments and bad configuration end with one line on stderr that says what
 is wrong and what to do, and exit status 2; a failure at run time (database
@@ -229,6 +230,19 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds))
 
 
+# ---------------------------------------------------------------------- bench
+
+
+def cmd_bench_capacity(args: argparse.Namespace) -> int:
+    from tickline import capacity
+
+    try:
+        capacity.config_from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return capacity.run(args)
+
+
 # ---------------------------------------------------------------------- parser
 
 
@@ -319,6 +333,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--seconds", type=int, default=15, help="match length in seconds (default: 15)")
     demo.add_argument("--data-dir", default="data", help="where the log and certificate go (default: data)")
     demo.set_defaults(func=cmd_demo)
+
+    from tickline.capacity import add_arguments as capacity_arguments
+
+    bench = sub.add_parser("bench", help="benchmarks, reported as one JSON line per figure on stdout")
+    bsub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    capacity = bsub.add_parser(
+        "capacity", help="how many players one server holds, vs a bare aioquic server (the transport ceiling)",
+        description="Find the largest number of players one `tickline serve` process holds at --tick-rate and "
+        "--send-rate with its tick lateness p99 under --bound-ms, no tick or send skipped and every bot kept; "
+        "then the same for a bare aioquic server with the same datagram sizes and rates and no game. "
+        "Progress on stderr; one JSON line (figure capacity_players) on stdout.")
+    capacity_arguments(capacity)
+    capacity.set_defaults(func=cmd_bench_capacity)
     return parser
 
 
