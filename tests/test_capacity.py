@@ -9,6 +9,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from shared.protocol import MAX_DATAGRAM
 from tickline.capacity import Search, choose_window, judge, search, window_shares
 
 TICKLINE = [sys.executable, "-m", "tickline"]
@@ -95,7 +96,7 @@ async def test_bench_capacity_runs_both_searches_for_real(tmp_path: Path) -> Non
     assert figure["value"] > 0 and figure["baseline"] > 0
     assert figure["ratio"] == pytest.approx(figure["value"] / figure["baseline"], abs=0.001)
     assert figure["holds"] == (figure["ratio"] >= 0.7) and figure["spread"] == [figure["ratio"], figure["ratio"]]
-    assert 0 < figure["delta_bytes"] < 1100 and 0 < figure["input_bytes"] < 1100
+    assert 0 < figure["delta_bytes"] < MAX_DATAGRAM and 0 < figure["input_bytes"] < MAX_DATAGRAM
     for kind in ("tickline", "transport"):
         probes = figure[kind]["probes"]
         assert probes and all(p["n"] <= 8 for p in probes)

@@ -72,6 +72,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+
 from shared.protocol import MAX_DATAGRAM
 
 ROOT = Path(__file__).resolve().parent.parent

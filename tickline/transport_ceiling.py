@@ -7,7 +7,8 @@ the network sees and the loop's shape:
 
 - the server (``python -m tickline.transport_ceiling serve ...``, a child
   process): an aioquic endpoint on 127.0.0.1 (self-signed certificate from
-  ``server.tls.ensure_certificate``, ALPN ``ceiling/1``, datagrams enabled) and a
+  ``server.tls.ensure_certificate``, ALPN ``ceiling/1``, datagrams enabled, the
+  same QUIC packet size as tickline, ``shared.protocol.QUIC_PACKET_SIZE``) and a
   fixed-tick loop on absolute deadlines, exactly as ``server.match`` runs it
   (same catch-up rule); every ``tick_rate / send_rate`` ticks it queues one
   datagram of ``--delta-bytes`` for each client and transmits at the end of the
@@ -164,8 +165,8 @@ async def serve_ceiling(args: argparse.Namespace) -> int:
     from server.tls import ensure_certificate
 
     cert, key, _ = ensure_certificate(Path(args.cert_dir))
-    config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], max_datagram_frame_size=65536, max_datagram_size=QUIC_PACKET_SIZE,
-                               idle_timeout=15.0)
+    config = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
+                               max_datagram_size=QUIC_PACKET_SIZE, idle_timeout=15.0)
     config.load_cert_chain(cert, key)
     figures = _Figures()
 
@@ -241,8 +242,8 @@ class _ClientConnection(QuicConnectionProtocol):
 
 
 async def _one_client(port: int, duration: float, send_rate: int, payload: bytes, result: ClientResult) -> None:
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536, max_datagram_size=QUIC_PACKET_SIZE,
-                               idle_timeout=15.0)
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
+                               max_datagram_size=QUIC_PACKET_SIZE, idle_timeout=15.0)
     config.verify_mode = ssl.CERT_NONE
     started = time.monotonic()
     deadline = started + duration
