@@ -144,6 +144,7 @@ class Server:
         if cfg.db_url is None:
             cfg.data_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
         eventlog = self.eventlog = await EventLog.open(cfg.database_url(), cfg.resolve_server_id(), cfg.log)
+        http = None
         try:
             if cfg.cert is not None and cfg.key is not None:
                 cert, key = cfg.cert, cfg.key
@@ -153,7 +154,6 @@ class Server:
             self.cert_path = cert
             quic_config = server_configuration(cert, key, cfg.idle_timeout)
             resumed = await self._recover(eventlog)
-            http = None
             if cfg.metrics_port is not None:
                 http, self.metrics_port = await start_http(self, self.metrics, cfg.host, cfg.metrics_port)
                 log.info("health and metrics on http://%s:%d/ (/healthz, /metrics)", cfg.host, self.metrics_port)
@@ -184,9 +184,9 @@ class Server:
                     self._games = None
                     eventlog.stop()
                     endpoint.close()
+        finally:
             if http is not None:
                 await http.cleanup()
-        finally:
             await eventlog.dispose()
         log.info("stopped; event log committed (%d commits, %d ticks)", eventlog.commits, eventlog.rows)
 
