@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench.report import Report, rnd  # noqa: E402
+
 from replays.reader import LogReader  # noqa: E402
 from server import app as server_app  # noqa: E402
 from server.app import Server, ServerConfig  # noqa: E402
@@ -106,27 +108,6 @@ def percentile(values: list[float], p: float) -> float:
 def sig(value: float, figures: int = 3) -> float:
     """``value`` to ``figures`` significant figures (ratios span 0.001 to 100s)."""
     return float(f"{value:.{figures}g}") if value and value == value and abs(value) != float("inf") else value
-
-
-def rnd(value: float | None, digits: int) -> float | int | None:
-    if value is None:
-        return None
-    if digits <= 0:
-        return int(round(value))
-    return round(value, digits)
-
-
-class Report:
-    def __init__(self, json_out: Path | None) -> None:
-        self.lines: list[str] = []
-        self.json_out = json_out
-
-    def emit(self, fig: dict[str, Any]) -> None:
-        line = json.dumps(fig)
-        self.lines.append(line)
-        print(line, flush=True)
-        if self.json_out is not None:
-            self.json_out.write_text("".join(f"{x}\n" for x in self.lines))
 
 
 def figure(name: str, unit: str, values: list[float], baselines: list[float], baseline_of: str,

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import re
@@ -34,7 +33,6 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import sys
 import tempfile
 import time
@@ -48,6 +46,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.report import Report, med, rnd  # noqa: E402
 
 import orjson  # noqa: E402
 from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
@@ -104,29 +104,6 @@ def say(message: str) -> None:
 def sig(value: float, figures: int = 3) -> float:
     """``value`` to ``figures`` significant figures."""
     return float(f"{value:.{figures}g}") if value and value == value and abs(value) != float("inf") else value
-
-
-def rnd(value: float | None, digits: int) -> float | int | None:
-    if value is None or value != value:
-        return None
-    return int(round(value)) if digits <= 0 else round(value, digits)
-
-
-def med(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-class Report:
-    def __init__(self, json_out: Path | None) -> None:
-        self.lines: list[str] = []
-        self.json_out = json_out
-
-    def emit(self, fig: dict[str, Any]) -> None:
-        line = json.dumps(fig)
-        self.lines.append(line)
-        print(line, flush=True)
-        if self.json_out is not None:
-            self.json_out.write_text("".join(f"{x}\n" for x in self.lines))
 
 
 def figure(name: str, unit: str, values: list[float], baselines: list[float], baseline_of: str,

@@ -33,7 +33,6 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -47,6 +46,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from bench.report import Report, med, rnd  # noqa: E402
 
 import orjson  # noqa: E402
 from aioquic.quic.connection import QuicConnection  # noqa: E402
@@ -234,29 +235,6 @@ def say(message: str) -> None:
 
 def sig(value: float, figures: int = 3) -> float:
     return float(f"{value:.{figures}g}") if value and math.isfinite(value) else value
-
-
-def rnd(value: float | None, digits: int) -> float | int | None:
-    if value is None or not math.isfinite(value):
-        return None
-    return int(round(value)) if digits <= 0 else round(value, digits)
-
-
-def med(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
-
-
-class Report:
-    def __init__(self, json_out: Path | None) -> None:
-        self.lines: list[str] = []
-        self.json_out = json_out
-
-    def emit(self, fig: dict[str, Any]) -> None:
-        line = json.dumps(fig)
-        self.lines.append(line)
-        print(line, flush=True)
-        if self.json_out is not None:
-            self.json_out.write_text("".join(f"{x}\n" for x in self.lines))
 
 
 # --------------------------------------------------------------------------- process accounting
