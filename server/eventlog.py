@@ -524,6 +524,19 @@ class EventLog:
         touched = sorted({item.match_id for item in batch})
         return Prepared(tick_rows, keyframe_rows, player_rows, ends, newest, touched)
 
+    def _mark_committed(self, prepared: Prepared) -> None:
+        """After a commit: count it, and tell each match its newest committed tick."""
+        self.commits += 1
+        self.rows += len(prepared.ticks)
+        for match_id, tick in prepared.newest.items():
+            self.committed[match_id] = tick
+            watcher = self._watchers.get(match_id)
+            if watcher is not None:
+                watcher[0](tick)
+        for end in prepared.ends:
+            self._watchers.pop(end.match_id, None)
+            self._epochs.pop(end.match_id, None)
+
     async def _commit(self, prepared: Prepared) -> None:
         tick_rows, keyframe_rows, player_rows = prepared.ticks, prepared.keyframes, prepared.players
         ends, newest, touched = prepared.ends, prepared.newest, prepared.touched
@@ -559,15 +572,6 @@ class EventLog:
                 )
         elapsed = time.perf_counter() - started
         self.commit_seconds.add(elapsed)
-        self.commits += 1
-        self.rows += len(tick_rows)
-        for match_id, tick in newest.items():
-            self.committed[match_id] = tick
-            watcher = self._watchers.get(match_id)
-            if watcher is not None:
-                watcher[0](tick)
-        for end in ends:
-            self._watchers.pop(end.match_id, None)
-            self._epochs.pop(end.match_id, None)
+        self._mark_committed(prepared)
         if elapsed > 0.1:
             log.warning("event log commit of %d ticks took %.0f ms", len(tick_rows), elapsed * 1000)
