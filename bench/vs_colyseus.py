@@ -55,6 +55,7 @@ from aioquic.quic.connection import QuicConnection  # noqa: E402
 import bots.client as client_module  # noqa: E402
 import bots.loadtest as loadtest  # noqa: E402
 from bots.loadtest import LoadConfig, Scrape, run_load, scrape, server_window  # noqa: E402
+from tickline import loops  # noqa: E402
 
 HOST = "127.0.0.1"
 # shared/ lies beside the checkout (../shared); TICKLINE_PEER_DIR overrides.
@@ -69,6 +70,10 @@ BOT_SEED = 1
 BOT_SATURATED_PCT = 90.0  # load generator CPU (% of its one core) above which it is the bottleneck
 SERVER_SATURATED_PCT = 90.0
 BUSY_OTHER_PCT = 25.0  # other processes' CPU (% of a core) worth a caveat
+# Set from the command line: the event loop (server and bots) and whether the fast path is used.
+LOOP = "auto"
+FASTPATH = True
+SERVE_EXTRA: list[str] = []
 
 # The peer's rules (server.js), in the arena's config keys (shared/arena.py default_config).
 GAME_SETTINGS: dict[str, Any] = {
@@ -157,19 +162,18 @@ def _quiet_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> 
     loop.default_exception_handler(context)
 
 
-class _QuietPolicy(asyncio.DefaultEventLoopPolicy):
-    def new_event_loop(self) -> asyncio.AbstractEventLoop:
-        loop = super().new_event_loop()
-        loop.set_exception_handler(_quiet_handler)
-        return loop
-
-
-def _loopback_worker(*args: Any) -> None:
+def _loopback_worker(cfg: dict[str, Any], *args: Any) -> None:
     """run_load's worker, in its spawned process: bots bind 127.0.0.1, nothing reaches stdout."""
     os.dup2(2, 1)  # stdout carries only this bench's JSON lines
     client_module.connect = _loopback_connect  # type: ignore[assignment]
-    asyncio.set_event_loop_policy(_QuietPolicy())
-    _ORIGINAL_WORKER(*args)
+    make_loop = cfg["loop_factory"] or asyncio.new_event_loop
+
+    def quiet_loop() -> asyncio.AbstractEventLoop:
+        loop = make_loop()
+        loop.set_exception_handler(_quiet_handler)
+        return loop
+
+    _ORIGINAL_WORKER({**cfg, "loop_factory": quiet_loop}, *args)
 
 
 # --------------------------------------------------------------------------- watching run_load (this process)
@@ -432,11 +436,11 @@ class TicklineServer:
 
     def argv(self) -> list[str]:
         sets = [a for k, v in GAME_SETTINGS.items() for a in ("--set", f"{k}={v}")]
-        return [sys.executable, "-m", "tickline", "--log-level", "warning", "serve",
+        return [sys.executable, "-m", "tickline", "--log-level", "warning", "--loop", LOOP, "serve",
                 "--host", HOST, "--port", "0", "--metrics-port", "0", "--data-dir", str(self.data_dir),
                 "--tick-rate", str(TICK_RATE), "--send-rate", str(self.send_hz),
                 "--matches", str(math.ceil(self.n / ROOM_SIZE)), "--placement", "fill",
-                "--seed", str(SERVER_SEED), *sets]
+                "--seed", str(SERVER_SEED), *sets, *SERVE_EXTRA]
 
     async def start(self) -> TicklineServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -555,7 +559,8 @@ async def tickline_turn(hz: int, n: int, window: float, settle: float, quiet_s: 
 
         sampler = asyncio.create_task(_window(server, begin, end, on_begin=start_spy))
         cfg = LoadConfig(host=HOST, port=server.port, n=n, duration=duration, ramp=RAMP_PER_S,
-                         behaviour="wander", seed=BOT_SEED, metrics_url=server.metrics_url, progress=False)
+                         behaviour="wander", seed=BOT_SEED, metrics_url=server.metrics_url, progress=False,
+                         fast=FASTPATH, loop_factory=loops.loop_factory(LOOP))
         report = await run_load(cfg)
         win = await sampler
     finally:
@@ -961,10 +966,18 @@ def main() -> int:
     parser.add_argument("--profile-hz", type=int, default=60, choices=RATES)
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--profile-summary", metavar="RAW", help="only summarise an existing py-spy raw file")
+    parser.add_argument("--loop", default="auto", choices=loops.LOOPS,
+                        help="event loop of tickline's server and bots (default: auto, uvloop where installed)")
+    parser.add_argument("--no-fastpath", action="store_true", help="tickline's bots keep every datagram on QUIC")
     args = parser.parse_args()
     if args.n < 1:
         parser.error("--n must be at least 1")
-    return asyncio.run(amain(args))
+    global LOOP, FASTPATH, SERVE_EXTRA
+    LOOP, FASTPATH = args.loop, not args.no_fastpath
+    SERVE_EXTRA = ["--no-fastpath"] if args.no_fastpath else []
+    say(f"tickline on the {loops.loop_name(loops.loop_factory(LOOP))} loop, "
+        f"{'fast path' if FASTPATH else 'QUIC datagrams only'}")
+    return loops.run(amain(args), LOOP)
 
 
 if __name__ == "__main__":

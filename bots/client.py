@@ -6,7 +6,10 @@
             client.send_input({"mx": 1, "my": 0, "ax": 1, "ay": 0, "fire": True})
 
 The handshake (hello -> welcome) runs on the reliable control stream; inputs go
-up and deltas come down as QUIC datagrams. ``client.world`` (a
+up and deltas come down as QUIC datagrams, or, once the server has sent the
+fast path's keys, as fast-path packets on the same socket (shared/fastpath.py).
+When no fast-path packet arrives for ``FALLBACK_S`` the client goes back to
+QUIC datagrams by itself, and the server follows. ``client.world`` (a
 :class:`bots.world.ClientWorld`) holds the newest view and does the acks.
 """
 
@@ -31,6 +34,7 @@ from aioquic.quic.events import (
 )
 
 from bots.world import ClientWorld
+from shared import fastpath
 from shared.games import UnknownGame, make_rules
 from shared.protocol import (
     ALPN,
@@ -39,6 +43,7 @@ from shared.protocol import (
     Bye,
     Delta,
     Event,
+    FastPath,
     Frame,
     Hello,
     ProtocolError,
@@ -61,10 +66,27 @@ class ClientStats:
     datagrams_down: int = 0
     deltas_applied: int = 0
     inputs_sent: int = 0
+    fast_packets_down: int = 0
+    fast_dropped: int = 0
+    fast_fallbacks: int = 0
+
+
+# Seconds without a fast-path packet after which inputs go back to QUIC datagrams.
+FALLBACK_S = 1.0
+# While on the fast path QUIC carries almost nothing; a PING this often keeps
+# the connection (and its idle timer) alive.
+KEEPALIVE_S = 2.0
 
 
 class _Protocol(QuicConnectionProtocol):
     client: GameClient
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        client = getattr(self, "client", None)
+        if client is not None and fastpath.is_fastpath(data):  # type: ignore[arg-type]
+            client._on_fast(data, addr)  # type: ignore[arg-type]
+            return
+        super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
         client = getattr(self, "client", None)
@@ -97,6 +119,11 @@ class GameClient:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.welcome: Welcome | None = None
+        # The fast path, once the server sent its keys; "off" after falling back.
+        self._fast: tuple[fastpath.Sealer, fastpath.Opener] | None = None
+        self.fast_state = "none"  # none | trying | on | off
+        self._fast_heard_at = 0.0
+        self._quic_sent_at = 0.0
         protocol.client = self
 
     # ------------------------------------------------------------ connect
@@ -113,6 +140,7 @@ class GameClient:
         timeout: float = 10.0,
         token: str = "",
         world: ClientWorld | None = None,
+        fast: bool = True,
     ) -> AsyncIterator[GameClient]:
         """Connect, say hello, and yield once welcomed; leave politely on exit.
 
@@ -120,7 +148,8 @@ class GameClient:
         tests on your own machine); with it, it must be signed by ``cafile``.
         To come back after a dropped connection, pass the ``token`` of the
         earlier welcome (and that client's ``world`` to keep its input
-        numbering); the server gives the same player back.
+        numbering); the server gives the same player back. ``fast=False``
+        keeps every datagram on QUIC.
         """
         config = QuicConfiguration(
             is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
@@ -138,7 +167,8 @@ class GameClient:
             raise ClientError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from None
         try:
             client = cls(protocol, name, world)  # type: ignore[arg-type]
-            client._send_stream(Hello(version=PROTOCOL_VERSION, name=name, token=token))
+            caps = [fastpath.CAPABILITY] if fast else []
+            client._send_stream(Hello(version=PROTOCOL_VERSION, name=name, token=token, caps=caps))
             try:
                 async with asyncio.timeout(timeout):
                     client._welcomed(await client._welcome)
@@ -194,14 +224,48 @@ class GameClient:
             self.flush_inputs()
         return seq
 
-    def flush_inputs(self) -> None:
-        if self.closed.is_set() or not self.world.unconfirmed:
+    def flush_inputs(self, always: bool = False) -> None:
+        """Send the unconfirmed inputs now (``always``: even when there are none, to ack)."""
+        if self.closed.is_set() or not (always or self.world.unconfirmed):
             return
         body = encode(self.world.input_frame())
-        self._quic.send_datagram_frame(body)
-        self._protocol.transmit()
-        self._unsent = 0
+        now = self._loop.time()
+        if self._fast is not None and self._fast_usable(now):
+            self._send_udp(self._fast[0].seal(fastpath.DATA, body))
+            if now - self._quic_sent_at >= KEEPALIVE_S:
+                self._quic.send_ping(0)
+                self._protocol.transmit()
+                self._quic_sent_at = now
+        else:
+            self._quic.send_datagram_frame(body)
+            self._protocol.transmit()
+            self._quic_sent_at = now
         self.stats.bytes_up += len(body)
+        self._unsent = 0
+
+    @property
+    def on_fastpath(self) -> bool:
+        """True while inputs and deltas travel as fast-path packets."""
+        return self.fast_state == "on"
+
+    def _fast_usable(self, now: float) -> bool:
+        if self.fast_state not in ("trying", "on"):
+            return False
+        if self._fast_heard_at == 0.0:
+            self._fast_heard_at = now  # the first input this way starts the clock
+        elif now - self._fast_heard_at > FALLBACK_S:
+            # Nothing came back that way for a while: a network (or a server)
+            # that drops it. QUIC datagrams from now on; the server follows.
+            self.fast_state = "off"
+            self.stats.fast_fallbacks += 1
+            return False
+        return True
+
+    def _send_udp(self, packet: bytes) -> None:
+        transport = self._protocol._transport
+        paths = self._quic._network_paths
+        if transport is not None and paths:
+            transport.sendto(packet, paths[0].addr)
 
     async def wait_update(self, timeout: float | None = None) -> bool:
         """Wait for the next applied delta; False on timeout or when the connection ends."""
@@ -216,8 +280,8 @@ class GameClient:
     async def rebind(self) -> None:
         """Carry on from a new local UDP port, as a device that changes networks does.
 
-        QUIC moves the connection (with a fresh connection id); the server
-        validates the new path and the session goes on."""
+        QUIC moves the connection (with a fresh connection id), the fast path
+        its route; the server validates the new address and the session goes on."""
         old = self._protocol._transport
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
@@ -226,6 +290,9 @@ class GameClient:
         if old is not None:
             old.close()
         self._protocol.change_connection_id()
+        # Tell the server where we are now: on the fast path it answers with a
+        # challenge to the new address, and moves our deltas once we reply.
+        self.flush_inputs(always=True)
 
     def now(self) -> float:
         """The clock the world's interpolation runs on."""
@@ -269,11 +336,46 @@ class GameClient:
                 self._apply(frame)
             elif isinstance(frame, Event):
                 self.events.append(frame)
+            elif isinstance(frame, FastPath):
+                self._take_keys(frame)
             elif isinstance(frame, Bye):
                 # The server is done with us and says why: close our end.
                 self.close_reason = frame.reason
                 self._protocol.close(reason_phrase="bye")
                 self._on_closed(frame.reason)
+
+    def _take_keys(self, frame: FastPath) -> None:
+        try:
+            keys = fastpath.FastKeys.from_wire({"sid": frame.sid, "up": frame.up, "down": frame.down})
+        except ValueError as exc:
+            self._fail(f"bad frame from server: {exc}")
+            return
+        self._fast = fastpath.client_ends(keys)
+        self.fast_state = "trying"
+        self._fast_heard_at = 0.0
+
+    def _on_fast(self, packet: bytes, addr: Any) -> None:
+        if self._fast is None:
+            return
+        try:
+            kind, payload = self._fast[1].open(packet)
+        except fastpath.Dropped:
+            self.stats.fast_dropped += 1
+            return
+        if kind == fastpath.CHALLENGE:
+            # The server checks that we receive at this address before moving
+            # our deltas here; answer from the socket the challenge reached.
+            transport = self._protocol._transport
+            if transport is not None:
+                transport.sendto(self._fast[0].seal(fastpath.RESPONSE, payload), addr)
+            return
+        if kind != fastpath.DATA:
+            return
+        self.stats.fast_packets_down += 1
+        if self.fast_state != "off":  # after a fallback the server follows us to QUIC
+            self.fast_state = "on"
+            self._fast_heard_at = self._loop.time()
+        self._on_datagram(payload)
 
     def _on_datagram(self, data: bytes) -> None:
         self.stats.bytes_down += len(data)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +96,9 @@ class ImpairmentProxy:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._opening: set[asyncio.Task[None]] = set()
         self.errors: list[BaseException] = []
+        # Packets this says yes to are dropped, both ways: a network that drops
+        # one kind of traffic (say, anything that is not QUIC). Settable mid-run.
+        self.block: Callable[[bytes], bool] | None = None
 
     async def start(self, listen: Address, target: Address) -> int:
         """Relay ``listen`` (port 0 picks one) to ``target``; returns the port clients use."""
@@ -147,6 +151,9 @@ class ImpairmentProxy:
     def _schedule(self, stats: DirectionStats, data: bytes, send: Any, args: tuple[Any, ...]) -> None:
         imp, rng = self.impairment, self._rng
         stats.packets += 1
+        if self.block is not None and self.block(data):
+            stats.dropped += 1
+            return
         if rng.random() < imp.loss:
             stats.dropped += 1
             return

@@ -21,6 +21,7 @@ import os
 import queue as queue_module
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -44,6 +45,9 @@ class LoadConfig:
     report_path: Path | None = None
     plots_dir: Path | None = None
     progress: bool = True
+    fast: bool = True  # bots take the fast path where the server offers it
+    # The workers' event loop (a picklable factory such as uvloop.new_event_loop; None: asyncio's).
+    loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 
     def worker_count(self) -> int:
         if self.workers > 0:
@@ -59,7 +63,8 @@ class LoadConfig:
 def _worker(cfg: dict[str, Any], index: int, first: int, count: int, start_at: float, out: Any) -> None:
     """A worker process: its share of the bots, one snapshot a second to ``out``."""
     try:
-        results = asyncio.run(_worker_main(cfg, index, first, count, start_at, out))
+        with asyncio.Runner(loop_factory=cfg["loop_factory"]) as runner:
+            results = runner.run(_worker_main(cfg, index, first, count, start_at, out))
         out.put(("done", index, [_plain(r) for r in results]))
     except BaseException as exc:  # noqa: BLE001 - reported to the parent, which fails the run
         out.put(("failed", index, f"{type(exc).__name__}: {exc}"))
@@ -69,7 +74,8 @@ async def _worker_main(cfg: dict[str, Any], index: int, first: int, count: int, 
     ramp_s = 1.0 / cfg["ramp"]
     await asyncio.sleep(max(0.0, start_at + first * ramp_s - time.time()))
     swarm = Swarm(cfg["host"], cfg["port"], count, cfg["duration"], cafile=cfg["cafile"], ramp_s=ramp_s,
-                  seed=cfg["seed"], reconnect_s=cfg["reconnect_s"], behaviour=cfg["behaviour"], first_index=first)
+                  seed=cfg["seed"], reconnect_s=cfg["reconnect_s"], behaviour=cfg["behaviour"], first_index=first,
+                  fast=cfg["fast"])
     return await swarm.run(on_progress=lambda snap: out.put(("progress", index, snap)))
 
 
@@ -238,7 +244,8 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
     plain = {"host": cfg.host, "port": cfg.port, "duration": cfg.duration, "cafile": cfg.cafile,
-             "ramp": cfg.ramp, "seed": cfg.seed, "reconnect_s": cfg.reconnect_s, "behaviour": cfg.behaviour}
+             "ramp": cfg.ramp, "seed": cfg.seed, "reconnect_s": cfg.reconnect_s, "behaviour": cfg.behaviour,
+             "fast": cfg.fast, "loop_factory": cfg.loop_factory}
     share, extra = divmod(cfg.n, workers)
     start_at = time.time() + 1.0  # spawned interpreters need a moment to import
     procs, first = [], 0

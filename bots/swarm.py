@@ -35,6 +35,9 @@ class BotResult:
     bytes_down: int = 0
     bytes_up: int = 0
     inputs_sent: int = 0
+    datagrams_down: int = 0
+    fast_down: int = 0  # of those, fast-path packets
+    fast_fallbacks: int = 0
     close_reason: str = ""
     error: str = ""
     match_id: str = ""
@@ -50,6 +53,9 @@ class BotResult:
         self.bytes_down += stats.bytes_down
         self.bytes_up += stats.bytes_up
         self.inputs_sent += stats.inputs_sent
+        self.datagrams_down += stats.datagrams_down
+        self.fast_down += stats.fast_packets_down
+        self.fast_fallbacks += stats.fast_fallbacks
 
     def live(self) -> tuple[int, int, int]:
         """(deltas, bytes down, bytes up) so far, the live connection included."""
@@ -62,12 +68,12 @@ class BotResult:
 async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
                   cafile: Path | str | None = None, reconnect_s: float = 0.0,
                   stall_s: float = 2.0, behaviour: str = "arena",
-                  result: BotResult | None = None) -> BotResult:
+                  result: BotResult | None = None, fast: bool = True) -> BotResult:
     """One bot: connect, play until ``duration`` passes or the server ends it.
 
     With ``reconnect_s`` > 0, a bot whose connection drops, or that hears
     nothing for ``stall_s``, comes back with its token for up to that long and
-    plays on as the same player.
+    plays on as the same player. ``fast=False`` keeps its datagrams on QUIC.
     """
     result = result or BotResult(behaviour=behaviour)
     token = ""
@@ -79,7 +85,7 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
     while time.monotonic() < deadline:
         try:
             async with GameClient.connect(host, port, name, cafile=cafile, token=token, world=world,
-                                          timeout=2.0 if token else 10.0) as client:
+                                          timeout=2.0 if token else 10.0, fast=fast) as client:
                 welcome = client.welcome
                 assert welcome is not None
                 if not token:
@@ -140,11 +146,11 @@ class Swarm:
 
     def __init__(self, host: str, port: int, n: int, duration: float, *, cafile: Path | str | None = None,
                  ramp_s: float = 0.02, name_prefix: str = "bot", seed: int = 1, reconnect_s: float = 0.0,
-                 behaviour: str = "arena", first_index: int = 0) -> None:
+                 behaviour: str = "arena", first_index: int = 0, fast: bool = True) -> None:
         mix = parse_mix(behaviour)
         self.host, self.port, self.duration = host, port, duration
         self.cafile, self.ramp_s, self.name_prefix = cafile, ramp_s, name_prefix
-        self.seed, self.reconnect_s = seed, reconnect_s
+        self.seed, self.reconnect_s, self.fast = seed, reconnect_s, fast
         self.results = [BotResult(behaviour=b) for b in behaviours_for(first_index, n, mix)]
         self.first_index = first_index
         self.started = time.monotonic()
@@ -156,7 +162,7 @@ class Swarm:
             index = self.first_index + i
             await run_bot(self.host, self.port, f"{self.name_prefix}{index + 1}", self.duration,
                           self.seed + index, self.cafile, self.reconnect_s, behaviour=result.behaviour,
-                          result=result)
+                          result=result, fast=self.fast)
 
         self.started = time.monotonic()
         async with asyncio.TaskGroup() as tg:
@@ -198,10 +204,10 @@ class Swarm:
 async def run_swarm(host: str, port: int, n: int, duration: float, *,
                     cafile: Path | str | None = None, ramp_s: float = 0.02,
                     name_prefix: str = "bot", seed: int = 1, reconnect_s: float = 0.0,
-                    behaviour: str = "arena", details: bool = False) -> dict[str, Any]:
+                    behaviour: str = "arena", details: bool = False, fast: bool = True) -> dict[str, Any]:
     """Run ``n`` bots at once (started ``ramp_s`` apart) and summarise them."""
     swarm = Swarm(host, port, n, duration, cafile=cafile, ramp_s=ramp_s, name_prefix=name_prefix,
-                  seed=seed, reconnect_s=reconnect_s, behaviour=behaviour)
+                  seed=seed, reconnect_s=reconnect_s, behaviour=behaviour, fast=fast)
     results = await swarm.run()
     report = summarize(results)
     if details:
@@ -228,6 +234,9 @@ def summarize(results: list[BotResult]) -> dict[str, Any]:
         "bytes_up_per_s_per_bot": round(sum(r.bytes_up for r in connected) / bot_seconds, 1),
         "inputs_sent": sum(r.inputs_sent for r in connected),
         "reconnects": sum(r.reconnects for r in connected),
+        # Share of the datagrams received that came by the fast path.
+        "fastpath_share": round(sum(r.fast_down for r in connected) / (sum(r.datagrams_down for r in connected) or 1), 3),
+        "fast_fallbacks": sum(r.fast_fallbacks for r in connected),
         "behaviours": dict(Counter(r.behaviour for r in results)),
         "match_ids": sorted({r.match_id for r in connected}),
         "errors": sum(errors.values()),

@@ -34,6 +34,7 @@ from server.match import Match, MatchSettings, rules_for
 from server.http import Metrics, start_http
 from server.session import Departure, Session, SessionClosed
 from server.tls import ensure_certificate
+from server.fastpath import FastPath
 from server.transport import server_configuration, start_endpoint
 from shared.games import UnknownGame
 from shared.logformat import Divergence
@@ -63,6 +64,7 @@ class ServerConfig:
     metrics_port: int | None = None  # HTTP health and metrics; None: off, 0: a free port
     hello_timeout: float = 10.0
     idle_timeout: float = 15.0
+    fastpath: bool = True  # offer native clients the fast path (server/fastpath.py)
 
     def database_url(self) -> str:
         return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'tickline.db'}"
@@ -118,6 +120,7 @@ class Server:
         self.metrics = Metrics(self)
         self.recovery_s = 0.0
         self.eventlog: EventLog | None = None
+        self.fastpath: FastPath | None = None
         self._stopping = asyncio.Event()
         self._games: asyncio.TaskGroup | None = None
         self._admitting: set[Session] = set()
@@ -159,7 +162,9 @@ class Server:
                 log.info("health and metrics on http://%s:%d/ (/healthz, /metrics)", cfg.host, self.metrics_port)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
-                endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept)
+                self.fastpath = FastPath() if cfg.fastpath else None
+                endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept,
+                                                           self.fastpath)
                 try:
                     async with asyncio.TaskGroup() as games:
                         self._games = games

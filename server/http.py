@@ -21,6 +21,8 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from shared.fastpath import DROP_REASONS
+
 if TYPE_CHECKING:
     from server.app import Server
 
@@ -116,6 +118,7 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("tickline_server_players", "Players connected to any match",
                                 value=sum(f["players"] for f in live))
 
+        yield from _fastpath_metrics(server)
         log = server.eventlog
         if log is None:
             return
@@ -128,6 +131,25 @@ class _LiveCollector(Collector):
         for q in (50, 99):
             commit.add_metric([str(q / 100)], log.commit_seconds.percentile(q))
         yield commit
+
+
+def _fastpath_metrics(server: Server) -> Iterator[Metric]:
+    fast = server.fastpath
+    if fast is None:
+        return
+    yield GaugeMetricFamily("tickline_fastpath_sessions", "Connections whose deltas take the fast path",
+                            value=fast.active_routes())
+    yield CounterMetricFamily("tickline_fastpath_packets_in", "Fast-path packets authenticated", value=fast.packets_in)
+    yield CounterMetricFamily("tickline_fastpath_packets_out", "Fast-path packets sent", value=fast.packets_out)
+    yield CounterMetricFamily("tickline_fastpath_bytes_in", "Bytes of authenticated fast-path packets", value=fast.bytes_in)
+    yield CounterMetricFamily("tickline_fastpath_bytes_out", "Bytes of fast-path packets sent", value=fast.bytes_out)
+    yield CounterMetricFamily("tickline_fastpath_challenges", "Path challenges sent to new addresses", value=fast.challenges)
+    yield CounterMetricFamily("tickline_fastpath_migrations", "Routes moved to a new, validated address", value=fast.migrations)
+    dropped = CounterMetricFamily("tickline_fastpath_dropped", "Fast-path packets dropped unanswered, by reason",
+                                  labels=["reason"])
+    for reason in DROP_REASONS:
+        dropped.add_metric([reason], fast.dropped[reason])
+    yield dropped
 
 
 def make_app(server: Server, metrics: Metrics) -> web.Application:

@@ -214,7 +214,7 @@ class Match:
         )
         session.join(self, player_id)
         # The welcome promises a player that exists once ``tick`` is in the log.
-        self._deliver(tick, lambda: session.send_frame(welcome))
+        self._deliver(tick, lambda: session.send_welcome(welcome))
         self._tg.create_task(session.run(), name=f"session-{self.match_id[:8]}-{player_id}")
         self._wake.set()
 

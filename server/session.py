@@ -22,12 +22,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from shared import delta
+from shared.fastpath import CAPABILITY, FastKeys
 from shared.game import Controls, InvalidInput, Rules
 from shared.protocol import (
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
     Bye,
     Event,
+    FastPath,
     Frame,
     Hello,
     Input,
@@ -35,6 +37,7 @@ from shared.protocol import (
     ProtocolError,
     StreamDecoder,
     UnsupportedVersion,
+    Welcome,
     decode_datagram,
     encode,
     encode_delta,
@@ -57,6 +60,9 @@ INPUT_BUFFER = 32
 # not turn into missed ticks.
 JITTER_TICKS = 2
 MAX_NAME = 32
+# Capabilities a hello may name, at most, and their longest name.
+MAX_CAPS = 16
+MAX_CAP = 32
 
 
 class Channel(Protocol):
@@ -72,6 +78,9 @@ class Channel(Protocol):
 
     def close(self, reason: str, error: bool = False) -> None:
         """Close the connection, telling the peer ``reason``."""
+
+    def offer_fastpath(self) -> FastKeys | None:
+        """Keys for the fast path (shared/fastpath.py), or None where this channel has none."""
 
 
 class SessionClosed(Exception):
@@ -92,6 +101,7 @@ class Session:
         self.channel = channel
         self.player_id = 0
         self.name = ""
+        self.caps: frozenset[str] = frozenset()
         self.match: Match | None = None
         self._rules: Rules | None = None
         self._decoder = StreamDecoder()
@@ -214,10 +224,13 @@ class Session:
             name = frame.name.strip()
             if not name or len(name) > MAX_NAME or not name.isprintable():
                 raise MalformedFrame(f"player name must be 1-{MAX_NAME} printable characters")
+            if len(frame.caps) > MAX_CAPS or not all(isinstance(c, str) and len(c) <= MAX_CAP for c in frame.caps):
+                raise MalformedFrame(f"caps must be at most {MAX_CAPS} strings of up to {MAX_CAP} characters")
         except ProtocolError as exc:
             self.fail(str(exc))
             raise SessionClosed(self.close_reason) from None
         self.name = name
+        self.caps = frozenset(frame.caps)  # ones this server does not know are ignored
         return frame
 
     def join(self, match: Match, player_id: int) -> None:
@@ -292,6 +305,14 @@ class Session:
         body = encode(frame)
         self.bytes_down += len(body)
         self.channel.send_reliable(body)
+
+    def send_welcome(self, welcome: Welcome) -> None:
+        """The welcome, then the fast path's keys if the client asked and the channel has one."""
+        self.send_frame(welcome)
+        if CAPABILITY in self.caps:
+            keys = self.channel.offer_fastpath()
+            if keys is not None:
+                self.send_frame(FastPath(**keys.to_wire()))
 
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))

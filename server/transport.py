@@ -8,12 +8,13 @@ of matches: on each completed handshake it hands a new Session to ``accept``.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aioquic.asyncio import QuicConnectionProtocol, serve
+from aioquic.asyncio import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
@@ -25,7 +26,9 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
+from server.fastpath import Address, FastPath, Route
 from server.session import Session
+from shared.fastpath import FastKeys, is_fastpath
 from shared.protocol import ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
 
 log = logging.getLogger("tickline.transport")
@@ -51,11 +54,14 @@ def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConf
 class ServerConnection(QuicConnectionProtocol):
     """One QUIC connection; a Channel for its Session once the handshake completes."""
 
-    def __init__(self, *args: Any, accept: Callable[[Session], None], **kwargs: Any) -> None:
+    def __init__(self, *args: Any, accept: Callable[[Session], None], fast: FastPath | None = None,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._accept = accept
         self._session: Session | None = None
         self._control_stream: int | None = None
+        self._fast = fast
+        self._route: Route | None = None
         self.peer = "?"
 
     # Channel ------------------------------------------------------------------
@@ -69,12 +75,32 @@ class ServerConnection(QuicConnectionProtocol):
     def send_datagram(self, body: bytes) -> None:
         if len(body) > MAX_DATAGRAM:
             raise ValueError(f"datagram of {len(body)} bytes exceeds {MAX_DATAGRAM}")
+        route = self._route
+        if route is not None and self._fast is not None and self._fast.send(route, body):
+            return
         self._quic.send_datagram_frame(body)
         # Deferred to the end of this loop turn, so that everything queued for this
         # connection in one tick shares packets and one transmit.
         self._transmit_soon()
 
+    def offer_fastpath(self) -> FastKeys | None:
+        if self._fast is None or self._session is None:
+            return None
+        if self._route is None:
+            self._route = self._fast.open_route(self._session.on_datagram, self._validated_addr)
+        return self._route.keys
+
+    def _validated_addr(self) -> Address | None:
+        paths = self._quic._network_paths
+        return paths[0].addr if paths and paths[0].is_validated else None
+
+    def _drop_route(self) -> None:
+        if self._route is not None and self._fast is not None:
+            self._fast.close_route(self._route)
+        self._route = None
+
     def close(self, reason: str = "", error: bool = False) -> None:  # type: ignore[override]
+        self._drop_route()
         super().close(
             error_code=CLOSE_PROTOCOL_ERROR if error else CLOSE_NORMAL,
             reason_phrase=reason[:200],
@@ -100,21 +126,50 @@ class ServerConnection(QuicConnectionProtocol):
             if event.end_stream:
                 session.close("client closed its control stream")
         elif isinstance(event, DatagramFrameReceived) and session is not None:
+            if self._route is not None:
+                self._route.active = False  # the client came back to QUIC: answer there
             session.on_datagram(event.data)
         elif isinstance(event, StreamReset) and session is not None:
             session.close("client reset its control stream")
         elif isinstance(event, ConnectionTerminated) and session is not None:
+            self._drop_route()
             session.on_closed(event.reason_phrase or f"connection closed (code {event.error_code})")
 
 
+class Endpoint(QuicServer):
+    """aioquic's server socket, with fast-path packets taken out before QUIC parses them."""
+
+    def __init__(self, *, fast: FastPath | None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._fast = fast
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        if self._fast is not None:
+            self._fast.transport = self._transport
+
+    def datagram_received(self, data: bytes | str, addr: Address) -> None:
+        if self._fast is not None and is_fastpath(data):  # type: ignore[arg-type]
+            self._fast.datagram_received(data, addr)  # type: ignore[arg-type]
+            return
+        super().datagram_received(data, addr)
+
+
 async def start_endpoint(
-    host: str, port: int, configuration: QuicConfiguration, accept: Callable[[Session], None]
-) -> tuple[QuicServer, int]:
-    """Listen on ``host:port`` (port 0 picks a free one); return the server and its port."""
+    host: str, port: int, configuration: QuicConfiguration, accept: Callable[[Session], None],
+    fast: FastPath | None = None,
+) -> tuple[Endpoint, int]:
+    """Listen on ``host:port`` (port 0 picks a free one); return the endpoint and its port.
+
+    With ``fast``, clients that ask for it are offered the fast path on the same port."""
 
     def create(*args: Any, **kwargs: Any) -> ServerConnection:
-        return ServerConnection(*args, accept=accept, **kwargs)
+        return ServerConnection(*args, accept=accept, fast=fast, **kwargs)
 
-    endpoint = await serve(host, port, configuration=configuration, create_protocol=create)
+    loop = asyncio.get_running_loop()
+    _, endpoint = await loop.create_datagram_endpoint(
+        lambda: Endpoint(fast=fast, configuration=configuration, create_protocol=create),
+        local_addr=(host, port),
+    )
     bound = endpoint._transport.get_extra_info("sockname")[1]
     return endpoint, bound

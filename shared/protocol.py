@@ -70,9 +70,11 @@ class Hello:
     TAG: ClassVar[str] = "hello"
     version: int
     name: str
-    # Empty for a new player; later issues put a connect token or reconnect
-    # credentials here.
+    # Empty for a new player; the token of an earlier welcome to come back as that player.
     token: str = ""
+    # What the client can do beyond the base protocol: "fastpath" asks for the
+    # fast path's keys (shared/fastpath.py).
+    caps: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -133,6 +135,21 @@ class Event:
 
 
 @dataclass(slots=True)
+class FastPath:
+    """Server -> client on the control stream: the fast path's session id and keys (hex).
+
+    Sent right after the welcome to a client whose hello named the "fastpath"
+    capability; from then on the client may send inputs as fast-path packets,
+    and the server answers on the path the client's inputs last came by.
+    """
+
+    TAG: ClassVar[str] = "fast"
+    sid: str
+    up: str
+    down: str
+
+
+@dataclass(slots=True)
 class Bye:
     """Either way on the control stream: the sender is closing, and why."""
 
@@ -140,13 +157,13 @@ class Bye:
     reason: str
 
 
-Frame = Hello | Welcome | Input | Delta | Event | Bye
+Frame = Hello | Welcome | Input | Delta | Event | FastPath | Bye
 
-_TYPES: dict[str, type] = {cls.TAG: cls for cls in (Hello, Welcome, Input, Delta, Event, Bye)}
+_TYPES: dict[str, type] = {cls.TAG: cls for cls in (Hello, Welcome, Input, Delta, Event, FastPath, Bye)}
 # Field name -> the Python types its value may have, checked on decode so that
 # a frame that parses is also well-typed.
 _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
-    Hello: {"version": (int,), "name": (str,), "token": (str,)},
+    Hello: {"version": (int,), "name": (str,), "token": (str,), "caps": (list,)},
     Welcome: {
         "version": (int,), "player_id": (int,), "match_id": (str,), "game": (str,),
         "game_version": (int,), "tick_rate": (int,), "send_rate": (int,), "tick": (int,),
@@ -155,6 +172,7 @@ _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
     Input: {"ack": (int,), "inputs": (list,)},
     Delta: {"tick": (int,), "base": (int,), "seq": (int,), "diff": (dict,)},
     Event: {"tick": (int,), "kind": (str,), "data": (dict,)},
+    FastPath: {"sid": (str,), "up": (str,), "down": (str,)},
     Bye: {"reason": (str,)},
 }
 

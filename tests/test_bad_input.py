@@ -17,8 +17,8 @@ from shared.protocol import MAX_DATAGRAM, PROTOCOL_VERSION, Hello, Input, Welcom
 from tests.rawclient import raw_client
 
 
-def _hello(name: str = "raw", version: int = PROTOCOL_VERSION) -> bytes:
-    return encode_stream(Hello(version=version, name=name))
+def _hello(name: str = "raw", version: int = PROTOCOL_VERSION, caps: list | None = None) -> bytes:
+    return encode_stream(Hello(version=version, name=name, caps=caps or []))
 
 
 def _framed(body: bytes) -> bytes:
@@ -33,6 +33,8 @@ BEFORE_HELLO = {
     "wrong_first_frame": (_framed(orjson.dumps({"t": "bye", "reason": "x"})), "expected hello"),
     "unsupported_version": (_hello(version=99), "protocol version 99"),
     "bad_name": (_hello(name="\x00\x01"), "player name"),
+    "bad_caps": (_hello(caps=["fastpath", 7]), "caps must be"),
+    "too_many_caps": (_hello(caps=[f"c{i}" for i in range(20)]), "caps must be"),
     "field_of_wrong_type": (_framed(orjson.dumps({"t": "hello", "version": "1", "name": "x"})), "wrong type"),
 }
 

@@ -24,9 +24,9 @@ async def _run(*args: str, timeout: float = 60) -> tuple[int, str, str]:
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def _serve(data_dir: Path, *args: str) -> tuple[asyncio.subprocess.Process, dict]:
+async def _serve(data_dir: Path, *args: str, loop: str = "auto") -> tuple[asyncio.subprocess.Process, dict]:
     proc = await asyncio.create_subprocess_exec(
-        *TICKLINE, "serve", "--port", "0", "--data-dir", str(data_dir), *args,
+        *TICKLINE, "--loop", loop, "serve", "--port", "0", "--data-dir", str(data_dir), *args,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
@@ -54,6 +54,20 @@ async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     code, out, err = await _run("replay", "verify", listed["match_id"][:8], "--data-dir", str(tmp_path))
     result = orjson.loads(out.splitlines()[-1])
     assert code == 0 and result["verified"] is True and result["ticks"] == listed["ticks"]
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+async def test_serve_runs_on_the_event_loop_asked_for_and_bots_use_its_fast_path(tmp_path: Path, loop: str) -> None:
+    pytest.importorskip(loop)
+    proc, ready = await _serve(tmp_path, "--set", "time_limit_s=2", loop=loop)
+    try:
+        assert ready["loop"] == loop and ready["fastpath"] is True
+        report = await run_swarm("127.0.0.1", ready["port"], 2, duration=10, cafile=ready["cert"])
+        assert report["closed_by_server"] == {"match over": 2}
+        assert report["fastpath_share"] > 0.9
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 15) == 0
 
 
 async def test_replay_verify_exits_nonzero_and_names_the_first_bad_tick(tmp_path: Path) -> None:

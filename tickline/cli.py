@@ -25,6 +25,8 @@ from typing import Any, NoReturn
 
 import orjson
 
+from tickline import loops
+
 DEFAULT_PORT = 4433
 
 
@@ -100,7 +102,7 @@ def _server_config(args: argparse.Namespace) -> Any:
         ),
         log=LogSettings(durability=args.durability, flush_ms=args.flush_ms),
         server_id=args.server_id, matches=args.matches, max_matches=args.max_matches, placement=args.placement,
-        metrics_port=args.metrics_port,
+        metrics_port=args.metrics_port, fastpath=not args.no_fastpath,
     )
 
 
@@ -114,6 +116,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
             "event": "ready", "host": args.host, "port": server.port,
             "cert": str(server.cert_path), "db": server.config.database_url(),
             "server_id": server.config.resolve_server_id(),
+            "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+            "fastpath": server.fastpath is not None,
             "metrics_port": server.metrics_port if args.metrics_port is not None else None,
             "resumed": [{"match_id": m.match_id, "tick": (m.resumed_at or 0) + 1} for m in server.resumed],
             "start_s": round(server.recovery_s, 3),
@@ -125,7 +129,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             loop.add_signal_handler(sig, server.stop)
         await server.run(on_ready=announce)
 
-    asyncio.run(main())
+    loops.run(main(), args.loop)
     return 0
 
 
@@ -153,8 +157,9 @@ def cmd_bots(args: argparse.Namespace) -> int:
         behaviour=args.behaviour, cafile=args.cafile, seed=args.seed, reconnect_s=args.reconnect,
         metrics_url=args.metrics, report_path=Path(args.report) if args.report else None,
         plots_dir=Path(args.plots) if args.plots else None, progress=not args.quiet,
+        fast=not args.no_fastpath, loop_factory=loops.loop_factory(args.loop),
     )
-    report = asyncio.run(run_load(cfg))
+    report = loops.run(run_load(cfg), args.loop)
     if not args.quiet:
         print_table(report)
     _print_json(report_json(report))
@@ -172,7 +177,7 @@ def cmd_replay_list(args: argparse.Namespace) -> int:
         async with await LogReader.open(_db_url(args)) as reader:
             return await reader.matches()
 
-    rows = asyncio.run(main())
+    rows = loops.run(main(), args.loop)
     if not rows:
         print("no matches in the log", file=sys.stderr)
     for m in rows:
@@ -191,7 +196,7 @@ def cmd_replay_verify(args: argparse.Namespace) -> int:
         async with await LogReader.open(_db_url(args)) as reader:
             return await verify_match(reader, args.match_id)
 
-    report = asyncio.run(main())
+    report = loops.run(main(), args.loop)
     if not report.verified:
         print(f"not verified: {report.reason}", file=sys.stderr)
     _print_json(report.to_json())
@@ -214,7 +219,7 @@ def cmd_db_upgrade(args: argparse.Namespace) -> int:
 
     if not args.db:
         Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-    revision = asyncio.run(main())
+    revision = loops.run(main(), args.loop)
     _print_json({"db": _db_url(args), "revision": revision})
     return 0
 
@@ -227,7 +232,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.bots < 1 or args.seconds < 1:
         raise UsageError("--bots and --seconds must be at least 1")
-    return asyncio.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds))
+    return loops.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds), args.loop)
 
 
 # ---------------------------------------------------------------------- bench
@@ -249,6 +254,8 @@ def cmd_bench_capacity(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tickline", description="An authoritative multiplayer game server with an event-sourced log.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    parser.add_argument("--loop", default="auto", choices=loops.LOOPS,
+                        help="event loop: uvloop where installed (auto), or insist on one (default: auto)")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def data_options(p: argparse.ArgumentParser) -> None:
@@ -285,6 +292,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--metrics-port", type=int, metavar="PORT",
                        help="serve /healthz, Prometheus /metrics and the match list /matches over HTTP on "
                        "--host:PORT; 0 picks a free port (default: off)")
+    serve.add_argument("--no-fastpath", action="store_true",
+                       help="keep every datagram on QUIC; do not offer clients the fast path")
     serve.add_argument("--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)")
     serve.set_defaults(func=cmd_serve)
 
@@ -303,6 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
     bots.add_argument("--plots", metavar="DIR", help="write PNG charts (tick lateness, input latency, bytes per client) here")
     bots.add_argument("--quiet", action="store_true", help="no live progress and no table: only the JSON line")
     bots.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
+    bots.add_argument("--no-fastpath", action="store_true", help="bots keep every datagram on QUIC")
     bots.add_argument("--seed", type=int, default=1, help="seed for the bots' own choices (default: 1)")
     bots.add_argument("--reconnect", type=float, default=20.0, metavar="S",
                       help="a bot whose connection drops comes back as the same player for up to S seconds; 0: never (default: 20)")
@@ -370,13 +380,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BaseException as caught:  # noqa: BLE001 - sorted below; the unknown re-raised
         exc = _leaf(caught)
-        if isinstance(exc, (UsageError, ConfigurationError, ConfigError, UnknownGame)):
+        if isinstance(exc, (UsageError, ConfigurationError, ConfigError, UnknownGame, loops.LoopUnavailable)):
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 2
         if isinstance(exc, (EventLogUnavailable, LogUnavailable, MatchNotFound)):
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 1
-        if isinstance(exc, OSError) and exc.errno == errno.EADDRINUSE:
+        if isinstance(exc, OSError) and errno.EADDRINUSE in (exc.errno, getattr(exc.__cause__, "errno", None)):
+            # (uvloop raises its own OSError, caused by the one with the errno)
             print(f"{prog}: error: the port is already in use; stop the other server or pick another --port",
                   file=sys.stderr)
             return 1

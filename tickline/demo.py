@@ -60,7 +60,7 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15) -> int:
     proc, ready = await _start_server(data_dir, seconds, log_path)
     say(f"server ready on {ready['host']}:{ready['port']} (pid {proc.pid}); certificate {ready['cert']}; log {ready['db']}")
     try:
-        say(f"{bots} bots playing a {seconds} s arena match over QUIC ...")
+        say(f"{bots} bots playing a {seconds} s arena match (QUIC handshake, then the fast path) ...")
         report = await run_swarm(ready["host"], ready["port"], bots, seconds + 10, cafile=ready["cert"])
     finally:
         if proc.returncode is None:
@@ -72,7 +72,8 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15) -> int:
             proc.kill()
             status = await proc.wait()
     say(f"bots: {report['connected']}/{bots} connected, {report['deltas_per_s_per_bot']} deltas/s and "
-        f"{report['bytes_down_per_s_per_bot']:.0f} B/s down per bot, {report['errors']} errors")
+        f"{report['bytes_down_per_s_per_bot']:.0f} B/s down per bot, {report['fastpath_share']:.0%} of "
+        f"datagrams by the fast path, {report['errors']} errors")
     say(f"server stopped with SIGTERM, exit status {status} (its log: {log_path})")
     if not report["match_ids"]:
         raise DemoError(f"no bot joined a match: {report['error_reasons']}")
@@ -93,6 +94,7 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15) -> int:
         "inputs_applied": stats.get("inputs_applied", 0),
         "bytes_down_per_client_per_s": report["bytes_down_per_s_per_bot"],
         "deltas_per_client_per_s": report["deltas_per_s_per_bot"],
+        "fastpath_share": report["fastpath_share"],
         "tick_late_ms_p99": stats.get("tick_late_ms", {}).get("p99"),
         "tick_work_ms_p99": stats.get("tick_work_ms", {}).get("p99"),
         "server_exit_status": status,

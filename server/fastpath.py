@@ -1,0 +1,157 @@
+"""The server's end of the fast path: routes, address validation, and the counters.
+
+QUIC and fast-path packets share one UDP socket; the endpoint in
+``server.transport`` hands every packet whose first byte has the QUIC fixed bit
+clear to :meth:`FastPath.datagram_received`. A :class:`Route` is one
+connection's fast path: its keys, its replay window, the address deltas go to.
+
+What an attacker gets from this port: nothing. A packet is checked for length,
+kind and a known session id, then authenticated, before any route is touched;
+whatever fails is counted (``dropped``, by reason) and never answered. An
+authentic packet from an address the route has not seen is applied (only the
+key holder could have sealed it, and the replay window stops copies) but moves
+nothing: deltas keep going to the old address until the new one answers a
+challenge sent there, and that challenge is never larger than the packet that
+prompted it, so the port cannot amplify a forged source address.
+
+Which path a route's deltas take follows the client: the fast path while its
+inputs come that way, QUIC datagrams from the moment an input arrives over
+QUIC (the client SDK falls back when fast-path packets stop reaching it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from shared.fastpath import (
+    CHALLENGE,
+    CHALLENGE_SIZE,
+    DATA,
+    OVERHEAD,
+    RESPONSE,
+    Dropped,
+    FastKeys,
+    server_ends,
+    session_of,
+)
+
+log = logging.getLogger("tickline.fastpath")
+
+Address = Any  # (host, port) or the 4-tuple of an IPv6 socket
+# A new address is challenged at most this often (seconds) per route.
+CHALLENGE_INTERVAL = 0.25
+CHALLENGE_PACKET = OVERHEAD + CHALLENGE_SIZE
+
+
+class Route:
+    """One connection's fast path."""
+
+    __slots__ = ("keys", "sealer", "opener", "addr", "active", "deliver", "quic_addr",
+                 "_challenge", "_challenge_addr", "_challenged_at")
+
+    def __init__(self, keys: FastKeys, deliver: Callable[[bytes], None],
+                 quic_addr: Callable[[], Address | None]) -> None:
+        self.keys = keys
+        self.sealer, self.opener = server_ends(keys)
+        self.addr: Address | None = None  # validated: deltas may go here
+        self.active = False  # the client's newest input came by the fast path
+        self.deliver = deliver  # the session's datagram handler
+        self.quic_addr = quic_addr  # the QUIC connection's validated peer address
+        self._challenge = b""
+        self._challenge_addr: Address | None = None
+        self._challenged_at = -1e9
+
+
+class FastPath:
+    """Every route of one server, and what the fast path did (for /metrics)."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.routes: dict[bytes, Route] = {}
+        self.dropped: Counter[str] = Counter()
+        self.packets_in = 0
+        self.packets_out = 0
+        self.bytes_in = 0
+        self.bytes_out = 0
+        self.challenges = 0
+        self.migrations = 0
+        self._clock = asyncio.get_running_loop().time
+
+    def open_route(self, deliver: Callable[[bytes], None], quic_addr: Callable[[], Address | None]) -> Route:
+        keys = FastKeys.generate()
+        while keys.session_id in self.routes:  # 64 random bits: in practice never
+            keys = FastKeys.generate()
+        route = Route(keys, deliver, quic_addr)
+        self.routes[keys.session_id] = route
+        return route
+
+    def close_route(self, route: Route) -> None:
+        if self.routes.get(route.keys.session_id) is route:
+            del self.routes[route.keys.session_id]
+
+    def active_routes(self) -> int:
+        return sum(1 for r in self.routes.values() if r.active and r.addr is not None)
+
+    # ------------------------------------------------------------ in
+
+    def datagram_received(self, data: bytes, addr: Address) -> None:
+        try:
+            route = self.routes.get(session_of(data))
+            if route is None:
+                raise Dropped("session")
+            kind, payload = route.opener.open(data)
+        except Dropped as drop:
+            self.dropped[drop.reason] += 1
+            return
+        self.packets_in += 1
+        self.bytes_in += len(data)
+        if kind == DATA:
+            if addr != route.addr:
+                # Authentic, so the input is the player's and is applied; deltas
+                # go to a new address only once it has answered a challenge.
+                self._check_address(route, addr, len(data))
+            route.active = True
+            route.deliver(payload)
+        elif kind == RESPONSE:
+            if addr == route._challenge_addr and payload == route._challenge:
+                route.addr = addr
+                route._challenge, route._challenge_addr = b"", None
+                self.migrations += 1
+            else:
+                self.dropped["challenge"] += 1
+        else:
+            self.dropped["kind"] += 1  # challenges only go server -> client
+
+    def _check_address(self, route: Route, addr: Address, size: int) -> None:
+        """Take ``addr`` for the route's deltas if QUIC validated it, else challenge it."""
+        if addr == route.quic_addr():
+            # QUIC validated this address already (at the handshake, or when
+            # the connection migrated).
+            self.migrations += route.addr is not None
+            route.addr = addr
+            return
+        now = self._clock()
+        if size >= CHALLENGE_PACKET and now - route._challenged_at >= CHALLENGE_INTERVAL:
+            route._challenge, route._challenge_addr, route._challenged_at = os.urandom(CHALLENGE_SIZE), addr, now
+            self._send(route.sealer.seal(CHALLENGE, route._challenge), addr)
+            self.challenges += 1
+
+    # ------------------------------------------------------------ out
+
+    def send(self, route: Route, body: bytes) -> bool:
+        """Seal ``body`` to the route's address; False when the route cannot carry it now."""
+        if not route.active or route.addr is None or self.transport is None:
+            return False
+        self._send(route.sealer.seal(DATA, body), route.addr)
+        return True
+
+    def _send(self, packet: bytes, addr: Address) -> None:
+        assert self.transport is not None
+        self.transport.sendto(packet, addr)
+        self.packets_out += 1
+        self.bytes_out += len(packet)

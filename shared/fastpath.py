@@ -1,0 +1,197 @@
+"""The fast path's packet protection: tick traffic as AEAD-sealed UDP packets (sans-I/O).
+
+QUIC carries the handshake and the control stream; once a player is in, the
+server hands the client (over the TLS-protected stream) a session id and one
+fresh key per direction, and inputs and deltas travel as these packets on the
+same UDP port. The model is netcode.io's packet protection:
+
+    byte  0       kind: 0x01 data, 0x02 path challenge, 0x03 path response.
+                  Bit 0x40 is always clear; every QUIC v1 packet has it set
+                  (the fixed bit), so one port serves both.
+    bytes 1..8    session id (random, chosen by the server)
+    bytes 9..16   sequence number, big-endian, per direction, starting at 1
+    bytes 17..    AES-256-GCM ciphertext of the payload, then its 16-byte tag
+
+The nonce is the sequence number (4 zero bytes, then the 8 sequence bytes);
+each direction has its own key, so no (key, nonce) pair repeats. The 17 header
+bytes and a protocol label are authenticated as associated data, so a packet
+moved to another session, kind or sequence fails to open.
+
+Replay protection: the receiver accepts only sequences newer than the newest
+it authenticated. A :class:`ReplayWindow` remembers the last 64 below that, so
+a drop is counted for what it is: a replay (seen before), a late packet
+(reordered), or one too old to judge. Tick traffic loses nothing by dropping
+late packets: every input packet repeats the inputs not yet confirmed, and a
+delta older than the newest one held is of no use.
+
+This module does no I/O and never imports asyncio; ``server.fastpath`` and
+the client SDK drive it.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+DATA = 0x01
+CHALLENGE = 0x02
+RESPONSE = 0x03
+KINDS = frozenset((DATA, CHALLENGE, RESPONSE))
+
+QUIC_FIXED_BIT = 0x40
+_HEADER = struct.Struct("!B8sQ")
+HEADER_SIZE = _HEADER.size  # 17
+TAG_SIZE = 16
+OVERHEAD = HEADER_SIZE + TAG_SIZE
+KEY_SIZE = 32
+SESSION_ID_SIZE = 8
+CHALLENGE_SIZE = 8
+# Binds every packet to this protocol and version.
+_LABEL = b"tickline fast path 1"
+_NONCE_PAD = bytes(4)
+# Capability a client names in its hello to be offered the fast path.
+CAPABILITY = "fastpath"
+
+
+class Dropped(Exception):
+    """A packet that must be dropped; ``reason`` names the metric it counts under."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+# Why packets are dropped, the label of the server's counter.
+DROP_REASONS = ("short", "kind", "session", "auth", "replayed", "late", "too_old", "challenge")
+
+
+def is_fastpath(packet: bytes) -> bool:
+    """True for a fast-path packet, False for anything QUIC may own (decided by byte 0)."""
+    return bool(packet) and not packet[0] & QUIC_FIXED_BIT
+
+
+def session_of(packet: bytes) -> bytes:
+    """The session id of a packet long enough to hold a header and tag; raises Dropped."""
+    if len(packet) < OVERHEAD:
+        raise Dropped("short")
+    if packet[0] not in KINDS:
+        raise Dropped("kind")
+    return packet[1:9]
+
+
+@dataclass(frozen=True, slots=True)
+class FastKeys:
+    """What the server gives a client over the control stream: a session id and two keys."""
+
+    session_id: bytes
+    up: bytes  # client -> server
+    down: bytes  # server -> client
+
+    @classmethod
+    def generate(cls) -> FastKeys:
+        return cls(os.urandom(SESSION_ID_SIZE), os.urandom(KEY_SIZE), os.urandom(KEY_SIZE))
+
+    def to_wire(self) -> dict[str, str]:
+        return {"sid": self.session_id.hex(), "up": self.up.hex(), "down": self.down.hex()}
+
+    @classmethod
+    def from_wire(cls, data: dict[str, object]) -> FastKeys:
+        """Parse the control frame's fields; ValueError when they are not what the server sends."""
+        try:
+            sid, up, down = (bytes.fromhex(str(data[k])) for k in ("sid", "up", "down"))
+        except (KeyError, ValueError):
+            raise ValueError("fast-path keys must be hex fields sid, up, down") from None
+        if len(sid) != SESSION_ID_SIZE or len(up) != KEY_SIZE or len(down) != KEY_SIZE:
+            raise ValueError("fast-path keys have the wrong lengths")
+        return cls(sid, up, down)
+
+
+class ReplayWindow:
+    """The newest sequence accepted and which of the 64 before it were seen."""
+
+    SIZE = 64
+
+    __slots__ = ("newest", "_seen")
+
+    def __init__(self) -> None:
+        self.newest = 0
+        self._seen = 0  # bit i: newest - 1 - i was accepted
+
+    def check(self, seq: int) -> None:
+        """Raise Dropped unless ``seq`` is newer than every accepted one (before decrypting)."""
+        if seq > self.newest:
+            return
+        behind = self.newest - seq
+        if behind == 0:
+            raise Dropped("replayed")
+        if behind > self.SIZE:
+            raise Dropped("too_old")
+        raise Dropped("replayed" if self._seen >> (behind - 1) & 1 else "late")
+
+    def accept(self, seq: int) -> None:
+        """Record ``seq`` as authenticated (only after it decrypted)."""
+        shift = seq - self.newest
+        if shift >= self.SIZE + 1:
+            self._seen = 0
+        else:
+            self._seen = ((self._seen << shift) | (1 << (shift - 1))) & ((1 << self.SIZE) - 1)
+        self.newest = seq
+
+
+class Sealer:
+    """One direction's sending side: seals payloads under its key with rising sequences."""
+
+    __slots__ = ("_aead", "_session_id", "seq")
+
+    def __init__(self, key: bytes, session_id: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._session_id = session_id
+        self.seq = 0
+
+    def seal(self, kind: int, payload: bytes) -> bytes:
+        self.seq += 1
+        header = _HEADER.pack(kind, self._session_id, self.seq)
+        return header + self._aead.encrypt(_NONCE_PAD + header[9:], payload, header + _LABEL)
+
+
+class Opener:
+    """One direction's receiving side: authenticates packets and keeps the replay window."""
+
+    __slots__ = ("_aead", "_session_id", "window")
+
+    def __init__(self, key: bytes, session_id: bytes) -> None:
+        self._aead = AESGCM(key)
+        self._session_id = session_id
+        self.window = ReplayWindow()
+
+    def open(self, packet: bytes) -> tuple[int, bytes]:
+        """(kind, payload) of an authentic, new packet; raises Dropped otherwise."""
+        if len(packet) < OVERHEAD:
+            raise Dropped("short")
+        kind, session_id, seq = _HEADER.unpack_from(packet)
+        if kind not in KINDS:
+            raise Dropped("kind")
+        if session_id != self._session_id:
+            raise Dropped("session")
+        self.window.check(seq)
+        header = packet[:HEADER_SIZE]
+        try:
+            payload = self._aead.decrypt(_NONCE_PAD + header[9:], packet[HEADER_SIZE:], header + _LABEL)
+        except InvalidTag:
+            raise Dropped("auth") from None
+        self.window.accept(seq)
+        return kind, payload
+
+
+def client_ends(keys: FastKeys) -> tuple[Sealer, Opener]:
+    """The client's sealer (up key) and opener (down key)."""
+    return Sealer(keys.up, keys.session_id), Opener(keys.down, keys.session_id)
+
+
+def server_ends(keys: FastKeys) -> tuple[Sealer, Opener]:
+    """The server's sealer (down key) and opener (up key)."""
+    return Sealer(keys.down, keys.session_id), Opener(keys.up, keys.session_id)

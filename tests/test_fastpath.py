@@ -1,0 +1,338 @@
+"""The fast path: sealed UDP packets beside QUIC, what it refuses, and falling back.
+
+The packet-protection tests are sans-I/O (shared/fastpath.py). The rest run a
+real server and real clients on loopback: the attacker is a plain UDP socket
+sending to the server's QUIC port.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bots.client import FALLBACK_S, GameClient
+from bots.impair import Impairment, ImpairmentProxy
+from bots.swarm import run_swarm
+from replays.reader import LogReader
+from replays.verify import verify_match
+from server.fastpath import CHALLENGE_PACKET, FastPath
+from shared import fastpath
+from shared.fastpath import (
+    CHALLENGE,
+    DATA,
+    OVERHEAD,
+    RESPONSE,
+    Dropped,
+    FastKeys,
+    ReplayWindow,
+    client_ends,
+    server_ends,
+)
+from shared.protocol import Input, encode
+
+# ------------------------------------------------------------------ packet protection
+
+
+def _pair() -> tuple[FastKeys, fastpath.Sealer, fastpath.Opener]:
+    keys = FastKeys.generate()
+    up_sealer, _ = client_ends(keys)
+    _, up_opener = server_ends(keys)
+    return keys, up_sealer, up_opener
+
+
+def _reason(opener: fastpath.Opener, packet: bytes) -> str:
+    with pytest.raises(Dropped) as caught:
+        opener.open(packet)
+    return caught.value.reason
+
+
+def test_a_sealed_packet_opens_once_and_never_looks_like_quic() -> None:
+    _, sealer, opener = _pair()
+    packet = sealer.seal(DATA, b'{"t":"in"}')
+    assert fastpath.is_fastpath(packet) and not packet[0] & 0x40
+    assert len(packet) == len(b'{"t":"in"}') + OVERHEAD
+    assert opener.open(packet) == (DATA, b'{"t":"in"}')
+    assert _reason(opener, packet) == "replayed"
+
+
+def test_forged_truncated_wrong_key_and_wrong_session_packets_are_dropped() -> None:
+    keys, sealer, opener = _pair()
+    good = sealer.seal(DATA, b"x" * 40)
+    assert _reason(opener, b"\x01" + os.urandom(60)) == "session"  # random bytes: not our session
+    forged = good[:17] + os.urandom(len(good) - 17)  # right header, made-up ciphertext
+    assert _reason(opener, forged) == "auth"
+    assert _reason(opener, good[:-1]) == "auth"  # truncated
+    assert _reason(opener, good[:20]) == "short"
+    other_key = fastpath.Sealer(os.urandom(32), keys.session_id)
+    assert _reason(opener, other_key.seal(DATA, b"x" * 40)) == "auth"
+    other_session = fastpath.Sealer(keys.up, os.urandom(8))
+    assert _reason(opener, other_session.seal(DATA, b"x" * 40)) == "session"
+    assert _reason(opener, b"\x3f" + good[1:]) == "kind"
+    # None of that moved the window: the genuine packet still opens.
+    assert opener.open(good) == (DATA, b"x" * 40)
+
+
+def test_reordered_replayed_and_too_old_packets_are_told_apart() -> None:
+    _, sealer, opener = _pair()
+    packets = [sealer.seal(DATA, b"p%d" % i) for i in range(100)]
+    opener.open(packets[80])
+    assert _reason(opener, packets[79]) == "late"  # reordered: older than the newest
+    assert _reason(opener, packets[80]) == "replayed"
+    assert _reason(opener, packets[10]) == "too_old"  # more than 64 behind
+    opener.open(packets[81])
+    assert _reason(opener, packets[80]) == "replayed"
+    assert opener.open(packets[99])[1] == b"p99"
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.data())
+def test_any_change_to_a_packet_makes_it_fail(data: st.DataObject) -> None:
+    _, sealer, opener = _pair()
+    packet = bytearray(sealer.seal(DATA, data.draw(st.binary(min_size=0, max_size=64))))
+    index = data.draw(st.integers(0, len(packet) - 1))
+    packet[index] ^= data.draw(st.integers(1, 255))
+    with pytest.raises(Dropped):
+        opener.open(bytes(packet))
+
+
+@given(st.lists(st.integers(1, 300), max_size=200))
+def test_the_replay_window_accepts_only_sequences_newer_than_any_accepted(seqs: list[int]) -> None:
+    window, newest, accepted = ReplayWindow(), 0, set()
+    for seq in seqs:
+        try:
+            window.check(seq)
+        except Dropped as drop:
+            assert seq <= newest
+            if newest - seq > ReplayWindow.SIZE:
+                assert drop.reason == "too_old"
+            else:
+                assert drop.reason == ("replayed" if seq in accepted else "late")
+            continue
+        assert seq > newest
+        window.accept(seq)
+        newest = seq
+        accepted.add(seq)
+
+
+def test_keys_travel_as_hex_and_bad_ones_are_refused() -> None:
+    keys = FastKeys.generate()
+    assert FastKeys.from_wire(keys.to_wire()) == keys
+    for bad in ({}, {"sid": "zz", "up": "00", "down": "00"}, {**keys.to_wire(), "up": "00" * 16}):
+        with pytest.raises(ValueError):
+            FastKeys.from_wire(bad)
+
+
+# ------------------------------------------------------------------ the server's routes
+
+
+class _Recorder:
+    """Stands in for the UDP socket (this test is about what the route decides to send)."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, object]] = []
+
+    def sendto(self, data: bytes, addr: object) -> None:
+        self.sent.append((data, addr))
+
+
+async def test_a_new_address_is_challenged_with_no_more_bytes_than_it_sent() -> None:
+    fast = FastPath()
+    fast.transport = _Recorder()  # type: ignore[assignment]
+    delivered: list[bytes] = []
+    route = fast.open_route(delivered.append, lambda: ("127.0.0.1", 1000))
+    sealer, opener = client_ends(route.keys)
+
+    fast.datagram_received(sealer.seal(DATA, b"i" * 30), ("127.0.0.1", 1000))  # QUIC's own address
+    assert route.addr == ("127.0.0.1", 1000) and fast.transport.sent == []
+
+    small = sealer.seal(DATA, b"")  # smaller than a challenge: applied, never answered
+    fast.datagram_received(small, ("127.0.0.1", 2000))
+    assert len(small) < CHALLENGE_PACKET and fast.transport.sent == []
+    assert delivered == [b"i" * 30, b""]
+
+    prompt = sealer.seal(DATA, b"i" * 30)
+    fast.datagram_received(prompt, ("127.0.0.1", 2000))
+    [(challenge, to)] = fast.transport.sent
+    assert to == ("127.0.0.1", 2000) and len(challenge) <= len(prompt)
+    assert route.addr == ("127.0.0.1", 1000)  # not moved until the new address answers
+    kind, token = opener.open(challenge)
+    assert kind == CHALLENGE
+
+    fast.datagram_received(sealer.seal(RESPONSE, token), ("127.0.0.1", 3000))  # wrong address
+    assert route.addr == ("127.0.0.1", 1000) and fast.dropped["challenge"] == 1
+    fast.datagram_received(sealer.seal(RESPONSE, token), ("127.0.0.1", 2000))
+    assert route.addr == ("127.0.0.1", 2000) and fast.migrations == 1
+
+
+# ------------------------------------------------------------------ over the network
+
+
+def _udp_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    return sock
+
+
+async def _nothing_arrives(sock: socket.socket, seconds: float = 0.3) -> bool:
+    loop = asyncio.get_running_loop()
+    try:
+        await asyncio.wait_for(loop.sock_recv(sock, 2048), seconds)
+    except TimeoutError:
+        return True
+    return False
+
+
+async def _play(client: GameClient, updates: int) -> None:
+    for _ in range(updates):
+        assert await client.wait_update(timeout=2), client.close_reason
+        client.send_input({"mx": 1, "my": 0}, flush=True)
+
+
+async def test_bad_packets_on_the_quic_port_are_dropped_counted_and_never_answered(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, metrics_port=0)
+    sent: list[bytes] = []
+    async with GameClient.connect("127.0.0.1", srv.port, "target", cafile=srv.cert) as client:
+        send_udp = client._send_udp
+
+        def capture(packet: bytes) -> None:
+            sent.append(packet)
+            send_udp(packet)
+
+        client._send_udp = capture  # type: ignore[method-assign]
+        await _play(client, 10)
+        assert client.on_fastpath
+        fast = srv.server.fastpath
+        assert fast is not None and fast.packets_in >= 5
+        keys = next(iter(fast.routes.values())).keys
+        before = dict(fast.dropped)
+        attacker = _udp_socket()
+        target = ("127.0.0.1", srv.port)
+        # Packets with sequences the server has not seen yet, sealed by the
+        # client's own sealer, so that only what we break about them fails.
+        sealer = client._fast[0]
+        empty = encode(Input(ack=0, inputs=[]))
+        earlier, later, cut, garbled = (sealer.seal(DATA, empty) for _ in range(4))
+        wrong_key = fastpath.Sealer(os.urandom(32), keys.session_id)
+        wrong_key.seq = sealer.seq
+        attacks = {
+            "session": [b"\x01" + os.urandom(80)],  # forged: no such session
+            "auth": [
+                garbled[:17] + os.urandom(len(garbled) - 17),  # forged ciphertext
+                cut[:-3],  # truncated
+                wrong_key.seal(DATA, empty),
+            ],
+            "replayed": [sent[-1], later],
+            "late": [earlier],  # reordered: sent after a newer one
+            "short": [b"\x01\x02\x03"],
+            "kind": [b"\x3f" + later[1:]],
+        }
+        send_udp(later)  # from the client: accepted once, and it moves the window
+        await asyncio.sleep(0.05)
+        for packets in attacks.values():
+            for packet in packets:
+                attacker.sendto(packet, target)
+        assert await _nothing_arrives(attacker)
+        attacker.close()
+        for reason, packets in attacks.items():
+            assert fast.dropped[reason] - before.get(reason, 0) >= len(packets), reason
+        # The player never noticed.
+        await _play(client, 10)
+        assert client.on_fastpath and not client.closed.is_set()
+
+        import aiohttp
+
+        async with aiohttp.ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{srv.server.metrics_port}/metrics") as response:
+                text = await response.text()
+        assert 'tickline_fastpath_dropped_total{reason="auth"}' in text
+        assert "tickline_fastpath_sessions 1.0" in text
+    await srv.stop()
+
+
+async def test_a_session_on_the_fast_path_survives_an_address_change(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60})
+    async with GameClient.connect("127.0.0.1", srv.port, "mover", cafile=srv.cert) as client:
+        await _play(client, 10)
+        assert client.on_fastpath
+        route = next(iter(srv.server.fastpath.routes.values()))
+        old = route.addr
+        await client.rebind()
+        await _play(client, 15)
+        assert client.on_fastpath and client.stats.fast_fallbacks == 0
+        assert route.addr != old and srv.server.fastpath.migrations >= 1
+    await srv.stop()
+
+
+async def test_bots_play_a_whole_match_on_the_fast_path_and_it_verifies(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 3})
+    report = await run_swarm("127.0.0.1", srv.port, 4, duration=15, cafile=srv.cert)
+    fast = srv.server.fastpath
+    await srv.stop()
+    assert report["connected"] == 4 and report["errors"] == 0
+    assert report["closed_by_server"] == {"match over": 4}
+    assert report["fastpath_share"] > 0.95 and report["fast_fallbacks"] == 0
+    assert fast is not None and fast.packets_in > 4 * 60 and sum(fast.dropped.values()) == 0
+    async with await LogReader.open(srv.db_url) as reader:
+        result = await verify_match(reader, report["match_ids"][0])
+    assert result.verified, result.reason
+    assert result.ticks == 3 * 60
+
+
+async def test_fast_path_and_quic_clients_share_a_match(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60})
+    async with (
+        GameClient.connect("127.0.0.1", srv.port, "fast", cafile=srv.cert) as fast_client,
+        GameClient.connect("127.0.0.1", srv.port, "quic", cafile=srv.cert, fast=False) as quic_client,
+    ):
+        for _ in range(15):
+            for c in (fast_client, quic_client):
+                assert await c.wait_update(timeout=2), c.close_reason
+                c.send_input({"mx": 1}, flush=True)
+        assert fast_client.on_fastpath and fast_client.stats.fast_packets_down > 5
+        assert quic_client.fast_state == "none" and quic_client.stats.fast_packets_down == 0
+        assert quic_client.stats.datagrams_down > 5
+        assert set(fast_client.world.view["players"]) == set(quic_client.world.view["players"]) == {"1", "2"}
+    await srv.stop()
+
+
+async def test_a_client_falls_back_to_quic_when_the_network_drops_the_fast_path(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60})
+    proxy = ImpairmentProxy(Impairment(latency_ms=5))
+    port = await proxy.start(("127.0.0.1", 0), ("127.0.0.1", srv.port))
+    try:
+        async with GameClient.connect("127.0.0.1", port, "walker", cafile=srv.cert) as client:
+            await _play(client, 10)
+            assert client.on_fastpath
+            proxy.block = fastpath.is_fastpath  # a middlebox starts dropping it, mid-match
+            loop = asyncio.get_running_loop()
+            until = loop.time() + FALLBACK_S + 3
+            while client.fast_state != "off" and loop.time() < until:
+                client.send_input({"mx": 1}, flush=True)
+                await asyncio.sleep(1 / 30)
+            assert client.fast_state == "off" and client.stats.fast_fallbacks == 1
+            route = next(iter(srv.server.fastpath.routes.values()))
+            await _play(client, 20)  # the deltas come by QUIC now
+            assert not route.active and not client.closed.is_set()
+            match = srv.server.matches[0]
+            match_id = match.match_id
+            assert match.sessions[client.player_id].applied_seq >= client.world.last_seq - 10
+    finally:
+        proxy.close()
+    await srv.stop()
+    async with await LogReader.open(srv.db_url) as reader:
+        result = await verify_match(reader, match_id)
+    assert result.verified, result.reason
+
+
+async def test_a_server_without_the_fast_path_keeps_clients_on_quic(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, fastpath=False)
+    async with GameClient.connect("127.0.0.1", srv.port, "plain", cafile=srv.cert) as client:
+        await _play(client, 10)
+        assert client.fast_state == "none" and client.stats.datagrams_down >= 10
+    await srv.stop()
