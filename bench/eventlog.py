@@ -833,7 +833,7 @@ class _NoEndpoint:
         pass
 
 
-async def _no_endpoint(host: str, port: int, configuration: Any, accept: Any) -> tuple[_NoEndpoint, int]:
+async def _no_endpoint(host: str, port: int, configuration: Any, accept: Any, *_more: Any) -> tuple[_NoEndpoint, int]:
     """Stands in for server.transport.start_endpoint: this bench binds no socket.
     (Binding a UDP socket on 127.0.0.1 is well under a millisecond of the start.)"""
     return _NoEndpoint(), 0

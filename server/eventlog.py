@@ -3,8 +3,10 @@
 The tick loop never awaits the database. It calls :meth:`EventLog.append` (and
 ``add_keyframe``, ``add_player``, ``end_match``), which only queue the record;
 :meth:`EventLog.run`, the single writer task, takes everything waiting and
-commits it in one transaction. SQLite runs in aiosqlite's thread, PostgreSQL
-through asyncpg, so no commit blocks the event loop either.
+commits it in one transaction. On SQLite the whole transaction is one call into
+the pooled connection's aiosqlite thread (``_write_in_thread``); on PostgreSQL
+the same statements (``_write_group``) go through asyncpg. No commit blocks
+the event loop either.
 
 Durability is a setting:
 
@@ -38,7 +40,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from sqlalchemy import case, event, insert, select, tuple_, update
+from sqlalchemy import Connection, StaticPool, case, create_engine, event, insert, select, tuple_, update
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -58,7 +60,7 @@ CHUNK = 2000
 _TICK_COLUMNS = ("match_id", "tick", "payload", "hash")
 
 
-async def _insert_ticks(conn: Any, rows: list[tuple[Any, ...]]) -> None:
+def _insert_ticks(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
     """INSERT tick rows as positional tuples through the driver's executemany.
 
     SQLAlchemy's per-row parameter processing was a tenth of the writer's time
@@ -73,9 +75,9 @@ async def _insert_ticks(conn: Any, rows: list[tuple[Any, ...]]) -> None:
     elif style == "format":
         marks = ", ".join("%s" for _ in _TICK_COLUMNS)
     else:
-        await conn.execute(insert(ticks), [dict(zip(_TICK_COLUMNS, row)) for row in rows])
+        conn.execute(insert(ticks), [dict(zip(_TICK_COLUMNS, row)) for row in rows])
         return
-    await conn.exec_driver_sql(f"INSERT INTO ticks ({', '.join(_TICK_COLUMNS)}) VALUES ({marks})", rows)
+    conn.exec_driver_sql(f"INSERT INTO ticks ({', '.join(_TICK_COLUMNS)}) VALUES ({marks})", rows)
 
 
 class EventLogUnavailable(RuntimeError):
@@ -489,14 +491,6 @@ class EventLog:
                 self.failing = None
             return
 
-    async def _fenced_one(self, conn: Any, touched: list[str]) -> str:
-        """Which of ``touched`` this server no longer owns (the fencing UPDATE missed it)."""
-        rows = (await conn.execute(
-            select(matches.c.match_id, matches.c.owner, matches.c.epoch).where(matches.c.match_id.in_(touched))
-        )).all()
-        ours = {r.match_id for r in rows if r.owner == self.server_id and r.epoch == self._epochs.get(r.match_id)}
-        return next(m for m in touched if m not in ours)
-
     @staticmethod
     def _encode(batch: list[Record]) -> Prepared:
         """The rows of a batch, encoded: CPU work, run in a worker thread for big batches."""
@@ -538,40 +532,79 @@ class EventLog:
             self._epochs.pop(end.match_id, None)
 
     async def _commit(self, prepared: Prepared) -> None:
-        tick_rows, keyframe_rows, player_rows = prepared.ticks, prepared.keyframes, prepared.players
-        ends, newest, touched = prepared.ends, prepared.newest, prepared.touched
+        """Commit one group in one transaction, off the event loop.
+
+        SQLite: the whole transaction is one call into the pooled connection's
+        aiosqlite thread (one round trip through the loop, not one per statement:
+        under load each round trip waits for the busy loop's next turn).
+        PostgreSQL: the same statements through asyncpg, awaited one by one.
+        """
+        fence = (self.server_id, {m: self._epochs.get(m, -1) for m in prepared.touched})
         started = time.perf_counter()
-        async with self.engine.begin() as conn:
-            # Fence first, every match of the batch in one statement (each statement
-            # is a round trip to the driver's thread): only rows this server owns
-            # at the epoch it knows are updated. The UPDATE also locks those rows
-            # (PostgreSQL), so a takeover and this commit cannot interleave.
-            result = await conn.execute(
-                update(matches)
-                .where(
-                    tuple_(matches.c.match_id, matches.c.epoch).in_([(m, self._epochs.get(m, -1)) for m in touched]),
-                    matches.c.owner == self.server_id,
-                )
-                .values(last_tick=case(newest, value=matches.c.match_id, else_=matches.c.last_tick)
-                        if newest else matches.c.last_tick)
-            )
-            if result.rowcount != len(touched):
-                raise FencedOut(await self._fenced_one(conn, touched))
-            if tick_rows:
-                await _insert_ticks(conn, tick_rows)
-            if keyframe_rows:
-                await conn.execute(insert(keyframes), keyframe_rows)
-            if player_rows:
-                await conn.execute(insert(players), player_rows)
-            for end in ends:
-                await conn.execute(
-                    update(matches).where(matches.c.match_id == end.match_id).values(
-                        status=end.status, last_tick=end.last_tick, final_hash=end.final_hash,
-                        ended_at=time.time(), stats=orjson.dumps(end.stats).decode(),
-                    )
-                )
+        if self.engine.dialect.name == "sqlite":
+            async with self.engine.connect() as conn:
+                pooled = await conn.get_raw_connection()
+                driver = pooled.driver_connection  # an aiosqlite.Connection
+                # Runs fn in the connection's own thread, as SQLAlchemy's aiosqlite
+                # dialect itself does to set the isolation level.
+                try:
+                    await driver._execute(_write_in_thread, pooled.info, driver, prepared, fence)
+                except ValueError as exc:  # aiosqlite's "Connection closed": retried on a new one
+                    raise EventLogUnavailable(f"the SQLite connection closed: {exc}") from None
+        else:
+            async with self.engine.begin() as conn:
+                await conn.run_sync(_write_group, prepared, fence)
         elapsed = time.perf_counter() - started
         self.commit_seconds.add(elapsed)
         self._mark_committed(prepared)
         if elapsed > 0.1:
-            log.warning("event log commit of %d ticks took %.0f ms", len(tick_rows), elapsed * 1000)
+            log.warning("event log commit of %d ticks took %.0f ms", len(prepared.ticks), elapsed * 1000)
+
+
+Fence = tuple[str, dict[str, int]]  # (this server's id, match_id -> the epoch it knows)
+
+
+def _write_in_thread(info: dict[str, Any], driver: Any, prepared: Prepared, fence: Fence) -> None:
+    """In an aiosqlite connection's thread: the group's transaction on its sqlite3 connection,
+    through a synchronous SQLAlchemy engine kept in the pooled connection's ``info``
+    (so it lives exactly as long as that connection)."""
+    engine = info.get("tickline_sync_engine")
+    if engine is None:
+        raw = driver._conn  # the sqlite3 connection, usable only in this thread
+        engine = info["tickline_sync_engine"] = create_engine("sqlite://", creator=lambda: raw, poolclass=StaticPool)
+    with engine.begin() as conn:
+        _write_group(conn, prepared, fence)
+
+
+def _write_group(conn: Connection, prepared: Prepared, fence: Fence) -> None:
+    """Every statement of one group's transaction (the caller commits it)."""
+    server_id, epochs = fence
+    touched, newest = prepared.touched, prepared.newest
+    # Fence first, every match of the group in one statement: only rows this
+    # server owns at the epoch it knows are updated. The UPDATE also locks those
+    # rows (PostgreSQL), so a takeover and this commit cannot interleave.
+    result = conn.execute(
+        update(matches)
+        .where(tuple_(matches.c.match_id, matches.c.epoch).in_(list(epochs.items())), matches.c.owner == server_id)
+        .values(last_tick=case(newest, value=matches.c.match_id, else_=matches.c.last_tick)
+                if newest else matches.c.last_tick)
+    )
+    if result.rowcount != len(touched):
+        rows = conn.execute(
+            select(matches.c.match_id, matches.c.owner, matches.c.epoch).where(matches.c.match_id.in_(touched))
+        ).all()
+        ours = {r.match_id for r in rows if r.owner == server_id and r.epoch == epochs[r.match_id]}
+        raise FencedOut(next(m for m in touched if m not in ours))
+    if prepared.ticks:
+        _insert_ticks(conn, prepared.ticks)
+    if prepared.keyframes:
+        conn.execute(insert(keyframes), prepared.keyframes)
+    if prepared.players:
+        conn.execute(insert(players), prepared.players)
+    for end in prepared.ends:
+        conn.execute(
+            update(matches).where(matches.c.match_id == end.match_id).values(
+                status=end.status, last_tick=end.last_tick, final_hash=end.final_hash,
+                ended_at=time.time(), stats=orjson.dumps(end.stats).decode(),
+            )
+        )
