@@ -645,8 +645,11 @@ async def probe_tickline(n: int, cfg: CapacityConfig, workdir: Path, index: int,
 
 
 async def probe_transport(n: int, cfg: CapacityConfig, workdir: Path, index: int, delta_bytes: int,
-                          input_bytes: int) -> dict[str, Any]:
-    """One bare-aioquic probe at ``n`` clients; its verdict and figures."""
+                          input_bytes: int, server_args: tuple[str, ...] = (), client_loop: str = "asyncio",
+                          on_window: Callable[[int, float], Any] | None = None) -> dict[str, Any]:
+    """One bare-aioquic probe at ``n`` clients; its verdict and figures. ``server_args`` go to
+    ``transport_ceiling serve`` (e.g. ``--fastpath``, ``--loop uvloop``); ``on_window(pid,
+    seconds)`` is started ``settle_s`` after every client is in (bench/transport.py profiles)."""
     from bots.loadtest import histogram_quantile
     from tickline.transport_ceiling import run_clients
 
@@ -659,7 +662,7 @@ async def probe_transport(n: int, cfg: CapacityConfig, workdir: Path, index: int
             sys.executable, "-m", "tickline.transport_ceiling", "serve", "--port", "0",
             "--tick-rate", str(cfg.tick_rate), "--send-rate", str(cfg.send_rate),
             "--delta-bytes", str(delta_bytes), "--cert-dir", str(workdir / "ceiling-tls"),
-            "--max-seconds", str(round(duration + n / cfg.ramp + 60)),
+            "--max-seconds", str(round(duration + n / cfg.ramp + 60)), *server_args,
             stdout=asyncio.subprocess.PIPE, stderr=log_file, env=_python_env(),
         )
     assert proc.stdout is not None
@@ -668,6 +671,7 @@ async def probe_transport(n: int, cfg: CapacityConfig, workdir: Path, index: int
     clients: dict[str, Any] = {"results": [], "failures": []}
     status: int | None = None
     stop_at = 0.0
+    profile_task: asyncio.Future[Any] | None = None
     try:
         async with asyncio.timeout(duration + n / cfg.ramp + 60):
             line = await asyncio.wait_for(proc.stdout.readline(), 30)
@@ -685,13 +689,16 @@ async def probe_transport(n: int, cfg: CapacityConfig, workdir: Path, index: int
                 started = time.monotonic()
                 run = asyncio.create_task(run_clients(ready["port"], n, duration, ramp=cfg.ramp,
                                                       send_rate=cfg.send_rate, input_bytes=input_bytes,
-                                                      workers=_load_workers(n)))
+                                                      workers=_load_workers(n), loop=client_loop))
                 try:
                     give_up = started + 1.0 + n / cfg.ramp + 10.0
                     chosen = None
                     while not run.done() and time.monotonic() < give_up + cfg.settle_s + cfg.steady_s + 2:
                         await asyncio.sleep(0.25)
                         points = [(x["t"], x["clients"]) for x in lines]
+                        if on_window is not None and profile_task is None and any(c >= n for _, c in points):
+                            profile_task = asyncio.ensure_future(
+                                _later(cfg.settle_s, on_window, proc.pid, cfg.steady_s))
                         chosen = choose_window(points, n, cfg.settle_s, cfg.steady_s)
                         if chosen is not None:
                             break
@@ -718,12 +725,17 @@ async def probe_transport(n: int, cfg: CapacityConfig, workdir: Path, index: int
                             "cpu_percent": round(100 * (b["cpu_s"] - a["cpu_s"]) / wall, 1),
                             "received_per_s": round((b["received"] - a["received"]) / wall, 1),
                             "sent_per_s": round((b["sent"] - a["sent"]) / wall, 1),
+                            # Server CPU per datagram (or fast-path packet) it sent or received.
+                            "us_per_message": round(1e6 * (b["cpu_s"] - a["cpu_s"]) / max(
+                                1, b["sent"] - a["sent"] + b["received"] - a["received"]), 3),
                             "players_begin": a["clients"], "players_end": b["clients"],
                         })
                         window.update(cpu.figures(server_cpus, load_cpus, window["cpu_percent"], a["t"], b["t"]))
                         if all_in_at is not None:
                             window["bounds"] = (all_in_at, a["t"], b["t"])
                 finally:
+                    if profile_task is not None:
+                        await profile_task
                     stop_at = time.monotonic()
                     status = await _stop(proc)
                     clients = await run
@@ -742,6 +754,7 @@ async def probe_transport(n: int, cfg: CapacityConfig, workdir: Path, index: int
     # Closed before we stopped the server: lost.
     lost = sum(1 for r in connected if r["closed_at"] and r["closed_at"] < stop_at - 0.05)
     errors = Counter(r["error"] for r in results if r["error"])
+    down = sum(r["received"] for r in connected)
     why = judge(
         n, connected=len(connected), errors=sum(errors.values()), lost=lost, failures=clients["failures"],
         players_begin=window.get("players_begin", 0), players_end=window.get("players_end", 0),
@@ -757,7 +770,9 @@ async def probe_transport(n: int, cfg: CapacityConfig, workdir: Path, index: int
         "recv_share_mean": round(sum(shares) / len(shares), 4) if shares else None,
         "connected": len(connected), "errors": sum(errors.values()), "lost": lost,
         "error_reasons": dict(errors) or None,
-        "delta_bytes": delta_bytes, "input_bytes": input_bytes,
+        # Of what the clients received, the share that came as fast-path packets (--fastpath).
+        "fast_share_down": round(sum(r["fast_received"] for r in connected) / down, 4) if down else None,
+        "delta_bytes": delta_bytes, "input_bytes": input_bytes, "us_per_message": window.get("us_per_message"),
         "received_per_s": window.get("received_per_s"), "sent_per_s": window.get("sent_per_s"),
         "window_s": window.get("window_s"), "recv_span_s": span, **_cpu_keys(window, load_cpus),
         "server_exit": status, "seconds": round(time.monotonic() - began, 1),
@@ -770,6 +785,11 @@ async def probe_transport(n: int, cfg: CapacityConfig, workdir: Path, index: int
 DISTURBED_SERVER_PERCENT = 8.0
 DISTURBED_LOAD_PERCENT = 15.0
 SATURATED_SHARE = 0.9  # the generator's CPUs this busy: the clients, not the server, may be the limit
+
+
+async def _later(delay: float, func: Callable[[int, float], Any], *args: Any) -> Any:
+    await asyncio.sleep(delay)
+    return await func(*args)
 
 
 def _cpu_keys(window: dict[str, Any], load_cpus: set[int] | None) -> dict[str, Any]:
@@ -790,13 +810,15 @@ def _load_workers(n: int) -> int:
 # ---------------------------------------------------------------------- profiling (optional)
 
 
-async def profile_server(pid: int, seconds: float, out: Path) -> dict[str, Any]:
-    """``py-spy record -f raw`` of the server for ``seconds``; its top self-time frames."""
+async def profile_server(pid: int, seconds: float, out: Path, rate: int = 100, native: bool = False) -> dict[str, Any]:
+    """``py-spy record -f raw`` of the server for ``seconds`` (``rate`` samples/s; ``native``: C frames
+    too); its top self-time frames."""
     spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")]))
     if spy is None:
         return {"error": "py-spy not found (pip install py-spy)"}
     proc = await asyncio.create_subprocess_exec(
         spy, "record", "-o", str(out), "-f", "raw", "-p", str(pid), "-d", str(max(1, round(seconds))),
+        "-r", str(rate), *(("--native",) if native else ()),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -828,6 +850,8 @@ AREAS = (
 def _is_waiting(func: str, file: str, line: int | None) -> bool:
     """Frames where a thread waits rather than works (py-spy does not always tell them apart)."""
     if file.endswith("selectors.py") and func.endswith("select"):
+        return True
+    if func in ("epoll_wait", "epoll_pwait"):  # py-spy --native: a loop blocked in the kernel
         return True
     if file.endswith("threading.py") and func.split(".")[-1] in ("wait", "_wait_for_tstate_lock"):
         return True
