@@ -104,10 +104,12 @@ DIFFERENCES = [
     "hitscan range test: the peer hits d < 150, the arena d <= 150; the peer resolves shots inside its move loop "
     "(targets later in the loop not yet moved), the arena after every player moved",
     "state: the peer sends x, y, vx, vy (float32), hp, score, ack in Colyseus schema binary patches; tickline sends "
-    "name, x, y (0.1-unit steps), hp, score, alive as orjson deltas against each client's acknowledged view, "
-    "plus seq (the newest input applied) in every delta",
-    "transport: the peer is WebSocket over TCP without TLS; tickline is QUIC (TLS 1.3 encryption, ACK packets) "
-    "via aioquic, datagrams for deltas and inputs",
+    "name, x, y (0.1-unit steps), hp, score, alive as orjson deltas against each client's acknowledged view "
+    "(integers as increments), raw-deflated in packed delta datagrams, plus tick, base and seq (the newest input "
+    "applied) in every delta",
+    "transport: the peer is WebSocket over TCP without TLS; tickline does the TLS 1.3 handshake and its control "
+    "stream over QUIC (aioquic), then carries inputs and deltas on its fast path (AES-GCM sealed UDP packets on "
+    "the same port) unless run with --no-fastpath (QUIC datagrams)",
     "work the peer does not do: tickline appends every tick (inputs, events, state hash) to its SQLite event log "
     "and keeps a full keyframe every second; it hashes the state every tick",
     "latency sampling: the peer samples 4 observer clients, one sample per state change whose ack moved (the newest "
@@ -767,9 +769,10 @@ def make_figures(hz: int, ours: list[dict[str, Any]], peers: list[dict[str, Any]
             [o["down_bytes_per_s_per_client"] for o in ours],
             [p["downBpsPerClient"] for p in peers],
             peer_of, "<= 0.5", 0.5, 0,
-            "downstream payload bytes per second per client, counted at the clients: tickline = QUIC DATAGRAM "
-            "payloads + control-stream payload bytes (bots/client.py ClientStats.bytes_down; no QUIC/UDP/IP headers, "
-            "no TLS overhead, no ACK-only packets); the peer = WebSocket message payload bytes (no WS/TCP/IP framing). "
+            "downstream payload bytes per second per client, counted at the clients: tickline = datagram frame "
+            "bytes (fast-path payloads or QUIC DATAGRAM payloads) + control-stream payload bytes "
+            "(bots/client.py ClientStats.bytes_down; no fast-path/QUIC/UDP/IP headers, no AEAD tags, no ACK-only "
+            "packets); the peer = WebSocket message payload bytes (no WS/TCP/IP framing). "
             "bytes_per_update divides by the state updates the clients applied (the peer: messages received)"),
         fig(f"input_to_visible_p99_{hz}hz", "ms",
             [o["lat_p99_ms"] for o in ours],

@@ -38,6 +38,7 @@ from shared import fastpath
 from shared.games import UnknownGame, make_rules
 from shared.protocol import (
     ALPN,
+    DEFLATE,
     PROTOCOL_VERSION,
     QUIC_PACKET_SIZE,
     Bye,
@@ -74,8 +75,9 @@ class ClientStats:
 # Seconds without a fast-path packet after which inputs go back to QUIC datagrams.
 FALLBACK_S = 1.0
 # While on the fast path QUIC carries almost nothing; a PING this often keeps
-# the connection (and its idle timer) alive.
-KEEPALIVE_S = 2.0
+# the connection alive (a third of the 15 s idle timeout, so two may be lost).
+# Each PING costs the server a packet in and an ACK out.
+KEEPALIVE_S = 5.0
 
 
 class _Protocol(QuicConnectionProtocol):
@@ -167,7 +169,7 @@ class GameClient:
             raise ClientError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from None
         try:
             client = cls(protocol, name, world)  # type: ignore[arg-type]
-            caps = [fastpath.CAPABILITY] if fast else []
+            caps = [DEFLATE] + ([fastpath.CAPABILITY] if fast else [])
             client._send_stream(Hello(version=PROTOCOL_VERSION, name=name, token=token, caps=caps))
             try:
                 async with asyncio.timeout(timeout):

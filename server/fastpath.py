@@ -108,17 +108,17 @@ class FastPath:
         except Dropped as drop:
             self.dropped[drop.reason] += 1
             return
-        self.packets_in += 1
-        self.bytes_in += len(data)
         if kind == DATA:
             if addr != route.addr:
                 # Authentic, so the input is the player's and is applied; deltas
                 # go to a new address only once it has answered a challenge.
                 self._check_address(route, addr, len(data))
+            self._count_in(data)
             route.active = True
             route.deliver(payload)
         elif kind == RESPONSE:
             if addr == route._challenge_addr and payload == route._challenge:
+                self._count_in(data)
                 route.addr = addr
                 route._challenge, route._challenge_addr = b"", None
                 self.migrations += 1
@@ -126,6 +126,10 @@ class FastPath:
                 self.dropped["challenge"] += 1
         else:
             self.dropped["kind"] += 1  # challenges only go server -> client
+
+    def _count_in(self, data: bytes) -> None:
+        self.packets_in += 1
+        self.bytes_in += len(data)
 
     def _check_address(self, route: Route, addr: Address, size: int) -> None:
         """Take ``addr`` for the route's deltas if QUIC validated it, else challenge it."""

@@ -355,7 +355,7 @@ class Match:
             # Players with the same view key share one view object and, when their
             # baselines match too, one encoded diff.
             views: dict[Any, dict[str, Any]] = {}
-            encoded: dict[tuple[int, int], bytes] = {}
+            encoded: dict[Any, bytes] = {}
             full = self.settings.full_snapshots
             for player_id, session in self.sessions.items():
                 key = self.rules.view_key(self.state, player_id)

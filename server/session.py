@@ -25,6 +25,7 @@ from shared import delta
 from shared.fastpath import CAPABILITY, FastKeys
 from shared.game import Controls, InvalidInput, Rules
 from shared.protocol import (
+    DEFLATE,
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
     Bye,
@@ -41,6 +42,8 @@ from shared.protocol import (
     decode_datagram,
     encode,
     encode_delta,
+    encode_packed_delta,
+    pack_diff,
 )
 
 if TYPE_CHECKING:
@@ -102,6 +105,7 @@ class Session:
         self.player_id = 0
         self.name = ""
         self.caps: frozenset[str] = frozenset()
+        self._packed = False  # deltas as packed datagrams (shared/protocol.py)
         self.match: Match | None = None
         self._rules: Rules | None = None
         self._decoder = StreamDecoder()
@@ -149,7 +153,7 @@ class Session:
         if self._rules is None:
             return  # before welcome: nothing to apply it to; clients resend
         try:
-            frame = decode_datagram(data)
+            frame = decode_datagram(data, packed=False)
             if not isinstance(frame, Input):
                 raise MalformedFrame(f"{frame.TAG} frame is not allowed as a client datagram")
             self._take_input(frame)
@@ -231,6 +235,7 @@ class Session:
             raise SessionClosed(self.close_reason) from None
         self.name = name
         self.caps = frozenset(frame.caps)  # ones this server does not know are ignored
+        self._packed = DEFLATE in self.caps
         return frame
 
     def join(self, match: Match, player_id: int) -> None:
@@ -317,27 +322,33 @@ class Session:
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))
 
-    def send_view(self, tick: int, view: dict[str, Any], encoded: dict[tuple[int, int], bytes] | None = None,
+    def send_view(self, tick: int, view: dict[str, Any], encoded: dict[Any, bytes] | None = None,
                   full: bool = False) -> None:
         """Send ``view`` as a delta against the newest view this client acknowledged.
 
         ``encoded`` is the tick's cache of encoded diffs, shared by the match's
         sessions: clients with the same view and the same baseline share one
-        diff, encoded once. ``full`` sends a full snapshot whatever was acked
-        (the baseline that benchmarks compare deltas against).
+        diff, encoded (and packed) once. ``full`` sends a full snapshot whatever
+        was acked (the baseline that benchmarks compare deltas against).
         """
         if self.closed.is_set():
             return
         base_view = None if full else self._sent.get(self.acked)
         base = self.acked if base_view is not None else 0
+        cache: dict[Any, bytes] = encoded if encoded is not None else {}
         key = (id(view), id(base_view))
-        diff_json = encoded.get(key) if encoded is not None else None
+        diff_json = cache.get(key)
         if diff_json is None:
-            diff_json = orjson.dumps(delta.diff(base_view or {}, view))
+            diff_json = cache[key] = orjson.dumps(delta.diff(base_view or {}, view))
             self.diffs_encoded += 1
-            if encoded is not None:
-                encoded[key] = diff_json
-        body = encode_delta(tick, base, self.applied_seq, diff_json)
+        body = b""
+        if self._packed:
+            packed = cache.get(key + (DEFLATE,))
+            if packed is None:
+                packed = cache[key + (DEFLATE,)] = pack_diff(diff_json)
+            body = encode_packed_delta(tick, base, self.applied_seq, packed)
+        if not body or len(body) > MAX_DATAGRAM:
+            body = encode_delta(tick, base, self.applied_seq, diff_json)
         if len(body) <= MAX_DATAGRAM:
             self.channel.send_datagram(body)
         elif self._reliable_pending and self.acked < self._reliable_pending:

@@ -141,8 +141,10 @@ def test_full_snapshot_is_the_diff_from_empty(b):
 def test_delta_parts_are_nonempty_and_well_formed(pair):
     a, b = pair
     d = diff(a, b)
-    assert set(d) <= {"s", "u", "r"}
+    assert set(d) <= {"s", "n", "u", "r"}
     assert all(d[part] for part in d)
+    for key, inc in d.get("n", {}).items():
+        assert type(a[key]) is int and type(b[key]) is int and a[key] + inc == b[key] and inc
     for key in d.get("r", []):
         assert key in a and key not in b
     for key in d.get("u", {}):
@@ -152,16 +154,31 @@ def test_delta_parts_are_nonempty_and_well_formed(pair):
 # ----------------------------------------------------------------- concrete cases
 
 
-def test_diff_has_sets_updates_and_removals():
-    a = {"players": {"1": {"x": 1, "y": 2}, "2": {"x": 0}}, "over": False, "gone": 1}
-    b = {"players": {"1": {"x": 5, "y": 2}, "3": {"x": 9}}, "over": True}
+def test_diff_has_sets_increments_updates_and_removals():
+    a = {"players": {"1": {"x": 1, "y": 2, "name": "a"}, "2": {"x": 0}}, "over": False, "gone": 1, "w": None}
+    b = {"players": {"1": {"x": 5, "y": 2, "name": "b"}, "3": {"x": 9}}, "over": True, "w": 4}
     d = diff(a, b)
     assert d == {
-        "s": {"over": True},
-        "u": {"players": {"s": {"3": {"x": 9}}, "u": {"1": {"s": {"x": 5}}}, "r": ["2"]}},
+        "s": {"over": True, "w": 4},
+        "u": {"players": {"s": {"3": {"x": 9}}, "u": {"1": {"s": {"name": "b"}, "n": {"x": 4}}}, "r": ["2"]}},
         "r": ["gone"],
     }
     assert apply(a, d) == b
+
+
+def test_integers_travel_as_increments_but_bools_and_floats_do_not():
+    a = {"x": 12345, "flag": False, "f": 1.5, "i": 3}
+    b = {"x": 12274, "flag": True, "f": 2.5, "i": 3.0}
+    d = diff(a, b)
+    assert d == {"s": {"flag": True, "f": 2.5, "i": 3.0}, "n": {"x": -71}}
+    assert apply(a, d) == b and type(apply(a, d)["i"]) is float
+
+
+@pytest.mark.parametrize("base, bad", [({"x": "s"}, {"n": {"x": 1}}), ({}, {"n": {"x": 1}}),
+                                       ({"x": True}, {"n": {"x": 1}}), ({"x": 1}, {"n": {"x": 1.5}})])
+def test_an_increment_to_something_not_an_integer_is_refused(base, bad):
+    with pytest.raises(DeltaError):
+        apply(base, bad)
 
 
 def test_apply_shares_unchanged_subtrees_with_the_base():

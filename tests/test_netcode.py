@@ -19,7 +19,19 @@ from shared import delta
 from shared.game import TickInputs
 from shared.games import make_rules
 from shared.logformat import decode_payload
-from shared.protocol import MAX_DATAGRAM, Delta, Input, decode, encode
+from shared.protocol import (
+    DEFLATE,
+    MAX_DATAGRAM,
+    PACKED_DELTA,
+    PROTOCOL_VERSION,
+    Delta,
+    Hello,
+    Input,
+    decode,
+    decode_datagram,
+    encode,
+    encode_stream,
+)
 
 BAD_NETWORK = Impairment(latency_ms=50, jitter_ms=10, loss=0.05, duplicate=0.01, reorder=0.01, seed=7)
 
@@ -222,6 +234,29 @@ def test_same_view_and_baseline_encode_one_diff_for_all_clients() -> None:
     assert sum(s.diffs_encoded for s in sessions) == 3
 
 
+async def _packed_session() -> tuple[Session, _Channel]:
+    session, channel, _ = _session()
+    session.on_stream_data(encode_stream(Hello(version=PROTOCOL_VERSION, name="p", caps=[DEFLATE])))
+    await session.hello()
+    return session, channel
+
+
+async def test_clients_that_name_deflate_get_packed_deltas_packed_once_per_shared_diff() -> None:
+    packed = [await _packed_session() for _ in range(4)]
+    plain, plain_channel, _ = _session()
+    view = {"players": {str(i): {"name": f"player-{i:04d}", "x": 1000 + i, "y": i} for i in range(40)}}
+    cache: dict = {}
+    for session, _ in packed:
+        session.send_view(2, view, cache)
+    plain.send_view(2, view, cache)
+    bodies = [channel.datagrams[0] for _, channel in packed]
+    assert all(body[:1] == PACKED_DELTA for body in bodies) and len(set(bodies)) == 1
+    assert decode_datagram(bodies[0]) == Delta(tick=2, base=0, seq=0, diff=delta.diff({}, view))
+    assert sum(1 for key in cache if DEFLATE in key) == 1  # packed once, for all four
+    # The same delta in JSON is too big for a datagram: the plain client gets it on the stream.
+    assert not plain_channel.datagrams and len(plain_channel.reliable[0]) > MAX_DATAGRAM
+
+
 def test_world_reconciles_by_replaying_unconfirmed_inputs() -> None:
     rules = make_rules("arena", {"view_step": 10})
     world = ClientWorld(rules, player_id=1)
@@ -305,7 +340,7 @@ def test_full_snapshot_mode_ignores_acknowledgements() -> None:
     session.send_view(4, {"a": 2})
     session.send_view(6, {"a": 3}, full=True)
     frames = [decode(body) for body in channel.datagrams]
-    assert [(f.base, f.diff) for f in frames] == [(0, {"s": {"a": 1}}), (2, {"s": {"a": 2}}), (0, {"s": {"a": 3}})]
+    assert [(f.base, f.diff) for f in frames] == [(0, {"s": {"a": 1}}), (2, {"n": {"a": 1}}), (0, {"s": {"a": 3}})]
 
 
 async def test_a_dropped_player_comes_back_within_the_grace_window_as_itself(start_server) -> None:

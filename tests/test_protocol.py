@@ -10,6 +10,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from shared.protocol import (
+    PACKED_DELTA,
+    encode_packed_delta,
+    pack_diff,
     MAX_DATAGRAM,
     MAX_STREAM_FRAME,
     Bye,
@@ -365,5 +368,45 @@ def test_valid_frames_then_garbage_yield_the_frames_then_only_protocol_errors(fr
     assert dec.feed(stream) == frame_list
     try:
         dec.feed(junk)
+    except ProtocolError:
+        pass
+
+
+# ----------------------------------------------------------------- packed deltas
+
+
+def test_a_packed_delta_round_trips_and_is_smaller_than_its_json() -> None:
+    diff = {"u": {"players": {"u": {str(i): {"n": {"x": i % 7 - 3, "y": 2}} for i in range(1, 50)}}}}
+    diff_json = orjson.dumps(diff)
+    body = encode_packed_delta(1234, 1231, 99, pack_diff(diff_json))
+    assert body[:1] == PACKED_DELTA and len(body) < len(diff_json) / 3
+    assert decode_datagram(body) == Delta(tick=1234, base=1231, seq=99, diff=diff)
+
+
+def test_the_server_side_decoder_refuses_packed_deltas() -> None:
+    body = encode_packed_delta(1, 0, 0, pack_diff(b"{}"))
+    with pytest.raises(MalformedFrame):
+        decode_datagram(body, packed=False)
+
+
+def test_a_packed_delta_that_inflates_past_the_cap_is_refused() -> None:
+    bomb = pack_diff(b'{"s":{"k":"' + b"a" * (MAX_STREAM_FRAME + 10) + b'"}}')
+    assert len(bomb) < 2000
+    with pytest.raises(FrameTooLarge):
+        decode_datagram(encode_packed_delta(1, 0, 0, bomb))
+
+
+@pytest.mark.parametrize("body", [b"z", b"z" + bytes(12) + b"not deflate", b"z" + bytes(12) + pack_diff(b"[1]"),
+                                  b"z" + bytes(12) + pack_diff(b"{nope")])
+def test_broken_packed_deltas_raise_malformed_frame(body: bytes) -> None:
+    with pytest.raises(MalformedFrame):
+        decode_datagram(body)
+
+
+@given(st.binary(max_size=200))
+@settings(max_examples=300)
+def test_random_bytes_after_the_packed_tag_raise_only_protocol_errors(data: bytes) -> None:
+    try:
+        decode_datagram(PACKED_DELTA + data)
     except ProtocolError:
         pass

@@ -492,7 +492,8 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--max-seconds", type=float, default=600.0)
     s.add_argument("--fastpath", action="store_true",
                    help="offer every client tickline's fast path (server.fastpath) and send on it once it is in use")
-    s.add_argument("--loop", default="asyncio", choices=loops.LOOPS, help="the event loop (default: asyncio's own)")
+    s.add_argument("--loop", default="auto", choices=loops.LOOPS,
+                   help="the event loop (default: auto, uvloop where installed, as `tickline serve`)")
     args = parser.parse_args(argv)
     if not 1 <= args.delta_bytes <= MAX_DATAGRAM:
         parser.error(f"--delta-bytes must be 1 to {MAX_DATAGRAM} (aioquic never sends a datagram that does not fit one packet)")
