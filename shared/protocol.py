@@ -238,13 +238,17 @@ def _decode_packed_delta(data: bytes, max_size: int) -> Delta:
         raise MalformedFrame(f"packed delta does not inflate ({exc})") from None
     if inflater.unconsumed_tail:
         raise FrameTooLarge(f"packed delta inflates past the {max_size}-byte cap")
+    return Delta(tick=tick, base=base, seq=seq, diff=_json_object(raw, "packed delta"))
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        diff = orjson.loads(raw)
+        obj = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise MalformedFrame(f"packed delta is not valid JSON ({exc.msg})") from None
-    if not isinstance(diff, dict):
-        raise MalformedFrame("packed delta's diff is not a JSON object")
-    return Delta(tick=tick, base=base, seq=seq, diff=diff)
+        raise MalformedFrame(f"{what} is not valid JSON ({exc.msg})") from None
+    if not isinstance(obj, dict):
+        raise MalformedFrame(f"{what} is not a JSON object")
+    return obj
 
 
 def frame_for_stream(body: bytes) -> bytes:
@@ -265,12 +269,7 @@ def decode(data: bytes, max_size: int = MAX_STREAM_FRAME) -> Frame:
     """Parse one frame body; raise a :class:`ProtocolError` subclass on anything wrong."""
     if len(data) > max_size:
         raise FrameTooLarge(f"frame of {len(data)} bytes exceeds the {max_size}-byte cap")
-    try:
-        obj = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise MalformedFrame(f"frame is not valid JSON ({exc.msg})") from None
-    if not isinstance(obj, dict):
-        raise MalformedFrame("frame is not a JSON object")
+    obj = _json_object(data, "frame")
     tag = obj.pop("t", None)
     if not isinstance(tag, str):
         raise MalformedFrame("frame has no type tag 't'")
