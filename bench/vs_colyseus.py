@@ -54,6 +54,7 @@ from aioquic.quic.connection import QuicConnection  # noqa: E402
 
 import bots.client as client_module  # noqa: E402
 import bots.loadtest as loadtest  # noqa: E402
+from bots.client import ClientOptions  # noqa: E402
 from bots.loadtest import LoadConfig, Scrape, run_load, scrape, server_window  # noqa: E402
 from tickline import loops  # noqa: E402
 
@@ -65,6 +66,7 @@ ROOM_SIZE = 50
 TICK_RATE = 60
 RATES = (20, 60)
 RAMP_PER_S = 40.0  # bots started per second
+PEER_INPUT_HZ = 30  # the peer's bots send one input message at 30 Hz; ours send input datagrams as often
 SERVER_SEED = 7
 BOT_SEED = 1
 BOT_SATURATED_PCT = 90.0  # load generator CPU (% of its one core) above which it is the bottleneck
@@ -97,8 +99,9 @@ GAME_SETTINGS: dict[str, Any] = {
 DIFFERENCES = [
     "movement: the peer's bots move along any angle (unit vector) and stand still 10% of the time; "
     "the arena has 8 directions and the wander bot never stands still (diagonals are as fast as straight moves)",
-    "inputs: the peer's bots send one input message at 30 Hz; tickline bots make one input per tick (60/s) and send "
-    "one datagram per send interval (20/s at 20 Hz, 60/s at 60 Hz) repeating every unconfirmed input",
+    "inputs: the peer's bots send one input message at 30 Hz; tickline bots make one input per tick (60/s, "
+    "tickline's model) and send one datagram per send interval, at most 30/s (20/s at 20 Hz, 30/s at 60 Hz), "
+    "repeating every unconfirmed input",
     "respawn: the peer respawns a killed player in the same tick; the arena's shortest respawn is 1 tick (16.7 ms)",
     "bounds: the peer clamps positions to [0, 1000]; the arena to [1, 999] (player_radius must be positive)",
     "hitscan range test: the peer hits d < 150, the arena d <= 150; the peer resolves shots inside its move loop "
@@ -562,7 +565,8 @@ async def tickline_turn(hz: int, n: int, window: float, settle: float, quiet_s: 
         sampler = asyncio.create_task(_window(server, begin, end, on_begin=start_spy))
         cfg = LoadConfig(host=HOST, port=server.port, n=n, duration=duration, ramp=RAMP_PER_S,
                          behaviour="wander", seed=BOT_SEED, metrics_url=server.metrics_url, progress=False,
-                         fast=FASTPATH, loop_factory=loops.loop_factory(LOOP))
+                         client=ClientOptions(fast=FASTPATH, input_rate=PEER_INPUT_HZ),
+                         loop_factory=loops.loop_factory(LOOP))
         report = await run_load(cfg)
         win = await sampler
     finally:

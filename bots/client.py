@@ -72,6 +72,15 @@ class ClientStats:
     fast_fallbacks: int = 0
 
 
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How a client uses the wire, beyond where it connects."""
+
+    fast: bool = True  # take the fast path where the server offers it
+    # Input datagrams per second at most (0: one per state update the server sends).
+    input_rate: int = 0
+
+
 # Seconds without a fast-path packet after which inputs go back to QUIC datagrams.
 FALLBACK_S = 1.0
 # While on the fast path QUIC carries almost nothing; a PING this often keeps
@@ -121,6 +130,7 @@ class GameClient:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.welcome: Welcome | None = None
+        self.options = ClientOptions()
         # The fast path, once the server sent its keys; "off" after falling back.
         self._fast: tuple[fastpath.Sealer, fastpath.Opener] | None = None
         self.fast_state = "none"  # none | trying | on | off
@@ -142,7 +152,7 @@ class GameClient:
         timeout: float = 10.0,
         token: str = "",
         world: ClientWorld | None = None,
-        fast: bool = True,
+        options: ClientOptions = ClientOptions(),
     ) -> AsyncIterator[GameClient]:
         """Connect, say hello, and yield once welcomed; leave politely on exit.
 
@@ -150,8 +160,8 @@ class GameClient:
         tests on your own machine); with it, it must be signed by ``cafile``.
         To come back after a dropped connection, pass the ``token`` of the
         earlier welcome (and that client's ``world`` to keep its input
-        numbering); the server gives the same player back. ``fast=False``
-        keeps every datagram on QUIC.
+        numbering); the server gives the same player back. ``options`` says
+        whether to take the fast path and how often to send inputs.
         """
         config = QuicConfiguration(
             is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
@@ -169,7 +179,8 @@ class GameClient:
             raise ClientError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from None
         try:
             client = cls(protocol, name, world)  # type: ignore[arg-type]
-            caps = [DEFLATE] + ([fastpath.CAPABILITY] if fast else [])
+            client.options = options
+            caps = [DEFLATE] + ([fastpath.CAPABILITY] if options.fast else [])
             client._send_stream(Hello(version=PROTOCOL_VERSION, name=name, token=token, caps=caps))
             try:
                 async with asyncio.timeout(timeout):
@@ -208,9 +219,10 @@ class GameClient:
             rules = None  # a game this SDK does not know: no prediction, the server's word stands
         world = self.world
         world.rules, world.player_id, world.tick_rate = rules, welcome.player_id, welcome.tick_rate
-        # One datagram per send interval carries that interval's inputs (and the
-        # unconfirmed ones before them).
-        self.input_batch = max(1, welcome.tick_rate // welcome.send_rate)
+        # One datagram per send interval (or per input interval, when that is
+        # longer) carries that interval's inputs and the unconfirmed ones before them.
+        rate = min(welcome.send_rate, self.options.input_rate or welcome.send_rate)
+        self.input_batch = max(1, welcome.tick_rate // max(1, rate))
 
     def send_input(self, controls: dict[str, Any], flush: bool = False) -> int:
         """This tick's controls (call once per tick); returns the input's sequence number.

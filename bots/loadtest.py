@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from bots.client import ClientOptions
 from bots.swarm import BotResult, Swarm, summarize
 
 
@@ -45,7 +46,7 @@ class LoadConfig:
     report_path: Path | None = None
     plots_dir: Path | None = None
     progress: bool = True
-    fast: bool = True  # bots take the fast path where the server offers it
+    client: ClientOptions = field(default_factory=ClientOptions)  # fast path, input rate
     # The workers' event loop (a picklable factory such as uvloop.new_event_loop; None: asyncio's).
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 
@@ -75,7 +76,7 @@ async def _worker_main(cfg: dict[str, Any], index: int, first: int, count: int, 
     await asyncio.sleep(max(0.0, start_at + first * ramp_s - time.time()))
     swarm = Swarm(cfg["host"], cfg["port"], count, cfg["duration"], cafile=cfg["cafile"], ramp_s=ramp_s,
                   seed=cfg["seed"], reconnect_s=cfg["reconnect_s"], behaviour=cfg["behaviour"], first_index=first,
-                  fast=cfg["fast"])
+                  options=cfg["client"])
     return await swarm.run(on_progress=lambda snap: out.put(("progress", index, snap)))
 
 
@@ -245,7 +246,7 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
     out = ctx.Queue()
     plain = {"host": cfg.host, "port": cfg.port, "duration": cfg.duration, "cafile": cfg.cafile,
              "ramp": cfg.ramp, "seed": cfg.seed, "reconnect_s": cfg.reconnect_s, "behaviour": cfg.behaviour,
-             "fast": cfg.fast, "loop_factory": cfg.loop_factory}
+             "client": cfg.client, "loop_factory": cfg.loop_factory}
     share, extra = divmod(cfg.n, workers)
     start_at = time.time() + 1.0  # spawned interpreters need a moment to import
     procs, first = [], 0

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from bots.behaviours import Behaviour, behaviours_for, make_behaviour, parse_mix
-from bots.client import ClientError, ClientStats, GameClient
+from bots.client import ClientError, ClientOptions, ClientStats, GameClient
 
 log = logging.getLogger("tickline.bots")
 
@@ -67,13 +67,16 @@ class BotResult:
 
 async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
                   cafile: Path | str | None = None, reconnect_s: float = 0.0,
-                  stall_s: float = 2.0, behaviour: str = "arena",
-                  result: BotResult | None = None, fast: bool = True) -> BotResult:
+                  stall_s: float = 4.0, behaviour: str = "arena",
+                  result: BotResult | None = None, options: ClientOptions = ClientOptions()) -> BotResult:
     """One bot: connect, play until ``duration`` passes or the server ends it.
 
     With ``reconnect_s`` > 0, a bot whose connection drops, or that hears
     nothing for ``stall_s``, comes back with its token for up to that long and
-    plays on as the same player. ``fast=False`` keeps its datagrams on QUIC.
+    plays on as the same player. ``options`` go to every connection it makes.
+    ``stall_s`` outlasts the server's 2 s goodbye grace plus a retransmission:
+    on the fast path, QUIC carries little else, so a lost goodbye is resent
+    only when its timer fires.
     """
     result = result or BotResult(behaviour=behaviour)
     token = ""
@@ -85,7 +88,7 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
     while time.monotonic() < deadline:
         try:
             async with GameClient.connect(host, port, name, cafile=cafile, token=token, world=world,
-                                          timeout=2.0 if token else 10.0, fast=fast) as client:
+                                          timeout=2.0 if token else 10.0, options=options) as client:
                 welcome = client.welcome
                 assert welcome is not None
                 if not token:
@@ -146,11 +149,12 @@ class Swarm:
 
     def __init__(self, host: str, port: int, n: int, duration: float, *, cafile: Path | str | None = None,
                  ramp_s: float = 0.02, name_prefix: str = "bot", seed: int = 1, reconnect_s: float = 0.0,
-                 behaviour: str = "arena", first_index: int = 0, fast: bool = True) -> None:
+                 behaviour: str = "arena", first_index: int = 0,
+                 options: ClientOptions = ClientOptions()) -> None:
         mix = parse_mix(behaviour)
         self.host, self.port, self.duration = host, port, duration
         self.cafile, self.ramp_s, self.name_prefix = cafile, ramp_s, name_prefix
-        self.seed, self.reconnect_s, self.fast = seed, reconnect_s, fast
+        self.seed, self.reconnect_s, self.options = seed, reconnect_s, options
         self.results = [BotResult(behaviour=b) for b in behaviours_for(first_index, n, mix)]
         self.first_index = first_index
         self.started = time.monotonic()
@@ -162,7 +166,7 @@ class Swarm:
             index = self.first_index + i
             await run_bot(self.host, self.port, f"{self.name_prefix}{index + 1}", self.duration,
                           self.seed + index, self.cafile, self.reconnect_s, behaviour=result.behaviour,
-                          result=result, fast=self.fast)
+                          result=result, options=self.options)
 
         self.started = time.monotonic()
         async with asyncio.TaskGroup() as tg:
@@ -204,10 +208,11 @@ class Swarm:
 async def run_swarm(host: str, port: int, n: int, duration: float, *,
                     cafile: Path | str | None = None, ramp_s: float = 0.02,
                     name_prefix: str = "bot", seed: int = 1, reconnect_s: float = 0.0,
-                    behaviour: str = "arena", details: bool = False, fast: bool = True) -> dict[str, Any]:
+                    behaviour: str = "arena", details: bool = False,
+                    options: ClientOptions = ClientOptions()) -> dict[str, Any]:
     """Run ``n`` bots at once (started ``ramp_s`` apart) and summarise them."""
     swarm = Swarm(host, port, n, duration, cafile=cafile, ramp_s=ramp_s, name_prefix=name_prefix,
-                  seed=seed, reconnect_s=reconnect_s, behaviour=behaviour, fast=fast)
+                  seed=seed, reconnect_s=reconnect_s, behaviour=behaviour, options=options)
     results = await swarm.run()
     report = summarize(results)
     if details:

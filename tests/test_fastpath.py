@@ -15,7 +15,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots.client import FALLBACK_S, GameClient
+from bots.client import FALLBACK_S, ClientOptions, GameClient
 from bots.impair import Impairment, ImpairmentProxy
 from bots.swarm import run_swarm
 from replays.reader import LogReader
@@ -288,7 +288,8 @@ async def test_fast_path_and_quic_clients_share_a_match(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 60})
     async with (
         GameClient.connect("127.0.0.1", srv.port, "fast", cafile=srv.cert) as fast_client,
-        GameClient.connect("127.0.0.1", srv.port, "quic", cafile=srv.cert, fast=False) as quic_client,
+        GameClient.connect("127.0.0.1", srv.port, "quic", cafile=srv.cert,
+                           options=ClientOptions(fast=False)) as quic_client,
     ):
         for _ in range(15):
             for c in (fast_client, quic_client):

@@ -138,11 +138,13 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_bots(args: argparse.Namespace) -> int:
     from bots.behaviours import parse_mix
+    from bots.client import ClientOptions
     from bots.loadtest import LoadConfig, print_table, report_json, run_load
 
     host, port = _host_port(args.server)
-    if args.n < 1 or args.duration <= 0 or args.ramp <= 0 or args.workers < 0:
-        raise UsageError("--n must be at least 1, --duration and --ramp positive, --workers 0 or more")
+    if args.n < 1 or args.duration <= 0 or args.ramp <= 0 or args.workers < 0 or args.input_rate < 0:
+        raise UsageError("--n must be at least 1, --duration and --ramp positive, --workers and --input-rate "
+                         "0 or more")
     try:
         parse_mix(args.behaviour)
     except ValueError as exc:
@@ -157,7 +159,8 @@ def cmd_bots(args: argparse.Namespace) -> int:
         behaviour=args.behaviour, cafile=args.cafile, seed=args.seed, reconnect_s=args.reconnect,
         metrics_url=args.metrics, report_path=Path(args.report) if args.report else None,
         plots_dir=Path(args.plots) if args.plots else None, progress=not args.quiet,
-        fast=not args.no_fastpath, loop_factory=loops.loop_factory(args.loop),
+        client=ClientOptions(fast=not args.no_fastpath, input_rate=args.input_rate),
+        loop_factory=loops.loop_factory(args.loop),
     )
     report = loops.run(run_load(cfg), args.loop)
     if not args.quiet:
@@ -313,6 +316,8 @@ def build_parser() -> argparse.ArgumentParser:
     bots.add_argument("--quiet", action="store_true", help="no live progress and no table: only the JSON line")
     bots.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
     bots.add_argument("--no-fastpath", action="store_true", help="bots keep every datagram on QUIC")
+    bots.add_argument("--input-rate", type=int, default=0, metavar="HZ",
+                      help="input datagrams per second per bot, at most (default: 0, one per state update)")
     bots.add_argument("--seed", type=int, default=1, help="seed for the bots' own choices (default: 1)")
     bots.add_argument("--reconnect", type=float, default=20.0, metavar="S",
                       help="a bot whose connection drops comes back as the same player for up to S seconds; 0: never (default: 20)")
