@@ -100,8 +100,8 @@ DIFFERENCES = [
     "movement: the peer's bots move along any angle (unit vector) and stand still 10% of the time; "
     "the arena has 8 directions and the wander bot never stands still (diagonals are as fast as straight moves)",
     "inputs: the peer's bots send one input message at 30 Hz; tickline bots make one input per tick (60/s, "
-    "tickline's model) and send one datagram per send interval, at most 30/s (20/s at 20 Hz, 30/s at 60 Hz), "
-    "repeating every unconfirmed input",
+    "tickline's model) and send them 30 times a second, as the peer does (two inputs per datagram), each "
+    "datagram repeating every unconfirmed input",
     "respawn: the peer respawns a killed player in the same tick; the arena's shortest respawn is 1 tick (16.7 ms)",
     "bounds: the peer clamps positions to [0, 1000]; the arena to [1, 999] (player_radius must be positive)",
     "hitscan range test: the peer hits d < 150, the arena d <= 150; the peer resolves shots inside its move loop "

@@ -77,7 +77,7 @@ class ClientOptions:
     """How a client uses the wire, beyond where it connects."""
 
     fast: bool = True  # take the fast path where the server offers it
-    # Input datagrams per second at most (0: one per state update the server sends).
+    # Input datagrams per second (at most the tick rate; 0: one per state update the server sends).
     input_rate: int = 0
 
 
@@ -219,10 +219,9 @@ class GameClient:
             rules = None  # a game this SDK does not know: no prediction, the server's word stands
         world = self.world
         world.rules, world.player_id, world.tick_rate = rules, welcome.player_id, welcome.tick_rate
-        # One datagram per send interval (or per input interval, when that is
-        # longer) carries that interval's inputs and the unconfirmed ones before them.
-        rate = min(welcome.send_rate, self.options.input_rate or welcome.send_rate)
-        self.input_batch = max(1, welcome.tick_rate // max(1, rate))
+        # One datagram per input interval (by default the send interval) carries
+        # that interval's inputs and the unconfirmed ones before them.
+        self.input_batch = max(1, welcome.tick_rate // (self.options.input_rate or welcome.send_rate))
 
     def send_input(self, controls: dict[str, Any], flush: bool = False) -> int:
         """This tick's controls (call once per tick); returns the input's sequence number.

@@ -351,13 +351,18 @@ class Match:
         over = self.rules.is_over(self.state)
         if tick % self._keyframe_every == 0 or over:
             self._log.add_keyframe(KeyframeRecord(self.match_id, tick, self.rules.dump_state(self.state), digest))
-        if tick % self._send_every == 0 or over:
+        # Each player gets every send_every-th tick, the players spread over the
+        # phases (by id) so that no tick does every send: a 128-player match's
+        # send ticks were its lateness tail. The last tick goes to everyone.
+        phase = tick % self._send_every
+        sending = [(pid, s) for pid, s in self.sessions.items() if over or pid % self._send_every == phase]
+        if sending:
             # Players with the same view key share one view object and, when their
             # baselines match too, one encoded diff.
             views: dict[Any, dict[str, Any]] = {}
             encoded: dict[Any, bytes] = {}
             full = self.settings.full_snapshots
-            for player_id, session in self.sessions.items():
+            for player_id, session in sending:
                 key = self.rules.view_key(self.state, player_id)
                 view = views.get(key)
                 if view is None:

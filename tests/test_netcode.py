@@ -391,3 +391,22 @@ def test_only_one_oversized_state_frame_waits_on_the_stream_at_a_time() -> None:
     session.send_view(6, {**big, "t": 6})  # small now: a delta against tick 2
     session.send_view(8, {"players": {}})
     assert len(channel.reliable) == 1 and len(channel.datagrams) == 2
+
+
+async def test_sends_are_spread_over_ticks_and_each_player_still_gets_the_send_rate(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, tick_rate=60, send_rate=30)
+    async with (
+        GameClient.connect("127.0.0.1", srv.port, "odd", cafile=srv.cert) as first,
+        GameClient.connect("127.0.0.1", srv.port, "even", cafile=srv.cert) as second,
+    ):
+        seen: dict[str, set[int]] = {"odd": set(), "even": set()}
+        for _ in range(20):
+            for client in (first, second):
+                assert await client.wait_update(timeout=2), client.close_reason
+                seen[client.name].add(client.world.tick)
+                client.send_input({"mx": 1}, flush=True)
+        # Player 1 is sent the odd ticks and player 2 the even ones: no tick sends to both.
+        assert first.player_id == 1 and second.player_id == 2
+        assert {t % 2 for t in seen["odd"]} == {1} and {t % 2 for t in seen["even"]} == {0}
+        assert first.stats.deltas_applied >= 19 and second.stats.deltas_applied >= 19
+    await srv.stop()

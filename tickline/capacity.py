@@ -108,6 +108,8 @@ class CapacityConfig:
     profile_out: Path | None = None
     keep_dir: Path | None = None
     quiet_wait_s: float = 15.0  # longest wait before a probe for other processes to quieten
+    serve_loop: str = "auto"  # tickline serve's event loop
+    ceiling_loop: str = "asyncio"  # the bare server's event loop
 
 
 # ---------------------------------------------------------------------- the search (pure)
@@ -518,7 +520,7 @@ async def _start_tickline(n: int, cfg: CapacityConfig, data_dir: Path, log_path:
     # Started while this thread is on ``cpus``: the child and every thread it makes stay there.
     with log_path.open("ab") as log_file, affinity(cpus):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tickline", "serve", "--port", "0", "--metrics-port", "0",
+            sys.executable, "-m", "tickline", "--loop", cfg.serve_loop, "serve", "--port", "0", "--metrics-port", "0",
             "--data-dir", str(data_dir), "--tick-rate", str(cfg.tick_rate), "--send-rate", str(cfg.send_rate),
             "--set", "time_limit_s=3600", "--set", "score_limit=100000", "--set", f"max_players={n + 1}",
             stdout=asyncio.subprocess.PIPE, stderr=log_file, env=_python_env(),
@@ -1050,7 +1052,7 @@ async def _probe(kind: str, n: int, cfg: CapacityConfig, workdir: Path, index: i
         if kind == "tickline":
             return await probe_tickline(n, cfg, workdir, index)
         delta, inp, from_n = _sizes_for(n, probes.get("tickline", []))
-        p = await probe_transport(n, cfg, workdir, index, delta, inp)
+        p = await probe_transport(n, cfg, workdir, index, delta, inp, server_args=("--loop", cfg.ceiling_loop))
         p["sizes_from_tickline_n"] = from_n
         return p
     except Exception as exc:  # noqa: BLE001 - a probe that breaks is a failed probe, said why
@@ -1163,6 +1165,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="before each probe, wait up to S seconds for other processes to leave the CPUs mostly "
                    "idle (default: 15; --quick 5)")
     p.add_argument("--only", choices=["tickline", "transport"], help="run one of the two searches only (no ratio)")
+    p.add_argument("--serve-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
+                   help="tickline serve's event loop (default: auto, uvloop where installed)")
+    p.add_argument("--ceiling-loop", default="asyncio", choices=["auto", "uvloop", "asyncio"],
+                   help="the bare aioquic server's event loop (default: asyncio, where it held the most clients)")
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON line to FILE")
     p.add_argument("--profile-out", metavar="FILE",
                    help="after the search, probe once more at the capacity with py-spy recording the server "
@@ -1184,7 +1190,8 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
         quiet_wait_s=args.quiet_wait_s if args.quiet_wait_s is not None else (5.0 if quick else 15.0),
         quick=quick, only=(args.only,) if args.only else ("tickline", "transport"),
         profile_out=Path(args.profile_out) if args.profile_out else None,
-        keep_dir=Path(args.keep_dir) if args.keep_dir else None,
+        keep_dir=Path(args.keep_dir) if args.keep_dir else None, ceiling_loop=args.ceiling_loop,
+        serve_loop=args.serve_loop,
     )
 
 

@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     bots.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
     bots.add_argument("--no-fastpath", action="store_true", help="bots keep every datagram on QUIC")
     bots.add_argument("--input-rate", type=int, default=0, metavar="HZ",
-                      help="input datagrams per second per bot, at most (default: 0, one per state update)")
+                      help="input datagrams per second per bot (default: 0, one per state update the server sends)")
     bots.add_argument("--seed", type=int, default=1, help="seed for the bots' own choices (default: 1)")
     bots.add_argument("--reconnect", type=float, default=20.0, metavar="S",
                       help="a bot whose connection drops comes back as the same player for up to S seconds; 0: never (default: 20)")
