@@ -351,23 +351,23 @@ class Match:
         over = self.rules.is_over(self.state)
         if tick % self._keyframe_every == 0 or over:
             self._log.add_keyframe(KeyframeRecord(self.match_id, tick, self.rules.dump_state(self.state), digest))
-        # Each player gets every send_every-th tick, the players spread over the
-        # phases (by id) so that no tick does every send: a 128-player match's
-        # send ticks were its lateness tail. The last tick goes to everyone.
+        # Each player gets every send_every-th tick. Players with views of their
+        # own are spread over the phases so that no tick does every send (a
+        # 96-player match's send ticks were its lateness tail); players who share
+        # one view share a phase, and so one view and, when their baselines
+        # match too, one encoded diff. The last tick goes to everyone.
         phase = tick % self._send_every
-        sending = [(pid, s) for pid, s in self.sessions.items() if over or pid % self._send_every == phase]
-        if sending:
-            # Players with the same view key share one view object and, when their
-            # baselines match too, one encoded diff.
-            views: dict[Any, dict[str, Any]] = {}
-            encoded: dict[Any, bytes] = {}
-            full = self.settings.full_snapshots
-            for player_id, session in sending:
-                key = self.rules.view_key(self.state, player_id)
-                view = views.get(key)
-                if view is None:
-                    view = views[key] = self.rules.view(self.state, player_id)
-                self._deliver(tick, lambda s=session, v=view: s.send_view(tick, v, encoded, full))
+        views: dict[Any, dict[str, Any]] = {}
+        encoded: dict[Any, bytes] = {}
+        full = self.settings.full_snapshots
+        for player_id, session in self.sessions.items():
+            key = self.rules.view_key(self.state, player_id)
+            if not over and (key if type(key) is int else hash(key)) % self._send_every != phase:
+                continue
+            view = views.get(key)
+            if view is None:
+                view = views[key] = self.rules.view(self.state, player_id)
+            self._deliver(tick, lambda s=session, v=view: s.send_view(tick, v, encoded, full))
 
     # ------------------------------------------------------------ delivery after commit
 
