@@ -393,38 +393,34 @@ def test_only_one_oversized_state_frame_waits_on_the_stream_at_a_time() -> None:
     assert len(channel.reliable) == 1 and len(channel.datagrams) == 2
 
 
-async def test_sends_are_spread_over_ticks_and_each_player_still_gets_the_send_rate(start_server) -> None:
-    srv = await start_server(game_config={"time_limit_s": 60}, tick_rate=60, send_rate=30)
+async def _ticks_seen(srv, updates: int = 20) -> tuple[dict[str, set[int]], list[GameClient]]:  # type: ignore[no-untyped-def]
+    """Two players play ``updates`` updates each; the ticks each was shown."""
     async with (
-        GameClient.connect("127.0.0.1", srv.port, "odd", cafile=srv.cert) as first,
-        GameClient.connect("127.0.0.1", srv.port, "even", cafile=srv.cert) as second,
+        GameClient.connect("127.0.0.1", srv.port, "first", cafile=srv.cert) as first,
+        GameClient.connect("127.0.0.1", srv.port, "second", cafile=srv.cert) as second,
     ):
-        seen: dict[str, set[int]] = {"odd": set(), "even": set()}
-        for _ in range(20):
+        seen: dict[str, set[int]] = {"first": set(), "second": set()}
+        for _ in range(updates):
             for client in (first, second):
                 assert await client.wait_update(timeout=2), client.close_reason
                 seen[client.name].add(client.world.tick)
                 client.send_input({"mx": 1}, flush=True)
-        # Player 1 is sent the odd ticks and player 2 the even ones: no tick sends to both.
-        assert first.player_id == 1 and second.player_id == 2
-        assert {t % 2 for t in seen["odd"]} == {1} and {t % 2 for t in seen["even"]} == {0}
-        assert first.stats.deltas_applied >= 19 and second.stats.deltas_applied >= 19
     await srv.stop()
+    return seen, [first, second]
+
+
+async def test_sends_are_spread_over_ticks_and_each_player_still_gets_the_send_rate(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, tick_rate=60, send_rate=30)
+    seen, (first, second) = await _ticks_seen(srv)
+    # Player 1 is sent the odd ticks and player 2 the even ones: no tick sends to both.
+    assert first.player_id == 1 and second.player_id == 2
+    assert {t % 2 for t in seen["first"]} == {1} and {t % 2 for t in seen["second"]} == {0}
+    assert first.stats.deltas_applied >= 19 and second.stats.deltas_applied >= 19
 
 
 async def test_players_who_share_one_view_are_sent_it_on_the_same_ticks(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 60, "view_radius": 0}, tick_rate=60, send_rate=30)
-    async with (
-        GameClient.connect("127.0.0.1", srv.port, "a", cafile=srv.cert) as first,
-        GameClient.connect("127.0.0.1", srv.port, "b", cafile=srv.cert) as second,
-    ):
-        seen: dict[str, set[int]] = {"a": set(), "b": set()}
-        for _ in range(20):
-            for client in (first, second):
-                assert await client.wait_update(timeout=2), client.close_reason
-                seen[client.name].add(client.world.tick)
-                client.send_input({"mx": 1}, flush=True)
-        # Both on one phase: one view a send tick for everyone (and one diff where
-        # baselines match), where players with views of their own alternate.
-        assert len({t % 2 for t in seen["a"] | seen["b"]}) == 1
-    await srv.stop()
+    seen, _ = await _ticks_seen(srv)
+    # Both on one phase: one view a send tick for everyone (and one diff where
+    # baselines match), where players with views of their own alternate.
+    assert len({t % 2 for t in seen["first"] | seen["second"]}) == 1
