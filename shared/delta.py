@@ -68,37 +68,43 @@ def apply(base: View, delta: View) -> View:
 
     Raises :class:`DeltaError` when the delta does not fit the base (a nested
     update of a key that is missing or not a dict, or a malformed delta).
+    The parts of a delta made by :func:`diff` touch disjoint keys, so they are
+    applied in one pass in whatever order they come (this is a client's
+    hottest loop: a 50-player room's delta is 50 nested applies).
     """
     if not isinstance(delta, dict):
         raise DeltaError("delta is not an object")
     if not delta:
         return base
     out = dict(base)
-    sets = delta.get("s", {})
-    increments = delta.get("n", {})
-    updates = delta.get("u", {})
-    removed = delta.get("r", [])
-    if not (isinstance(sets, dict) and isinstance(increments, dict) and isinstance(updates, dict)
-            and isinstance(removed, list)):
-        raise DeltaError("delta parts have the wrong type")
-    if delta.keys() - {"s", "n", "u", "r"}:
-        raise DeltaError("delta has unknown parts")
-    for key in removed:
-        if not isinstance(key, str):
-            raise DeltaError("delta removes a key that is not a string")
-        out.pop(key, None)
-    out.update(sets)
-    for key, inc in increments.items():
-        old = out.get(key)
-        if type(old) is not int or type(inc) is not int:
-            raise DeltaError(f"delta adds to {str(key)[:32]!r}, which is not an integer on both sides")
-        out[key] = old + inc
-    for key, sub in updates.items():
-        old = out.get(key)
-        if not isinstance(old, dict):
-            raise DeltaError(f"delta updates {str(key)[:32]!r}, which the base lacks")
-        out[key] = apply(old, sub)
+    for part, value in delta.items():
+        if part == "u" and isinstance(value, dict):
+            for key, sub in value.items():
+                old = out.get(key)
+                if not isinstance(old, dict):
+                    raise DeltaError(f"delta updates {str(key)[:32]!r}, which the base lacks")
+                out[key] = apply(old, sub)
+        elif part == "n" and isinstance(value, dict):
+            for key, inc in value.items():
+                old = out.get(key)
+                if type(old) is not int or type(inc) is not int:
+                    raise DeltaError(f"delta adds to {str(key)[:32]!r}, which is not an integer on both sides")
+                out[key] = old + inc
+        elif part == "s" and isinstance(value, dict):
+            out.update(value)
+        elif part == "r" and isinstance(value, list):
+            for key in value:
+                if not isinstance(key, str):
+                    raise DeltaError("delta removes a key that is not a string")
+                out.pop(key, None)
+        elif part in _PARTS:
+            raise DeltaError("delta parts have the wrong type")
+        else:
+            raise DeltaError("delta has unknown parts")
     return out
+
+
+_PARTS = frozenset(("s", "n", "u", "r"))
 
 
 class DeltaError(ValueError):
