@@ -101,6 +101,7 @@ class Arena(Rules):
         self.speed = c["player_speed"] * UNIT // rate
         self.shot_speed = c["projectile_speed"] * UNIT // rate
         self.hit_r2 = ((c["player_radius"] + c["projectile_radius"]) * UNIT) ** 2
+        self.hit_cell = max(1, (c["player_radius"] + c["projectile_radius"]) * UNIT)  # grid cell >= reach
         self.pick_r2 = ((c["player_radius"] + c["pickup_radius"]) * UNIT) ** 2
         self.cooldown = ticks(c["fire_cooldown_ms"])
         self.shot_ttl = ticks(c["projectile_ttl_ms"])
@@ -309,9 +310,18 @@ class Arena(Rules):
         return min(max(x + dx, self.pr), self.w - self.pr), min(max(y + dy, self.pr), self.h - self.pr)
 
     def _move_shots(self, state: State, tick: int, events: list[GameEvent]) -> None:
+        """Move every shot; a shot hits the lowest-numbered other live player within reach.
+
+        Players sit in a grid of cells as wide as the reach (built once per tick:
+        nobody moves while shots do), so a shot looks at the 3x3 cells around it
+        rather than at every player; the same player is hit as by a scan of all.
+        """
         shots, players = state["shots"], state["players"]
-        targets = sorted(players.items())  # once per tick, not once per shot
         hit_r2, w, h = self.hit_r2, self.w, self.h
+        cell = self.hit_cell
+        grid: dict[tuple[int, int], list[tuple[int, dict[str, Any]]]] = {}
+        for pid, p in players.items():
+            grid.setdefault((p["x"] // cell, p["y"] // cell), []).append((pid, p))
         for sid in sorted(shots):
             s = shots[sid]
             x, y = s["x"] + s["vx"], s["y"] + s["vy"]
@@ -320,14 +330,19 @@ class Arena(Rules):
                 del shots[sid]
                 continue
             owner = s["owner"]
-            for pid, p in targets:
-                if pid == owner or not p["alive"]:
-                    continue
-                ddx, ddy = p["x"] - x, p["y"] - y
-                if ddx * ddx + ddy * ddy <= hit_r2:
-                    del shots[sid]
-                    self._damage(state, pid, owner, tick, events)
-                    break
+            cx, cy = x // cell, y // cell
+            hit: int | None = None
+            for gx in (cx - 1, cx, cx + 1):
+                for gy in (cy - 1, cy, cy + 1):
+                    for pid, p in grid.get((gx, gy), ()):
+                        if pid == owner or not p["alive"] or (hit is not None and pid > hit):
+                            continue
+                        ddx, ddy = p["x"] - x, p["y"] - y
+                        if ddx * ddx + ddy * ddy <= hit_r2:
+                            hit = pid
+            if hit is not None:
+                del shots[sid]
+                self._damage(state, hit, owner, tick, events)
 
     def _pickups(self, state: State, tick: int, events: list[GameEvent]) -> None:
         pickups, players = state["pickups"], state["players"]
@@ -381,9 +396,9 @@ class Arena(Rules):
             cx, cy, r2 = me["x"], me["y"], self.view_r2
             return {
                 "players": {k: v for pid, k, v, x, y in players
-                            if pid == player_id or (x - cx) ** 2 + (y - cy) ** 2 <= r2},
-                "shots": {k: v for k, v, x, y in shots if (x - cx) ** 2 + (y - cy) ** 2 <= r2},
-                "pickups": {k: v for k, v, x, y in pickups if (x - cx) ** 2 + (y - cy) ** 2 <= r2},
+                            if pid == player_id or (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
+                "shots": {k: v for k, v, x, y in shots if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
+                "pickups": {k: v for k, v, x, y in pickups if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
                 "over": state["over"],
                 "winner": state["winner"],
             }

@@ -622,3 +622,46 @@ def test_shot_speed_does_not_depend_on_aim_vector_length(aim):
     [shot] = state["shots"].values()
     speed2 = shot["vx"] ** 2 + shot["vy"] ** 2
     assert abs(speed2 ** 0.5 - rules.shot_speed) <= 2
+
+
+def _move_shots_by_scanning_everyone(rules: Arena, state: dict, tick: int, events: list) -> None:
+    """The projectile step as it was before its grid: every shot against every player, in id order."""
+    shots, players = state["shots"], state["players"]
+    targets = sorted(players.items())
+    for sid in sorted(shots):
+        s = shots[sid]
+        x, y = s["x"] + s["vx"], s["y"] + s["vy"]
+        s["x"], s["y"] = x, y
+        if tick >= s["expires"] or not (0 <= x <= rules.w and 0 <= y <= rules.h):
+            del shots[sid]
+            continue
+        for pid, p in targets:
+            if pid == s["owner"] or not p["alive"]:
+                continue
+            if (p["x"] - x) ** 2 + (p["y"] - y) ** 2 <= rules.hit_r2:
+                del shots[sid]
+                rules._damage(state, pid, s["owner"], tick, events)
+                break
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(0, 2**32), st.integers(2, 40), st.sampled_from([1, 4, 30]))
+def test_the_projectile_grid_hits_whom_a_scan_of_every_player_hits(seed: int, n: int, player_radius: int) -> None:
+    rules = make_rules("arena", {"width": 300, "height": 300, "player_radius": player_radius,
+                                 "fire_cooldown_ms": 50, "max_players": 64})
+    state = rules.initial_state(seed)
+    rules.step(state, TickInputs(joins=[(pid, f"p{pid}") for pid in range(1, n + 1)]))
+    rng = random.Random(seed)
+    hits = 0
+    for tick in range(2, 90):
+        controls = {pid: {"mx": rng.choice((-1, 0, 1)), "my": rng.choice((-1, 0, 1)), "fire": True,
+                          "ax": rng.randint(-5, 5) or 1, "ay": rng.randint(-5, 5)} for pid in range(1, n + 1)}
+        rules.step(state, TickInputs(inputs=controls))
+        grid, scan = copy.deepcopy(state), copy.deepcopy(state)
+        grid_events: list = []
+        scan_events: list = []
+        rules._move_shots(grid, tick + 1, grid_events)
+        _move_shots_by_scanning_everyone(rules, scan, tick + 1, scan_events)
+        assert grid == scan and grid_events == scan_events
+        hits += sum(1 for e in scan_events if e["k"] == "hit")
+    assert hits > 0 or n < 10  # the comparison saw shots land, not only misses
