@@ -18,7 +18,7 @@ defaults): a real ``tickline serve`` subprocess per turn, 32 real QUIC arena bot
 Each round runs every configuration once, in turns (A B A B ...; every other
 round in reverse order); a figure's ratio is the median of its per-round ratios.
 Only stdout carries the JSON lines; progress goes to stderr. Everything binds
-127.0.0.1 (the bots' sockets too, see ``_loopback_connect``); every server started
+127.0.0.1 (the bots' sockets too, see ``loopback_connect``); every server started
 here is stopped by its PID (SIGTERM, then waited for).
 """
 
@@ -32,13 +32,10 @@ import re
 import resource
 import shutil
 import signal
-import socket
 import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,14 +47,13 @@ if str(ROOT) not in sys.path:
 from bench.report import Report, med, rnd  # noqa: E402
 
 import orjson  # noqa: E402
-from aioquic.quic.configuration import QuicConfiguration  # noqa: E402
-from aioquic.quic.connection import QuicConnection  # noqa: E402
 
 import bots.client as client_module  # noqa: E402
 from bots.arena_bot import ArenaBot  # noqa: E402
 from bots.client import ClientError, GameClient  # noqa: E402
 from bots.impair import Impairment, ImpairmentProxy  # noqa: E402
 from shared.protocol import MAX_DATAGRAM, Delta, encode  # noqa: E402
+from tickline.transport_ceiling import loopback_connect  # noqa: E402
 
 HOST = "127.0.0.1"
 PLAYERS = 32
@@ -195,40 +191,11 @@ class _CountingProtocol(client_module._Protocol):
         super().datagram_received(data, addr)
 
 
-@asynccontextmanager
-async def _loopback_connect(host: str, port: int, *, configuration: QuicConfiguration,
-                            create_protocol: Any) -> AsyncIterator[Any]:
-    """aioquic.asyncio.connect (1.7), but with the client's socket bound to 127.0.0.1
-    (aioquic binds it to "::", every address; BENCH.md: 127.0.0.1 only)."""
-    loop = asyncio.get_running_loop()
-    if configuration.server_name is None:
-        configuration.server_name = host
-    connection = QuicConnection(configuration=configuration)
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::ffff:" + HOST, 0, 0, 0))
-    except BaseException:
-        sock.close()
-        raise
-    transport, protocol = await loop.create_datagram_endpoint(lambda: create_protocol(connection), sock=sock)
-    try:
-        protocol.connect(("::ffff:" + host, port, 0, 0), transmit=True)
-        await protocol.wait_connected()
-        yield protocol
-    finally:
-        protocol.close()
-        try:
-            await protocol.wait_closed()
-        finally:
-            transport.close()  # also when the wind-down cancels a bot stuck in QUIC's draining
-
-
 # GameClient.connect looks both names up in its module when it connects: in this
 # process only, the bots bind to loopback and count their wire bytes. No code
 # outside bench/ changes.
 client_module._Protocol = _CountingProtocol  # type: ignore[misc]
-client_module.connect = _loopback_connect  # type: ignore[assignment]
+client_module.connect = loopback_connect  # type: ignore[assignment]
 
 
 class BenchClient(GameClient):

@@ -38,8 +38,6 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -50,12 +48,12 @@ if str(ROOT) not in sys.path:
 from bench.report import Report, med, rnd  # noqa: E402
 
 import orjson  # noqa: E402
-from aioquic.quic.connection import QuicConnection  # noqa: E402
 
 import bots.client as client_module  # noqa: E402
 import bots.loadtest as loadtest  # noqa: E402
 from bots.client import ClientOptions  # noqa: E402
 from bots.loadtest import LoadConfig, Scrape, run_load, scrape, server_window  # noqa: E402
+from tickline.transport_ceiling import loopback_connect  # noqa: E402
 from tickline import loops  # noqa: E402
 
 HOST = "127.0.0.1"
@@ -132,33 +130,6 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 _ORIGINAL_WORKER = loadtest._worker
 
 
-@asynccontextmanager
-async def _loopback_connect(host: str, port: int, *, configuration: Any, create_protocol: Any,
-                            **_: Any) -> AsyncIterator[Any]:
-    """aioquic.asyncio.connect (1.7), with the client's socket bound to 127.0.0.1
-    rather than to every address ("::"), as BENCH.md asks."""
-    loop = asyncio.get_running_loop()
-    if configuration.server_name is None:
-        configuration.server_name = host
-    connection = QuicConnection(configuration=configuration)
-    sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
-    try:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
-        sock.bind(("::ffff:" + HOST, 0, 0, 0))
-    except BaseException:
-        sock.close()
-        raise
-    transport, protocol = await loop.create_datagram_endpoint(lambda: create_protocol(connection), sock=sock)
-    try:
-        protocol.connect(("::ffff:" + host, port, 0, 0), transmit=True)
-        await protocol.wait_connected()
-        yield protocol
-    finally:
-        protocol.close()
-        await protocol.wait_closed()
-        transport.close()
-
-
 def _quiet_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
     # aioquic leaves a ConnectionError in a future nobody awaits whenever a connection
     # is lost; the bots count lost connections themselves, so one line each is noise.
@@ -170,7 +141,7 @@ def _quiet_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> 
 def _loopback_worker(cfg: dict[str, Any], *args: Any) -> None:
     """run_load's worker, in its spawned process: bots bind 127.0.0.1, nothing reaches stdout."""
     os.dup2(2, 1)  # stdout carries only this bench's JSON lines
-    client_module.connect = _loopback_connect  # type: ignore[assignment]
+    client_module.connect = loopback_connect  # type: ignore[assignment]
     make_loop = cfg["loop_factory"] or asyncio.new_event_loop
 
     def quiet_loop() -> asyncio.AbstractEventLoop:

@@ -274,11 +274,12 @@ class GameClient:
             return False
         return True
 
-    def _send_udp(self, packet: bytes) -> None:
+    def _send_udp(self, packet: bytes, addr: Any = None) -> None:
+        """One fast-path packet from our QUIC socket, to ``addr`` (default: the server's)."""
         transport = self._protocol._transport
         paths = self._quic._network_paths
-        if transport is not None and paths:
-            transport.sendto(packet, paths[0].addr)
+        if transport is not None and (addr is not None or paths):
+            transport.sendto(packet, addr if addr is not None else paths[0].addr)
 
     async def wait_update(self, timeout: float | None = None) -> bool:
         """Wait for the next applied delta; False on timeout or when the connection ends."""
@@ -378,9 +379,7 @@ class GameClient:
         if kind == fastpath.CHALLENGE:
             # The server checks that we receive at this address before moving
             # our deltas here; answer from the socket the challenge reached.
-            transport = self._protocol._transport
-            if transport is not None:
-                transport.sendto(self._fast[0].seal(fastpath.RESPONSE, payload), addr)
+            self._send_udp(self._fast[0].seal(fastpath.RESPONSE, payload), addr)
             return
         if kind != fastpath.DATA:
             return
