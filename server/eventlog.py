@@ -1,12 +1,13 @@
 """The event log's writer: one task per server commits every match's records in groups.
 
 The tick loop never awaits the database. It calls :meth:`EventLog.append` (and
-``add_keyframe``, ``add_player``, ``end_match``), which only queue the record;
-:meth:`EventLog.run`, the single writer task, takes everything waiting and
-commits it in one transaction. On SQLite the whole transaction is one call into
-the pooled connection's aiosqlite thread (``_write_in_thread``); on PostgreSQL
-the same statements (``_write_group``) go through asyncpg. No commit blocks
-the event loop either.
+``add_keyframe``, ``add_player``, ``end_match``), which encode the record as a
+row while its data is still in the CPU's cache (a few microseconds a tick) and
+queue it; :meth:`EventLog.run`, the single writer task, takes everything
+waiting and commits it in one transaction. On SQLite the whole transaction is
+one call into the pooled connection's aiosqlite thread (``_write_in_thread``);
+on PostgreSQL the same statements (``_write_group``) go through asyncpg. No
+commit blocks the event loop either.
 
 Durability is a setting:
 
@@ -29,14 +30,15 @@ with :class:`FencedOut` and stops the match instead of writing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -58,18 +60,35 @@ BACKLOG = 1000
 CHUNK = 2000
 
 _TICK_COLUMNS = ("match_id", "tick", "payload", "hash")
+TickRow = tuple[str, int, bytes, str]  # a ticks row, in _TICK_COLUMNS' order
 
 
-def _insert_ticks(conn: Connection, rows: list[tuple[Any, ...]]) -> None:
-    """INSERT tick rows as positional tuples through the driver's executemany.
+# SQLite: tick rows per multi-row INSERT (4 parameters each). SQLite 3.32+
+# allows 32766 parameters in one statement, older builds 999; 2000 rows is
+# past where bigger statements stop paying.
+ROWS_PER_INSERT = 2000 if sqlite3.sqlite_version_info >= (3, 32) else 999 // len(_TICK_COLUMNS)
 
-    SQLAlchemy's per-row parameter processing was a tenth of the writer's time
-    in the event-log benchmark; tick rows need none of it (plain ints, str, bytes).
+
+def _insert_ticks(conn: Connection, rows: list[TickRow]) -> None:
+    """INSERT tick rows as positional tuples, without SQLAlchemy's per-row parameter
+    processing (a tenth of the writer's time in the event-log benchmark; tick rows
+    need none of it: plain ints, str, bytes).
+
+    On SQLite, many rows per statement: sqlite3's executemany steps (and releases
+    and takes back the GIL) once per row, so under a busy event loop each row
+    waited for the GIL; one multi-row INSERT is also about 15 % less CPU a row.
+    Elsewhere, the driver's executemany (asyncpg pipelines it).
     """
     style = conn.dialect.paramstyle
     if style == "qmark":
-        marks = ", ".join("?" for _ in _TICK_COLUMNS)
-    elif style in ("numeric_dollar", "numeric"):
+        columns = ", ".join(_TICK_COLUMNS)
+        one = "(" + ", ".join("?" for _ in _TICK_COLUMNS) + ")"
+        for start in range(0, len(rows), ROWS_PER_INSERT):
+            part = rows[start:start + ROWS_PER_INSERT]
+            conn.exec_driver_sql(f"INSERT INTO ticks ({columns}) VALUES {', '.join([one] * len(part))}",
+                                 tuple(chain.from_iterable(part)))
+        return
+    if style in ("numeric_dollar", "numeric"):
         prefix = "$" if style == "numeric_dollar" else ":"
         marks = ", ".join(f"{prefix}{i}" for i in range(1, len(_TICK_COLUMNS) + 1))
     elif style == "format":
@@ -147,13 +166,16 @@ class Recovered:
 
 
 Record = TickRecord | KeyframeRecord | PlayerRecord | MatchEnd
+# What waits in the writer's queue: tick and keyframe records already encoded as
+# their rows (a TickRow; a keyframes row), the rest as they came.
+Queued = TickRow | dict[str, Any] | PlayerRecord | MatchEnd
 
 
 @dataclass(slots=True)
 class Prepared:
     """A group of records, encoded as rows, ready for one transaction."""
 
-    ticks: list[tuple[Any, ...]]
+    ticks: list[TickRow]
     keyframes: list[dict[str, Any]]
     players: list[dict[str, Any]]
     ends: list[MatchEnd]
@@ -200,7 +222,7 @@ class EventLog:
         self.engine = engine
         self.server_id = server_id
         self.settings = settings
-        self._items: deque[Record] = deque()
+        self._items: deque[Queued] = deque()
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -354,10 +376,14 @@ class EventLog:
 
     def append(self, record: TickRecord) -> None:
         self.appended[record.match_id] = record.tick
-        self._put(record)
+        # Encoded here, not by the writer: the record's inputs were made this
+        # tick and are in cache (encoding a batch of cold records later, in a
+        # worker thread, cost 1.5x as much and competed with the loop for the GIL).
+        self._put((record.match_id, record.tick, encode_payload(record.inputs, record.events), record.hash))
 
     def add_keyframe(self, record: KeyframeRecord) -> None:
-        self._put(record)
+        self._put({"match_id": record.match_id, "tick": record.tick,
+                   "state": encode_state(record.state), "hash": record.hash})
 
     def add_player(self, record: PlayerRecord) -> None:
         self._put(record)
@@ -366,7 +392,7 @@ class EventLog:
         """Queue the end of a match; it is committed after all its ticks."""
         self._put(end)
 
-    def _put(self, record: Record) -> None:
+    def _put(self, record: Queued) -> None:
         self._items.append(record)
         if self._pending_since is None:
             self._pending_since = time.monotonic()
@@ -400,41 +426,29 @@ class EventLog:
         self._wake.set()
 
     async def run(self) -> None:
-        """The writer task. While one group commits (in the driver's thread), the
-        next is taken and encoded (in a worker thread when it is big), so a
-        backlog drains at the speed of the slower of the two, and encoding never
-        stalls the tick loops sharing this event loop."""
+        """The writer task: commits, one group at a time, everything that waits.
+
+        Records are encoded as they are queued, so there is nothing to overlap
+        with a commit but the matches themselves: what they queue while one group
+        commits (in the driver's thread) is the next group, and the busier the
+        log, the larger (and cheaper per row) its groups.
+        """
         flush = self.settings.flush_ms / 1000 if self.settings.durability == "batch" else 0.0
-        writing: asyncio.Task[None] | None = None
-        try:
-            while True:
-                if not self._items:
-                    if writing is not None:
-                        await writing
-                        writing = None
-                        continue
-                    if self._stopping:
-                        return
-                    self._wake.clear()
-                    await self._wake.wait()
-                    continue
-                if (flush and writing is None and not self._stopping and self._pending_since is not None
-                        and len(self._items) < BACKLOG):
-                    # Group commit: let a flush interval's worth of records gather.
-                    wait = self._pending_since + flush - time.monotonic()
-                    if wait > 0:
-                        await asyncio.sleep(wait)
-                chunk = [self._items.popleft() for _ in range(min(len(self._items), CHUNK))]
-                since, self._pending_since = self._pending_since, (time.monotonic() if self._items else None)
-                prepared = await asyncio.to_thread(self._encode, chunk) if len(chunk) >= 64 else self._encode(chunk)
-                if writing is not None:
-                    await writing  # commits stay in order, one at a time
-                writing = asyncio.create_task(self._write(prepared, since), name="eventlog-commit")
-        finally:
-            if writing is not None and not writing.done():
-                writing.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await writing
+        while True:
+            if not self._items:
+                if self._stopping:
+                    return
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            if flush and not self._stopping and self._pending_since is not None and len(self._items) < BACKLOG:
+                # Group commit: let a flush interval's worth of records gather.
+                wait = self._pending_since + flush - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+            chunk = [self._items.popleft() for _ in range(min(len(self._items), CHUNK))]
+            since, self._pending_since = self._pending_since, (time.monotonic() if self._items else None)
+            await self._write(self._group(chunk), since)
 
     async def _write(self, prepared: Prepared, since: float | None) -> None:
         self._inflight_since = since
@@ -492,22 +506,19 @@ class EventLog:
             return
 
     @staticmethod
-    def _encode(batch: list[Record]) -> Prepared:
-        """The rows of a batch, encoded: CPU work, run in a worker thread for big batches."""
-        tick_rows: list[tuple[Any, ...]] = []
+    def _group(batch: list[Queued]) -> Prepared:
+        """The rows of one transaction, sorted by table."""
+        tick_rows: list[TickRow] = []
         keyframe_rows: list[dict[str, Any]] = []
         player_rows: list[dict[str, Any]] = []
         ends: list[MatchEnd] = []
         newest: dict[str, int] = {}
         for item in batch:
-            if isinstance(item, TickRecord):
-                tick_rows.append((item.match_id, item.tick, encode_payload(item.inputs, item.events), item.hash))
-                newest[item.match_id] = item.tick
-            elif isinstance(item, KeyframeRecord):
-                keyframe_rows.append({
-                    "match_id": item.match_id, "tick": item.tick,
-                    "state": encode_state(item.state), "hash": item.hash,
-                })
+            if type(item) is tuple:
+                tick_rows.append(item)
+                newest[item[0]] = item[1]
+            elif isinstance(item, dict):
+                keyframe_rows.append(item)
             elif isinstance(item, PlayerRecord):
                 player_rows.append({
                     "match_id": item.match_id, "player_id": item.player_id,
@@ -515,7 +526,8 @@ class EventLog:
                 })
             else:
                 ends.append(item)
-        touched = sorted({item.match_id for item in batch})
+        touched = sorted(set(newest) | {r["match_id"] for r in keyframe_rows}
+                         | {p["match_id"] for p in player_rows} | {e.match_id for e in ends})
         return Prepared(tick_rows, keyframe_rows, player_rows, ends, newest, touched)
 
     def _mark_committed(self, prepared: Prepared) -> None:
@@ -576,6 +588,31 @@ def _write_in_thread(info: dict[str, Any], driver: Any, prepared: Prepared, fenc
         _write_group(conn, prepared, fence)
 
 
+def _fence_sqlite(conn: Connection, server_id: str, epochs: dict[str, int], newest: dict[str, int]) -> int:
+    """The fencing UPDATE of ``_write_group`` as SQLite SQL, for its rowcount.
+
+    Built as a string: SQLAlchemy's construction and compilation of the same
+    statement (a CASE and an IN of as many matches as the group touches) was
+    most of the Python a commit runs in aiosqlite's thread, holding the GIL
+    the tick loops wait for.
+    """
+    params: list[Any] = []
+    if newest:
+        last_tick = "CASE match_id " + " ".join("WHEN ? THEN ?" for _ in newest) + " ELSE last_tick END"
+        for item in newest.items():
+            params.extend(item)
+    else:
+        last_tick = "last_tick"
+    params.append(server_id)
+    for item in epochs.items():
+        params.extend(item)
+    pairs = ", ".join("(?, ?)" for _ in epochs)
+    return conn.exec_driver_sql(
+        f"UPDATE matches SET last_tick = {last_tick} WHERE owner = ? AND (match_id, epoch) IN (VALUES {pairs})",
+        tuple(params),
+    ).rowcount
+
+
 def _write_group(conn: Connection, prepared: Prepared, fence: Fence) -> None:
     """Every statement of one group's transaction (the caller commits it)."""
     server_id, epochs = fence
@@ -583,13 +620,17 @@ def _write_group(conn: Connection, prepared: Prepared, fence: Fence) -> None:
     # Fence first, every match of the group in one statement: only rows this
     # server owns at the epoch it knows are updated. The UPDATE also locks those
     # rows (PostgreSQL), so a takeover and this commit cannot interleave.
-    result = conn.execute(
-        update(matches)
-        .where(tuple_(matches.c.match_id, matches.c.epoch).in_(list(epochs.items())), matches.c.owner == server_id)
-        .values(last_tick=case(newest, value=matches.c.match_id, else_=matches.c.last_tick)
-                if newest else matches.c.last_tick)
-    )
-    if result.rowcount != len(touched):
+    if conn.dialect.paramstyle == "qmark":
+        rowcount = _fence_sqlite(conn, server_id, epochs, newest)
+    else:
+        rowcount = conn.execute(
+            update(matches)
+            .where(tuple_(matches.c.match_id, matches.c.epoch).in_(list(epochs.items())),
+                   matches.c.owner == server_id)
+            .values(last_tick=case(newest, value=matches.c.match_id, else_=matches.c.last_tick)
+                    if newest else matches.c.last_tick)
+        ).rowcount
+    if rowcount != len(touched):
         rows = conn.execute(
             select(matches.c.match_id, matches.c.owner, matches.c.epoch).where(matches.c.match_id.in_(touched))
         ).all()

@@ -6,6 +6,7 @@ import zlib
 
 import orjson
 import pytest
+import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -82,6 +83,21 @@ def test_random_payloads_round_trip(inputs, events):
     assert TickInputs.from_record(got_inputs).to_record() == record
 
 
+def test_payloads_of_earlier_versions_still_decode():
+    body = orjson.dumps({"in": SAMPLE_INPUTS, "ev": SAMPLE_EVENTS})
+    zstd_payload = zstandard.ZstdCompressor(level=1, write_checksum=True).compress(body)  # before LZ4
+    zlib_payload = zlib.compress(body)  # the first logs
+    for data in (zstd_payload, zlib_payload):
+        assert decode_payload(data) == (SAMPLE_INPUTS, SAMPLE_EVENTS)
+
+
+def test_a_payload_claiming_a_huge_size_is_refused_before_decompressing():
+    block = (1 << 31).to_bytes(4, "little") + b"\x10x"
+    data = b"L" + zlib.crc32(block).to_bytes(4, "little") + block  # a checksum that matches the damage
+    with pytest.raises(CorruptRecord, match="size header"):
+        decode_payload(data)
+
+
 @pytest.mark.parametrize("cut", [0, 1, 2, 5, -5, -4, -1])
 def test_truncated_payload_raises_corrupt_record(cut):
     data = sample_payload()
@@ -128,8 +144,7 @@ def test_any_flipped_byte_raises_corrupt_record_or_decodes_unchanged(data):
         got = decode_payload(bytes(corrupted))
     except CorruptRecord:
         return
-    # A flip of the deflate stream's unused padding bits is harmless; anything
-    # else is caught by zlib's checks. A silently different record never comes out.
+    # The payload's CRC-32 catches every flip: a silently different record never comes out.
     assert got == (SAMPLE_INPUTS, SAMPLE_EVENTS)
 
 
