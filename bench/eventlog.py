@@ -351,22 +351,22 @@ class NullChannel:
         pass
 
 
-class NullCommitLog(EventLog):
-    """The baseline's event log: the same queue and writer task, but commits do nothing
-    beyond marking the records committed (and telling the matches, as a commit does)."""
-
-    async def _commit(self, prepared: Any) -> None:
-        self._mark_committed(prepared)
-
-
 class RecordingLog(EventLog):
     """The real writer; after each commit it notes which ticks and keyframes went in
     together (keys only, no payloads), so the raw-driver baseline can commit the same
-    rows in the same groups afterwards."""
+    rows in the same groups afterwards.
+
+    With ``real`` false it is the baseline's log: the same queue and writer task,
+    but commits do nothing beyond marking the records committed (and telling the
+    matches, as a commit does)."""
 
     recording: list[tuple[tuple[bool, str, int], ...]] | None = None
+    real = True
 
     async def _commit(self, prepared: Any) -> None:
+        if not self.real:
+            self._mark_committed(prepared)
+            return
         await super()._commit(prepared)
         if self.recording is not None:
             self.recording.append(
@@ -377,7 +377,9 @@ class RecordingLog(EventLog):
 
 @dataclass
 class MatchesRun:
-    late: Samples
+    late: Samples  # with the writer committing
+    late_without: Samples | None  # interleaved slices with commits doing nothing (None: not interleaved)
+    slice_late: list[tuple[bool, list[float]]]  # (real commits, lateness) of each slice, in order
     work: Samples
     commit_s: list[float]
     batches: list[tuple[tuple[bool, str, int], ...]]
@@ -385,6 +387,7 @@ class MatchesRun:
     catch_ups: int
     pauses: int
     cpu_pct: float
+    cpu_pct_without: float | None
     commits: int
     bytes_down: int
     inputs_applied: int
@@ -424,10 +427,20 @@ async def drive_inputs(sessions: list[Session], rng: random.Random) -> None:
                 session.on_datagram(encode(Input(ack=channel.last_tick, inputs=batch)))
 
 
-async def run_matches(log_cls: type[EventLog], url: str, duration: float, warmup: float, seed: int) -> MatchesRun:
+# Interleaving: the writer's real commits and null commits alternate in slices of
+# this length, and the first ticks after each switch count for neither side.
+SLICE_S = 1.0
+SWITCH_SETTLE_S = 0.1
+
+
+async def run_matches(url: str, duration: float, warmup: float, seed: int, interleave: bool = False) -> MatchesRun:
+    """10 matches with scripted clients, logging to ``url``; their tick lateness over
+    ``duration`` seconds of real commits (and, with ``interleave``, as long again of
+    null commits, alternating with them in SLICE_S slices: whatever else the machine
+    does then weighs on both sides alike)."""
     gc.collect()
     switch_interval = sys.getswitchinterval()
-    log = await log_cls.open(url, SERVER_ID)
+    log = await RecordingLog.open(url, SERVER_ID)
     writer = asyncio.create_task(log.run(), name="eventlog-writer")
     matches: list[Match] = []
     tasks: list[asyncio.Task[None]] = []
@@ -457,36 +470,55 @@ async def run_matches(log_cls: type[EventLog], url: str, duration: float, warmup
             if match.status != "running":
                 raise RuntimeError(f"match {match.match_id[:8]} is {match.status}, not running")
         # Pool every match's samples from here on (Match.tick_late is a Samples it adds to).
-        late, work = Samples(1_000_000), Samples(1_000_000)
-        for match in matches:
-            match.tick_late, match.tick_work = late, work
+        late, late_without, settling, work = Samples(1_000_000), Samples(1_000_000), Samples(), Samples(1_000_000)
+
+        def count_into(target: Samples) -> None:
+            for match in matches:
+                match.tick_late = target
+                match.tick_work = settling if target is settling else work
+
         log.commit_seconds = Samples(1_000_000)
-        if isinstance(log, RecordingLog):
-            log.recording = []
-        commits0 = log.commits
+        log.recording = []
         ticks0 = sum(m.tick for m in matches)
         catch0 = sum(m.catch_ups for m in matches)
         pauses0 = sum(m.pauses for m in matches)
         inputs0 = sum(m.inputs_applied for m in matches)
         bytes0 = sum(s.channel.bytes for s in sessions)  # type: ignore[attr-defined]
-        cpu0, t0 = cpu_seconds(), time.perf_counter()
-        await asyncio.sleep(duration)
-        cpu, elapsed = cpu_seconds() - cpu0, time.perf_counter() - t0
+        spent = {True: [0.0, 0.0], False: [0.0, 0.0]}  # real -> [cpu s, wall s]
+        slice_late: list[tuple[bool, list[float]]] = []
+        slices = max(1, round(duration / SLICE_S)) * 2 if interleave else 1
+        for i in range(slices):
+            log.real = i % 2 == 0
+            if interleave:
+                count_into(settling)
+                await asyncio.sleep(SWITCH_SETTLE_S)
+            part = Samples(1_000_000)
+            count_into(part)
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
+            await asyncio.sleep(SLICE_S - SWITCH_SETTLE_S if interleave else duration)
+            spent[log.real][0] += cpu_seconds() - cpu0
+            spent[log.real][1] += time.perf_counter() - t0
+            count_into(settling)
+            for value in part._values:
+                (late if log.real else late_without).add(value)
+            slice_late.append((log.real, list(part._values)))
+        log.real = True
+        count_into(settling)
         result = MatchesRun(
-            late=late, work=work,
+            late=late, late_without=late_without if interleave else None, slice_late=slice_late, work=work,
             commit_s=list(log.commit_seconds._values),
-            batches=list(getattr(log, "recording", None) or []),
+            batches=list(log.recording),
             ticks=sum(m.tick for m in matches) - ticks0,
             catch_ups=sum(m.catch_ups for m in matches) - catch0,
             pauses=sum(m.pauses for m in matches) - pauses0,
-            cpu_pct=100 * cpu / elapsed,
-            commits=log.commits - commits0,
+            cpu_pct=100 * spent[True][0] / spent[True][1],
+            cpu_pct_without=100 * spent[False][0] / spent[False][1] if interleave else None,
+            commits=len(log.recording),
             bytes_down=sum(s.channel.bytes for s in sessions) - bytes0,  # type: ignore[attr-defined]
             inputs_applied=sum(m.inputs_applied for m in matches) - inputs0,
             match_ids=[m.match_id for m in matches],
         )
-        if isinstance(log, RecordingLog):
-            log.recording = None
+        log.recording = None
         kicked = [s for s in sessions if s.closed.is_set()]
         if kicked:
             raise RuntimeError(f"{len(kicked)} scripted clients were closed mid-run: {kicked[0].close_reason}")
@@ -640,55 +672,66 @@ def batch_sizes(run: MatchesRun) -> dict[str, float]:
 
 
 async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float, runs: int) -> None:
-    with_p99, without_p99, added = [], [], []
+    with_p99, without_p99 = [], []  # pooled over each run's slices
+    pair_with, pair_without = [], []  # p99 of each slice pair's two sides, every run
     commit_p99, raw_p99, idle_p99 = [], [], []
-    with_runs, without_runs = [], []
+    with_runs: list[MatchesRun] = []
     raw_dst, idle_dst = tmp / "commit-raw.db", tmp / "commit-idle.db"
     await migrated_sqlite(raw_dst)
     for i in range(runs):
-        a_path, b_path = tmp / f"matches-a{i}.db", tmp / f"matches-b{i}.db"
-        say(f"matches run {i + 1}/{runs}: {MATCHES} matches x {PLAYERS} players, {duration:g} s, with the SQLite writer")
-        a = await run_matches(RecordingLog, sqlite_url(a_path), duration, warmup, seed=100 * i + 1)
+        a_path = tmp / f"matches-{i}.db"
+        say(f"matches run {i + 1}/{runs}: {MATCHES} matches x {PLAYERS} players, {duration:g} s with the SQLite "
+            f"writer and {duration:g} s with commits doing nothing, in alternating {SLICE_S:g} s slices")
+        a = await run_matches(sqlite_url(a_path), duration, warmup, seed=100 * i + 1, interleave=True)
+        assert a.late_without is not None and a.cpu_pct_without is not None
         rows = fetch_sqlite(a_path, a.match_ids)
         raw = raw_sqlite_commits(raw_dst, rows, a.batches)
         idle = await idle_eventlog_commits(sqlite_url(idle_dst), rows, a.batches)
         del rows
-        say(f"matches run {i + 1}/{runs}: the same with commits doing nothing")
-        b = await run_matches(NullCommitLog, sqlite_url(b_path), duration, warmup, seed=100 * i + 1)
         with_runs.append(a)
-        without_runs.append(b)
-        pa, pb = a.late.percentile(99) * 1000, b.late.percentile(99) * 1000
+        pa, pb = a.late.percentile(99) * 1000, a.late_without.percentile(99) * 1000
         with_p99.append(pa)
         without_p99.append(pb)
-        added.append(pa - pb)
+        # Each slice with the writer against the slice without it that follows.
+        pairs = [(percentile(w, 99) * 1000, percentile(wo, 99) * 1000)
+                 for (_, w), (_, wo) in zip(a.slice_late[::2], a.slice_late[1::2])]
+        pair_with += [w for w, _ in pairs]
+        pair_without += [wo for _, wo in pairs]
+        added_median = statistics.median(w - wo for w, wo in pairs)
         commit_p99.append(percentile(a.commit_s, 99) * 1000)
         raw_p99.append(percentile(raw, 99) * 1000)
         idle_p99.append(percentile(idle, 99) * 1000)
-        say(f"  late p99 with {pa:.3f} ms, without {pb:.3f} ms (added {pa - pb:+.3f} ms); "
-            f"cpu {a.cpu_pct:.0f}% / {b.cpu_pct:.0f}%; commit p99 {commit_p99[-1]:.2f} ms over {len(a.commit_s)} "
-            f"commits, raw {raw_p99[-1]:.2f} ms, EventLog on an idle loop {idle_p99[-1]:.2f} ms")
-        for p in (a_path, b_path):
-            for suffix in ("", "-wal", "-shm"):
-                Path(f"{p}{suffix}").unlink(missing_ok=True)
-    # The ratio for this figure is p99 with / p99 without.
-    ratios = [pa / max(pb, 1e-6) for pa, pb in zip(with_p99, without_p99)]
+        say(f"  late p99 with {pa:.3f} ms, without {pb:.3f} ms (added {pa - pb:+.3f} ms; median over slice pairs "
+            f"{added_median:+.3f} ms); "
+            f"cpu {a.cpu_pct:.0f}% / {a.cpu_pct_without:.0f}%; commit p99 {commit_p99[-1]:.2f} ms over "
+            f"{len(a.commit_s)} commits, raw {raw_p99[-1]:.2f} ms, EventLog on an idle loop {idle_p99[-1]:.2f} ms")
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{a_path}{suffix}").unlink(missing_ok=True)
+    # The value: the median over slice pairs of (p99 with - p99 without); the ratio,
+    # the median of p99 with / p99 without. Pooled p99s per run come as extras.
+    added = [w - wo for w, wo in zip(pair_with, pair_without)]
+    ratios = [w / max(wo, 1e-6) for w, wo in zip(pair_with, pair_without)]
     report.emit(figure(
-        "tick_late_p99_added_ms", "ms", added, without_p99,
-        f"p99 tick lateness of the same {MATCHES} matches (16 players each, 60 Hz) with an EventLog whose "
-        "commits do nothing; ratio is p99 with / p99 without",
+        "tick_late_p99_added_ms", "ms", added, pair_without,
+        f"p99 tick lateness of the same {MATCHES} matches (16 players each, 60 Hz) in the {SLICE_S:g} s slice "
+        "after, when the EventLog's commits do nothing; value: median over slice pairs of p99 with - p99 "
+        "without; ratio: median of p99 with / p99 without",
         "< 1 ms added", lambda v: v < 1, 3, ratios=ratios,
-        p99_with_ms=round(statistics.median(with_p99), 3),
-        p99_without_ms=round(statistics.median(without_p99), 3),
-        added_spread_ms=[round(min(added), 3), round(max(added), 3)],
+        turns=runs,
+        pooled_p99_with_ms=[round(v, 3) for v in with_p99],
+        pooled_p99_without_ms=[round(v, 3) for v in without_p99],
+        pooled_added_ms=[round(w - wo, 3) for w, wo in zip(with_p99, without_p99)],
+        added_quartiles_ms=[round(q, 3) for q in statistics.quantiles(added, n=4)],
         max_late_with_ms=round(statistics.median(r.late.max for r in with_runs) * 1000, 3),
-        max_late_without_ms=round(statistics.median(r.late.max for r in without_runs) * 1000, 3),
+        max_late_without_ms=round(statistics.median(r.late_without.max for r in with_runs) * 1000, 3),
         ticks_per_run=int(statistics.median(r.ticks for r in with_runs)),
         inputs_applied_per_tick=round(statistics.median(r.inputs_applied / r.ticks for r in with_runs), 2),
-        catch_ups=sum(r.catch_ups for r in with_runs) + sum(r.catch_ups for r in without_runs),
+        catch_ups=sum(r.catch_ups for r in with_runs),
         pauses=sum(r.pauses for r in with_runs),
         cpu_pct_with=round(statistics.median(r.cpu_pct for r in with_runs), 1),
-        cpu_pct_without=round(statistics.median(r.cpu_pct for r in without_runs), 1),
-        seconds_per_run=duration,
+        cpu_pct_without=round(statistics.median(r.cpu_pct_without for r in with_runs), 1),
+        seconds_per_side=duration,
+        slice_s=SLICE_S,
     ))
     report.emit(figure(
         "commit_p99_ms_sqlite", "ms", commit_p99, raw_p99,
@@ -755,7 +798,7 @@ async def fig_postgres(report: Report, pg_url: str | None, duration: float, warm
         commit_p99, raw_p99, idle_p99, runs_done = [], [], [], []
         for i in range(runs):
             say(f"postgres run {i + 1}/{runs}: {MATCHES} matches x {PLAYERS} players, {duration:g} s")
-            a = await run_matches(RecordingLog, log_url, duration, warmup, seed=100 * i + 7)
+            a = await run_matches(log_url, duration, warmup, seed=100 * i + 7)
             rows = await fetch_pg(log_dsn, a.match_ids)
             raw = await raw_pg_commits(raw_dsn, rows, a.batches)
             idle = await idle_eventlog_commits(idle_url, rows, a.batches)
