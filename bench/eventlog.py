@@ -66,6 +66,7 @@ from shared.game import Rules, State, TickInputs, state_hash  # noqa: E402
 from shared.games import make_rules  # noqa: E402
 from shared.logformat import MatchHeader, encode_payload, replay_stored_tick  # noqa: E402
 from shared.protocol import Input, encode  # noqa: E402
+from tickline.capacity import affinity, cpu_plan  # noqa: E402
 
 PLAYERS = 16
 TICK_RATE = 60
@@ -671,18 +672,22 @@ def batch_sizes(run: MatchesRun) -> dict[str, float]:
     return {"median": statistics.median(sizes) if sizes else 0, "max": max(sizes, default=0)}
 
 
-async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float, runs: int) -> None:
+async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float, runs: int,
+                      pin: bool = True) -> None:
     with_p99, without_p99 = [], []  # pooled over each run's slices
     pair_with, pair_without = [], []  # p99 of each slice pair's two sides, every run
     commit_p99, raw_p99, idle_p99 = [], [], []
     with_runs: list[MatchesRun] = []
+    server_cpus, _, pinning = cpu_plan()
+    say(pinning.split(";")[0] if pin else "not pinned (--no-pin)")
     raw_dst, idle_dst = tmp / "commit-raw.db", tmp / "commit-idle.db"
     await migrated_sqlite(raw_dst)
     for i in range(runs):
         a_path = tmp / f"matches-{i}.db"
         say(f"matches run {i + 1}/{runs}: {MATCHES} matches x {PLAYERS} players, {duration:g} s with the SQLite "
             f"writer and {duration:g} s with commits doing nothing, in alternating {SLICE_S:g} s slices")
-        a = await run_matches(sqlite_url(a_path), duration, warmup, seed=100 * i + 1, interleave=True)
+        with affinity(server_cpus if pin else None):  # the matches' process on one core, as a server runs
+            a = await run_matches(sqlite_url(a_path), duration, warmup, seed=100 * i + 1, interleave=True)
         assert a.late_without is not None and a.cpu_pct_without is not None
         rows = fetch_sqlite(a_path, a.match_ids)
         raw = raw_sqlite_commits(raw_dst, rows, a.batches)
@@ -732,6 +737,7 @@ async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float,
         cpu_pct_without=round(statistics.median(r.cpu_pct_without for r in with_runs), 1),
         seconds_per_side=duration,
         slice_s=SLICE_S,
+        pinned=(pinning.split(";")[0] if pin else "no"),
     ))
     report.emit(figure(
         "commit_p99_ms_sqlite", "ms", commit_p99, raw_p99,
@@ -1026,7 +1032,7 @@ async def main(args: argparse.Namespace) -> None:
             await fig_append(report, tmp, n_ticks=5_000 if quick else 20_000, runs=3 if quick else 5)
         duration, warmup = (4.0, 0.5) if quick else (10.0, 1.0)
         if "matches" in only:
-            await fig_matches(report, tmp, duration, warmup, runs=2 if quick else 3)
+            await fig_matches(report, tmp, duration, warmup, runs=2 if quick else 3, pin=args.pin)
         if "postgres" in only:
             await fig_postgres(report, pg_url, duration, warmup, runs=2 if quick else 3)
         if only & {"recovery", "replay"}:
@@ -1046,6 +1052,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--pg-url", metavar="URL",
                         help=f"PostgreSQL maintenance URL (default: ${PG_URL_ENV}); a fresh database is "
                              "created for the run and dropped after it")
+    parser.add_argument("--no-pin", dest="pin", action="store_false",
+                        help="run the matches of tick_late_p99_added_ms on every CPU (default: on one, "
+                             "as tickline bench capacity runs a server)")
     parser.add_argument("--only", metavar="PARTS",
                         help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
     args = parser.parse_args(argv)
