@@ -37,6 +37,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
+from contextlib import contextmanager
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -213,6 +214,17 @@ INSERT_TICKS_PG = "INSERT INTO ticks (match_id, tick, payload, hash) VALUES ($1,
 INSERT_KEYFRAMES_PG = "INSERT INTO keyframes (match_id, tick, state, hash) VALUES ($1, $2, $3, $4)"
 
 
+@contextmanager
+def server_switch_interval() -> Iterator[None]:
+    """The GIL's switch interval that ``Server.run`` sets, restored after."""
+    before = sys.getswitchinterval()
+    sys.setswitchinterval(server_app.SWITCH_INTERVAL_S)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(before)
+
+
 # --------------------------------------------------------------------------- 1. append throughput
 
 
@@ -228,24 +240,22 @@ async def append_through_eventlog(path: Path, header: MatchHeader, records: list
     try:
         await log.create_match(header)
         last = records[-1].tick
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(server_app.SWITCH_INTERVAL_S)  # as Server.run does
-        writer = asyncio.create_task(log.run(), name="eventlog-writer")
-        await asyncio.sleep(0)
-        cpu0, t0 = cpu_seconds(), time.perf_counter()
-        for i, record in enumerate(records):
-            if not log.has_room():  # as a match pauses while the writer is behind
-                await log.wait_for_room()
-            log.append(record)
-            if i % RECORDS_PER_YIELD == RECORDS_PER_YIELD - 1:
-                await asyncio.sleep(0)
-        # The last group is committed at once, as at shutdown, not flush_ms after
-        # its first record: that wait is latency the batch setting allows, not
-        # work, and it was a quarter of the elapsed time.
-        log.stop()
-        await writer
-        elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-        sys.setswitchinterval(switch_interval)
+        with server_switch_interval():
+            writer = asyncio.create_task(log.run(), name="eventlog-writer")
+            await asyncio.sleep(0)
+            cpu0, t0 = cpu_seconds(), time.perf_counter()
+            for i, record in enumerate(records):
+                if not log.has_room():  # as a match pauses while the writer is behind
+                    await log.wait_for_room()
+                log.append(record)
+                if i % RECORDS_PER_YIELD == RECORDS_PER_YIELD - 1:
+                    await asyncio.sleep(0)
+            # The last group is committed at once, as at shutdown, not flush_ms after
+            # its first record: that wait is latency the batch setting allows, not
+            # work, and it was a quarter of the elapsed time.
+            log.stop()
+            await writer
+            elapsed, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
         assert log.committed[header.match_id] == last and log.rows == len(records), "not all rows committed"
         return {"rate": len(records) / elapsed, "elapsed": elapsed, "cpu": cpu, "commits": log.commits}
     finally:
@@ -471,7 +481,7 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
             if match.status != "running":
                 raise RuntimeError(f"match {match.match_id[:8]} is {match.status}, not running")
         # Pool every match's samples from here on (Match.tick_late is a Samples it adds to).
-        late, late_without, settling, work = Samples(1_000_000), Samples(1_000_000), Samples(), Samples(1_000_000)
+        settling, work = Samples(), Samples(1_000_000)
 
         def count_into(target: Samples) -> None:
             for match in matches:
@@ -500,11 +510,12 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
             spent[log.real][0] += cpu_seconds() - cpu0
             spent[log.real][1] += time.perf_counter() - t0
             count_into(settling)
-            for value in part._values:
-                (late if log.real else late_without).add(value)
             slice_late.append((log.real, list(part._values)))
         log.real = True
-        count_into(settling)
+        late, late_without = Samples(1_000_000), Samples(1_000_000)  # each side's slices, pooled
+        for real, values in slice_late:
+            for value in values:
+                (late if real else late_without).add(value)
         result = MatchesRun(
             late=late, late_without=late_without if interleave else None, slice_late=slice_late, work=work,
             commit_s=list(log.commit_seconds._values),
@@ -679,7 +690,8 @@ async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float,
     commit_p99, raw_p99, idle_p99 = [], [], []
     with_runs: list[MatchesRun] = []
     server_cpus, _, pinning = cpu_plan()
-    say(pinning.split(";")[0] if pin else "not pinned (--no-pin)")
+    pinned = pinning.split(";")[0] if pin else "not pinned (--no-pin)"
+    say(pinned)
     raw_dst, idle_dst = tmp / "commit-raw.db", tmp / "commit-idle.db"
     await migrated_sqlite(raw_dst)
     for i in range(runs):
@@ -737,7 +749,7 @@ async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float,
         cpu_pct_without=round(statistics.median(r.cpu_pct_without for r in with_runs), 1),
         seconds_per_side=duration,
         slice_s=SLICE_S,
-        pinned=(pinning.split(";")[0] if pin else "no"),
+        pinned=pinned,
     ))
     report.emit(figure(
         "commit_p99_ms_sqlite", "ms", commit_p99, raw_p99,
