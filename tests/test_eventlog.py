@@ -4,6 +4,9 @@ verification that catches damage."""
 from __future__ import annotations
 
 import asyncio
+import os
+import sys
+import threading
 import zlib
 from pathlib import Path
 
@@ -16,7 +19,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from replays.reader import LogReader, LogUnavailable, MatchNotFound
 from replays.verify import state_at, verify_match
 from server import migrate
-from server.eventlog import EventLog, FencedOut, KeyframeRecord, LogSettings, MatchEnd, TickRecord
+from server.eventlog import WRITER_NICE, EventLog, FencedOut, KeyframeRecord, LogSettings, MatchEnd, TickRecord
 from server.match import rebuild_state
 from shared.game import TickInputs, state_hash
 from shared.games import make_rules
@@ -271,6 +274,31 @@ async def test_reader_names_an_unknown_match(db_url: str) -> None:
     async with await LogReader.open(db_url) as reader:
         with pytest.raises(MatchNotFound, match="replay list"):
             await reader.match("nope")
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="per-thread nice values are Linux's")
+async def test_sqlite_commits_run_in_a_thread_at_the_lowest_cpu_priority(tmp_path: Path) -> None:
+    """The thread that runs SQLite's side of a commit yields the CPU to the tick loop's,
+    which keeps its own priority."""
+    loop_nice = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+    before = {t.native_id for t in threading.enumerate()}
+    log = await EventLog.open(f"sqlite+aiosqlite:///{tmp_path / 'log.db'}", "A")
+    writer = asyncio.create_task(log.run())
+    rules = make_rules("arena")
+    await log.create_match(MatchHeader(MATCH, "arena", rules.version, 1, rules.config, 60, 30, 1.0))
+    log.append(TickRecord(MATCH, 1, TickInputs().to_record(), [], state_hash(rules.initial_state(1))))
+    async with asyncio.timeout(5):
+        while log.lag_ticks(MATCH):
+            await asyncio.sleep(0.01)
+    try:
+        threads = {t.native_id: os.getpriority(os.PRIO_PROCESS, t.native_id)
+                   for t in threading.enumerate() if t.native_id not in before}
+    finally:
+        log.stop()
+        await writer
+        await log.dispose()
+    assert WRITER_NICE in threads.values(), f"new threads' nice values: {threads}"
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == loop_nice
 
 
 async def test_writer_groups_ticks_into_few_commits_in_batch_mode(db_url: str) -> None:
