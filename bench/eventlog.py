@@ -59,6 +59,7 @@ from server.eventlog import (  # noqa: E402
     TickRecord,
     token_hash,
 )
+from server.gcpacing import GcPacer  # noqa: E402
 from server.match import Match, MatchSettings  # noqa: E402
 from server.session import Session  # noqa: E402
 from server.stats import Samples  # noqa: E402
@@ -457,6 +458,7 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
     tasks: list[asyncio.Task[None]] = []
     sessions: list[Session] = []
     driver: asyncio.Task[None] | None = None
+    pacer: asyncio.Task[None] | None = None
     try:
         for i in range(MATCHES):
             match = Match(MatchSettings(game_config=dict(GAME_CONFIG), seed=seed + i,
@@ -473,7 +475,8 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
             # Matches start when their players come, not all at one instant: spread
             # their tick phases over one tick.
             await asyncio.sleep(1.0 / TICK_RATE / MATCHES)
-        gc.freeze()  # as Server.run does once start-up is over
+        gc.freeze()  # as Server.run does once start-up is over, and from then on it paces collections
+        pacer = asyncio.create_task(GcPacer().run(), name="gc-pacer")
         sys.setswitchinterval(server_app.SWITCH_INTERVAL_S)  # as Server.run does too
         driver = asyncio.create_task(drive_inputs(sessions, random.Random(seed)), name="input-driver")
         await asyncio.sleep(warmup)
@@ -535,9 +538,10 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
         if kicked:
             raise RuntimeError(f"{len(kicked)} scripted clients were closed mid-run: {kicked[0].close_reason}")
     finally:
-        if driver is not None:
-            driver.cancel()
-            await asyncio.gather(driver, return_exceptions=True)
+        for task in (driver, pacer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for match in matches:
             match.stop()
         outcomes = await asyncio.gather(*tasks, return_exceptions=True)

@@ -4,6 +4,7 @@ Task tree (structured concurrency: every task has an owner that awaits it)::
 
     Server.run
     ├── EventLog.run                  the single writer task
+    ├── GcPacer.run                   garbage collection between callbacks (server.gcpacing)
     └── games TaskGroup
         ├── resumed matches           those a crash interrupted, rebuilt from the log
         ├── slot 0..N-1               each runs one match after another
@@ -31,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
+from server.gcpacing import GcPacer
 from server.match import Match, MatchSettings, rules_for
 from server.http import Metrics, start_http
 from server.session import Departure, Session, SessionClosed
@@ -120,6 +122,7 @@ class Server:
         self.kicked = 0  # connections closed for what they sent
         self.ended_totals = {"ticks": 0, "inputs_applied": 0, "bytes_down": 0}  # of matches that ended
         self.metrics = Metrics(self)
+        self.gc_pacer = GcPacer(on_collect=self.metrics.observe_gc)
         self.recovery_s = 0.0
         self.eventlog: EventLog | None = None
         self.fastpath: FastPath | None = None
@@ -167,6 +170,7 @@ class Server:
                 self.fastpath = FastPath() if cfg.fastpath else None
                 endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept,
                                                            self.fastpath)
+                pacer: asyncio.Task[None] | None = None
                 try:
                     async with asyncio.TaskGroup() as games:
                         self._games = games
@@ -178,8 +182,10 @@ class Server:
                         await asyncio.gather(*(m.opened.wait() for m in first + resumed))
                         self.recovery_s = time.monotonic() - started
                         # Start-up garbage never needs collecting; freezing it keeps full
-                        # collections (the largest tick stalls seen) short.
+                        # collections (the largest tick stalls seen) short. From here on
+                        # the pacer collects, in short steps between callbacks.
                         gc.freeze()
+                        pacer = tg.create_task(self.gc_pacer.run(), name="gc-pacer")
                         # The event log's threads (aiosqlite, encoding) hold the GIL for up
                         # to the switch interval (5 ms by default) before the loop gets it
                         # back: that was the tick lateness tail at 90+ players.
@@ -193,6 +199,8 @@ class Server:
                     # The writer commits everything queued, then returns; the
                     # TaskGroup awaits it.
                     self._games = None
+                    if pacer is not None:
+                        pacer.cancel()
                     eventlog.stop()
                     endpoint.close()
         finally:

@@ -52,7 +52,15 @@ class Metrics:
             "tickline_server_tick_duration_seconds", "Time the loop spent in one tick of any match",
             buckets=TICK_BUCKETS, registry=self.registry,
         )
+        # Pauses of the loop for garbage collection (server.gcpacing), by generation.
+        self.gc_pause = Histogram(
+            "tickline_gc_pause_seconds", "Time the loop spent in one garbage collection",
+            ["generation"], buckets=TICK_BUCKETS, registry=self.registry,
+        )
         self.registry.register(_LiveCollector(server))
+
+    def observe_gc(self, generation: int, seconds: float) -> None:
+        self.gc_pause.labels(str(generation)).observe(seconds)
 
     def tick_observer(self, match_id: str) -> Callable[[float, float], None]:
         """A per-match callback ``(lateness_s, duration_s)`` for the tick loop."""

@@ -26,7 +26,7 @@ def _samples(text: str) -> dict[tuple[str, tuple], float]:
     return out
 
 
-async def test_metrics_show_ticks_players_and_the_event_log_lag(start_server) -> None:
+async def test_metrics_show_ticks_players_the_event_log_lag_and_gc_pauses(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 60}, metrics_port=0)
     port = srv.server.metrics_port
     async with GameClient.connect("127.0.0.1", srv.port, "seen", cafile=srv.cert) as client:
@@ -45,6 +45,8 @@ async def test_metrics_show_ticks_players_and_the_event_log_lag(start_server) ->
     assert samples[("tickline_eventlog_rows_total", ())] > 0
     assert samples[("tickline_eventlog_failing", ())] == 0
     assert samples[("process_cpu_seconds_total", ())] > 0
+    # 20 updates at 30 Hz take longer than 20 ms: the server's own collector has run.
+    assert samples[("tickline_gc_pause_seconds_count", (("generation", "0"),))] > 0
 
 
 async def test_healthz_turns_503_while_the_event_log_fails(start_server) -> None:

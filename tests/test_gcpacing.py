@@ -1,0 +1,58 @@
+"""Garbage collection paced by the server: automatic collection off while it runs,
+young collections on its schedule, cycles still collected, everything restored after."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import weakref
+
+from server.gcpacing import GcPacer
+
+
+class _Node:
+    def __init__(self) -> None:
+        self.other: _Node | None = None
+
+
+def _cycle() -> weakref.ref[_Node]:
+    a, b = _Node(), _Node()
+    a.other, b.other = b, a
+    return weakref.ref(a)
+
+
+async def test_pacer_collects_cycles_on_its_schedule_and_restores_automatic_collection() -> None:
+    assert gc.isenabled()
+    seen: list[int] = []
+    pacer = GcPacer(young_every_s=0.005, middle_every=3, full_every_s=0.1,
+                    on_collect=lambda generation, _s: seen.append(generation))
+    task = asyncio.create_task(pacer.run())
+    await asyncio.sleep(0)
+    try:
+        assert not gc.isenabled()  # CPython no longer picks the moment
+        ref = _cycle()
+        async with asyncio.timeout(2):
+            while ref() is not None:
+                await asyncio.sleep(0.005)
+        async with asyncio.timeout(2):
+            while pacer.collections[2] == 0:
+                await asyncio.sleep(0.01)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert gc.isenabled()
+    assert pacer.collections[0] > pacer.collections[1] > 0
+    assert seen.count(0) == pacer.collections[0] and seen.count(2) == pacer.collections[2]
+    assert all(longest >= 0 for longest in pacer.longest_s)
+
+
+async def test_pacer_leaves_collection_off_when_it_was_off_before() -> None:
+    gc.disable()
+    try:
+        task = asyncio.create_task(GcPacer(young_every_s=0.005).run())
+        await asyncio.sleep(0.02)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
