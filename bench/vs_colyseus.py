@@ -115,7 +115,7 @@ DIFFERENCES = [
     "and keeps a full keyframe every second; it hashes the state every tick",
     "latency sampling: the peer samples 4 observer clients, one sample per state change whose ack moved (the newest "
     "seq only); tickline samples every bot and every input (an input batched with newer ones counts its own, longer, wait); "
-    "tickline applies inputs behind a two-tick jitter buffer",
+    "tickline applies inputs behind an adaptive jitter buffer (two inputs after running dry; a queue that stood for 30 ticks loses one)",
     "load generators: the peer's is one Node process; tickline's is Python (aioquic client) in worker processes, "
     "both pinned to CPU 1",
 ]

@@ -14,7 +14,7 @@ from bots.swarm import run_swarm
 from bots.world import ClientWorld
 from replays.reader import LogReader
 from replays.verify import verify_match
-from server.session import JITTER_TICKS, Session
+from server.session import DRAIN_WINDOW_TICKS, JITTER_TICKS, Session
 from shared import delta
 from shared.game import TickInputs
 from shared.games import make_rules
@@ -207,6 +207,25 @@ def test_a_lone_input_is_applied_after_the_jitter_delay() -> None:
     session.on_datagram(_inputs(1))
     assert session.take_input(11) is None
     assert session.take_input(10 + JITTER_TICKS)[0] == 1
+
+
+def test_a_queue_that_stands_while_the_network_is_steady_is_drained_to_none_waiting() -> None:
+    """A client that got three inputs ahead keeps them queued at every tick: latency that
+    no jitter needs. One input per window is merged away until the queue runs dry at
+    some tick, and then it stays as it is."""
+    session, _, match = _session()
+    session.on_datagram(_inputs(1, 2, 3))
+    seq, applied = 3, []
+    for tick in range(1, 5 * DRAIN_WINDOW_TICKS):
+        match.tick = tick
+        seq += 1
+        session.on_datagram(_inputs(seq))  # one new input a tick, steady
+        taken = session.take_input(tick)
+        assert taken is not None
+        applied.append(taken[0])
+    assert all(b > a for a, b in zip(applied, applied[1:]))
+    assert session.inputs_merged == 3  # three windows: 3, then 2, then 1 left waiting
+    assert len(session._inputs) == 0 and session.input_underruns == 0
 
 
 def test_a_delta_too_big_for_a_datagram_goes_reliably() -> None:
