@@ -115,7 +115,8 @@ class Arena(Rules):
         self._generation = 0  # bumped whenever a state is made or stepped
         self._views: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
         self.hitscan = c["weapon"] == "hitscan"
-        self.hitscan_r2 = (c["hitscan_range"] * UNIT) ** 2
+        self.hitscan_reach = c["hitscan_range"] * UNIT
+        self.hitscan_r2 = self.hitscan_reach ** 2
         self.max_rewind = c["lag_comp_ms"] * rate // 1000
         self.q = c["view_step"]  # quantization of positions in views
 
@@ -276,14 +277,17 @@ class Arena(Rules):
         seen = min(tick, max(tick - self.max_rewind, shooter.get("vt", tick)))
         positions = next((flat for t, flat in reversed(state["past"]) if t <= seen), state["past"][-1][1])
         best, best_d2 = 0, self.hitscan_r2 + 1
-        for i in range(0, len(positions), 3):
-            target, x, y = positions[i], positions[i + 1], positions[i + 2]
-            victim = players.get(target)
-            if target == pid or victim is None or not victim["alive"]:
-                continue
-            d2 = (x - shooter["x"]) ** 2 + (y - shooter["y"]) ** 2
+        sx, sy, reach = shooter["x"], shooter["y"], self.hitscan_reach
+        it = iter(positions)
+        for target, x, y in zip(it, it, it):
+            dx, dy = x - sx, y - sy
+            if dx > reach or dx < -reach or dy > reach or dy < -reach:
+                continue  # out of range on one axis alone: most players, most shots
+            d2 = dx * dx + dy * dy
             if d2 < best_d2 or (d2 == best_d2 and target < best):
-                best, best_d2 = target, d2
+                victim = players.get(target)
+                if target != pid and victim is not None and victim["alive"]:
+                    best, best_d2 = target, d2
         events.append({"k": "fire", "p": pid, "rewind": tick - seen})
         if best:
             self._damage(state, best, pid, tick, events)
@@ -307,7 +311,18 @@ class Arena(Rules):
         dx, dy = mx * self.speed, my * self.speed
         if dx and dy:
             dx, dy = dx * _DIAG_NUM // _DIAG_DEN, dy * _DIAG_NUM // _DIAG_DEN
-        return min(max(x + dx, self.pr), self.w - self.pr), min(max(y + dy, self.pr), self.h - self.pr)
+        # Clamped to the walls; comparisons rather than min(max()) calls: this runs
+        # for every player every tick.
+        x, y, pr = x + dx, y + dy, self.pr
+        if x < pr:
+            x = pr
+        elif x > self.w - pr:
+            x = self.w - pr
+        if y < pr:
+            y = pr
+        elif y > self.h - pr:
+            y = self.h - pr
+        return x, y
 
     def _move_shots(self, state: State, tick: int, events: list[GameEvent]) -> None:
         """Move every shot; a shot hits the lowest-numbered other live player within reach.
@@ -317,6 +332,8 @@ class Arena(Rules):
         rather than at every player; the same player is hit as by a scan of all.
         """
         shots, players = state["shots"], state["players"]
+        if not shots:
+            return  # nothing to move, and no grid to build
         hit_r2, w, h = self.hit_r2, self.w, self.h
         cell = self.hit_cell
         grid: dict[tuple[int, int], list[tuple[int, dict[str, Any]]]] = {}
@@ -367,9 +384,10 @@ class Arena(Rules):
 
     def _check_end(self, state: State, tick: int, events: list[GameEvent]) -> None:
         players = state["players"]
-        best = max(sorted(players), key=lambda pid: players[pid]["score"], default=0)
-        top = players[best]["score"] if best else 0
+        top = max((p["score"] for p in players.values()), default=0)
         if tick >= self.time_limit or top >= self.config["score_limit"]:
+            # The winner: the top score, the lowest player id among equals.
+            best = max(sorted(players), key=lambda pid: players[pid]["score"], default=0)
             state["over"] = True
             state["winner"] = best
             events.append({"k": "over", "winner": best})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
 import random
 import subprocess
@@ -207,6 +208,27 @@ def test_busy_scenario_exercises_every_event_kind_deterministically():
     kinds = {e["k"] for tick in events_a for e in tick}
     assert {"join", "leave", "fire", "hit", "kill", "respawn", "pickup"} <= kinds
     assert len(set(hashes_a)) == len(hashes_a)  # every tick changes the state (the tick counter)
+
+
+# Digests of every tick's hash over a 600-tick busy match, recorded with arena version 1.
+# Logs written by earlier releases must still verify: a change to the rules' code that
+# moves any hash needs a new rules version, not a new pin.
+RECORDED = {
+    "projectile": ({}, "e9964c65db622cb73c6e6da47ce4c28a"),
+    "hitscan": ({"weapon": "hitscan", "hitscan_range": 60, "lag_comp_ms": 100}, "3bbd312f806e2f502c8e644582e5d2b2"),
+    "hitscan, no rewind, time limit": ({"weapon": "hitscan", "hitscan_range": 60, "lag_comp_ms": 0, "time_limit_s": 8},
+                                       "53afff10d06444207ea483b7fd99bf2e"),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RECORDED))
+def test_the_arena_reproduces_the_hashes_its_version_recorded(name: str) -> None:
+    extra, recorded = RECORDED[name]
+    rules = make_rules("arena", {**BUSY, **extra})
+    assert rules.version == 1
+    hashes, events, _ = run(rules, 99, busy_stream(rules, random.Random(2024), 600, players=6))
+    assert {"hit", "kill", "respawn"} <= {e["k"] for tick in events for e in tick}
+    assert hashlib.blake2b("".join(hashes).encode(), digest_size=16).hexdigest() == recorded
 
 
 def test_different_seed_gives_different_hashes_and_spawn_spots():
