@@ -117,7 +117,8 @@ DIFFERENCES = [
     "seq only); tickline samples every bot and every input (an input batched with newer ones counts its own, longer, wait); "
     "tickline applies inputs behind an adaptive jitter buffer (two inputs after running dry; a queue that stood for 30 ticks loses one)",
     "load generators: the peer's is one Node process; tickline's is Python (aioquic client) in worker processes, "
-    "both pinned to CPU 1",
+    "both pinned to CPU 1; tickline's bots in one process decode and apply each delta the server shared "
+    "between them once (bots.world.SharedViews), the peer's clients each decode their own patches",
 ]
 
 CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

@@ -39,6 +39,7 @@ from shared.games import UnknownGame, make_rules
 from shared.protocol import (
     ALPN,
     DEFLATE,
+    PACKED_DELTA,
     PROTOCOL_VERSION,
     QUIC_PACKET_SIZE,
     Bye,
@@ -53,6 +54,7 @@ from shared.protocol import (
     decode_datagram,
     encode,
     encode_stream,
+    split_packed_delta,
 )
 
 
@@ -392,6 +394,20 @@ class GameClient:
     def _on_datagram(self, data: bytes) -> None:
         self.stats.bytes_down += len(data)
         self.stats.datagrams_down += 1
+        if data[:1] == PACKED_DELTA:
+            # The diff is unpacked only if the delta applies (and, with shared
+            # views, once for every bot of this process).
+            try:
+                tick, base, seq, packed = split_packed_delta(data)
+                applied = self.world.on_packed_delta(tick, base, seq, packed, self._loop.time())
+            except ProtocolError as exc:
+                self._fail(f"bad datagram from server: {exc}")
+                return
+            except ValueError as exc:
+                self._fail(f"delta does not apply: {exc}")
+                return
+            self._applied(applied)
+            return
         try:
             frame = decode_datagram(data)
         except ProtocolError as exc:
@@ -406,6 +422,9 @@ class GameClient:
         except ValueError as exc:
             self._fail(f"delta does not apply: {exc}")
             return
+        self._applied(applied)
+
+    def _applied(self, applied: bool) -> None:
         if applied:
             self._heard_at = self._loop.time()
             self.stats.deltas_applied += 1

@@ -20,6 +20,7 @@ from typing import Any
 
 from bots.behaviours import Behaviour, behaviours_for, make_behaviour, parse_mix
 from bots.client import ClientError, ClientOptions, ClientStats, GameClient
+from bots.world import ClientWorld, SharedViews
 
 log = logging.getLogger("tickline.bots")
 
@@ -68,19 +69,21 @@ class BotResult:
 async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
                   cafile: Path | str | None = None, reconnect_s: float = 0.0,
                   stall_s: float = 4.0, behaviour: str = "arena",
-                  result: BotResult | None = None, options: ClientOptions = ClientOptions()) -> BotResult:
+                  result: BotResult | None = None, options: ClientOptions = ClientOptions(),
+                  views: SharedViews | None = None) -> BotResult:
     """One bot: connect, play until ``duration`` passes or the server ends it.
 
     With ``reconnect_s`` > 0, a bot whose connection drops, or that hears
     nothing for ``stall_s``, comes back with its token for up to that long and
-    plays on as the same player. ``options`` go to every connection it makes.
+    plays on as the same player. ``options`` go to every connection it makes;
+    ``views``, shared by the bots of one process, decode each shared delta once.
     ``stall_s`` outlasts the server's 2 s goodbye grace plus a retransmission:
     on the fast path, QUIC carries little else, so a lost goodbye is resent
     only when its timer fires.
     """
     result = result or BotResult(behaviour=behaviour)
     token = ""
-    world = None
+    world = ClientWorld(shared=views)
     bot: Behaviour | None = None
     started = time.monotonic()
     deadline = started + duration
@@ -158,6 +161,7 @@ class Swarm:
         self.results = [BotResult(behaviour=b) for b in behaviours_for(first_index, n, mix)]
         self.first_index = first_index
         self.started = time.monotonic()
+        self.views = SharedViews()  # the bots of this swarm decode each shared delta once
 
     async def run(self, on_progress: Callable[[dict[str, Any]], None] | None = None,
                   every_s: float = 1.0) -> list[BotResult]:
@@ -166,7 +170,7 @@ class Swarm:
             index = self.first_index + i
             await run_bot(self.host, self.port, f"{self.name_prefix}{index + 1}", self.duration,
                           self.seed + index, self.cafile, self.reconnect_s, behaviour=result.behaviour,
-                          result=result, options=self.options)
+                          result=result, options=self.options, views=self.views)
 
         self.started = time.monotonic()
         async with asyncio.TaskGroup() as tg:

@@ -21,11 +21,14 @@ No sockets and no clock: ``now`` (seconds, any monotonic origin) is a parameter.
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Callable
 from typing import Any
+
+import orjson
 
 from shared import delta
 from shared.game import Controls, Rules
-from shared.protocol import Delta, Input
+from shared.protocol import Delta, Input, unpack_diff
 
 # Views kept for baselines and interpolation; the server's ring is 32 sends.
 VIEW_RING = 64
@@ -35,12 +38,51 @@ REDUNDANT_INPUTS = 8
 MAX_PENDING = 256
 # Latency samples kept until someone takes them.
 MAX_LATENCIES = 10_000
+# The base of a full snapshot (never changed: deltas make new views).
+_NO_BASE: dict[str, Any] = {}
+
+
+class SharedViews:
+    """Views shared by the clients of one process: a load generator's bots.
+
+    The bots of one room mostly get the same diff against the same baseline tick
+    (the server encodes it once for all of them). The same diff applied to bases
+    that are equal as JSON makes equal views, and views never change once built,
+    so it is inflated, parsed and applied once and the view is shared; bots that
+    share a base hold the very same object, and telling them equal is one
+    identity check. At 60 Hz, applying deltas was 35 % of a bot worker's CPU and
+    inflating and parsing them 13 %. A real client has no one to share with.
+    """
+
+    def __init__(self, size: int = 1024) -> None:
+        self._size = size
+        # (base tick, packed diff) -> (the base it was applied to, the view it made)
+        self._views: OrderedDict[tuple[int, bytes], tuple[dict[str, Any], dict[str, Any]]] = OrderedDict()
+        self.hits = 0
+        self.misses = 0
+
+    def view(self, base_tick: int, base: dict[str, Any], packed: bytes) -> dict[str, Any]:
+        """``base`` with the packed diff applied; raises as :func:`unpack_diff` and :func:`delta.apply` do."""
+        key = (base_tick, packed)
+        entry = self._views.get(key)
+        # Equal as JSON: the same object, or the same bytes (orjson tells 1, 1.0 and
+        # true apart; equal views whose keys came in another order only miss).
+        if entry is not None and (entry[0] is base or orjson.dumps(entry[0]) == orjson.dumps(base)):
+            self.hits += 1
+            return entry[1]
+        self.misses += 1
+        view = delta.apply(base, unpack_diff(packed))
+        self._views[key] = (base, view)
+        if len(self._views) > self._size:
+            self._views.popitem(last=False)
+        return view
 
 
 class ClientWorld:
     def __init__(self, rules: Rules | None = None, player_id: int = 0, tick_rate: int = 60,
-                 interp_ticks: int = 6) -> None:
+                 interp_ticks: int = 6, shared: SharedViews | None = None) -> None:
         self.rules = rules
+        self.shared = shared
         self.player_id = player_id
         self.tick_rate = tick_rate
         self.interp_ticks = interp_ticks  # 6 ticks at 60 Hz: the 100 ms of Source's cl_interp
@@ -61,26 +103,40 @@ class ClientWorld:
 
     def on_delta(self, frame: Delta, now: float = 0.0) -> bool:
         """Apply a delta if it is newer than what we have and its base is known."""
-        if frame.tick <= self.tick:
+        return self._take(frame.tick, frame.base, frame.seq, now, lambda base: delta.apply(base, frame.diff))
+
+    def on_packed_delta(self, tick: int, base: int, seq: int, packed: bytes, now: float = 0.0) -> bool:
+        """The same for a packed delta whose diff is still packed (``split_packed_delta``):
+        it is unpacked only when it applies, and once per process with ``shared`` views.
+        Raises ``ProtocolError`` for a diff that does not unpack, ``DeltaError`` for one
+        that does not fit its base."""
+        shared = self.shared
+        if shared is not None:
+            return self._take(tick, base, seq, now, lambda view: shared.view(base, view, packed))
+        return self._take(tick, base, seq, now, lambda view: delta.apply(view, unpack_diff(packed)))
+
+    def _take(self, tick: int, base_tick: int, seq: int, now: float,
+              make: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+        if tick <= self.tick:
             self.deltas_stale += 1  # late or duplicated: we already have newer
             return False
-        base = {} if frame.base == 0 else self._views.get(frame.base)
+        base = _NO_BASE if base_tick == 0 else self._views.get(base_tick)
         if base is None:
             self.deltas_unusable += 1  # its base fell out of our ring; the next one will fit
             return False
-        self.view = delta.apply(base, frame.diff)
-        self.tick = frame.tick
+        self.view = make(base)
+        self.tick = tick
         self._arrived_at = now
-        self._views[frame.tick] = self.view
+        self._views[tick] = self.view
         while len(self._views) > VIEW_RING:
             self._views.popitem(last=False)
-        if frame.seq > self.server_seq:
-            for seq, sent_at in self._sent_at.items():
-                if seq <= frame.seq and len(self.input_latencies) < MAX_LATENCIES:
+        if seq > self.server_seq:
+            for sent, sent_at in self._sent_at.items():
+                if sent <= seq and len(self.input_latencies) < MAX_LATENCIES:
                     self.input_latencies.append(now - sent_at)
-            self._sent_at = {seq: t for seq, t in self._sent_at.items() if seq > frame.seq}
-            self.server_seq = frame.seq
-            self._pending = [item for item in self._pending if item[0] > frame.seq]
+            self._sent_at = {sent: t for sent, t in self._sent_at.items() if sent > seq}
+            self.server_seq = seq
+            self._pending = [item for item in self._pending if item[0] > seq]
         self.deltas_applied += 1
         return True
 
@@ -172,7 +228,7 @@ class ClientWorld:
     def reconnected(self) -> ClientWorld:
         """A world for a new connection of the same player: no views (the server
         starts it from a full snapshot), the same input numbering."""
-        world = ClientWorld(self.rules, self.player_id, self.tick_rate, self.interp_ticks)
+        world = ClientWorld(self.rules, self.player_id, self.tick_rate, self.interp_ticks, self.shared)
         world._seq = self._seq
         world.server_seq = self.server_seq
         return world

@@ -227,18 +227,30 @@ def encode_packed_delta(tick: int, base: int, seq: int, packed_diff: bytes) -> b
     return PACKED_DELTA + _PACKED_HEADER.pack(tick, base, seq) + packed_diff
 
 
-def _decode_packed_delta(data: bytes, max_size: int) -> Delta:
-    if len(data) < 1 + _PACKED_HEADER.size:
+def split_packed_delta(data: bytes) -> tuple[int, int, int, bytes]:
+    """(tick, base, seq, packed diff) of a packed delta datagram; the diff stays packed,
+    so that a client can skip one it does not need or has decoded before."""
+    if data[:1] != PACKED_DELTA or len(data) < 1 + _PACKED_HEADER.size:
         raise MalformedFrame("packed delta is shorter than its header")
     tick, base, seq = _PACKED_HEADER.unpack_from(data, 1)
+    return tick, base, seq, data[1 + _PACKED_HEADER.size:]
+
+
+def unpack_diff(packed: bytes, max_size: int = MAX_STREAM_FRAME) -> dict[str, Any]:
+    """The diff inside a packed delta (:func:`pack_diff`'s inverse), checked as a JSON object."""
     inflater = zlib.decompressobj(-15)
     try:
-        raw = inflater.decompress(data[1 + _PACKED_HEADER.size:], max_size)
+        raw = inflater.decompress(packed, max_size)
     except zlib.error as exc:
         raise MalformedFrame(f"packed delta does not inflate ({exc})") from None
     if inflater.unconsumed_tail:
         raise FrameTooLarge(f"packed delta inflates past the {max_size}-byte cap")
-    return Delta(tick=tick, base=base, seq=seq, diff=_json_object(raw, "packed delta"))
+    return _json_object(raw, "packed delta")
+
+
+def _decode_packed_delta(data: bytes, max_size: int) -> Delta:
+    tick, base, seq, packed = split_packed_delta(data)
+    return Delta(tick=tick, base=base, seq=seq, diff=unpack_diff(packed, max_size))
 
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import orjson
 import pytest
 
 from bots.client import ClientError, GameClient
 from bots.impair import Impairment, ImpairmentProxy
 from bots.swarm import run_swarm
-from bots.world import ClientWorld
+from bots.world import ClientWorld, SharedViews
 from replays.reader import LogReader
 from replays.verify import verify_match
 from server.session import DRAIN_WINDOW_TICKS, JITTER_TICKS, Session
@@ -27,10 +28,12 @@ from shared.protocol import (
     Delta,
     Hello,
     Input,
+    MalformedFrame,
     decode,
     decode_datagram,
     encode,
     encode_stream,
+    pack_diff,
 )
 
 BAD_NETWORK = Impairment(latency_ms=50, jitter_ms=10, loss=0.05, duplicate=0.01, reorder=0.01, seed=7)
@@ -305,6 +308,45 @@ def test_world_ignores_stale_duplicate_and_unknown_base_deltas() -> None:
     assert not world.on_delta(Delta(tick=4, base=0, seq=0, diff={"s": {"a": 0}}))
     assert not world.on_delta(Delta(tick=9, base=7, seq=0, diff={"s": {"a": 2}}))
     assert (world.deltas_stale, world.deltas_unusable, world.view) == (2, 1, {"a": 1})
+
+
+def _packed(diff: dict) -> bytes:
+    return pack_diff(orjson.dumps(diff))
+
+
+def test_bots_sharing_views_unpack_and_apply_a_shared_delta_once() -> None:
+    views = SharedViews()
+    worlds = [ClientWorld(shared=views) for _ in range(3)]
+    full = _packed(delta.diff({}, {"players": {"1": {"x": 1}, "2": {"x": 5}}}))
+    step = _packed({"u": {"players": {"u": {"1": {"n": {"x": 2}}}}}})
+    for seq, world in enumerate(worlds, 1):
+        assert world.on_packed_delta(3, 0, seq, full)
+        assert world.on_packed_delta(6, 3, seq, step)
+    assert (views.misses, views.hits) == (2, 4)
+    assert worlds[0].view is worlds[1].view is worlds[2].view
+    assert worlds[0].view == {"players": {"1": {"x": 3}, "2": {"x": 5}}}
+    assert [w.server_seq for w in worlds] == [1, 2, 3]  # the header is each bot's own
+
+
+def test_shared_views_never_lend_a_view_made_from_another_base() -> None:
+    views = SharedViews()
+    a, b = ClientWorld(shared=views), ClientWorld(shared=views)
+    a.on_packed_delta(3, 0, 0, _packed({"s": {"x": 1}}))
+    b.on_packed_delta(3, 0, 0, _packed({"s": {"x": 10}}))
+    step = _packed({"n": {"x": 1}})  # the same bytes against bases with other contents
+    a.on_packed_delta(4, 3, 0, step)
+    b.on_packed_delta(4, 3, 0, step)
+    assert (a.view, b.view) == ({"x": 2}, {"x": 11})
+
+
+def test_a_packed_delta_is_unpacked_only_when_it_applies() -> None:
+    world = ClientWorld()
+    assert world.on_packed_delta(5, 0, 0, _packed({"s": {"a": 1}}))
+    assert not world.on_packed_delta(5, 0, 0, b"not deflate")  # stale: never unpacked
+    assert not world.on_packed_delta(9, 7, 0, b"not deflate")  # unknown base: never unpacked
+    with pytest.raises(MalformedFrame):
+        world.on_packed_delta(6, 5, 0, b"not deflate")
+    assert world.view == {"a": 1}
 
 
 def test_interest_shows_only_what_is_near_and_spawns_what_comes_into_view() -> None:
