@@ -31,24 +31,38 @@ View = dict[str, Any]
 
 def diff(a: View, b: View) -> View:
     """The delta that turns view ``a`` into view ``b``."""
-    sets: dict[str, Any] = {}
-    increments: dict[str, int] = {}
-    updates: dict[str, Any] = {}
+    # The server's hottest loop (a 50-player room's diff is 51 calls): parts are
+    # made only when something goes in them, and keys removed are looked for only
+    # when some key of ``a`` is not in ``b``.
+    sets: dict[str, Any] | None = None
+    increments: dict[str, int] | None = None
+    updates: dict[str, Any] | None = None
+    kept = 0  # keys of b that a has too
+    get = a.get
     for key, new in b.items():
-        old = a.get(key, _ABSENT)
+        old = get(key, _ABSENT)
         if old is new:
+            kept += 1
             continue
+        if old is not _ABSENT:
+            kept += 1
         if type(new) is int and type(old) is int:  # not bool, which is an int too
             if new != old:
+                if increments is None:
+                    increments = {}
                 increments[key] = new - old
         elif isinstance(new, dict) and isinstance(old, dict):
             sub = diff(old, new)
             if sub:
+                if updates is None:
+                    updates = {}
                 updates[key] = sub
         elif (
             old is _ABSENT or old != new or type(old) is not type(new)
             or (isinstance(new, list) and not _same(old, new))
         ):
+            if sets is None:
+                sets = {}
             sets[key] = new
     out: View = {}
     if sets:
@@ -57,9 +71,8 @@ def diff(a: View, b: View) -> View:
         out["n"] = increments
     if updates:
         out["u"] = updates
-    removed = [key for key in a if key not in b]
-    if removed:
-        out["r"] = removed
+    if kept != len(a):
+        out["r"] = [key for key in a if key not in b]
     return out
 
 
