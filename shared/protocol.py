@@ -230,7 +230,9 @@ def encode_packed_delta(tick: int, base: int, seq: int, packed_diff: bytes) -> b
 def split_packed_delta(data: bytes) -> tuple[int, int, int, bytes]:
     """(tick, base, seq, packed diff) of a packed delta datagram; the diff stays packed,
     so that a client can skip one it does not need or has decoded before."""
-    if data[:1] != PACKED_DELTA or len(data) < 1 + _PACKED_HEADER.size:
+    if data[:1] != PACKED_DELTA:
+        raise MalformedFrame("not a packed delta")
+    if len(data) < 1 + _PACKED_HEADER.size:
         raise MalformedFrame("packed delta is shorter than its header")
     tick, base, seq = _PACKED_HEADER.unpack_from(data, 1)
     return tick, base, seq, data[1 + _PACKED_HEADER.size:]
