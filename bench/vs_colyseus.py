@@ -64,7 +64,7 @@ ROOM_SIZE = 50
 TICK_RATE = 60
 RATES = (20, 60)
 RAMP_PER_S = 40.0  # bots started per second
-PEER_INPUT_HZ = 30  # the peer's bots send one input message at 30 Hz; ours send input datagrams as often
+PEER_INPUT_HZ = 30  # the peer's bots send one input message at 30 Hz; ours make and send inputs as often
 SERVER_SEED = 7
 BOT_SEED = 1
 BOT_SATURATED_PCT = 90.0  # load generator CPU (% of its one core) above which it is the bottleneck
@@ -97,9 +97,9 @@ GAME_SETTINGS: dict[str, Any] = {
 DIFFERENCES = [
     "movement: the peer's bots move along any angle (unit vector) and stand still 10% of the time; "
     "the arena has 8 directions and the wander bot never stands still (diagonals are as fast as straight moves)",
-    "inputs: the peer's bots send one input message at 30 Hz; tickline bots make one input per tick (60/s, "
-    "tickline's model) and send them 30 times a second, as the peer does (two inputs per datagram), each "
-    "datagram repeating every unconfirmed input",
+    "inputs: the peer's bots send one input message at 30 Hz, applied on arrival; tickline bots make one input "
+    "every 2 ticks (30/s) that holds for 2 ticks, and send each at once in its own datagram, which repeats every "
+    "unconfirmed input; the server applies it at its next tick",
     "respawn: the peer respawns a killed player in the same tick; the arena's shortest respawn is 1 tick (16.7 ms)",
     "bounds: the peer clamps positions to [0, 1000]; the arena to [1, 999] (player_radius must be positive)",
     "hitscan range test: the peer hits d < 150, the arena d <= 150; the peer resolves shots inside its move loop "
@@ -113,9 +113,10 @@ DIFFERENCES = [
     "the same port) unless run with --no-fastpath (QUIC datagrams)",
     "work the peer does not do: tickline appends every tick (inputs, events, state hash) to its SQLite event log "
     "and keeps a full keyframe every second; it hashes the state every tick",
-    "latency sampling: the peer samples 4 observer clients, one sample per state change whose ack moved (the newest "
-    "seq only); tickline samples every bot and every input (an input batched with newer ones counts its own, longer, wait); "
-    "tickline applies inputs behind an adaptive jitter buffer (two inputs after running dry; a queue that stood for 30 ticks loses one)",
+    "latency sampling: both take one sample per state update whose acknowledged input moved, for that input (the "
+    "seq that comes back); the peer on 4 observer clients, tickline on every bot (every_input_lat_p99_ms also counts "
+    "each input a newer one superseded before any update named it, with its own longer wait); tickline applies "
+    "inputs behind an adaptive jitter buffer (an input brings two ticks, so one that comes applies at the next tick)",
     "load generators: the peer's is one Node process; tickline's is Python (aioquic client) in worker processes, "
     "both pinned to CPU 1; tickline's bots in one process decode and apply each delta the server shared "
     "between them once (bots.world.SharedViews), the peer's clients each decode their own patches",
@@ -181,6 +182,7 @@ class _Watch:
 
     def __init__(self) -> None:
         self.latencies = _StampedList()
+        self.ack_latencies = _StampedList()
         self.totals: list[tuple[float, dict[str, Any]]] = []
 
 
@@ -192,6 +194,7 @@ class _Timeline:
     def __init__(self) -> None:
         self.rows: list[dict[str, Any]] = []
         self.latencies = WATCH.latencies
+        self.ack_latencies = WATCH.ack_latencies
 
 
 def _stamped_totals(latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -537,7 +540,8 @@ async def tickline_turn(hz: int, n: int, window: float, settle: float, quiet_s: 
         sampler = asyncio.create_task(_window(server, begin, end, on_begin=start_spy))
         cfg = LoadConfig(host=HOST, port=server.port, n=n, duration=duration, ramp=RAMP_PER_S,
                          behaviour="wander", seed=BOT_SEED, metrics_url=server.metrics_url, progress=False,
-                         client=ClientOptions(fast=FASTPATH, input_rate=PEER_INPUT_HZ),
+                         client=ClientOptions(fast=FASTPATH, input_rate=PEER_INPUT_HZ,
+                                              input_ticks=TICK_RATE // PEER_INPUT_HZ),
                          loop_factory=loops.loop_factory(LOOP))
         report = await run_load(cfg)
         win = await sampler
@@ -570,7 +574,8 @@ async def tickline_turn(hz: int, n: int, window: float, settle: float, quiet_s: 
         lost_in_window = b[1]["disconnects"] - a[1]["disconnects"]
         errors_in_window = b[1]["errors"] - a[1]["errors"]
     last = WATCH.totals[-1][1] if WATCH.totals else {}
-    lat = WATCH.latencies.between(t0 + 1.0, t1)  # batches measured inside the window
+    lat = WATCH.ack_latencies.between(t0 + 1.0, t1)  # batches measured inside the window
+    every = WATCH.latencies.between(t0 + 1.0, t1)
     srv = win.get("server", {})
     players = srv.get("players_max") or n
     ours = {
@@ -582,6 +587,8 @@ async def tickline_turn(hz: int, n: int, window: float, settle: float, quiet_s: 
         "lat_p50_ms": rnd(1000 * loadtest._percentile(lat, 50), 1) if lat else None,
         "lat_p99_ms": rnd(1000 * loadtest._percentile(lat, 99), 1) if lat else None,
         "lat_samples": len(lat),
+        "every_input_lat_p50_ms": rnd(1000 * loadtest._percentile(every, 50), 1) if every else None,
+        "every_input_lat_p99_ms": rnd(1000 * loadtest._percentile(every, 99), 1) if every else None,
         "bots_cpu_pct": round(win["bots_cpu_pct"], 1),
         "bot_workers": win["bot_workers"],
         "cpu0_busy_pct": rnd(win["cpu0_busy_pct"], 1),
@@ -754,8 +761,9 @@ def make_figures(hz: int, ours: list[dict[str, Any]], peers: list[dict[str, Any]
             [o["lat_p99_ms"] for o in ours],
             [p["latP99ms"] for p in peers],
             peer_of, "<= 1.0", 1.0, 1,
-            "p99 of the time from a bot making an input until a state update names that input (or a newer one) "
-            "as applied: tickline's Delta.seq, the peer's player.ack; loopback, no added latency"),
+            "p99 of the time from a bot making an input until a state update names that input as applied "
+            "(tickline's Delta.seq, the peer's player.ack), one sample per update whose named input moved; "
+            "loopback, no added latency. tickline_runs' every_input_lat_p99_ms counts every input"),
     ]
 
 

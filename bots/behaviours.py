@@ -30,15 +30,15 @@ class IdleBot:
 
 
 class WanderBot:
-    def __init__(self, seed: int, tick_rate: int = 60) -> None:
+    def __init__(self, seed: int, rate: float = 60) -> None:
         self._rng = random.Random(seed)
-        self._tick_rate = tick_rate
+        self._rate = rate  # decisions a second
         self._left = 0
         self._controls: dict[str, Any] = {}
 
     def decide(self, world: ClientWorld, now: float) -> dict[str, Any]:
         if self._left <= 0:
-            self._left = round(self._rng.uniform(0.8, 1.2) * self._tick_rate)
+            self._left = round(self._rng.uniform(0.8, 1.2) * self._rate)
             mx, my = 0, 0
             while (mx, my) == (0, 0):
                 mx, my = self._rng.choice((-1, 0, 1)), self._rng.choice((-1, 0, 1))
@@ -82,9 +82,11 @@ def behaviours_for(first: int, count: int, mix: list[tuple[str, float]]) -> list
 
 
 def make_behaviour(name: str, player_id: int, seed: int, config: dict[str, Any] | None,
-                   tick_rate: int = 60) -> Behaviour:
+                   rate: float = 60) -> Behaviour:
+    """``rate``: how many times a second the bot decides (the tick rate, or less
+    for inputs that hold for several ticks)."""
     if name == "arena":
         return ArenaBot(player_id, seed, config)
     if name == "wander":
-        return WanderBot(seed, tick_rate)
+        return WanderBot(seed, rate)
     return IdleBot()

@@ -39,6 +39,7 @@ from shared.games import UnknownGame, make_rules
 from shared.protocol import (
     ALPN,
     DEFLATE,
+    MAX_INPUT_TICKS,
     PACKED_DELTA,
     PROTOCOL_VERSION,
     QUIC_PACKET_SIZE,
@@ -81,6 +82,16 @@ class ClientOptions:
     fast: bool = True  # take the fast path where the server offers it
     # Input datagrams per second (at most the tick rate; 0: one per state update the server sends).
     input_rate: int = 0
+    # Ticks each input holds (1 to MAX_INPUT_TICKS): 2 at 60 Hz ticks for a client
+    # that reads its controls at 30 Hz. Each input is applied at the first tick
+    # the server has for it and kept through the others.
+    input_ticks: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.input_ticks <= MAX_INPUT_TICKS:
+            raise ValueError(f"input_ticks must be 1 to {MAX_INPUT_TICKS}, not {self.input_ticks}")
+        if self.input_rate < 0:
+            raise ValueError(f"input_rate must be 0 or more, not {self.input_rate}")
 
 
 # Seconds without a fast-path packet after which inputs go back to QUIC datagrams.
@@ -223,16 +234,18 @@ class GameClient:
         world.rules, world.player_id, world.tick_rate = rules, welcome.player_id, welcome.tick_rate
         # One datagram per input interval (by default the send interval) carries
         # that interval's inputs and the unconfirmed ones before them.
-        self.input_batch = max(1, welcome.tick_rate // (self.options.input_rate or welcome.send_rate))
+        per_s = welcome.tick_rate / self.options.input_ticks  # inputs made a second
+        self.input_batch = max(1, int(per_s // (self.options.input_rate or welcome.send_rate)))
 
     def send_input(self, controls: dict[str, Any], flush: bool = False) -> int:
-        """This tick's controls (call once per tick); returns the input's sequence number.
+        """This tick's controls (call once per ``options.input_ticks`` ticks); returns
+        the input's sequence number.
 
         Inputs go out ``input_batch`` at a time (or at once with ``flush``), each
         datagram repeating every input the server has not confirmed, and acking
         the newest tick we hold.
         """
-        seq = self.world.next_input(controls, self._loop.time())
+        seq = self.world.next_input(controls, self._loop.time(), self.options.input_ticks)
         self.stats.inputs_sent += 1
         self._unsent += 1
         if flush or self._unsent >= self.input_batch:

@@ -178,6 +178,14 @@ def server_window(first: Scrape, last: Scrape, scrapes: list[Scrape]) -> dict[st
 class Timeline:
     rows: list[dict[str, Any]] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
+    ack_latencies: list[float] = field(default_factory=list)  # the input each delta names
+
+
+def _latency_summary(lat: list[float]) -> dict[str, Any] | None:
+    return None if not lat else {
+        "p50": round(_percentile(lat, 50) * 1000, 2), "p99": round(_percentile(lat, 99) * 1000, 2),
+        "max": round(max(lat) * 1000, 2), "samples": len(lat),
+    }
 
 
 def _percentile(values: list[float], p: float) -> float | None:
@@ -301,6 +309,7 @@ async def run_load(cfg: LoadConfig) -> dict[str, Any]:
                 kind, worker, body = message
                 if kind == "progress":
                     timeline.latencies += body.pop("latencies")
+                    timeline.ack_latencies += body.pop("ack_latencies")
                     latest[worker] = body
                 elif kind == "done":
                     finals[worker] = body
@@ -359,14 +368,11 @@ def _row(latest: dict[int, dict[str, Any]], previous: dict[str, Any] | None, tim
 def finish_report(cfg: LoadConfig, workers: int, results: list[BotResult], timeline: Timeline,
                   scrapes: list[Scrape], failures: list[str]) -> dict[str, Any]:
     report = summarize(results)
-    lat = timeline.latencies
     report.update({
         "workers": workers,
         "duration_s": cfg.duration,
-        "input_to_visible_ms": None if not lat else {
-            "p50": round(_percentile(lat, 50) * 1000, 2), "p99": round(_percentile(lat, 99) * 1000, 2),
-            "max": round(max(lat) * 1000, 2), "samples": len(lat),
-        },
+        "input_to_visible_ms": _latency_summary(timeline.latencies),
+        "named_input_to_visible_ms": _latency_summary(timeline.ack_latencies),
         "failures": failures,
     })
     if len(scrapes) >= 2:
@@ -387,7 +393,7 @@ def finish_report(cfg: LoadConfig, workers: int, results: list[BotResult], timel
     if cfg.plots_dir is not None:
         from bots.plots import write_plots
 
-        report["plots"] = [str(p) for p in write_plots(cfg.plots_dir, timeline.rows, lat)]
+        report["plots"] = [str(p) for p in write_plots(cfg.plots_dir, timeline.rows, timeline.latencies)]
     return report
 
 
@@ -400,6 +406,7 @@ def print_table(report: dict[str, Any]) -> None:
     table.add_column("figure")
     table.add_column("value", justify="right")
     lat = report.get("input_to_visible_ms") or {}
+    named = report.get("named_input_to_visible_ms") or {}
     rows = [
         ("bots connected", f"{report['connected']}/{report['bots']} over {report['workers']} workers"),
         ("behaviours", ", ".join(f"{k}={v}" for k, v in report["behaviours"].items())),
@@ -407,6 +414,7 @@ def print_table(report: dict[str, Any]) -> None:
         ("down bytes / s / bot", report["bytes_down_per_s_per_bot"]),
         ("up bytes / s / bot", report["bytes_up_per_s_per_bot"]),
         ("input to visible p50 / p99 ms", f"{lat.get('p50', '-')} / {lat.get('p99', '-')}"),
+        ("  the input each delta names", f"{named.get('p50', '-')} / {named.get('p99', '-')}"),
         ("disconnects / reconnects / errors", f"{report['disconnects']} / {report['reconnects']} / {report['errors']}"),
     ]
     server = report.get("server")

@@ -97,7 +97,8 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
                 if not token:
                     result.connected = True
                     result.match_id, result.player_id = client.match_id, client.player_id
-                    bot = make_behaviour(behaviour, client.player_id, seed, welcome.config, welcome.tick_rate)
+                    bot = make_behaviour(behaviour, client.player_id, seed, welcome.config,
+                                         welcome.tick_rate / client.options.input_ticks)
                 else:
                     result.reconnects += 1
                 token, world = client.token, client.world
@@ -127,13 +128,15 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
 
 
 async def _play(client: GameClient, bot: Behaviour, deadline: float, stall_s: float) -> bool:
-    """Play one input per tick until the deadline or the end; True when the
-    connection was lost (or went silent for ``stall_s``) rather than ended."""
+    """Play one input per tick (per ``input_ticks`` ticks) until the deadline or the
+    end; True when the connection was lost (or went silent for ``stall_s``) rather
+    than ended."""
     rate = client.welcome.tick_rate if client.welcome else 60
+    interval = client.options.input_ticks / rate
     loop = asyncio.get_running_loop()
     next_tick = loop.time()
     while not client.closed.is_set() and time.monotonic() < deadline:
-        next_tick += 1 / rate
+        next_tick += interval
         delay = next_tick - loop.time()
         if delay > 0:
             await asyncio.sleep(delay)
@@ -192,11 +195,13 @@ class Swarm:
         """Totals so far, and the input-to-visible latencies measured since the last snapshot."""
         deltas = down = up = 0
         latencies: list[float] = []
+        ack_latencies: list[float] = []
         for r in self.results:
             d, b_down, b_up = r.live()
             deltas, down, up = deltas + d, down + b_down, up + b_up
             if r.client is not None:
                 latencies += r.client.world.take_latencies()
+                ack_latencies += r.client.world.take_ack_latencies()
         return {
             "t": round(time.monotonic() - self.started, 3),
             "bots": len(self.results),
@@ -205,7 +210,7 @@ class Swarm:
             "errors": sum(1 for r in self.results if r.error),
             "disconnects": sum(1 for r in self.results if r.close_reason and r.close_reason not in NORMAL_ENDS),
             "deltas": deltas, "bytes_down": down, "bytes_up": up,
-            "latencies": latencies,
+            "latencies": latencies, "ack_latencies": ack_latencies,
         }
 
 

@@ -4,7 +4,8 @@
 whatever order and duplication they arrive, and keeps a ring of recent views
 so that a delta against any recently acknowledged tick applies. On top of it:
 
-- **inputs**: one numbered input per client tick; each input datagram repeats
+- **inputs**: one numbered input per client tick (or per ``ticks`` ticks, for a
+  client that reads its controls less often); each input datagram repeats
   every input the server has not yet confirmed (up to ``REDUNDANT_INPUTS``), so
   a lost datagram costs nothing;
 - **prediction**: the player's own entity is the server's latest position with
@@ -92,9 +93,10 @@ class ClientWorld:
         self._views: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self._arrived_at: float | None = None  # when the newest tick arrived
         self._seq = 0
-        self._pending: list[tuple[int, Controls]] = []  # unconfirmed inputs, oldest first
+        self._pending: list[tuple[int, Controls, int]] = []  # unconfirmed (seq, controls, ticks), oldest first
         self._sent_at: dict[int, float] = {}  # seq -> when it was made, for latency
-        self.input_latencies: list[float] = []
+        self.input_latencies: list[float] = []  # every input, until a delta names it or a newer one
+        self.ack_latencies: list[float] = []  # the input a delta names, when it names a newer one
         self.deltas_applied = 0
         self.deltas_stale = 0
         self.deltas_unusable = 0
@@ -134,6 +136,8 @@ class ClientWorld:
             for sent, sent_at in self._sent_at.items():
                 if sent <= seq and len(self.input_latencies) < MAX_LATENCIES:
                     self.input_latencies.append(now - sent_at)
+            if seq in self._sent_at and len(self.ack_latencies) < MAX_LATENCIES:
+                self.ack_latencies.append(now - self._sent_at[seq])
             self._sent_at = {sent: t for sent, t in self._sent_at.items() if sent > seq}
             self.server_seq = seq
             self._pending = [item for item in self._pending if item[0] > seq]
@@ -142,15 +146,19 @@ class ClientWorld:
 
     # ------------------------------------------------------------ inputs
 
-    def next_input(self, controls: Controls, now: float | None = None) -> int:
-        """Number ``controls`` as this tick's input; returns its sequence number.
+    def next_input(self, controls: Controls, now: float | None = None, ticks: int = 1) -> int:
+        """Number ``controls`` as the input for this tick (and the ``ticks`` - 1
+        after it); returns its sequence number.
 
         With ``now``, the time until the server reports the input applied (its
         seq echoed in a delta) is measured into ``input_latencies``: input to
-        visible, the latency a player feels.
+        visible, the latency a player feels. An input superseded before any
+        delta named it counts the wait until one named a newer one; only the
+        named input's own wait goes into ``ack_latencies`` as well (how the
+        Colyseus peer samples: the newest action, as the player sees it land).
         """
         self._seq += 1
-        self._pending.append((self._seq, controls))
+        self._pending.append((self._seq, controls, ticks))
         del self._pending[:-MAX_PENDING]
         if now is not None:
             self._sent_at[self._seq] = now
@@ -163,9 +171,15 @@ class ClientWorld:
         out, self.input_latencies = self.input_latencies, []
         return out
 
+    def take_ack_latencies(self) -> list[float]:
+        """The same for the inputs that deltas named (seconds), since the last call."""
+        out, self.ack_latencies = self.ack_latencies, []
+        return out
+
     def input_frame(self) -> Input:
         """A datagram repeating the newest unconfirmed inputs and acking the newest tick we hold."""
-        return Input(ack=self.tick, inputs=[[seq, c] for seq, c in self._pending[-REDUNDANT_INPUTS:]])
+        return Input(ack=self.tick, inputs=[[seq, c] if ticks == 1 else [seq, c, ticks]
+                                            for seq, c, ticks in self._pending[-REDUNDANT_INPUTS:]])
 
     @property
     def last_seq(self) -> int:
@@ -182,7 +196,7 @@ class ClientWorld:
         me = self.view.get("players", {}).get(str(self.player_id))
         if me is None or self.rules is None:
             return me
-        return self.rules.predict_self(me, [c for _, c in self._pending])
+        return self.rules.predict_self(me, [c for _, c, ticks in self._pending for _ in range(ticks)])
 
     # ------------------------------------------------------------ interpolation
 

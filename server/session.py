@@ -27,6 +27,7 @@ from shared.game import Controls, InvalidInput, Rules
 from shared.protocol import (
     DEFLATE,
     MAX_DATAGRAM,
+    MAX_INPUT_TICKS,
     PROTOCOL_VERSION,
     Bye,
     Event,
@@ -56,9 +57,10 @@ log = logging.getLogger("tickline.session")
 BASELINE_RING = 64
 # Redundant inputs one datagram may carry.
 MAX_INPUTS_PER_DATAGRAM = 16
-# Inputs waiting to be applied, at most; a client further ahead loses its oldest.
+# Ticks of input waiting to be applied, at most; a client further ahead loses its oldest.
 INPUT_BUFFER = 32
-# The jitter buffer: after running dry, a player's inputs wait until this many are
+# The jitter buffer, counted in ticks of input (an input that holds for two ticks
+# counts two): after running dry, a player's inputs wait until this many ticks are
 # queued (or the oldest has waited this many ticks) so that arrival jitter does
 # not turn into missed ticks.
 JITTER_TICKS = 2
@@ -120,7 +122,9 @@ class Session:
         self.departure = Departure.LOST
         # inputs
         self._received_seq = 0
-        self._inputs: deque[tuple[int, Controls, int]] = deque()  # (seq, controls, tick received)
+        # One entry per tick of input: (seq, controls, tick received); the later
+        # ticks of an input that holds for several have controls None.
+        self._inputs: deque[tuple[int, Controls | None, int]] = deque()
         self._primed = False
         self._window_ticks = 0  # ticks into the current drain window
         self._window_min = INPUT_BUFFER  # fewest inputs left waiting after a take, in the window
@@ -274,24 +278,38 @@ class Session:
         if frame.ack > self.acked and frame.ack in self._sent:
             self.acked = frame.ack
         assert self._rules is not None
+        inputs = self._inputs
         for item in frame.inputs:
-            if not (isinstance(item, list) and len(item) == 2 and type(item[0]) is int and item[0] > 0):
-                raise MalformedFrame("each input must be [seq, controls] with a positive integer seq")
-            seq, raw = item
+            if not (isinstance(item, list) and 2 <= len(item) <= 3 and type(item[0]) is int and item[0] > 0):
+                raise MalformedFrame("each input must be [seq, controls] or [seq, controls, ticks] "
+                                     "with a positive integer seq")
+            seq, raw = item[0], item[1]
+            ticks = item[2] if len(item) == 3 else 1
+            if type(ticks) is not int or not 1 <= ticks <= MAX_INPUT_TICKS:
+                raise MalformedFrame(f"an input holds for 1 to {MAX_INPUT_TICKS} ticks, not {ticks!r}")
             if seq <= self._received_seq:
                 continue  # a redundant copy of an input already taken
-            self._inputs.append((seq, self._rules.validate_input(raw), self.match.tick if self.match else 0))
+            # What is left of the previous input's hold gives way to this one: the
+            # newest controls win a tick sooner, and held inputs never stand in a queue.
+            while inputs and inputs[-1][1] is None:
+                inputs.pop()
+            received = self.match.tick if self.match else 0
+            inputs.append((seq, self._rules.validate_input(raw), received))
+            for _ in range(ticks - 1):
+                inputs.append((seq, None, received))
             self._received_seq = seq
-            if len(self._inputs) > INPUT_BUFFER:
-                self._inputs.popleft()
-                self.inputs_dropped += 1
+            while len(inputs) > INPUT_BUFFER:
+                if inputs.popleft()[1] is not None:
+                    self.inputs_dropped += 1
 
     def take_input(self, tick: int) -> tuple[int, Controls] | None:
         """The next input in sequence order for ``tick``, or None (the player keeps its controls).
 
-        One input per tick, each applied once, in order; the jitter buffer
-        decides when a player who ran dry starts again, and drains a queue that
-        stood for a whole window.
+        One tick of input per tick, each input applied once, in order (an input
+        that holds for several ticks is applied at the first and kept through
+        the others, until a newer one comes); the jitter buffer decides when a
+        player who ran dry starts again, and drains a queue that stood for a
+        whole window.
         """
         inputs = self._inputs
         if not self._primed:
@@ -307,18 +325,23 @@ class Session:
         # waiting is a tick of latency; merge the oldest surplus away (the newest
         # controls win, as they would within one tick).
         while len(inputs) > JITTER_TICKS + 2:
-            inputs.popleft()
-            self.inputs_merged += 1
+            self._merge_oldest()
         self._window_ticks += 1
         if self._window_ticks >= DRAIN_WINDOW_TICKS:
             if self._window_min > 0 and len(inputs) > 1:
-                inputs.popleft()
-                self.inputs_merged += 1
+                self._merge_oldest()
             self._window_ticks, self._window_min = 0, INPUT_BUFFER
         seq, controls, _ = inputs.popleft()
         self._window_min = min(self._window_min, len(inputs))
+        if controls is None:
+            return None  # a later tick of an input that holds: nothing new to apply
         self.applied_seq = seq
         return seq, controls
+
+    def _merge_oldest(self) -> None:
+        """Drop the oldest tick of input; the newer controls win."""
+        if self._inputs.popleft()[1] is not None:
+            self.inputs_merged += 1
 
     # ------------------------------------------------------------ output
 

@@ -76,6 +76,11 @@ class UnsupportedVersion(ProtocolError):
 # --------------------------------------------------------------------------- frames
 
 
+# Ticks one input may hold, at most (a client reading its controls at 7.5 Hz
+# against 60 Hz ticks); longer would only hide a client that stopped sending.
+MAX_INPUT_TICKS = 8
+
+
 @dataclass(slots=True)
 class Hello:
     """Client -> server, first frame on the control stream."""
@@ -114,7 +119,10 @@ class Input:
     """Client -> server datagram: the newest inputs, repeated until the server applied them.
 
     ``inputs`` is a list of ``[seq, controls]`` in increasing ``seq``; ``ack`` is
-    the newest tick whose snapshot the client holds (0 for none).
+    the newest tick whose snapshot the client holds (0 for none). An input may
+    name how many ticks it holds, ``[seq, controls, ticks]`` (1 to
+    ``MAX_INPUT_TICKS``; default 1), for a client that reads its controls less
+    often than the server ticks.
     """
 
     TAG: ClassVar[str] = "in"

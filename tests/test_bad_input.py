@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import struct
 
@@ -47,6 +46,9 @@ AFTER_WELCOME = {
     "input_unknown_control": (encode(Input(ack=0, inputs=[[1, {"teleport": True}]])), "unknown control"),
     "input_bad_seq": (encode(Input(ack=0, inputs=[["one", {}]])), "positive integer seq"),
     "too_many_inputs": (encode(Input(ack=0, inputs=[[i, {}] for i in range(1, 40)])), "more than 16"),
+    "input_held_too_long": (encode(Input(ack=0, inputs=[[1, {}, 9]])), "holds for 1 to 8 ticks, not 9"),
+    "input_held_no_tick": (encode(Input(ack=0, inputs=[[1, {}, 0]])), "holds for 1 to 8 ticks, not 0"),
+    "input_ticks_not_a_number": (encode(Input(ack=0, inputs=[[1, {}, "2"]])), "holds for 1 to 8 ticks, not '2'"),
 }
 
 

@@ -104,6 +104,7 @@ async def test_demo_ends_with_a_verified_json_line(tmp_path: Path) -> None:
     (["serve", "--cert", "x.pem"], "--cert and --key go together"),
     (["bots", "--server", "localhost"], "HOST:PORT"),
     (["bots"], "--server"),
+    (["bots", "--server", "127.0.0.1:4433", "--input-ticks", "9"], "--input-ticks must be 1 to 8"),
     (["frobnicate"], "invalid choice"),
 ])
 async def test_bad_arguments_give_one_line_and_exit_2(args: list[str], words: str) -> None:

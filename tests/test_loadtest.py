@@ -32,6 +32,8 @@ async def test_load_test_over_two_workers_reports_server_figures_and_draws_chart
     assert report["behaviours"] == {"arena": 4, "idle": 2}
     assert report["deltas_per_s_per_bot"] > 20
     assert report["input_to_visible_ms"]["p50"] > 0 and report["input_to_visible_ms"]["samples"] > 100
+    named = report["named_input_to_visible_ms"]
+    assert 0 < named["p50"] <= report["input_to_visible_ms"]["p50"] and 0 < named["samples"] < report["input_to_visible_ms"]["samples"]
     server = report["server"]
     assert server["ticks_per_s"] > 40 and server["players_max"] == 6 and server["cpu_percent"] > 0
     assert server["tick_late_ms_p99"] is not None

@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 import pytest
 
-from bots.client import ClientError, GameClient
+from bots.client import ClientError, ClientOptions, GameClient
 from bots.impair import Impairment, ImpairmentProxy
 from bots.swarm import run_swarm
 from bots.world import ClientWorld, SharedViews
@@ -231,6 +231,59 @@ def test_a_queue_that_stands_while_the_network_is_steady_is_drained_to_none_wait
     assert len(session._inputs) == 0 and session.input_underruns == 0
 
 
+def _held_input(seq: int, ticks: int = 2) -> bytes:
+    return encode(Input(ack=0, inputs=[[seq, {"mx": 1 if seq % 2 else -1}, ticks]]))
+
+
+def test_an_input_that_holds_two_ticks_applies_at_the_next_tick_and_is_kept_for_the_second() -> None:
+    """A client reading its controls at 30 Hz against 60 Hz ticks: each input is applied
+    the tick after it arrives (no jitter wait: it brings two ticks), then kept; the tick
+    it is kept for is not the player running dry."""
+    session, _, match = _session()
+    taken: list[Any] = []
+    for tick in range(1, 201):
+        match.tick = tick - 1
+        if tick % 2:
+            session.on_datagram(_held_input(tick // 2 + 1))
+        taken.append(session.take_input(tick))
+    assert [t[0] for t in taken[::2]] == list(range(1, 101))  # each input at the tick after it came
+    assert taken[1::2] == [None] * 100  # ...and kept for the next
+    assert session.applied_seq == 100
+    assert session.input_underruns == 0 and session.inputs_merged == 0 and session.inputs_dropped == 0
+
+
+def test_a_late_held_input_is_applied_as_soon_as_it_comes() -> None:
+    session, _, match = _session()
+    session.on_datagram(_held_input(1))
+    assert session.take_input(1)[0] == 1 and session.take_input(2) is None
+    assert session.take_input(3) is None  # input 2 is late: the player keeps its controls
+    assert session.input_underruns == 1
+    match.tick = 3
+    session.on_datagram(_held_input(2))
+    assert session.take_input(4)[0] == 2  # two ticks queued at once: no jitter wait
+
+
+def test_a_newer_input_cuts_short_the_hold_of_the_one_before_so_none_wait() -> None:
+    """A client two inputs ahead (four ticks of input queued): each newer input replaces
+    what is left of the one before, so the queue does not stand and, after two ticks,
+    every input applies the tick it arrives."""
+    session, _, match = _session()
+    session.on_datagram(encode(Input(ack=0, inputs=[[1, {}, 2], [2, {}, 2]])))
+    seq, arrived, applied = 2, {}, {}
+    for tick in range(1, 41):
+        match.tick = tick
+        if tick % 2:
+            seq += 1
+            arrived[seq] = tick
+            session.on_datagram(_held_input(seq))
+        taken = session.take_input(tick)
+        if taken is not None:
+            applied[taken[0]] = tick
+    assert list(applied) == list(range(1, seq + 1))  # each once, in order: none merged away
+    assert all(applied[s] == arrived[s] for s in range(5, seq + 1))
+    assert session.inputs_merged == 0 and session.input_underruns == 0
+
+
 def test_a_delta_too_big_for_a_datagram_goes_reliably() -> None:
     session, channel, _ = _session()
     session.send_view(1, {"players": {str(i): {"name": f"player-{i:04d}", "x": i, "y": i} for i in range(40)}})
@@ -290,6 +343,44 @@ def test_world_reconciles_by_replaying_unconfirmed_inputs() -> None:
     world.on_delta(Delta(tick=4, base=2, seq=3, diff={"u": {"players": {"u": {"1": {"s": {"x": 1090}}}}}}))
     assert world.unconfirmed == 2
     assert world.predicted_self()["x"] == (1090 * 10 + 2 * rules.speed) // 10
+
+
+def test_world_sends_how_long_each_input_holds_and_predicts_it_for_as_long() -> None:
+    rules = make_rules("arena", {"view_step": 10})
+    world = ClientWorld(rules, player_id=1)
+    world.on_delta(Delta(tick=2, base=0, seq=0, diff=delta.diff({}, {"players": {"1": {"x": 1000, "y": 1000, "alive": True}}})))
+    world.next_input({"mx": 1, "my": 0}, ticks=2)
+    world.next_input({"mx": 1, "my": 0})
+    assert world.input_frame().inputs == [[1, {"mx": 1, "my": 0}, 2], [2, {"mx": 1, "my": 0}]]
+    assert world.predicted_self()["x"] == (1000 * 10 + 3 * rules.speed) // 10  # three ticks of walking
+
+
+def test_world_times_every_input_and_once_more_the_input_each_delta_names() -> None:
+    world = ClientWorld(make_rules("arena", {}), player_id=1)
+    for made_at in (1.0, 1.01, 1.02):
+        world.next_input({"mx": 1}, made_at)
+    world.on_delta(Delta(tick=1, base=0, seq=2, diff={}), now=1.05)  # names input 2, which superseded 1
+    world.on_delta(Delta(tick=2, base=1, seq=2, diff={}), now=1.06)  # names nothing newer
+    assert [round(x, 3) for x in world.take_latencies()] == [0.05, 0.04]
+    assert [round(x, 3) for x in world.take_ack_latencies()] == [0.04]
+    assert world.take_latencies() == [] and world.take_ack_latencies() == []
+
+
+async def test_bots_reading_controls_at_30hz_get_each_input_applied_once_and_the_replay_verifies(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 3})
+    report = await run_swarm("127.0.0.1", srv.port, 4, duration=15, cafile=srv.cert, behaviour="wander",
+                             options=ClientOptions(input_ticks=2))
+    await srv.stop()
+    assert report["connected"] == 4 and report["errors"] == 0, report
+    [match_id] = report["match_ids"]
+    seqs = await _applied_seqs(srv.db_url, match_id)
+    assert len(seqs) == 4
+    for player, applied in seqs.items():
+        assert all(b > a for a, b in zip(applied, applied[1:])), f"player {player}: an input applied twice or out of order"
+        assert 30 * 2 < len(applied) <= 30 * 3 + 1  # 30 inputs a second over a 3 s match
+    async with await LogReader.open(srv.db_url) as reader:
+        result = await verify_match(reader, match_id)
+    assert result.verified, result.reason
 
 
 def test_world_interpolates_others_between_snapshots() -> None:

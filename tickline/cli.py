@@ -140,6 +140,7 @@ def cmd_bots(args: argparse.Namespace) -> int:
     from bots.behaviours import parse_mix
     from bots.client import ClientOptions
     from bots.loadtest import LoadConfig, print_table, report_json, run_load
+    from shared.protocol import MAX_INPUT_TICKS
 
     host, port = _host_port(args.server)
     if args.n < 1 or args.duration <= 0 or args.ramp <= 0 or args.workers < 0 or args.input_rate < 0:
@@ -149,6 +150,9 @@ def cmd_bots(args: argparse.Namespace) -> int:
         parse_mix(args.behaviour)
     except ValueError as exc:
         raise UsageError(f"--behaviour: {exc}") from None
+    if not 1 <= args.input_ticks <= MAX_INPUT_TICKS:
+        raise UsageError(f"--input-ticks must be 1 to {MAX_INPUT_TICKS} (ticks each input holds), "
+                         f"not {args.input_ticks}")
     if args.plots:
         try:
             import matplotlib  # noqa: F401
@@ -159,7 +163,7 @@ def cmd_bots(args: argparse.Namespace) -> int:
         behaviour=args.behaviour, cafile=args.cafile, seed=args.seed, reconnect_s=args.reconnect,
         metrics_url=args.metrics, report_path=Path(args.report) if args.report else None,
         plots_dir=Path(args.plots) if args.plots else None, progress=not args.quiet,
-        client=ClientOptions(fast=not args.no_fastpath, input_rate=args.input_rate),
+        client=ClientOptions(fast=not args.no_fastpath, input_rate=args.input_rate, input_ticks=args.input_ticks),
         loop_factory=loops.loop_factory(args.loop),
     )
     report = loops.run(run_load(cfg), args.loop)
@@ -318,6 +322,9 @@ def build_parser() -> argparse.ArgumentParser:
     bots.add_argument("--no-fastpath", action="store_true", help="bots keep every datagram on QUIC")
     bots.add_argument("--input-rate", type=int, default=0, metavar="HZ",
                       help="input datagrams per second per bot (default: 0, one per state update the server sends)")
+    bots.add_argument("--input-ticks", type=int, default=1, metavar="N",
+                      help="ticks each bot input holds: the bots read their controls every N ticks "
+                           "(default: 1; 2 at 60 Hz ticks is 30 inputs a second)")
     bots.add_argument("--seed", type=int, default=1, help="seed for the bots' own choices (default: 1)")
     bots.add_argument("--reconnect", type=float, default=20.0, metavar="S",
                       help="a bot whose connection drops comes back as the same player for up to S seconds; 0: never (default: 20)")
