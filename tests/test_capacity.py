@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from shared.protocol import MAX_DATAGRAM
-from tickline.capacity import Search, choose_window, judge, search, window_shares
+from tickline.capacity import Search, choose_window, judge, retry_reason, search, window_shares
 
 TICKLINE = [sys.executable, "-m", "tickline"]
 
@@ -63,6 +63,17 @@ def test_judge_names_every_reason_and_passes_a_clean_probe() -> None:
     assert "1 clients received" in judge(10, **{**ok, "recv_shares": [0.99] * 9 + [0.9]})[0]
     assert judge(10, **{**ok, "connected": 9, "players_end": 9, "recv_shares": [0.99] * 9})[:3] == [
         "1 of 10 never connected", "players in the window 10..9 < 10", "receive rates known for 9 of 10 clients"]
+
+
+def test_a_failure_is_run_again_only_when_disturbed_or_a_lateness_tail_far_from_saturation() -> None:
+    late = judge(16, connected=16, errors=0, lost=0, failures=[], players_begin=16, players_end=16, late_p99_ms=6.4,
+                 ticks_per_s=60.0, recv_shares=[1.0] * 16, tick_rate=60, bound_ms=4.0)
+    probe = {"pass": False, "why": late, "server_cpu_percent": 19.9, "disturbed": False}
+    assert retry_reason(probe) == "lateness alone at 20% server CPU"
+    assert retry_reason({**probe, "server_cpu_percent": 95.0}) is None  # saturated: the failure stands
+    assert retry_reason({**probe, "why": late + ["3 of 16 never connected"]}) is None
+    assert retry_reason({**probe, "server_cpu_percent": 95.0, "disturbed": True}) == "disturbed by other processes"
+    assert retry_reason({**probe, "pass": True, "why": []}) is None
 
 
 def test_window_and_per_client_shares() -> None:
