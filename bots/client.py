@@ -102,7 +102,25 @@ FALLBACK_S = 1.0
 KEEPALIVE_S = 5.0
 
 
-class _Protocol(QuicConnectionProtocol):
+class ClientProtocol(QuicConnectionProtocol):
+    """aioquic's client protocol, minus a warning per connect that timed out.
+
+    ``wait_connected`` awaits a shielded future; when the wait is cancelled (a
+    connect timeout), closing the connection later fails that future with nobody
+    to hear it, and asyncio logs "Future exception was never retrieved" for
+    every such client: hundreds of lines when a load test overloads a server."""
+
+    async def wait_connected(self) -> None:
+        try:
+            await super().wait_connected()
+        except asyncio.CancelledError:
+            waiter = self._connected_waiter
+            if waiter is not None:
+                waiter.add_done_callback(lambda f: None if f.cancelled() else f.exception())
+            raise
+
+
+class _Protocol(ClientProtocol):
     client: GameClient
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
@@ -189,7 +207,7 @@ class GameClient:
                 connection = connect(host, port, configuration=config, create_protocol=_Protocol)
                 protocol = await connection.__aenter__()
         except (TimeoutError, ConnectionError, OSError) as exc:
-            raise ClientError(f"cannot connect to {host}:{port}: {exc or 'timed out'}") from None
+            raise ClientError(f"cannot connect to {host}:{port}: {str(exc) or 'timed out'}") from None
         try:
             client = cls(protocol, name, world)  # type: ignore[arg-type]
             client.options = options

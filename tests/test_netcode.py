@@ -4,6 +4,8 @@ plus the sans-I/O pieces (jitter buffer, prediction, interpolation, interest, en
 from __future__ import annotations
 
 import asyncio
+import gc
+import socket
 from typing import Any
 
 import orjson
@@ -131,6 +133,25 @@ async def test_a_client_that_changes_address_keeps_its_session(start_server) -> 
             client.send_input({"mx": 1}, flush=True)
         assert client.world.tick > tick and not client.closed.is_set()
         assert len(srv.server.matches[0].sessions) == 1
+
+
+async def test_a_connect_that_times_out_says_so_and_leaves_no_failed_future_behind() -> None:
+    """aioquic shields the handshake's future: a timed-out connect used to leave it to
+    fail later, and asyncio logged "Future exception was never retrieved" per client."""
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)  # a port where nobody answers
+    sink.bind(("127.0.0.1", 0))
+    seen: list[str] = []
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: seen.append(ctx["message"]))
+    try:
+        with pytest.raises(ClientError, match="cannot connect to 127.0.0.1:[0-9]+: timed out"):
+            async with GameClient.connect("127.0.0.1", sink.getsockname()[1], "x", timeout=0.3):
+                pass
+        await asyncio.sleep(0.1)
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        sink.close()
+    assert seen == []
 
 
 def test_impairment_is_replayable_from_its_seed() -> None:

@@ -69,6 +69,7 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
+from bots.client import ClientProtocol
 from server.fastpath import FastPath
 from server.transport import Endpoint, ServerConnection
 from shared import fastpath
@@ -276,7 +277,7 @@ class ClientResult:
     fast_dropped: int = 0  # fast-path packets that did not open (shared.fastpath.Dropped)
 
 
-class _ClientConnection(QuicConnectionProtocol):
+class _ClientConnection(ClientProtocol):
     result: ClientResult | None = None
     ended: asyncio.Event | None = None
     # The fast path's (sealer, opener), once the server sent the keys.
