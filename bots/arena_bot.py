@@ -20,9 +20,10 @@ def _sign(value: float, dead_zone: float) -> int:
 
 
 class ArenaBot:
-    def __init__(self, player_id: int, seed: int, config: dict[str, Any] | None = None) -> None:
+    def __init__(self, player_id: int, seed: int, config: dict[str, Any] | None = None, rate: float = 60) -> None:
         self.player_id = player_id
         self._rng = random.Random(seed)
+        self._rate = rate  # decisions a second
         self._wander = (0, 0)
         self._wander_left = 0
         # Views carry positions in steps of view_step fixed units.
@@ -65,6 +66,6 @@ class ArenaBot:
     def _wandering(self) -> tuple[int, int]:
         if self._wander_left <= 0:
             self._wander = (self._rng.choice((-1, 0, 1)), self._rng.choice((-1, 0, 1)))
-            self._wander_left = self._rng.randint(40, 80)  # ticks
+            self._wander_left = max(1, round(self._rng.randint(40, 80) * self._rate / 60))  # 0.67-1.33 s
         self._wander_left -= 1
         return self._wander

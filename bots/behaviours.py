@@ -86,7 +86,7 @@ def make_behaviour(name: str, player_id: int, seed: int, config: dict[str, Any] 
     """``rate``: how many times a second the bot decides (the tick rate, or less
     for inputs that hold for several ticks)."""
     if name == "arena":
-        return ArenaBot(player_id, seed, config)
+        return ArenaBot(player_id, seed, config, rate)
     if name == "wander":
         return WanderBot(seed, rate)
     return IdleBot()
