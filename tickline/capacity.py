@@ -560,8 +560,10 @@ async def probe_tickline(n: int, cfg: CapacityConfig, workdir: Path, index: int,
     profile_task: asyncio.Future[Any] | None = None
     status: int | None = None
     stop_at = 0.0
+    limit_s = duration + n / cfg.ramp + 60
+    stage = "ramping the bots up"  # what the probe waited for, should it run out of time
     try:
-        async with asyncio.timeout(duration + n / cfg.ramp + 60):
+        async with asyncio.timeout(limit_s):
             with LoadCapture() as capture, affinity(load_cpus), CpuSampler() as cpu:
                 started = time.monotonic()
                 load = asyncio.create_task(run_load(load_cfg))
@@ -579,6 +581,7 @@ async def probe_tickline(n: int, cfg: CapacityConfig, workdir: Path, index: int,
                             break
                         await asyncio.sleep(0.5)
                     all_in_at = time.monotonic()
+                    stage = "the steady window"
                     await asyncio.sleep(cfg.settle_s)
                     first = await _scrape_at(url)
                     if on_window is not None:
@@ -595,10 +598,15 @@ async def probe_tickline(n: int, cfg: CapacityConfig, workdir: Path, index: int,
                 finally:
                     # The server's goodbye ends every bot at once.
                     stop_at = time.monotonic()
+                    stage = "the server to stop"
                     status = await _stop(proc)
+                    stage = "the bot workers to finish after the server stopped"
                     report = await load
                 if profile_task is not None:
+                    stage = "py-spy"
                     await profile_task
+    except TimeoutError:
+        raise RuntimeError(f"the probe took over {limit_s:.0f} s, waiting for {stage}; its server log: {log_path} (kept with --keep-dir)") from None
     finally:
         if proc.returncode is None:
             status = await _stop(proc, 5)
