@@ -127,8 +127,7 @@ class Session:
         self._inputs: deque[tuple[int, Controls | None, int]] = deque()
         self._primed = False
         self._window_ticks = 0  # ticks into the current drain window
-        self._window_min = INPUT_BUFFER  # fewest inputs left waiting after a take, in the window
-        self._tick = 0  # the match's tick when the last input datagram arrived
+        self._window_min = INPUT_BUFFER  # fewest ticks of input left waiting after a take, in the window
         self.applied_seq = 0
         self.inputs_dropped = 0
         self.input_underruns = 0
