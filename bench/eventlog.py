@@ -49,25 +49,25 @@ if str(ROOT) not in sys.path:
 
 from bench.report import Report, rnd  # noqa: E402
 
-from replays.reader import LogReader  # noqa: E402
-from server import app as server_app  # noqa: E402
-from server.app import Server, ServerConfig  # noqa: E402
-from server.eventlog import (  # noqa: E402
+from tickline.replays.reader import LogReader  # noqa: E402
+from tickline.server import app as server_app  # noqa: E402
+from tickline.server.app import Server, ServerConfig  # noqa: E402
+from tickline.server.eventlog import (  # noqa: E402
     EventLog,
     KeyframeRecord,
     PlayerRecord,
     TickRecord,
     token_hash,
 )
-from server.gcpacing import GcPacer  # noqa: E402
-from server.match import Match, MatchSettings  # noqa: E402
-from server.session import Session  # noqa: E402
-from server.stats import Samples  # noqa: E402
-from server.tls import ensure_certificate  # noqa: E402
-from shared.game import Rules, State, TickInputs, state_hash  # noqa: E402
-from shared.games import make_rules  # noqa: E402
-from shared.logformat import MatchHeader, encode_payload, replay_stored_tick  # noqa: E402
-from shared.protocol import Input, encode  # noqa: E402
+from tickline.server.gcpacing import GcPacer  # noqa: E402
+from tickline.server.match import Match, MatchSettings  # noqa: E402
+from tickline.server.session import Session  # noqa: E402
+from tickline.server.stats import Samples  # noqa: E402
+from tickline.server.tls import ensure_certificate  # noqa: E402
+from tickline.shared.game import Rules, State, TickInputs, state_hash  # noqa: E402
+from tickline.shared.games import make_rules  # noqa: E402
+from tickline.shared.logformat import MatchHeader, encode_payload, replay_stored_tick  # noqa: E402
+from tickline.shared.protocol import Input, encode  # noqa: E402
 from tickline.capacity import affinity, cpu_plan  # noqa: E402
 
 PLAYERS = 16

@@ -48,11 +48,11 @@ from bench.report import Report, med, rnd  # noqa: E402
 
 import orjson  # noqa: E402
 
-import bots.client as client_module  # noqa: E402
-from bots.arena_bot import ArenaBot  # noqa: E402
-from bots.client import ClientError, GameClient  # noqa: E402
-from bots.impair import Impairment, ImpairmentProxy  # noqa: E402
-from shared.protocol import MAX_DATAGRAM, Delta, encode  # noqa: E402
+import tickline.bots.client as client_module  # noqa: E402
+from tickline.bots.arena_bot import ArenaBot  # noqa: E402
+from tickline.bots.client import ClientError, GameClient  # noqa: E402
+from tickline.bots.impair import Impairment, ImpairmentProxy  # noqa: E402
+from tickline.shared.protocol import MAX_DATAGRAM, Delta, encode  # noqa: E402
 from tickline.transport_ceiling import loopback_connect  # noqa: E402
 
 HOST = "127.0.0.1"

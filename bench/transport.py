@@ -38,7 +38,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from bench.report import Report, med, rnd  # noqa: E402
-from shared.protocol import MAX_DATAGRAM  # noqa: E402
+from tickline.shared.protocol import MAX_DATAGRAM  # noqa: E402
 from tickline import loops  # noqa: E402
 from tickline.capacity import (  # noqa: E402
     CORES,

@@ -49,10 +49,10 @@ from bench.report import Report, med, rnd  # noqa: E402
 
 import orjson  # noqa: E402
 
-import bots.client as client_module  # noqa: E402
-import bots.loadtest as loadtest  # noqa: E402
-from bots.client import ClientOptions  # noqa: E402
-from bots.loadtest import LoadConfig, Scrape, run_load, scrape, server_window  # noqa: E402
+import tickline.bots.client as client_module  # noqa: E402
+import tickline.bots.loadtest as loadtest  # noqa: E402
+from tickline.bots.client import ClientOptions  # noqa: E402
+from tickline.bots.loadtest import LoadConfig, Scrape, run_load, scrape, server_window  # noqa: E402
 from tickline.transport_ceiling import loopback_connect  # noqa: E402
 from tickline import loops  # noqa: E402
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from bots.world import ClientWorld
+from tickline.bots.world import ClientWorld
 
 UNIT = 100  # fixed units per world unit (shared.arena.UNIT)
 

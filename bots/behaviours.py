@@ -14,8 +14,8 @@ from __future__ import annotations
 import random
 from typing import Any, Protocol
 
-from bots.arena_bot import ArenaBot
-from bots.world import ClientWorld
+from tickline.bots.arena_bot import ArenaBot
+from tickline.bots.world import ClientWorld
 
 BEHAVIOURS = ("arena", "wander", "idle")
 

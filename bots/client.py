@@ -26,6 +26,7 @@ from typing import Any
 
 from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
@@ -33,10 +34,10 @@ from aioquic.quic.events import (
     StreamDataReceived,
 )
 
-from bots.world import ClientWorld
-from shared import fastpath
-from shared.games import UnknownGame, make_rules
-from shared.protocol import (
+from tickline.bots.world import ClientWorld
+from tickline.shared import fastpath
+from tickline.shared.games import UnknownGame, make_rules
+from tickline.shared.protocol import (
     ALPN,
     DEFLATE,
     MAX_INPUT_TICKS,
@@ -86,6 +87,9 @@ class ClientOptions:
     # that reads its controls at 30 Hz. Each input is applied at the first tick
     # the server has for it and kept through the others.
     input_ticks: int = 1
+    # The local address to send from (None: every address, IPv4 and IPv6, as aioquic binds).
+    # "127.0.0.1" keeps a load test on IPv4 loopback end to end.
+    local_host: str | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.input_ticks <= MAX_INPUT_TICKS:
@@ -118,6 +122,44 @@ class ClientProtocol(QuicConnectionProtocol):
             if waiter is not None:
                 waiter.add_done_callback(lambda f: None if f.cancelled() else f.exception())
             raise
+
+
+@asynccontextmanager
+async def quic_connect(host: str, port: int, *, configuration: QuicConfiguration,
+                       create_protocol: type[QuicConnectionProtocol] = QuicConnectionProtocol,
+                       local_host: str | None = None) -> AsyncIterator[Any]:
+    """``aioquic.asyncio.connect``, sending from ``local_host`` when given (aioquic always
+    binds every address, "::"); yields the connected protocol and closes it on exit."""
+    if local_host is None:
+        async with connect(host, port, configuration=configuration, create_protocol=create_protocol) as protocol:
+            yield protocol
+        return
+    loop = asyncio.get_running_loop()
+    family = socket.AF_INET6 if ":" in local_host else socket.AF_INET
+    infos = await loop.getaddrinfo(host, port, family=family, type=socket.SOCK_DGRAM)
+    if configuration.server_name is None:
+        configuration.server_name = host
+    sock = socket.socket(family, socket.SOCK_DGRAM)
+    try:
+        sock.bind((local_host, 0))
+    except BaseException:
+        sock.close()
+        raise
+    connection = QuicConnection(configuration=configuration)
+    transport, protocol = await loop.create_datagram_endpoint(lambda: create_protocol(connection), sock=sock)
+    try:
+        protocol.connect(infos[0][4], transmit=True)
+        await protocol.wait_connected()
+        yield protocol
+    finally:
+        protocol.close()
+        try:
+            async with asyncio.timeout(2):
+                await protocol.wait_closed()
+        except TimeoutError:
+            pass
+        finally:
+            transport.close()
 
 
 class _Protocol(ClientProtocol):
@@ -204,7 +246,8 @@ class GameClient:
             config.verify_mode = ssl.CERT_NONE
         try:
             async with asyncio.timeout(timeout):
-                connection = connect(host, port, configuration=config, create_protocol=_Protocol)
+                connection = quic_connect(host, port, configuration=config, create_protocol=_Protocol,
+                                          local_host=options.local_host)
                 protocol = await connection.__aenter__()
         except (TimeoutError, ConnectionError, OSError) as exc:
             raise ClientError(f"cannot connect to {host}:{port}: {str(exc) or 'timed out'}") from None

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 Address = tuple[str, int]
-log = logging.getLogger("tickline.impair")
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -74,13 +74,13 @@ class _Upstream(asyncio.DatagramProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
         for data in self.waiting:
-            self.proxy._schedule(self.proxy.stats.up, data, self.transport.sendto, ())
+            self.proxy.schedule(self.proxy.stats.up, data, self.transport.sendto, ())
         self.waiting.clear()
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
         front = self.proxy._front
         if front is not None:
-            self.proxy._schedule(self.proxy.stats.down, data, front.sendto, (self.client,))
+            self.proxy.schedule(self.proxy.stats.down, data, front.sendto, (self.client,))
 
 
 class ImpairmentProxy:
@@ -133,7 +133,7 @@ class ImpairmentProxy:
         if upstream.transport is None:
             upstream.waiting.append(data)
         else:
-            self._schedule(self.stats.up, data, upstream.transport.sendto, ())
+            self.schedule(self.stats.up, data, upstream.transport.sendto, ())
 
     def _opened(self, task: asyncio.Task[None]) -> None:
         self._opening.discard(task)
@@ -148,7 +148,14 @@ class ImpairmentProxy:
         # Each client its own socket, so the server sees one address per client.
         await self._loop.create_datagram_endpoint(lambda: upstream, remote_addr=self._target)
 
-    def _schedule(self, stats: DirectionStats, data: bytes, send: Any, args: tuple[Any, ...]) -> None:
+    @property
+    def in_flight(self) -> int:
+        """Packets delayed on their way, not yet sent on."""
+        return len(self._timers)
+
+    def schedule(self, stats: DirectionStats, data: bytes, send: Any, args: tuple[Any, ...] = ()) -> None:
+        """Carry ``data`` over the impaired link: ``send(data, *args)`` later, maybe twice, or never
+        (``stats`` is the direction's, ``self.stats.up`` or ``.down``)."""
         imp, rng = self.impairment, self._rng
         stats.packets += 1
         if self.block is not None and self.block(data):
@@ -169,7 +176,8 @@ class ImpairmentProxy:
             self._later(max(0.0, delay) / 1000, send, data, *args)
 
     def _later(self, delay: float, send: Any, data: bytes, *args: Any) -> None:
-        assert self._loop is not None
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
 
         def fire() -> None:
             self._timers.discard(handle)

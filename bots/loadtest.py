@@ -26,8 +26,9 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from bots.client import ClientOptions
-from bots.swarm import BotResult, Swarm, summarize
+from tickline.bots.client import ClientOptions
+from tickline.bots.metrics import Scrape, percentile, scrape, server_window
+from tickline.bots.swarm import BotResult, Swarm, summarize
 
 
 @dataclass(slots=True)
@@ -85,92 +86,6 @@ def _plain(result: BotResult) -> dict[str, Any]:
     return {f.name: getattr(result, f.name) for f in fields(result) if f.name != "client"}
 
 
-# ---------------------------------------------------------------------- the server's figures
-
-
-@dataclass(slots=True)
-class Scrape:
-    t: float
-    samples: dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-async def scrape(url: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
-    import aiohttp
-    from prometheus_client.parser import text_string_to_metric_families
-
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as http:
-        async with http.get(url) as response:
-            text = await response.text()
-    out = {}
-    for family in text_string_to_metric_families(text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def _sum(samples: dict, name: str, **fixed: str) -> float:
-    return sum(v for (n, labels), v in samples.items()
-               if n == name and all(dict(labels).get(k) == val for k, val in fixed.items()))
-
-
-def _buckets(samples: dict, name: str) -> dict[float, float]:
-    """Cumulative counts by upper bound, summed over every match."""
-    out: dict[float, float] = {}
-    for (n, labels), v in samples.items():
-        if n == name + "_bucket":
-            le = float(dict(labels)["le"])
-            out[le] = out.get(le, 0.0) + v
-    return out
-
-
-def histogram_quantile(q: float, before: dict[float, float], after: dict[float, float]) -> float | None:
-    """The q-quantile of what a cumulative histogram gained between two scrapes (as Prometheus does it)."""
-    bounds = sorted(after)
-    counts = [after[b] - before.get(b, 0.0) for b in bounds]
-    if not counts or counts[-1] <= 0:
-        return None
-    rank = q * counts[-1]
-    lower, below = 0.0, 0.0
-    for bound, cumulative in zip(bounds, counts):
-        if cumulative >= rank:
-            if math.isinf(bound):
-                return lower
-            inside = cumulative - below
-            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
-        lower, below = bound, cumulative
-    return lower
-
-
-def server_window(first: Scrape, last: Scrape, scrapes: list[Scrape]) -> dict[str, Any]:
-    """The server's own figures between two scrapes of its /metrics (server-wide series,
-    which only grow, so a match that ends inside the window still counts)."""
-    a, b = first.samples, last.samples
-    wall = max(1e-9, last.t - first.t)
-
-    def rate(name: str) -> float:
-        return round((_sum(b, name) - _sum(a, name)) / wall, 1)
-
-    def quantile(q: float, name: str) -> float | None:
-        value = histogram_quantile(q, _buckets(a, name), _buckets(b, name))
-        return None if value is None else round(value * 1000, 3)
-
-    return {
-        "window_s": round(wall, 2),
-        "cpu_percent": round(100 * (_sum(b, "process_cpu_seconds_total") - _sum(a, "process_cpu_seconds_total")) / wall, 1),
-        "rss_mb": round(_sum(b, "process_resident_memory_bytes") / 2**20, 1),
-        "matches_max": max((_sum(s.samples, "tickline_matches") for s in scrapes), default=0),
-        "players_max": max((_sum(s.samples, "tickline_server_players") for s in scrapes), default=0),
-        "ticks_per_s": rate("tickline_server_ticks_total"),
-        "inputs_applied_per_s": rate("tickline_server_inputs_applied_total"),
-        "bytes_down_per_s": rate("tickline_server_bytes_down_total"),
-        "tick_late_ms_p50": quantile(0.5, "tickline_server_tick_lateness_seconds"),
-        "tick_late_ms_p99": quantile(0.99, "tickline_server_tick_lateness_seconds"),
-        "tick_duration_ms_p99": quantile(0.99, "tickline_server_tick_duration_seconds"),
-        "eventlog_lag_s_max": round(max((_sum(s.samples, "tickline_eventlog_lag_seconds") for s in scrapes), default=0.0), 4),
-        "connections_kicked": _sum(b, "tickline_connections_kicked_total") - _sum(a, "tickline_connections_kicked_total"),
-    }
-
-
 # ---------------------------------------------------------------------- the run
 
 
@@ -183,16 +98,9 @@ class Timeline:
 
 def _latency_summary(lat: list[float]) -> dict[str, Any] | None:
     return None if not lat else {
-        "p50": round(_percentile(lat, 50) * 1000, 2), "p99": round(_percentile(lat, 99) * 1000, 2),
+        "p50": round(percentile(lat, 50) * 1000, 2), "p99": round(percentile(lat, 99) * 1000, 2),
         "max": round(max(lat) * 1000, 2), "samples": len(lat),
     }
-
-
-def _percentile(values: list[float], p: float) -> float | None:
-    if not values:
-        return None
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, math.ceil(p / 100 * len(ordered)) - 1))]
 
 
 class Progress:
@@ -247,93 +155,118 @@ def _cell(value: Any) -> str:
     return f"{value:.1f}" if isinstance(value, float) else str(value)
 
 
-async def run_load(cfg: LoadConfig) -> dict[str, Any]:
-    """Run the load test; returns the report (also written and plotted when asked)."""
-    workers = cfg.worker_count()
-    ctx = mp.get_context("spawn")
-    out = ctx.Queue()
-    plain = {"host": cfg.host, "port": cfg.port, "duration": cfg.duration, "cafile": cfg.cafile,
-             "ramp": cfg.ramp, "seed": cfg.seed, "reconnect_s": cfg.reconnect_s, "behaviour": cfg.behaviour,
-             "client": cfg.client, "loop_factory": cfg.loop_factory}
-    share, extra = divmod(cfg.n, workers)
-    start_at = time.time() + 1.0  # spawned interpreters need a moment to import
-    procs, first = [], 0
-    for w in range(workers):
-        count = share + (1 if w < extra else 0)
-        proc = ctx.Process(target=_worker, args=(plain, w, first, count, start_at, out), daemon=True)
-        procs.append(proc)
-        first += count
-    for proc in procs:
-        proc.start()
-    deadline = time.monotonic() + 1.0 + cfg.duration + cfg.n / cfg.ramp + 30
+class LoadTest:
+    """One load test. :meth:`run` returns the report; meanwhile ``on_snapshot(worker,
+    snapshot)`` hears every snapshot a worker sends (once a second: ``Swarm.snapshot``,
+    with ``mono``, the machine-wide monotonic time it was taken, and ``per_bot``, every
+    bot's own delta count), and afterwards ``results`` holds every bot's own result."""
 
-    loop = asyncio.get_running_loop()
-    latest: dict[int, dict[str, Any]] = {}
-    finals: dict[int, list[dict[str, Any]]] = {}
-    failures: list[str] = []
-    ended: set[int] = set()
-    timeline = Timeline()
-    scrapes: list[Scrape] = []
-    previous: dict[str, Any] | None = None
-    started = time.monotonic()
+    def __init__(self, cfg: LoadConfig,
+                 on_snapshot: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+        self.cfg = cfg
+        self.on_snapshot = on_snapshot
+        self.results: list[BotResult] = []
 
-    def get() -> Any:
-        try:
-            return out.get(timeout=0.25)
-        except queue_module.Empty:
-            return None
+    async def run(self) -> dict[str, Any]:
+        """Run the load test; returns the report (also written and plotted when asked)."""
+        cfg = self.cfg
+        workers = cfg.worker_count()
+        ctx = mp.get_context("spawn")
+        out = ctx.Queue()
+        plain = {"host": cfg.host, "port": cfg.port, "duration": cfg.duration, "cafile": cfg.cafile,
+                 "ramp": cfg.ramp, "seed": cfg.seed, "reconnect_s": cfg.reconnect_s, "behaviour": cfg.behaviour,
+                 "client": cfg.client, "loop_factory": cfg.loop_factory}
+        share, extra = divmod(cfg.n, workers)
+        start_at = time.time() + 1.0  # spawned interpreters need a moment to import
+        procs, first = [], 0
+        for w in range(workers):
+            count = share + (1 if w < extra else 0)
+            proc = ctx.Process(target=_worker, args=(plain, w, first, count, start_at, out), daemon=True)
+            procs.append(proc)
+            first += count
+        for proc in procs:
+            proc.start()
+        deadline = time.monotonic() + 1.0 + cfg.duration + cfg.n / cfg.ramp + 30
 
-    scrape_errors: list[str] = []
+        loop = asyncio.get_running_loop()
+        latest: dict[int, dict[str, Any]] = {}
+        finals: dict[int, list[dict[str, Any]]] = {}
+        failures: list[str] = []
+        ended: set[int] = set()
+        timeline = Timeline()
+        scrapes: list[Scrape] = []
+        previous: dict[str, Any] | None = None
+        started = time.monotonic()
 
-    async def scrape_now() -> None:
-        if cfg.metrics_url:
+        def get() -> Any:
             try:
-                scrapes.append(Scrape(time.monotonic(), await scrape(cfg.metrics_url)))
-            except Exception as exc:  # noqa: BLE001 - a missed scrape is reported, not fatal
-                scrape_errors.append(f"metrics scrape of {cfg.metrics_url} failed: {exc}")
+                return out.get(timeout=0.25)
+            except queue_module.Empty:
+                return None
 
-    await scrape_now()
-    next_row = time.monotonic() + 1.0
-    with Progress(cfg) as progress:
-        while len(ended) < workers:
-            if time.monotonic() > deadline:
-                failures.append("workers did not finish in time; terminated")
-                break
-            if out.empty():
-                dead = [w for w, p in enumerate(procs) if not p.is_alive() and p.exitcode not in (0, None) and w not in ended]
-                if dead:
-                    failures.append(f"worker {dead[0]} died with exit code {procs[dead[0]].exitcode}")
-                    ended.add(dead[0])
-            message = await loop.run_in_executor(None, get)  # a blocking get, off the event loop
-            if message is not None:
-                kind, worker, body = message
-                if kind == "progress":
-                    timeline.latencies += body.pop("latencies")
-                    timeline.ack_latencies += body.pop("ack_latencies")
-                    latest[worker] = body
-                elif kind == "done":
-                    finals[worker] = body
-                    ended.add(worker)
-                else:
-                    failures.append(f"worker {worker} failed: {body}")
-                    ended.add(worker)
-            if time.monotonic() >= next_row:
-                next_row += 1.0
-                await scrape_now()
-                row = _row(latest, previous, timeline, scrapes, started)
-                previous = {"t": row["t"], **_totals(latest)}
-                timeline.rows.append(row)
-                progress.show(row)
-    await scrape_now()
-    for proc in procs:
-        proc.join(timeout=5)
-        if proc.is_alive():
-            proc.terminate()  # ours, by PID
-            proc.join(timeout=5)
-    results = [BotResult(**r) for rs in finals.values() for r in rs]
-    if scrape_errors:
-        failures.append(f"{scrape_errors[0]} ({len(scrape_errors)} scrapes failed)")
-    return finish_report(cfg, workers, results, timeline, scrapes, failures)
+        scrape_errors: list[str] = []
+
+        async def scrape_now() -> None:
+            if cfg.metrics_url:
+                try:
+                    scrapes.append(Scrape(time.monotonic(), await scrape(cfg.metrics_url)))
+                except Exception as exc:  # noqa: BLE001 - a missed scrape is reported, not fatal
+                    scrape_errors.append(f"metrics scrape of {cfg.metrics_url} failed: {exc}")
+
+        await scrape_now()
+        next_row = time.monotonic() + 1.0
+        try:
+            with Progress(cfg) as progress:
+                while len(ended) < workers:
+                    if time.monotonic() > deadline:
+                        failures.append("workers did not finish in time; terminated")
+                        break
+                    if out.empty():
+                        dead = [w for w, p in enumerate(procs)
+                                if not p.is_alive() and p.exitcode not in (0, None) and w not in ended]
+                        if dead:
+                            failures.append(f"worker {dead[0]} died with exit code {procs[dead[0]].exitcode}")
+                            ended.add(dead[0])
+                    message = await loop.run_in_executor(None, get)  # a blocking get, off the event loop
+                    if message is not None:
+                        kind, worker, body = message
+                        if kind == "progress":
+                            if self.on_snapshot is not None:
+                                self.on_snapshot(worker, body)
+                            timeline.latencies += body.pop("latencies")
+                            timeline.ack_latencies += body.pop("ack_latencies")
+                            latest[worker] = body
+                        elif kind == "done":
+                            finals[worker] = body
+                            ended.add(worker)
+                        else:
+                            failures.append(f"worker {worker} failed: {body}")
+                            ended.add(worker)
+                    if time.monotonic() >= next_row:
+                        next_row += 1.0
+                        await scrape_now()
+                        row = timeline_row(latest, previous, timeline, scrapes, started, time.monotonic())
+                        previous = {"t": row["t"], **_totals(latest)}
+                        timeline.rows.append(row)
+                        progress.show(row)
+            await scrape_now()
+            # The last row: what the workers' final snapshots (every bot done) add.
+            timeline.rows.append(timeline_row(latest, previous, timeline, scrapes, started, time.monotonic()))
+        finally:
+            for proc in procs:
+                proc.join(timeout=5)
+                if proc.is_alive():
+                    proc.terminate()  # ours, by PID
+                    proc.join(timeout=5)
+        self.results = [BotResult(**r) for rs in finals.values() for r in rs]
+        if scrape_errors:
+            failures.append(f"{scrape_errors[0]} ({len(scrape_errors)} scrapes failed)")
+        return finish_report(cfg, workers, self.results, timeline, scrapes, failures)
+
+
+async def run_load(cfg: LoadConfig) -> dict[str, Any]:
+    """Run a load test (:class:`LoadTest`); returns the report."""
+    return await LoadTest(cfg).run()
 
 
 def _totals(latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
@@ -341,21 +274,25 @@ def _totals(latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {k: sum(s.get(k, 0) for s in latest.values()) for k in keys}
 
 
-def _row(latest: dict[int, dict[str, Any]], previous: dict[str, Any] | None, timeline: Timeline,
-         scrapes: list[Scrape], started: float) -> dict[str, Any]:
-    now = _totals(latest)
-    t = round(time.monotonic() - started, 1)
+def timeline_row(latest: dict[int, dict[str, Any]], previous: dict[str, Any] | None, timeline: Timeline,
+                 scrapes: list[Scrape], started: float, now: float) -> dict[str, Any]:
+    """One second of the timeline: the workers' ``latest`` snapshots against the ``previous``
+    row's totals, at ``now`` (time.monotonic()) in a run that began at ``started``."""
+    totals = _totals(latest)
+    t = round(now - started, 1)
     dt = max(1e-9, t - previous["t"]) if previous else 1.0
-    before = previous or {k: 0 for k in now}
-    bots = max(1, now["connected"])
+    before = previous or {k: 0 for k in totals}
+    # Per bot: over the bots connected at either end of the second (the bytes of bots
+    # that ended in it were theirs); no bots, no per-bot figure.
+    bots = max(totals["connected"], before["connected"])
     recent = timeline.latencies[-5000:]
     row: dict[str, Any] = {
-        "t": t, "connected": now["connected"], "errors": now["errors"], "disconnects": now["disconnects"],
-        "deltas_per_s": round((now["deltas"] - before["deltas"]) / dt, 1),
-        "down_kb_s_per_bot": round((now["bytes_down"] - before["bytes_down"]) / dt / bots / 1000, 2),
-        "up_kb_s_per_bot": round((now["bytes_up"] - before["bytes_up"]) / dt / bots / 1000, 2),
-        "rtt_ms_p50": None if not recent else round(_percentile(recent, 50) * 1000, 1),
-        "rtt_ms_p99": None if not recent else round(_percentile(recent, 99) * 1000, 1),
+        "t": t, "connected": totals["connected"], "errors": totals["errors"], "disconnects": totals["disconnects"],
+        "deltas_per_s": round((totals["deltas"] - before["deltas"]) / dt, 1),
+        "down_kb_s_per_bot": round((totals["bytes_down"] - before["bytes_down"]) / dt / bots / 1000, 2) if bots else None,
+        "up_kb_s_per_bot": round((totals["bytes_up"] - before["bytes_up"]) / dt / bots / 1000, 2) if bots else None,
+        "rtt_ms_p50": None if not recent else round(percentile(recent, 50) * 1000, 1),
+        "rtt_ms_p99": None if not recent else round(percentile(recent, 99) * 1000, 1),
     }
     if len(scrapes) >= 2:
         window = server_window(scrapes[-2], scrapes[-1], scrapes[-2:])
@@ -391,7 +328,7 @@ def finish_report(cfg: LoadConfig, workers: int, results: list[BotResult], timel
 
         cfg.report_path.write_bytes(orjson.dumps(full, option=orjson.OPT_INDENT_2))
     if cfg.plots_dir is not None:
-        from bots.plots import write_plots
+        from tickline.bots.plots import write_plots
 
         report["plots"] = [str(p) for p in write_plots(cfg.plots_dir, timeline.rows, timeline.latencies)]
     return report

@@ -5,6 +5,8 @@ Needs matplotlib (the ``plots`` extra). Drawn with the Agg backend, off-screen.
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 from typing import Any
 
@@ -49,8 +51,9 @@ def write_plots(folder: Path, rows: list[dict[str, Any]], latencies: list[float]
     written.append(_save(fig, folder / "rtt.png", plt))
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    ax.plot(t, [r["down_kb_s_per_bot"] for r in rows], label="down")
-    ax.plot(t, [r["up_kb_s_per_bot"] for r in rows], label="up")
+    # Seconds with no bot connected have no per-bot figure: gaps in the lines.
+    ax.plot(t, [_nan(r["down_kb_s_per_bot"]) for r in rows], label="down")
+    ax.plot(t, [_nan(r["up_kb_s_per_bot"]) for r in rows], label="up")
     ax.set(title="Bytes per client", xlabel="seconds", ylabel="kB/s per bot")
     twin = ax.twinx()
     twin.plot(t, [r["connected"] for r in rows], color="grey", linestyle=":", label="connected")
@@ -58,6 +61,10 @@ def write_plots(folder: Path, rows: list[dict[str, Any]], latencies: list[float]
     ax.legend(loc="upper left")
     written.append(_save(fig, folder / "bytes_per_client.png", plt))
     return written
+
+
+def _nan(value: float | None) -> float:
+    return math.nan if value is None else value
 
 
 def _save(fig: Any, path: Path, plt: Any) -> Path:

@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bots.behaviours import Behaviour, behaviours_for, make_behaviour, parse_mix
-from bots.client import ClientError, ClientOptions, ClientStats, GameClient
-from bots.world import ClientWorld, SharedViews
+from tickline.bots.behaviours import Behaviour, behaviours_for, make_behaviour, parse_mix
+from tickline.bots.client import ClientError, ClientOptions, ClientStats, GameClient
+from tickline.bots.world import ClientWorld, SharedViews
 
-log = logging.getLogger("tickline.bots")
+log = logging.getLogger(__name__)
 
 NORMAL_ENDS = ("match over", "server shutting down")
 
@@ -203,6 +203,7 @@ class Swarm:
                 latencies += r.client.world.take_latencies()
                 ack_latencies += r.client.world.take_ack_latencies()
         return {
+            "mono": time.monotonic(),  # one clock for every process of the machine
             "t": round(time.monotonic() - self.started, 3),
             "bots": len(self.results),
             "connected": sum(1 for r in self.results if r.client is not None),
@@ -211,6 +212,12 @@ class Swarm:
             "disconnects": sum(1 for r in self.results if r.close_reason and r.close_reason not in NORMAL_ENDS),
             "deltas": deltas, "bytes_down": down, "bytes_up": up,
             "latencies": latencies, "ack_latencies": ack_latencies,
+            # Each bot's own count of deltas so far (None while it has no connection), and of
+            # the datagrams among them (the rest came on the control stream): what a window's
+            # judge needs to see that every bot, not just the average, kept up.
+            "per_bot": [r.live()[0] if r.client is not None else None for r in self.results],
+            "per_bot_datagrams": [r.client.stats.datagrams_down if r.client is not None else None
+                                  for r in self.results],
         }
 
 

@@ -27,9 +27,9 @@ from typing import Any
 
 import orjson
 
-from shared import delta
-from shared.game import Controls, Rules
-from shared.protocol import Delta, Input, unpack_diff
+from tickline.shared import delta
+from tickline.shared.game import Controls, Rules
+from tickline.shared.protocol import Delta, Input, unpack_diff
 
 # Views kept for baselines and interpolation; the server's ring is 32 sends.
 VIEW_RING = 64

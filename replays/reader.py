@@ -2,7 +2,7 @@
 
 It names only the columns it reads (``sqlalchemy.table``/``column``), so the
 reader keeps working as long as those columns exist, and never creates or
-changes anything. Ticks are streamed in partitions: notes/eventlog.md measured
+changes anything. Ticks are streamed in partitions: measured
 ``stream(...).partitions()`` about 10x faster than row-by-row iteration.
 """
 
@@ -18,7 +18,7 @@ from sqlalchemy import column, func, inspect, select, table
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from shared.logformat import HEADER_COLUMNS, MatchHeader
+from tickline.shared.logformat import HEADER_COLUMNS, MatchHeader, check_log_url
 
 _matches = table(
     "matches",
@@ -71,6 +71,9 @@ class LogReader:
 
     @classmethod
     async def open(cls, url: str) -> LogReader:
+        """A reader of the log at ``url``; :class:`~tickline.shared.logformat.UnsupportedLogUrl`
+        for a URL of no database tickline logs to, :class:`LogUnavailable` for one it cannot read."""
+        check_log_url(url)
         try:
             engine = create_async_engine(url)
         except (ArgumentError, ImportError) as exc:
@@ -83,10 +86,11 @@ class LogReader:
         try:
             async with engine.connect() as conn:
                 await conn.execute(select(func.count()).select_from(_matches))
-        except SQLAlchemyError as exc:
+        except (SQLAlchemyError, OSError) as exc:  # OSError: a server refusing, a host that does not resolve
             await engine.dispose()
-            reason = getattr(exc, "orig", None) or exc
-            raise LogUnavailable(f"no readable tickline event log at {engine.url!r}: {reason}") from None
+            reason = str(getattr(exc, "orig", None) or exc).splitlines()[0] or type(exc).__name__
+            where = engine.url.render_as_string(hide_password=True)
+            raise LogUnavailable(f"cannot read an event log at {where}: {reason}") from None
         return cls(engine)
 
     async def close(self) -> None:

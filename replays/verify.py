@@ -12,10 +12,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from replays.reader import LogReader
-from shared.game import Rules, State, state_hash
-from shared.games import UnknownGame, make_rules
-from shared.logformat import CorruptRecord, Divergence, decode_state, replay_stored_tick
+from tickline.replays.reader import LogReader
+from tickline.shared.game import Rules, State, state_hash
+from tickline.shared.games import UnknownGame, make_rules
+from tickline.shared.logformat import CorruptRecord, Divergence, decode_state, replay_stored_tick
 
 
 @dataclass(slots=True)

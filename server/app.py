@@ -21,8 +21,12 @@ queued; then the endpoint closes.
 from __future__ import annotations
 
 import asyncio
+import errno
+import fcntl
 import gc
 import logging
+import os
+import re
 import socket
 import sys
 import time
@@ -31,24 +35,30 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
-from server.gcpacing import GcPacer
-from server.match import Match, MatchSettings, rules_for
-from server.http import Metrics, start_http
-from server.session import Departure, Session, SessionClosed
-from server.tls import ensure_certificate
-from server.fastpath import FastPath
-from server.transport import server_configuration, start_endpoint
-from shared.games import UnknownGame
-from shared.logformat import Divergence
-from shared.protocol import ALPN
+from aioquic.quic.configuration import QuicConfiguration
 
-log = logging.getLogger("tickline.server")
+from tickline.server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
+from tickline.server.gcpacing import GcPacer
+from tickline.server.match import Match, MatchSettings, rules_for
+from tickline.server.http import Metrics, start_http
+from tickline.server.session import Channel, Departure, Session, SessionClosed
+from tickline.server.tls import ensure_certificate
+from tickline.server.fastpath import FastPath
+from tickline.server.transport import server_configuration, start_endpoint
+from tickline.shared.games import UnknownGame
+from tickline.shared.logformat import Divergence, UnsupportedLogUrl, check_log_url
+from tickline.shared.protocol import ALPN
+
+log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.001
 
 
 class ConfigurationError(ValueError):
     """A server setting that cannot work; the message says which and what to do."""
+
+
+class ServerUnavailable(RuntimeError):
+    """The server cannot start here now (a port or its data folder in use); the message says what to do."""
 
 
 @dataclass(slots=True)
@@ -81,7 +91,14 @@ class ServerConfig:
         if not path.exists():
             self.data_dir.mkdir(parents=True, exist_ok=True)
             path.write_text(f"{socket.gethostname()}-{uuid.uuid4().hex[:12]}\n")
-        return path.read_text().strip()
+        try:
+            server_id = path.read_text().strip()
+        except UnicodeDecodeError:
+            server_id = ""
+        if not server_id or not server_id.isprintable():
+            raise ConfigurationError(f"{path} does not hold a server id (a line of text); remove it to have a "
+                                     "new one made, or pass --server-id")
+        return server_id
 
     def validate(self) -> None:
         m = self.match
@@ -105,6 +122,17 @@ class ServerConfig:
             raise ConfigurationError("--keyframe-every and --grace cannot be negative")
         if (self.cert is None) != (self.key is None):
             raise ConfigurationError("--cert and --key go together; give both or neither")
+        for flag, path in (("--cert", self.cert), ("--key", self.key)):
+            if path is not None and not path.is_file():
+                raise ConfigurationError(f"{flag} {path}: no such file")
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigurationError(f"--data-dir {self.data_dir} is a file, not a folder; name a folder "
+                                     "(it is made if missing)")
+        if self.db_url is not None:
+            try:
+                check_log_url(self.db_url)
+            except UnsupportedLogUrl as exc:
+                raise ConfigurationError(str(exc)) from None
         rules_for(m)  # an unknown game or a bad game config fails here, before anything starts
 
 
@@ -120,7 +148,7 @@ class Server:
         self.resumed: list[Match] = []
         self.metrics_port = 0
         self.kicked = 0  # connections closed for what they sent
-        self.ended_totals = {"ticks": 0, "inputs_applied": 0, "bytes_down": 0}  # of matches that ended
+        self.ended_totals = {"ticks": 0, "inputs_applied": 0, "bytes_down": 0, "catch_ups": 0}  # of matches that ended
         self.metrics = Metrics(self)
         self.gc_pacer = GcPacer(on_collect=self.metrics.observe_gc)
         self.recovery_s = 0.0
@@ -149,27 +177,63 @@ class Server:
         """Serve until :meth:`stop`; ``on_ready`` is called once players can join."""
         cfg = self.config
         started = time.monotonic()
-        if cfg.db_url is None:
-            cfg.data_dir.mkdir(parents=True, exist_ok=True)  # the default SQLite file lives there
-        eventlog = self.eventlog = await EventLog.open(cfg.database_url(), cfg.resolve_server_id(), cfg.log)
+        try:
+            cfg.data_dir.mkdir(parents=True, exist_ok=True)  # its certificate, and the default SQLite file
+        except OSError as exc:
+            raise ConfigurationError(f"cannot make --data-dir {cfg.data_dir}: {exc.strerror}") from None
+        server_id = cfg.resolve_server_id()
+        # What a person can get wrong is checked before anything is made or logged: the
+        # host, the ports, the data folder's lock, the database, then the certificate.
+        await _check_addresses(cfg.host, cfg.port, cfg.metrics_port)
+        with _DataDirLock(cfg.data_dir, server_id):
+            eventlog = self.eventlog = await EventLog.open(cfg.database_url(), server_id, cfg.log)
+            try:
+                await self._serve(eventlog, self._quic_configuration(), started, on_ready)
+            finally:
+                await eventlog.dispose()
+        log.info("stopped; event log committed (%d commits, %d ticks)", eventlog.commits, eventlog.rows)
+
+    def _quic_configuration(self) -> QuicConfiguration:
+        """QUIC's settings with this server's certificate (made under DATA_DIR/tls when none is given)."""
+        cfg = self.config
+        if cfg.cert is not None and cfg.key is not None:
+            cert, key, where = cfg.cert, cfg.key, f"--cert {cfg.cert} / --key {cfg.key}"
+        else:
+            folder = cfg.data_dir / "tls"
+            try:
+                cert, key, created = ensure_certificate(folder)
+            except ValueError as exc:
+                raise ConfigurationError(f"{folder / 'cert.pem'} is not a PEM certificate ({_first_line(exc)}); "
+                                         f"remove {folder} to have a new one made, or pass --cert and --key") from None
+            log.info("%s TLS certificate %s", "created" if created else "using", cert)
+            where = f"{cert} / {key}"
+        try:
+            config = server_configuration(cert, key, cfg.idle_timeout)
+        except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError
+            raise ConfigurationError(f"cannot load the TLS certificate and key {where}: {_first_line(exc)}") from None
+        self.cert_path = cert
+        return config
+
+    async def _serve(self, eventlog: EventLog, quic_config: QuicConfiguration, started: float,
+                     on_ready: Callable[[], None] | None) -> None:
+        cfg = self.config
         http = None
         try:
-            if cfg.cert is not None and cfg.key is not None:
-                cert, key = cfg.cert, cfg.key
-            else:
-                cert, key, created = ensure_certificate(cfg.data_dir / "tls")
-                log.info("%s TLS certificate %s", "created" if created else "using", cert)
-            self.cert_path = cert
-            quic_config = server_configuration(cert, key, cfg.idle_timeout)
             resumed = await self._recover(eventlog)
             if cfg.metrics_port is not None:
-                http, self.metrics_port = await start_http(self, self.metrics, cfg.host, cfg.metrics_port)
+                try:
+                    http, self.metrics_port = await start_http(self, self.metrics, cfg.host, cfg.metrics_port)
+                except OSError as exc:
+                    raise _port_problem(exc, "--metrics-port", cfg.metrics_port) from None
                 log.info("health and metrics on http://%s:%d/ (/healthz, /metrics)", cfg.host, self.metrics_port)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
                 self.fastpath = FastPath() if cfg.fastpath else None
-                endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept,
-                                                           self.fastpath)
+                try:
+                    endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept,
+                                                               self.fastpath)
+                except OSError as exc:
+                    raise _port_problem(exc, "--port", cfg.port) from None
                 pacer: asyncio.Task[None] | None = None
                 try:
                     async with asyncio.TaskGroup() as games:
@@ -206,8 +270,6 @@ class Server:
         finally:
             if http is not None:
                 await http.cleanup()
-            await eventlog.dispose()
-        log.info("stopped; event log committed (%d commits, %d ticks)", eventlog.commits, eventlog.rows)
 
     async def _recover(self, eventlog: EventLog) -> list[Match]:
         """Matches this server was running when it died, rebuilt to their last committed tick."""
@@ -236,6 +298,7 @@ class Server:
             self.ended_totals["ticks"] += match.tick - (match.resumed_at or 0)
             self.ended_totals["inputs_applied"] += match.inputs_applied
             self.ended_totals["bytes_down"] += match.live_figures()["bytes_down"]
+            self.ended_totals["catch_ups"] += match.catch_ups
 
     def _count_kick(self) -> None:
         self.kicked += 1
@@ -274,13 +337,15 @@ class Server:
             session.fail("unknown or expired reconnect token; join again without one")
             self._count_kick()
 
-    def _accept(self, session: Session) -> None:
-        """Called by the transport for each new connection."""
+    def _accept(self, channel: Channel) -> Session:
+        """Called by the transport for each new connection: its session."""
+        session = Session(channel)
         if self._games is None or self._stopping.is_set():
             session.close("server shutting down")
-            return
+            return session
         self._admitting.add(session)
         self._games.create_task(self._admit(session))
+        return session
 
     async def _admit(self, session: Session) -> None:
         try:
@@ -308,3 +373,72 @@ class Server:
                 break
             await asyncio.sleep(0.05)
         session.close("server shutting down" if self._stopping.is_set() else "no match has room; try again shortly")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+def _port_problem(exc: OSError, flag: str, port: int) -> Exception:
+    """What a failed bind means for the person who chose ``flag``."""
+    cause = exc.__cause__ if isinstance(exc.__cause__, OSError) else exc  # (uvloop wraps the errno's OSError)
+    if errno.EADDRINUSE in (exc.errno, cause.errno):
+        return ServerUnavailable(f"{flag} {port} is already in use; stop the other server or pick another {flag}")
+    return ServerUnavailable(f"cannot listen on {flag} {port}: {_first_line(exc)}")
+
+
+async def _check_addresses(host: str, port: int, metrics_port: int | None) -> None:
+    """``--host`` must name an address of this machine, and the ports must be free there:
+    said plainly before anything binds (the real binds check again)."""
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_DGRAM)
+    except socket.gaierror as exc:
+        raise ConfigurationError(f"--host {host} does not resolve ({exc.strerror}); use an address of this "
+                                 "machine, such as 127.0.0.1, ::1 or 0.0.0.0") from None
+    family, _, _, _, addr = infos[0]
+    probes = [(socket.SOCK_DGRAM, "--port", port)]
+    if metrics_port:
+        probes.append((socket.SOCK_STREAM, "--metrics-port", metrics_port))
+    for kind, flag, number in [(socket.SOCK_DGRAM, "--host", 0), *probes]:
+        with socket.socket(family, kind) as probe:
+            if kind == socket.SOCK_STREAM:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+            try:
+                probe.bind((addr[0], number))
+            except OSError as exc:
+                if flag == "--host":
+                    raise ConfigurationError(f"--host {host} is not an address of this machine ({exc.strerror}); "
+                                             "use one of its own, such as 127.0.0.1, ::1 or 0.0.0.0") from None
+                raise _port_problem(exc, flag, number) from None
+
+
+class _DataDirLock:
+    """One server per data folder and server id: a second is refused while the first holds the lock
+    (an advisory ``flock``, released by the kernel however the holder ends)."""
+
+    def __init__(self, data_dir: Path, server_id: str) -> None:
+        safe = re.sub(r"[^A-Za-z0-9._-]", "_", server_id)
+        self.path = data_dir / f"serve-{safe}.lock"
+        self.server_id = server_id
+        self._fd: int | None = None
+
+    def __enter__(self) -> _DataDirLock:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ServerUnavailable(
+                f"another tickline serve (pid {holder}) is running on {self.path.parent} as server "
+                f"{self.server_id}; stop it, or give this one its own --data-dir"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # releases the lock
+            self._fd = None

@@ -50,12 +50,12 @@ from sqlalchemy import Connection, StaticPool, case, create_engine, event, inser
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from server import migrate
-from server.schema import keyframes, matches, players, ticks
-from server.stats import Samples
-from shared.logformat import MatchHeader, encode_payload, encode_state
+from tickline.server import migrate
+from tickline.server.schema import keyframes, matches, players, ticks
+from tickline.server.stats import Samples
+from tickline.shared.logformat import MatchHeader, check_log_url, encode_payload, encode_state
 
-log = logging.getLogger("tickline.eventlog")
+log = logging.getLogger(__name__)
 
 DURABILITIES = ("batch", "tick")
 # With this many records waiting there is a group to commit already: no flush wait.
@@ -206,7 +206,7 @@ def token_hash(token: str) -> str:
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # WAL + synchronous=NORMAL survives a process crash without corruption and
-    # halves commit latency against FULL (notes/eventlog.md).
+    # halves commit latency against FULL (docs/design.md, "The event log").
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
@@ -241,6 +241,12 @@ class EventLog:
         self.commit_seconds = Samples(4096)
         self.commits = 0
         self.rows = 0
+        self.failed_commits = 0  # attempts the database refused (each is retried)
+        # For benchmarks (bench/eventlog.py), both off in a server: with null_commits a commit
+        # writes nothing and only marks its records committed (the log's cost without the
+        # database); on_committed hears every group a commit wrote, once it is committed.
+        self.null_commits = False
+        self.on_committed: Callable[[Prepared], None] | None = None
         # A SQLite file removed under a running server takes writes into an unlinked
         # inode, silently lost at exit; each commit first checks it is still there.
         self._sqlite_file: tuple[str, int] | None = None
@@ -257,6 +263,7 @@ class EventLog:
         settings = settings or LogSettings()
         if settings.durability not in DURABILITIES:
             raise ValueError(f"durability must be one of {', '.join(DURABILITIES)}")
+        check_log_url(url)
         try:
             engine = create_async_engine(url)
         except (ArgumentError, ImportError) as exc:
@@ -270,8 +277,10 @@ class EventLog:
         try:
             if upgrade:
                 before, after = await migrate.upgrade(engine)
-                if before != after:
-                    log.info("event log schema upgraded from %s to %s", before or "empty", after)
+                if before is None:
+                    log.debug("event log schema created at revision %s", after)
+                elif before != after:
+                    log.info("event log schema upgraded from %s to %s", before, after)
             else:
                 current = await migrate.current(engine)
                 if current != migrate.head():
@@ -491,6 +500,7 @@ class EventLog:
                     watcher[1](fenced)
                 continue
             except (SQLAlchemyError, OSError, EventLogUnavailable) as exc:
+                self.failed_commits += 1
                 if self.failing is None:
                     failed_at = time.monotonic()
                     log.error("event log write failed, matches paused until it recovers: %s", _reason(exc))
@@ -508,6 +518,20 @@ class EventLog:
                 log.warning("event log writable again after %.1f s", time.monotonic() - failed_at)
                 self.failing = None
             return
+
+    async def commit_group(self, records: list[Record]) -> None:
+        """Commit ``records`` now in one transaction, past the queue, as the writer commits a
+        group (encoded first, untimed; the transaction timed into ``commit_seconds``): for
+        benchmarks that time the commit path alone (bench/eventlog.py)."""
+        items: list[Queued] = []
+        for r in records:
+            if isinstance(r, TickRecord):
+                items.append((r.match_id, r.tick, encode_payload(r.inputs, r.events), r.hash))
+            elif isinstance(r, KeyframeRecord):
+                items.append({"match_id": r.match_id, "tick": r.tick, "state": encode_state(r.state), "hash": r.hash})
+            else:
+                items.append(r)
+        await self._commit(self._group(items))
 
     @staticmethod
     def _group(batch: list[Queued]) -> Prepared:
@@ -555,6 +579,9 @@ class EventLog:
         under load each round trip waits for the busy loop's next turn).
         PostgreSQL: the same statements through asyncpg, awaited one by one.
         """
+        if self.null_commits:
+            self._mark_committed(prepared)
+            return
         fence = (self.server_id, {m: self._epochs.get(m, -1) for m in prepared.touched})
         started = time.perf_counter()
         if self.engine.dialect.name == "sqlite":
@@ -573,6 +600,8 @@ class EventLog:
         elapsed = time.perf_counter() - started
         self.commit_seconds.add(elapsed)
         self._mark_committed(prepared)
+        if self.on_committed is not None:
+            self.on_committed(prepared)
         if elapsed > 0.1:
             log.warning("event log commit of %d ticks took %.0f ms", len(prepared.ticks), elapsed * 1000)
 

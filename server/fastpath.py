@@ -28,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-from shared.fastpath import (
+from tickline.shared.fastpath import (
     CHALLENGE,
     CHALLENGE_SIZE,
     DATA,
@@ -40,7 +40,7 @@ from shared.fastpath import (
     session_of,
 )
 
-log = logging.getLogger("tickline.fastpath")
+log = logging.getLogger(__name__)
 
 Address = Any  # (host, port) or the 4-tuple of an IPv6 socket
 # A new address is challenged at most this often (seconds) per route.

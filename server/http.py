@@ -21,10 +21,10 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from shared.fastpath import DROP_REASONS
+from tickline.shared.fastpath import DROP_REASONS
 
 if TYPE_CHECKING:
-    from server.app import Server
+    from tickline.server.app import Server
 
 # Lateness is what players feel: fine buckets under one tick (16.7 ms at 60 Hz).
 TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.0167, 0.033, 0.1, 0.25, 1.0)
@@ -99,6 +99,8 @@ class _LiveCollector(Collector):
         rejected = CounterMetricFamily("tickline_connections_kicked", "Connections closed for bad input", labels=[])
         paused = CounterMetricFamily("tickline_match_paused_seconds", "Time a match waited for the event log", labels=["match"])
         down = CounterMetricFamily("tickline_bytes_down", "Bytes sent to clients", labels=["match"])
+        catch_ups = CounterMetricFamily("tickline_tick_catch_ups", "Times the tick schedule restarted after "
+                                        "the loop fell behind by more than a quarter second", labels=["match"])
         lag_ticks = GaugeMetricFamily("tickline_eventlog_lag_ticks", "Ticks appended but not yet committed", labels=["match"])
         for match in matches:
             figures = match.live_figures()
@@ -109,11 +111,12 @@ class _LiveCollector(Collector):
             inputs.add_metric(label, match.inputs_applied)
             paused.add_metric(label, match.paused_s)
             down.add_metric(label, figures["bytes_down"])
+            catch_ups.add_metric(label, match.catch_ups)
             if server.eventlog is not None:
                 lag_ticks.add_metric(label, server.eventlog.lag_ticks(match.match_id))
         rejected.add_metric([], server.kicked)
         yield GaugeMetricFamily("tickline_matches", "Matches open on this server", value=len(matches))
-        yield from (players, away, ticks, inputs, rejected, paused, down, lag_ticks)
+        yield from (players, away, ticks, inputs, rejected, paused, down, catch_ups, lag_ticks)
         # Server-wide totals, ended matches included, so that they only ever grow.
         ended = server.ended_totals
         live = [m.live_figures() for m in matches]
@@ -123,6 +126,8 @@ class _LiveCollector(Collector):
                                   value=ended["inputs_applied"] + sum(m.inputs_applied for m in matches))
         yield CounterMetricFamily("tickline_server_bytes_down", "Bytes sent to clients by every match",
                                   value=ended["bytes_down"] + sum(f["bytes_down"] for f in live))
+        yield CounterMetricFamily("tickline_server_tick_catch_ups", "Tick schedule restarts in every match",
+                                  value=ended["catch_ups"] + sum(m.catch_ups for m in matches))
         yield GaugeMetricFamily("tickline_server_players", "Players connected to any match",
                                 value=sum(f["players"] for f in live))
 
@@ -135,6 +140,8 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily("tickline_eventlog_failing", "1 while the database refuses writes", value=1 if log.failing else 0)
         yield CounterMetricFamily("tickline_eventlog_commits", "Transactions committed", value=log.commits)
         yield CounterMetricFamily("tickline_eventlog_rows", "Tick rows committed", value=log.rows)
+        yield CounterMetricFamily("tickline_eventlog_failed_commits", "Commits the database refused (each is retried)",
+                                  value=log.failed_commits)
         commit = GaugeMetricFamily("tickline_eventlog_commit_seconds", "Commit duration over recent commits", labels=["quantile"])
         for q in (50, 99):
             commit.add_metric([str(q / 100)], log.commit_seconds.percentile(q))

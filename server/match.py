@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from server.eventlog import (
+from tickline.server.eventlog import (
     EventLog,
     FencedOut,
     KeyframeRecord,
@@ -46,18 +46,15 @@ from server.eventlog import (
     TickRecord,
     token_hash,
 )
-from server.session import Departure, Session
-from server.stats import Samples
-from shared.game import Rules, State, TickInputs, state_hash
-from shared.games import game_class
-from shared.logformat import Divergence, MatchHeader, decode_state, replay_stored_tick
-from shared.protocol import PROTOCOL_VERSION, Welcome
+from tickline.server.session import Departure, Session
+from tickline.server.stats import Samples
+from tickline.server.ticker import Ticker
+from tickline.shared.game import Rules, State, TickInputs, state_hash
+from tickline.shared.games import game_class
+from tickline.shared.logformat import Divergence, MatchHeader, decode_state, replay_stored_tick
+from tickline.shared.protocol import PROTOCOL_VERSION, Welcome
 
-log = logging.getLogger("tickline.match")
-
-# Further behind than this, the loop stops trying to catch up and restarts its
-# schedule from now: a burst of catch-up ticks helps no player.
-MAX_BEHIND_S = 0.25
+log = logging.getLogger(__name__)
 
 
 @dataclass(slots=True)
@@ -152,7 +149,7 @@ class Match:
         self.tick_work = Samples()
         self.inputs_applied = 0
         self.players_seen = 0
-        self.catch_ups = 0
+        self.ticker: Ticker | None = None  # the schedule, once the first tick is due
         self.pauses = 0
         self.paused_s = 0.0
         self._bytes_down_gone = 0  # from sessions that have left
@@ -287,32 +284,24 @@ class Match:
             self._away = {pid: deadline for pid in self._tokens if pid in self.state.get("players", {})}
             log.info("match %s resumed at tick %d; %d players may reconnect", self.match_id[:8], self.tick + 1, len(self._away))
         self.status = "running"
-        loop = asyncio.get_running_loop()
-        dt = 1.0 / self._tick_rate
-        start = loop.time()
-        n = 0
+        clock = asyncio.get_running_loop().time
+        ticker = self.ticker = Ticker(self._tick_rate, clock())
         while not self._stopping and not self.rules.is_over(self.state):
             if not self.sessions and not self._away and not self._joins:
                 break  # everyone has gone
             if not self._log.has_room():
                 await self._pause()
-                start, n = loop.time(), 0
-            deadline = start + n * dt
-            delay = deadline - loop.time()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            now = loop.time()
-            late = now - deadline
-            if late > MAX_BEHIND_S:
-                start, n, late = now, 0, 0.0
-                self.catch_ups += 1
-            self.tick_late.add(late)
+                ticker.restart(clock())
+            # A stall longer than the ticker's max_behind_s restarts its schedule;
+            # the tick still counts its whole lateness.
+            late = await ticker.wait(clock)
+            began = clock()
             self._tick()
-            work = loop.time() - now
+            work = clock() - began
+            self.tick_late.add(late)
             self.tick_work.add(work)
             if self.on_tick is not None:
                 self.on_tick(late, work)
-            n += 1
 
     async def _pause(self) -> None:
         began = time.monotonic()
@@ -439,6 +428,11 @@ class Match:
         log.info("match %s %s at tick %d", self.match_id[:8], self.status, self.tick)
 
     # ------------------------------------------------------------ figures
+
+    @property
+    def catch_ups(self) -> int:
+        """Times the schedule restarted after a stall (``Ticker.catch_ups``)."""
+        return self.ticker.catch_ups if self.ticker is not None else 0
 
     def live_figures(self) -> dict[str, int]:
         return {

@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from shared import delta
-from shared.fastpath import CAPABILITY, FastKeys
-from shared.game import Controls, InvalidInput, Rules
-from shared.protocol import (
+from tickline.shared import delta
+from tickline.shared.fastpath import CAPABILITY, FastKeys
+from tickline.shared.game import Controls, InvalidInput, Rules
+from tickline.shared.protocol import (
     DEFLATE,
     MAX_DATAGRAM,
     MAX_INPUT_TICKS,
@@ -48,9 +48,9 @@ from shared.protocol import (
 )
 
 if TYPE_CHECKING:
-    from server.match import Match
+    from tickline.server.match import Match
 
-log = logging.getLogger("tickline.session")
+log = logging.getLogger(__name__)
 
 # Baselines kept per client: a delta can be against any of the last 64 sent views
 # (about two seconds at 30 Hz, so that a stall does not force full snapshots).
@@ -91,6 +91,26 @@ class Channel(Protocol):
 
     def offer_fastpath(self) -> FastKeys | None:
         """Keys for the fast path (shared/fastpath.py), or None where this channel has none."""
+
+
+class Receiver(Protocol):
+    """What a transport feeds with one connection's traffic: a :class:`Session`, or (in a
+    benchmark of the bare transport) anything else that takes the same calls."""
+
+    def on_stream_data(self, data: bytes) -> None:
+        """Bytes that arrived on the control stream."""
+
+    def on_datagram(self, data: bytes) -> None:
+        """One datagram (or fast-path packet) that arrived."""
+
+    def on_closed(self, reason: str) -> None:
+        """The connection ended without our asking."""
+
+    def fail(self, reason: str) -> None:
+        """The peer broke the protocol: close with ``reason``."""
+
+    def close(self, reason: str) -> None:
+        """Close the connection normally, telling the peer ``reason``."""
 
 
 class SessionClosed(Exception):

@@ -21,6 +21,10 @@ class Samples:
         if value > self.max:
             self.max = value
 
+    def values(self) -> list[float]:
+        """A copy of the kept values, oldest first (for benchmarks that pool or slice them)."""
+        return list(self._values)
+
     def percentile(self, p: float) -> float:
         """The ``p``-th percentile (0-100) of the kept values, nearest-rank; 0 when empty."""
         if not self._values:

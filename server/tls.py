@@ -2,7 +2,7 @@
 
 ECDSA P-256, self-signed, valid for 13 days: browsers accept such a
 certificate through WebTransport's ``serverCertificateHashes`` only when it is
-valid for less than 14 days (notes/webtransport.md). It is renewed when it
+valid for less than 14 days (as Chromium requires). It is renewed when it
 has less than a day left.
 """
 

@@ -1,9 +1,11 @@
-"""The QUIC endpoint: aioquic connections turned into :class:`server.session.Channel` s.
+"""The QUIC endpoint: aioquic connections turned into :class:`~tickline.server.session.Channel` s.
 
 Native clients negotiate the ``tickline/1`` ALPN. The first client-initiated
 bidirectional stream is the control stream (length-prefixed frames); DATAGRAM
 frames (RFC 9221) carry inputs and deltas. This module knows QUIC and nothing
-of matches: on each completed handshake it hands a new Session to ``accept``.
+of matches: on each completed handshake it hands the connection, as a Channel,
+to ``accept``, which returns the :class:`~tickline.server.session.Receiver` (for
+the server, a new Session) that the connection's traffic goes to from then on.
 """
 
 from __future__ import annotations
@@ -26,12 +28,12 @@ from aioquic.quic.events import (
     StreamReset,
 )
 
-from server.fastpath import Address, FastPath, Route
-from server.session import Session
-from shared.fastpath import FastKeys, is_fastpath
-from shared.protocol import ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
+from tickline.server.fastpath import Address, FastPath, Route
+from tickline.server.session import Channel, Receiver
+from tickline.shared.fastpath import FastKeys, is_fastpath
+from tickline.shared.protocol import ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
 
-log = logging.getLogger("tickline.transport")
+log = logging.getLogger(__name__)
 
 # QUIC application error codes sent with a close.
 CLOSE_NORMAL = 0
@@ -42,7 +44,7 @@ def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConf
     config = QuicConfiguration(
         is_client=False,
         alpn_protocols=[ALPN],
-        # Without this on both ends, datagrams are dropped silently (notes/transport.md).
+        # Without this on both ends, aioquic drops datagrams silently.
         max_datagram_frame_size=65536,
         max_datagram_size=QUIC_PACKET_SIZE,
         idle_timeout=idle_timeout,
@@ -51,14 +53,16 @@ def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConf
     return config
 
 
-class ServerConnection(QuicConnectionProtocol):
-    """One QUIC connection; a Channel for its Session once the handshake completes."""
+Accept = Callable[[Channel], Receiver]
 
-    def __init__(self, *args: Any, accept: Callable[[Session], None], fast: FastPath | None = None,
-                 **kwargs: Any) -> None:
+
+class ServerConnection(QuicConnectionProtocol):
+    """One QUIC connection; a Channel for its Receiver once the handshake completes."""
+
+    def __init__(self, *args: Any, accept: Accept, fast: FastPath | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._accept = accept
-        self._session: Session | None = None
+        self._session: Receiver | None = None
         self._control_stream: int | None = None
         self._fast = fast
         self._route: Route | None = None
@@ -113,8 +117,7 @@ class ServerConnection(QuicConnectionProtocol):
         if isinstance(event, HandshakeCompleted):
             addr = self._quic._network_paths[0].addr if self._quic._network_paths else None
             self.peer = f"{addr[0]}:{addr[1]}" if addr else "?"
-            self._session = Session(self)
-            self._accept(self._session)
+            self._session = self._accept(self)
         elif isinstance(event, StreamDataReceived) and session is not None:
             if self._control_stream is None and event.stream_id % 4 == 0:
                 self._control_stream = event.stream_id
@@ -156,8 +159,7 @@ class Endpoint(QuicServer):
 
 
 async def start_endpoint(
-    host: str, port: int, configuration: QuicConfiguration, accept: Callable[[Session], None],
-    fast: FastPath | None = None,
+    host: str, port: int, configuration: QuicConfiguration, accept: Accept, fast: FastPath | None = None,
 ) -> tuple[Endpoint, int]:
     """Listen on ``host:port`` (port 0 picks a free one); return the endpoint and its port.
 

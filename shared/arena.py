@@ -6,7 +6,7 @@ kills, the killer scores, the dead respawn after a delay at a random spot.
 Health pickups appear at random spots on a timer. The match ends on a time
 limit or when a player reaches the score limit.
 
-Determinism (DESIGN.md): all arithmetic is on integers. Lengths are in
+Determinism (docs/design.md): all arithmetic is on integers. Lengths are in
 *fixed units*, 1/100 of a world unit (``UNIT``); speeds given per second in the
 config become whole fixed units per tick. The only square root is
 ``math.isqrt`` on integers. Randomness comes from the splitmix64 state kept in
@@ -21,7 +21,7 @@ from typing import Any
 
 import orjson
 
-from shared.game import (
+from tickline.shared.game import (
     ConfigError,
     Controls,
     GameEvent,

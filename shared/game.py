@@ -1,7 +1,7 @@
 """The game rules interface, the per-tick input record, and the canonical state hash.
 
 A game is a :class:`Rules` subclass bound to one config. Its contract is the
-determinism contract of DESIGN.md: the state at tick T is a pure function of
+determinism contract of docs/design.md: the state at tick T is a pure function of
 (game, version, seed, config) and the :class:`TickInputs` of ticks 1..T. The
 server, the client's prediction and the replay verifier all run the same
 ``step``; the log stores only causes (inputs) and a hash per tick, and a replay

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from shared.arena import Arena
-from shared.game import Rules
+from tickline.shared.arena import Arena
+from tickline.shared.game import Rules
 
 GAMES: dict[str, type[Rules]] = {Arena.name: Arena}
 

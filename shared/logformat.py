@@ -1,7 +1,7 @@
 """The event log's record format: what the log's writer and its readers agree on.
 
 One row per (match, tick) holds that tick's inputs and events, compressed
-together: notes/eventlog.md measured it 4x smaller and faster to write than a
+together: measured 4x smaller and faster to write than a
 row per event. Tick payloads are compressed with LZ4 (about 1 us for a
 16-player record, against 5 us for zstd at level 1, for rows 45 % larger) and
 carry a CRC-32 of the compressed bytes, so a damaged payload fails to decode
@@ -21,11 +21,32 @@ import lz4.block
 import orjson
 import zstandard
 
-from shared.game import Rules, State, TickInputs, state_hash
+from tickline.shared.game import Rules, State, TickInputs, state_hash
 
 
 class CorruptRecord(ValueError):
     """A stored tick payload that cannot be decoded."""
+
+
+# The databases an event log lives in, as SQLAlchemy URL schemes (async drivers only:
+# the server never blocks its event loop on the database).
+LOG_URL_SCHEMES = ("sqlite+aiosqlite", "postgresql+asyncpg")
+
+
+class UnsupportedLogUrl(ValueError):
+    """An event log URL of a database (or driver) tickline cannot use."""
+
+
+def check_log_url(url: str) -> None:
+    """Raise :class:`UnsupportedLogUrl`, saying what would work, unless ``url`` names a supported database."""
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme.lower() in LOG_URL_SCHEMES:
+        return
+    shown = f"{scheme}://..." if sep else repr(url)
+    raise UnsupportedLogUrl(
+        f"--db {shown} is not a database tickline can log to; use sqlite+aiosqlite:///PATH/FILE.db or "
+        "postgresql+asyncpg://USER:PASSWORD@HOST/DATABASE"
+    )
 
 
 # Bodies shorter than this are stored as plain JSON: no compressor shrinks a few

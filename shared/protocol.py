@@ -40,7 +40,7 @@ MAX_STREAM_FRAME = 256 * 1024
 # the internet; it lets a 50-player room's delta travel as one datagram.
 QUIC_PACKET_SIZE = 1350
 # aioquic silently never sends a DATAGRAM frame that does not fit one packet, and
-# then blocks later datagrams (notes/transport.md): anything bigger than this
+# then blocks later datagrams (aioquic 1.7): anything bigger than this
 # goes on the reliable stream instead.
 MAX_DATAGRAM = QUIC_PACKET_SIZE - 100
 

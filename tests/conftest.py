@@ -1,16 +1,21 @@
-"""Fixtures: a real tickline server on a loopback QUIC port with a real SQLite log."""
+"""Fixtures: a real tickline server on a loopback QUIC port with a real SQLite log, and fresh
+PostgreSQL databases on the server that .ci/pg.sh started."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from server.app import Server, ServerConfig
-from server.match import MatchSettings
+from tickline.server.app import Server, ServerConfig
+from tickline.server.match import MatchSettings
+
+from tests.support import PG_URL_ENV, pg_maintenance_connect
 
 
 class RunningServer:
@@ -78,20 +83,6 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
 
 # --- PostgreSQL: a fresh database per test on the server that .ci/pg.sh started ---------
 
-import os  # noqa: E402
-import uuid  # noqa: E402
-from collections.abc import Awaitable  # noqa: E402
-
-PG_URL_ENV = "TICKLINE_TEST_PG_URL"
-
-
-async def _pg_maintenance_connect(maintenance_url: str) -> Any:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    dsn = make_url(maintenance_url).set(drivername="postgresql")
-    return await asyncpg.connect(dsn.render_as_string(hide_password=False), timeout=15)
-
 
 @pytest.fixture
 async def make_pg_url() -> AsyncIterator[Callable[[], Awaitable[str]]]:
@@ -109,7 +100,7 @@ async def make_pg_url() -> AsyncIterator[Callable[[], Awaitable[str]]]:
 
     async def make() -> str:
         name = f"tl_{uuid.uuid4().hex[:12]}"
-        conn = await _pg_maintenance_connect(maintenance_url)
+        conn = await pg_maintenance_connect(maintenance_url)
         try:
             await conn.execute(f'CREATE DATABASE "{name}"')
         finally:
@@ -119,7 +110,7 @@ async def make_pg_url() -> AsyncIterator[Callable[[], Awaitable[str]]]:
 
     yield make
     if created:
-        conn = await _pg_maintenance_connect(maintenance_url)
+        conn = await pg_maintenance_connect(maintenance_url)
         try:
             for name in created:
                 # Connections a test left open (an engine not disposed) must not keep it.

@@ -11,7 +11,7 @@ from aioquic.asyncio import QuicConnectionProtocol, connect
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, DatagramFrameReceived, QuicEvent, StreamDataReceived
 
-from shared.protocol import ALPN, QUIC_PACKET_SIZE, StreamDecoder, decode_datagram
+from tickline.shared.protocol import ALPN, QUIC_PACKET_SIZE, StreamDecoder, decode_datagram
 
 
 class RawClient(QuicConnectionProtocol):

@@ -16,9 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.arena import AIM_LIMIT, UNIT, Arena
-from shared.delta import apply, diff
-from shared.game import (
+from tickline.shared.arena import AIM_LIMIT, UNIT, Arena
+from tickline.shared.delta import apply, diff
+from tickline.shared.game import (
     ConfigError,
     InvalidInput,
     TickInputs,
@@ -26,7 +26,7 @@ from shared.game import (
     rng_seed,
     state_hash,
 )
-from shared.games import UnknownGame, make_rules
+from tickline.shared.games import UnknownGame, make_rules
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -267,7 +267,7 @@ _SUBPROCESS_SCENARIO = textwrap.dedent(
     import random, sys
     sys.path.insert(0, {tests!r})
     from test_arena import BUSY, busy_stream, run
-    from shared.arena import Arena
+    from tickline.shared.arena import Arena
     rules = Arena(BUSY)
     hashes, _, _ = run(rules, 2024, busy_stream(rules, random.Random(77), 300))
     print(hashes[-1], len(set(hashes)))

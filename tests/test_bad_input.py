@@ -8,10 +8,10 @@ import struct
 import orjson
 import pytest
 
-from bots.client import GameClient
-from replays.reader import LogReader
-from replays.verify import verify_match
-from shared.protocol import MAX_DATAGRAM, PROTOCOL_VERSION, Hello, Input, Welcome, encode, encode_stream
+from tickline.bots.client import GameClient
+from tickline.replays.reader import LogReader
+from tickline.replays.verify import verify_match
+from tickline.shared.protocol import MAX_DATAGRAM, PROTOCOL_VERSION, Hello, Input, Welcome, encode, encode_stream
 
 from tests.rawclient import raw_client
 
@@ -62,7 +62,7 @@ async def _bystander_keeps_playing(client: GameClient, updates: int = 10) -> Non
 
 
 def _session_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "tickline.session" and r.levelno >= logging.WARNING]
+    return [r.getMessage() for r in caplog.records if r.name == "tickline.server.session" and r.levelno >= logging.WARNING]
 
 
 @pytest.mark.parametrize("case", sorted(BEFORE_HELLO))

@@ -11,7 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from bots.swarm import run_swarm
+from tickline.bots.swarm import run_swarm
+
+from tests.support import wait_for_tick
 
 TICKLINE = [sys.executable, "-m", "tickline"]
 
@@ -35,11 +37,11 @@ async def _serve(data_dir: Path, *args: str, loop: str = "auto") -> tuple[asynci
 
 
 async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    proc, ready = await _serve(tmp_path, "--set", "time_limit_s=60")
+    proc, ready = await _serve(tmp_path, "--set", "time_limit_s=60", "--metrics-port", "0")
     assert ready["event"] == "ready" and ready["port"] > 0
     assert Path(ready["cert"]).exists()
     bots = asyncio.create_task(run_swarm("127.0.0.1", ready["port"], 3, duration=20, cafile=ready["cert"]))
-    await asyncio.sleep(2.5)
+    await wait_for_tick(ready["metrics_port"], 90)  # a match with its players in, well under way
     proc.send_signal(signal.SIGTERM)
     report = await asyncio.wait_for(bots, 15)
     status = await asyncio.wait_for(proc.wait(), 15)
@@ -115,20 +117,91 @@ async def test_bad_arguments_give_one_line_and_exit_2(args: list[str], words: st
 
 
 async def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    code, out, err = await _run("serve", "--port", "0", "--db", f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db")
+    code, out, err = await _run("serve", "--port", "0", "--data-dir", str(tmp_path / "data"),
+                                "--db", f"sqlite+aiosqlite:///{tmp_path}/no/such/dir/x.db")
     assert code == 1
     assert len(err.strip().splitlines()) == 1 and "cannot open the event log" in err and "does not exist" in err
 
 
-async def test_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    proc, ready = await _serve(tmp_path / "a")
+async def test_ports_and_data_folders_in_use_are_one_line_naming_the_flag_and_exit_1(tmp_path: Path) -> None:
+    proc, ready = await _serve(tmp_path / "a", "--metrics-port", "0")
     try:
-        code, out, err = await _run("serve", "--port", str(ready["port"]), "--data-dir", str(tmp_path / "b"))
+        taken = [
+            ("--port", ["--port", str(ready["port"]), "--data-dir", str(tmp_path / "b")]),
+            ("--metrics-port", ["--port", "0", "--metrics-port", str(ready["metrics_port"]),
+                                "--data-dir", str(tmp_path / "c")]),
+        ]
+        for flag, args in taken:
+            code, out, err = await _run("serve", *args)
+            assert code == 1 and len(err.strip().splitlines()) == 1, err
+            assert f"{flag} " in err and "already in use" in err and f"pick another {flag}" in err
+        # The same data folder (and so the same server id) while the first server holds it.
+        code, out, err = await _run("serve", "--port", "0", "--data-dir", str(tmp_path / "a"))
+        assert code == 1 and len(err.strip().splitlines()) == 1, err
+        assert f"pid {proc.pid}" in err and ready["server_id"] in err and "--data-dir" in err
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
-    assert code == 1
-    assert "already in use" in err.strip().splitlines()[-1]
+    # Once it has stopped, the folder is free again.
+    again, ready = await _serve(tmp_path / "a")
+    again.send_signal(signal.SIGTERM)
+    assert await asyncio.wait_for(again.wait(), 15) == 0
+
+
+def _garbage(path: Path, data: bytes) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path
+
+
+@pytest.mark.parametrize(("case", "words"), [
+    ("garbage certificate in the data folder", "tls/cert.pem is not a PEM certificate"),
+    ("--cert naming a missing file", "--cert {tmp}/missing.pem: no such file"),
+    ("--cert naming garbage", "cannot load the TLS certificate and key"),
+    ("--data-dir that is a file", "is a file, not a folder"),
+    ("a binary server-id file", "server-id does not hold a server id"),
+    ("--host that does not resolve", "--host no-such-host.invalid does not resolve"),
+    ("--host of another machine", "--host 192.0.2.1 is not an address of this machine"),
+    ("--db of an unsupported database", "--db mysql://... is not a database tickline can log to; use sqlite+aiosqlite"),
+])
+async def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path, case: str, words: str) -> None:
+    data = tmp_path / "data"
+    args = {
+        "garbage certificate in the data folder": ["--data-dir", str(data)],
+        "--cert naming a missing file": ["--data-dir", str(data), "--cert", str(tmp_path / "missing.pem"),
+                                         "--key", str(tmp_path / "missing.key")],
+        "--cert naming garbage": ["--data-dir", str(data), "--cert", str(_garbage(tmp_path / "c.pem", b"no")),
+                                  "--key", str(_garbage(tmp_path / "k.pem", b"no"))],
+        "--data-dir that is a file": ["--data-dir", str(_garbage(tmp_path / "file", b""))],
+        "a binary server-id file": ["--data-dir", str(data)],
+        "--host that does not resolve": ["--data-dir", str(data), "--host", "no-such-host.invalid"],
+        "--host of another machine": ["--data-dir", str(data), "--host", "192.0.2.1"],  # TEST-NET-1
+        "--db of an unsupported database": ["--data-dir", str(data), "--db", "mysql://user@db.example/tl"],
+    }[case]
+    if case == "garbage certificate in the data folder":
+        _garbage(data / "tls" / "cert.pem", b"-----BEGIN CERTIFICATE-----\ngarbage\n")
+        _garbage(data / "tls" / "key.pem", b"garbage")
+    if case == "a binary server-id file":
+        _garbage(data / "server-id", bytes(range(200, 256)))
+    code, out, err = await _run("serve", "--port", "0", *args)
+    assert code == 2, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert words.format(tmp=tmp_path) in err
+
+
+@pytest.mark.parametrize("url", ["postgresql+asyncpg://tickline@127.0.0.1:1/log",
+                                 "postgresql+asyncpg://tickline@no-such-host.invalid/log"])
+@pytest.mark.parametrize("command", [["replay", "list"], ["replay", "verify", "abc"]])
+async def test_replay_on_an_unreachable_postgresql_is_one_line_and_exit_1(command: list[str], url: str) -> None:
+    code, out, err = await _run(*command, "--db", url)
+    assert code == 1 and len(err.strip().splitlines()) == 1, err
+    assert "cannot read an event log at postgresql+asyncpg://tickline@" in err
+
+
+async def test_replay_of_an_unsupported_database_is_one_line_and_exit_2() -> None:
+    code, out, err = await _run("replay", "list", "--db", "mysql://user@db.example/tl")
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert "postgresql+asyncpg://" in err
 
 
 async def test_replay_on_a_missing_log_says_what_to_do(tmp_path: Path) -> None:

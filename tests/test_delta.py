@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.delta import DeltaError, apply, diff
+from tickline.shared.delta import DeltaError, apply, diff
 
 # ----------------------------------------------------------------- strategies
 

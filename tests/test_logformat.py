@@ -10,8 +10,8 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from shared.game import TickInputs
-from shared.logformat import (
+from tickline.shared.game import TickInputs
+from tickline.shared.logformat import (
     HEADER_COLUMNS,
     CorruptRecord,
     MatchHeader,

@@ -11,18 +11,18 @@ from typing import Any
 import orjson
 import pytest
 
-from bots.client import ClientError, ClientOptions, GameClient
-from bots.impair import Impairment, ImpairmentProxy
-from bots.swarm import run_swarm
-from bots.world import ClientWorld, SharedViews
-from replays.reader import LogReader
-from replays.verify import verify_match
-from server.session import DRAIN_WINDOW_TICKS, JITTER_TICKS, Session
-from shared import delta
-from shared.game import TickInputs
-from shared.games import make_rules
-from shared.logformat import decode_payload
-from shared.protocol import (
+from tickline.bots.client import ClientError, ClientOptions, GameClient
+from tickline.bots.impair import Impairment, ImpairmentProxy
+from tickline.bots.swarm import run_swarm
+from tickline.bots.world import ClientWorld, SharedViews
+from tickline.replays.reader import LogReader
+from tickline.replays.verify import verify_match
+from tickline.server.session import DRAIN_WINDOW_TICKS, JITTER_TICKS, Session
+from tickline.shared import delta
+from tickline.shared.game import TickInputs
+from tickline.shared.games import make_rules
+from tickline.shared.logformat import decode_payload
+from tickline.shared.protocol import (
     DEFLATE,
     MAX_DATAGRAM,
     PACKED_DELTA,
@@ -67,7 +67,7 @@ async def test_bots_play_on_at_100ms_rtt_and_5pct_loss_and_every_input_applies_o
     await srv.stop()
     assert report["connected"] == 4 and report["errors"] == 0, report
     assert report["closed_by_server"] == {"match over": 4}, report
-    assert report["deltas_per_s_per_bot"] > 20
+    assert 0 < report["deltas_per_s_per_bot"] <= 31  # at the 30 Hz send rate (+1: the last tick goes to all)
     assert proxy.stats.up.dropped > 0 and proxy.stats.down.dropped > 0  # the loss was real
     [match_id] = report["match_ids"]
     seqs = await _applied_seqs(srv.db_url, match_id)
@@ -158,10 +158,11 @@ def test_impairment_is_replayable_from_its_seed() -> None:
     async def run() -> tuple[list[str], object]:
         sent: list[str] = []
         proxy = ImpairmentProxy(BAD_NETWORK)
-        proxy._loop = asyncio.get_running_loop()
         for i in range(500):
-            proxy._schedule(proxy.stats.up, str(i).encode(), lambda data: sent.append(data.decode()), ())
-        await asyncio.sleep(0.3)
+            proxy.schedule(proxy.stats.up, str(i).encode(), lambda data: sent.append(data.decode()))
+        async with asyncio.timeout(5):
+            while proxy.in_flight:
+                await asyncio.sleep(0.01)
         proxy.close()
         return sent, proxy.stats
 

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from shared.protocol import (
+from tickline.shared.protocol import (
     PACKED_DELTA,
     encode_packed_delta,
     pack_diff,

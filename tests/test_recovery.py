@@ -10,10 +10,12 @@ from pathlib import Path
 
 import orjson
 
-from bots.swarm import run_swarm
-from replays.reader import LogReader
-from replays.verify import verify_match
-from shared.logformat import decode_payload
+from tickline.bots.swarm import run_swarm
+from tickline.replays.reader import LogReader
+from tickline.replays.verify import verify_match
+from tickline.shared.logformat import decode_payload
+
+from tests.support import wait_for_tick
 
 TICKLINE = [sys.executable, "-m", "tickline"]
 
@@ -37,11 +39,11 @@ async def test_killed_server_resumes_its_match_and_bots_get_their_players_back(t
     port = _free_udp_port()
     args = ["--port", str(port), "--data-dir", str(tmp_path), "--durability", "tick",
             "--set", "time_limit_s=10", "--set", "score_limit=1000"]
-    first, ready = await _serve(*args)
+    first, ready = await _serve(*args, "--metrics-port", "0")
     assert ready["resumed"] == []
     swarm = asyncio.create_task(run_swarm("127.0.0.1", port, 4, duration=40, cafile=ready["cert"],
                                           reconnect_s=20, details=True))
-    await asyncio.sleep(3.5)
+    await wait_for_tick(ready["metrics_port"], 120)  # two seconds of play, then the crash
     first.kill()  # SIGKILL: no shutdown, no last flush
     assert await first.wait() == -signal.SIGKILL
 

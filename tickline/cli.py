@@ -4,7 +4,7 @@
     tickline bots     run arena bots against a server; one JSON report line
     tickline replay   list matches in the event log; verify one by re-simulation
     tickline demo     all of the above, end to end, on this machine
-    tickline bench    benchmarks: `bench capacity`, players one server holds vs a bare aioquic server
+    tickline capacity how many players one server process holds on this machine
 
 Bad arguments and bad configuration end with one line on stderr that says what
 is wrong and what to do, and exit status 2; a failure at run time (database
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import os
 import signal
@@ -81,16 +80,21 @@ def _host_port(text: str) -> tuple[str, int]:
 
 
 def _db_url(args: argparse.Namespace) -> str:
-    return args.db or f"sqlite+aiosqlite:///{Path(args.data_dir) / 'tickline.db'}"
+    from tickline.shared.logformat import check_log_url
+
+    if args.db:
+        check_log_url(args.db)
+        return str(args.db)
+    return f"sqlite+aiosqlite:///{Path(args.data_dir) / 'tickline.db'}"
 
 
 # ---------------------------------------------------------------------- serve
 
 
 def _server_config(args: argparse.Namespace) -> Any:
-    from server.app import ServerConfig
-    from server.eventlog import LogSettings
-    from server.match import MatchSettings
+    from tickline.server.app import ServerConfig
+    from tickline.server.eventlog import LogSettings
+    from tickline.server.match import MatchSettings
 
     return ServerConfig(
         host=args.host, port=args.port, data_dir=Path(args.data_dir), db_url=args.db,
@@ -107,7 +111,7 @@ def _server_config(args: argparse.Namespace) -> Any:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from server.app import Server
+    from tickline.server.app import Server
 
     server = Server(_server_config(args))
 
@@ -137,10 +141,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bots(args: argparse.Namespace) -> int:
-    from bots.behaviours import parse_mix
-    from bots.client import ClientOptions
-    from bots.loadtest import LoadConfig, print_table, report_json, run_load
-    from shared.protocol import MAX_INPUT_TICKS
+    from tickline.bots.behaviours import parse_mix
+    from tickline.bots.client import ClientOptions
+    from tickline.bots.loadtest import LoadConfig, print_table, report_json, run_load
+    from tickline.shared.protocol import MAX_INPUT_TICKS
 
     host, port = _host_port(args.server)
     if args.n < 1 or args.duration <= 0 or args.ramp <= 0 or args.workers < 0 or args.input_rate < 0:
@@ -178,7 +182,7 @@ def cmd_bots(args: argparse.Namespace) -> int:
 
 
 def cmd_replay_list(args: argparse.Namespace) -> int:
-    from replays.reader import LogReader
+    from tickline.replays.reader import LogReader
 
     async def main() -> list[Any]:
         async with await LogReader.open(_db_url(args)) as reader:
@@ -196,8 +200,8 @@ def cmd_replay_list(args: argparse.Namespace) -> int:
 
 
 def cmd_replay_verify(args: argparse.Namespace) -> int:
-    from replays.reader import LogReader
-    from replays.verify import verify_match
+    from tickline.replays.reader import LogReader
+    from tickline.replays.verify import verify_match
 
     async def main() -> Any:
         async with await LogReader.open(_db_url(args)) as reader:
@@ -214,8 +218,8 @@ def cmd_replay_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_db_upgrade(args: argparse.Namespace) -> int:
-    from server import migrate
-    from server.eventlog import EventLog
+    from tickline.server import migrate
+    from tickline.server.eventlog import EventLog
 
     async def main() -> str | None:
         eventlog = await EventLog.open(_db_url(args))  # opening upgrades
@@ -242,17 +246,23 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return loops.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds), args.loop)
 
 
-# ---------------------------------------------------------------------- bench
+# ---------------------------------------------------------------------- capacity
 
 
-def cmd_bench_capacity(args: argparse.Namespace) -> int:
-    from tickline import capacity
+def cmd_capacity(args: argparse.Namespace) -> int:
+    from tickline.bots.capacity.run import config_from_args, run_capacity, say, write_json_line
 
     try:
-        capacity.config_from_args(args)
+        cfg = config_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    return capacity.run(args)
+    result = loops.run(run_capacity(cfg), args.loop)
+    write_json_line(orjson.dumps(result).decode(), args.json_out)
+    if result["players"] is not None:
+        say(f"capacity: {result['players']} players (below {result['below']}); {result['elapsed_s']:.0f} s")
+        return 0
+    say(f"capacity: no figure, at least {result['at_least']} players: {result['why']}")
+    return 1
 
 
 # ---------------------------------------------------------------------- parser
@@ -356,18 +366,17 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--data-dir", default="data", help="where the log and certificate go (default: data)")
     demo.set_defaults(func=cmd_demo)
 
-    from tickline.capacity import add_arguments as capacity_arguments
+    from tickline.bots.capacity.run import add_arguments as capacity_arguments
 
-    bench = sub.add_parser("bench", help="benchmarks, reported as one JSON line per figure on stdout")
-    bsub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
-    capacity = bsub.add_parser(
-        "capacity", help="how many players one server holds, vs a bare aioquic server (the transport ceiling)",
+    capacity = sub.add_parser(
+        "capacity", help="how many players one server process holds on this machine",
         description="Find the largest number of players one `tickline serve` process holds at --tick-rate and "
-        "--send-rate with its tick lateness p99 under --bound-ms, no tick or send skipped and every bot kept; "
-        "then the same for a bare aioquic server with the same datagram sizes and rates and no game. "
-        "Progress on stderr; one JSON line (figure capacity_players) on stdout.")
+        "--send-rate with its tick lateness p99 under --bound-ms, no tick or send skipped and every bot kept: "
+        "real servers, real bots, a doubling then bisecting search whose edges are probed twice. Progress on "
+        "stderr; one JSON line on stdout: players (null when the run cannot stand behind a figure, with why), "
+        "at_least and below. Exit status 1 when there is no figure.")
     capacity_arguments(capacity)
-    capacity.set_defaults(func=cmd_bench_capacity)
+    capacity.set_defaults(func=cmd_capacity)
     return parser
 
 
@@ -375,11 +384,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
-    from replays.reader import LogUnavailable, MatchNotFound
-    from server.app import ConfigurationError
-    from server.eventlog import EventLogUnavailable
-    from shared.game import ConfigError
-    from shared.games import UnknownGame
+    from tickline.replays.reader import LogUnavailable, MatchNotFound
+    from tickline.server.app import ConfigurationError, ServerUnavailable
+    from tickline.server.eventlog import EventLogUnavailable
+    from tickline.shared.game import ConfigError
+    from tickline.shared.games import UnknownGame
+    from tickline.shared.logformat import UnsupportedLogUrl
+
+    usage_errors = (UsageError, ConfigurationError, ConfigError, UnknownGame, UnsupportedLogUrl, loops.LoopUnavailable)
+    runtime_errors = (EventLogUnavailable, LogUnavailable, MatchNotFound, ServerUnavailable)
 
     prog = f"tickline {args.command}"
     try:
@@ -392,16 +405,11 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BaseException as caught:  # noqa: BLE001 - sorted below; the unknown re-raised
         exc = _leaf(caught)
-        if isinstance(exc, (UsageError, ConfigurationError, ConfigError, UnknownGame, loops.LoopUnavailable)):
+        if isinstance(exc, usage_errors):
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 2
-        if isinstance(exc, (EventLogUnavailable, LogUnavailable, MatchNotFound)):
+        if isinstance(exc, runtime_errors):
             print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 1
-        if isinstance(exc, OSError) and errno.EADDRINUSE in (exc.errno, getattr(exc.__cause__, "errno", None)):
-            # (uvloop raises its own OSError, caused by the one with the errno)
-            print(f"{prog}: error: the port is already in use; stop the other server or pick another --port",
-                  file=sys.stderr)
             return 1
         raise
 

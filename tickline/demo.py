@@ -19,9 +19,9 @@ from typing import Any
 
 import orjson
 
-from bots.swarm import run_swarm
-from replays.reader import LogReader
-from replays.verify import verify_match
+from tickline.bots.swarm import run_swarm
+from tickline.replays.reader import LogReader
+from tickline.replays.verify import verify_match
 
 
 class DemoError(RuntimeError):

@@ -1,7 +1,7 @@
 """Which asyncio event loop tickline's commands run on.
 
 uvloop (the ``fast`` extra) where it is installed, else asyncio's own loop.
-Measured on these machines (../shared/notes/transport.md), uvloop makes plain
+Measured on a 2-core machine (docs/design.md), uvloop makes plain
 UDP, and so the fast path, about 3x cheaper per packet; aioquic gains less.
 """
 

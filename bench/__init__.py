@@ -1,0 +1,1 @@
+"""tickline's benchmarks: ``python -m bench.<name>`` (bench/README.md says what each measures and how it reports)."""
