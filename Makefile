@@ -1,10 +1,12 @@
 # The README's two commands: `make demo` and `make test`. Both set up .venv first.
+# `make check` lints and type-checks; `make test-debug` runs the quicker tests again in
+# asyncio's debug mode. CI (.ci/run) runs check, test and test-debug.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test install clean
+.PHONY: demo test test-debug check install clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,5 +24,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+# asyncio's debug mode: slow callbacks are logged, never-awaited coroutines are traced to
+# where they were made; the suite fails on either kind of lost error in every mode.
+test-debug: $(STAMP)
+	PYTHONASYNCIODEBUG=1 $(BIN)/python -m pytest -m "not slow" -q
+
+check: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .hypothesis
+	rm -rf $(VENV) data .pytest_cache .hypothesis .mypy_cache .ruff_cache

@@ -24,7 +24,6 @@ import logging
 import shutil
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 import orjson
@@ -59,8 +58,11 @@ def sizes_for(n: int, tickline_probes: list[dict[str, Any]]) -> tuple[int, int, 
     if not measured:
         return FALLBACK_SIZES[0], FALLBACK_SIZES[1], None
     best = min(measured, key=lambda p: (abs(p["n"] - n), -p["n"]))
-    return (min(MAX_DATAGRAM_BYTES, round(best["delta_bytes"])), min(MAX_DATAGRAM_BYTES, round(best["input_bytes"])),
-            best["n"])
+    return (
+        min(MAX_DATAGRAM_BYTES, round(best["delta_bytes"])),
+        min(MAX_DATAGRAM_BYTES, round(best["input_bytes"])),
+        best["n"],
+    )
 
 
 def ratio_bounds(tickline: dict[str, Any], ceiling: dict[str, Any]) -> list[float | None]:
@@ -72,29 +74,45 @@ def ratio_bounds(tickline: dict[str, Any], ceiling: dict[str, Any]) -> list[floa
     return [low, high]
 
 
-def figure(cfg: CapacityConfig, tickline: Contender, ceiling: Contender, pinning: str,
-           elapsed: float) -> dict[str, Any]:
+def figure(
+    cfg: CapacityConfig, tickline: Contender, ceiling: Contender, pinning: str, elapsed: float
+) -> dict[str, Any]:
     t, b = search_json(tickline), search_json(ceiling)
     value, baseline = t["players"], b["players"]
     ratio = round(value / baseline, 3) if value is not None and baseline else None
     why = None
     if ratio is None:
-        why = "; ".join(f"{name}: {found['why'] or 'no clients held'}"
-                        for name, found in (("tickline", t), ("ceiling", b)) if not found["players"])
+        why = "; ".join(
+            f"{name}: {found['why'] or 'no clients held'}"
+            for name, found in (("tickline", t), ("ceiling", b))
+            if not found["players"]
+        )
     t_cap, b_cap = at_capacity(tickline), at_capacity(ceiling)
     delta, inp, from_n = sizes_for(value or t["at_least"] or cfg.start, tickline.probes)
     return {
-        "figure": "capacity_players", "value": value, "unit": "players",
-        "baseline": baseline, "baseline_of": "tickline's QUIC endpoint with no game, same datagram sizes and rates",
-        "ratio": ratio, "target": f">= {TARGET}", "holds": None if ratio is None else ratio >= TARGET,
-        "why": why, "runs": 1, "spread": [ratio, ratio],
+        "figure": "capacity_players",
+        "value": value,
+        "unit": "players",
+        "baseline": baseline,
+        "baseline_of": "tickline's QUIC endpoint with no game, same datagram sizes and rates",
+        "ratio": ratio,
+        "target": f">= {TARGET}",
+        "holds": None if ratio is None else ratio >= TARGET,
+        "why": why,
+        "runs": 1,
+        "spread": [ratio, ratio],
         "ratio_bounds": ratio_bounds(t, b),
-        "tickline_bracket": [t["at_least"], t["below"]], "ceiling_bracket": [b["at_least"], b["below"]],
+        "tickline_bracket": [t["at_least"], t["below"]],
+        "ceiling_bracket": [b["at_least"], b["below"]],
         **common_json(cfg, pinning),
         "server_cpu_percent_at_capacity": t_cap and t_cap["server_cpu_percent"],
         "baseline_cpu_percent_at_ceiling": b_cap and b_cap["server_cpu_percent"],
-        "delta_bytes": delta, "input_bytes": inp, "sizes_from_tickline_n": from_n,
-        "tickline": t, "ceiling": b, "elapsed_s": round(elapsed, 1),
+        "delta_bytes": delta,
+        "input_bytes": inp,
+        "sizes_from_tickline_n": from_n,
+        "tickline": t,
+        "ceiling": b,
+        "elapsed_s": round(elapsed, 1),
     }
 
 
@@ -122,8 +140,12 @@ async def run(cfg: CapacityConfig, ceiling_loop: str) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
-    parser.add_argument("--ceiling-loop", default="asyncio", choices=["auto", "uvloop", "asyncio"],
-                        help="the bare server's event loop (default: asyncio, where it held the most clients)")
+    parser.add_argument(
+        "--ceiling-loop",
+        default="asyncio",
+        choices=["auto", "uvloop", "asyncio"],
+        help="the bare server's event loop (default: asyncio, where it held the most clients)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr)
     try:
@@ -132,11 +154,18 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(exc))
     result = asyncio.run(run(cfg, args.ceiling_loop))
     write_json_line(orjson.dumps(result).decode(), args.json_out)
-    say(f"capacity: tickline {result['tickline_bracket']}, ceiling {result['ceiling_bracket']}, ratio "
+    say(
+        f"capacity: tickline {result['tickline_bracket']}, ceiling {result['ceiling_bracket']}, ratio "
         f"{result['ratio']} (target {result['target']}: "
-        + ("cannot tell: " + result["why"] if result["ratio"] is None
-           else "holds" if result["holds"] else "does not hold")
-        + f"); {result['elapsed_s']:.0f} s")
+        + (
+            "cannot tell: " + result["why"]
+            if result["ratio"] is None
+            else "holds"
+            if result["holds"]
+            else "does not hold"
+        )
+        + f"); {result['elapsed_s']:.0f} s"
+    )
     return 0
 
 

@@ -42,7 +42,7 @@ import ssl
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -53,7 +53,7 @@ from aioquic.quic.events import ConnectionTerminated, DatagramFrameReceived, Qui
 
 from tickline import loops
 from tickline.bots.capacity.probe import ProbeSettings, read_ready_line, stop_process, stop_workers
-from tickline.bots.capacity.search import cpu_verdicts, judge, window_shares
+from tickline.bots.capacity.search import verdict, window_shares
 from tickline.bots.client import ClientProtocol, quic_connect
 from tickline.bots.metrics import cumulative_buckets, histogram_quantile
 from tickline.bots.procstat import CpuSampler, affinity, cpu_plan, own_cpu_s
@@ -67,13 +67,15 @@ from tickline.shared import fastpath
 from tickline.shared.protocol import (
     ALPN,
     MAX_DATAGRAM,
-    QUIC_PACKET_SIZE,
     PROTOCOL_VERSION,
-    FastPath as FastPathFrame,
+    QUIC_PACKET_SIZE,
     Hello,
     StreamDecoder,
     encode,
     encode_stream,
+)
+from tickline.shared.protocol import (
+    FastPath as FastPathFrame,
 )
 
 HOST = "127.0.0.1"
@@ -143,14 +145,25 @@ async def _tick_loop(figures: Figures, tick_rate: int, send_every: int, payload:
 def _line(figures: Figures, fast: FastPath | None, final: bool = False) -> bytes:
     late, figures.late = figures.late, []
     body: dict[str, Any] = {
-        "t": round(time.monotonic(), 4), "ticks": figures.ticks, "clients": len(figures.clients),
-        "sent": figures.sent, "received": figures.received, "handshakes": figures.handshakes,
-        "cpu_s": round(own_cpu_s(), 4), "catch_ups": figures.catch_ups,
+        "t": round(time.monotonic(), 4),
+        "ticks": figures.ticks,
+        "clients": len(figures.clients),
+        "sent": figures.sent,
+        "received": figures.received,
+        "handshakes": figures.handshakes,
+        "cpu_s": round(own_cpu_s(), 4),
+        "catch_ups": figures.catch_ups,
         "late_ms": [round(x * 1000, 3) for x in late],
     }
     if fast is not None:
-        body.update({"fast_in": fast.packets_in, "fast_out": fast.packets_out,
-                     "fast_dropped": sum(fast.dropped.values()), "fast_routes": fast.active_routes()})
+        body.update(
+            {
+                "fast_in": fast.packets_in,
+                "fast_out": fast.packets_out,
+                "fast_dropped": sum(fast.dropped.values()),
+                "fast_routes": fast.active_routes(),
+            }
+        )
     if final:
         body["event"] = "stopped"
     return orjson.dumps(body) + b"\n"
@@ -173,9 +186,20 @@ async def serve_ceiling(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     loop.call_later(args.max_seconds, stop.set)
     out = sys.stdout.buffer
-    out.write(orjson.dumps({"event": "ready", "host": HOST, "port": port, "pid": os.getpid(),
-                            "delta_bytes": args.delta_bytes, "fastpath": fast is not None,
-                            "loop": type(loop).__module__.split(".")[0]}) + b"\n")
+    out.write(
+        orjson.dumps(
+            {
+                "event": "ready",
+                "host": HOST,
+                "port": port,
+                "pid": os.getpid(),
+                "delta_bytes": args.delta_bytes,
+                "fastpath": fast is not None,
+                "loop": type(loop).__module__.split(".")[0],
+            }
+        )
+        + b"\n"
+    )
     out.flush()
     payload = b"d" * args.delta_bytes
 
@@ -190,8 +214,10 @@ async def serve_ceiling(args: argparse.Namespace) -> int:
     try:
         async with asyncio.TaskGroup() as tg:
             reporter = tg.create_task(report(), name="report")
-            tg.create_task(_tick_loop(figures, args.tick_rate, max(1, args.tick_rate // args.send_rate),
-                                      payload, stop), name="ticks")
+            tg.create_task(
+                _tick_loop(figures, args.tick_rate, max(1, args.tick_rate // args.send_rate), payload, stop),
+                name="ticks",
+            )
             await stop.wait()
             reporter.cancel()
         for channel in list(figures.clients):
@@ -287,8 +313,13 @@ class BareClient(ClientProtocol):
 
 
 async def _one_client(port: int, duration: float, send_rate: int, payload: bytes, result: ClientResult) -> None:
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
-                               max_datagram_size=QUIC_PACKET_SIZE, idle_timeout=15.0)
+    config = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[ALPN],
+        max_datagram_frame_size=65536,
+        max_datagram_size=QUIC_PACKET_SIZE,
+        idle_timeout=15.0,
+    )
     config.verify_mode = ssl.CERT_NONE
     started = time.monotonic()
     deadline = started + duration
@@ -297,7 +328,7 @@ async def _one_client(port: int, duration: float, send_rate: int, payload: bytes
         async with asyncio.timeout(10):
             client: BareClient = await connection.__aenter__()
     except (TimeoutError, ConnectionError, OSError) as exc:
-        result.error = f"cannot connect: {exc or 'timed out'}"
+        result.error = f"cannot connect: {str(exc) or 'timed out'}"
         result.seconds = time.monotonic() - started
         return
     try:
@@ -340,8 +371,9 @@ def _counts(results: list[ClientResult]) -> list[int | None]:
     return [r.received if r.connected and not r.closed_at else None for r in results]
 
 
-async def _client_worker_main(cfg: dict[str, Any], first: int, count: int,
-                              start_at: float) -> tuple[list[ClientResult], list[tuple[float, list[int | None]]]]:
+async def _client_worker_main(
+    cfg: dict[str, Any], first: int, count: int, start_at: float
+) -> tuple[list[ClientResult], list[tuple[float, list[int | None]]]]:
     """This worker's clients; and, once a second, (time.monotonic(), every client's count so far)."""
     ramp_s = 1.0 / cfg["ramp"]
     payload = b"i" * cfg["input_bytes"]
@@ -365,8 +397,17 @@ async def _client_worker_main(cfg: dict[str, Any], first: int, count: int,
     return results, snaps
 
 
-async def run_clients(port: int, n: int, duration: float, *, ramp: float, send_rate: int, input_bytes: int,
-                      workers: int, loop: str = "asyncio") -> dict[str, Any]:
+async def run_clients(
+    port: int,
+    n: int,
+    duration: float,
+    *,
+    ramp: float,
+    send_rate: int,
+    input_bytes: int,
+    workers: int,
+    loop: str = "asyncio",
+) -> dict[str, Any]:
     """``n`` bare clients over ``workers`` spawned processes (on the event ``loop``, see
     ``tickline.loops``), ``ramp`` started per second, each for up to ``duration`` s (less
     when the server closes it). Returns every client's result and, per worker, its
@@ -374,8 +415,14 @@ async def run_clients(port: int, n: int, duration: float, *, ramp: float, send_r
     ``duration + n / ramp + 30`` s after the start is terminated by PID."""
     ctx = mp.get_context("spawn")
     out = ctx.Queue()
-    cfg = {"port": port, "duration": duration, "ramp": ramp, "send_rate": send_rate, "input_bytes": input_bytes,
-           "loop": loop}
+    cfg = {
+        "port": port,
+        "duration": duration,
+        "ramp": ramp,
+        "send_rate": send_rate,
+        "input_bytes": input_bytes,
+        "loop": loop,
+    }
     workers = max(1, min(workers, n))
     share, extra = divmod(n, workers)
     start_at = time.time() + 1.0  # spawned interpreters need a moment to import
@@ -430,7 +477,9 @@ async def run_clients(port: int, n: int, duration: float, *, ramp: float, send_r
 # ---------------------------------------------------------------------- one probe of the capacity search
 
 
-def choose_window(points: list[tuple[float, float]], n: int, settle_s: float, steady_s: float) -> tuple[int, int] | None:
+def choose_window(
+    points: list[tuple[float, float]], n: int, settle_s: float, steady_s: float
+) -> tuple[int, int] | None:
     """Indices (begin, end) into ``points`` [(t, clients)]: begin is the first point ``settle_s``
     after the first with ``n`` clients, end the first ``steady_s - 0.5`` s after begin."""
     all_in = next((t for t, c in points if c >= n), None)
@@ -451,7 +500,7 @@ def client_workers(n: int) -> int:
 def _window_figures(lines: list[dict[str, Any]], chosen: tuple[int, int]) -> dict[str, Any]:
     a, b = lines[chosen[0]], lines[chosen[1]]
     wall = max(1e-9, b["t"] - a["t"])
-    late = [x for line in lines[chosen[0] + 1: chosen[1] + 1] for x in line["late_ms"]]
+    late = [x for line in lines[chosen[0] + 1 : chosen[1] + 1] for x in line["late_ms"]]
     # Read through the same histogram buckets as the tickline server's /metrics.
     buckets = cumulative_buckets([x / 1000 for x in late], TICK_BUCKETS)
     p99, p50 = histogram_quantile(0.99, {}, buckets), histogram_quantile(0.5, {}, buckets)
@@ -460,21 +509,32 @@ def _window_figures(lines: list[dict[str, Any]], chosen: tuple[int, int]) -> dic
         "tick_late_ms_p99": None if p99 is None else round(p99 * 1000, 3),
         "tick_late_ms_p50": None if p50 is None else round(p50 * 1000, 3),
         "tick_late_ms_p99_exact": round(sorted(late)[min(len(late) - 1, math.ceil(0.99 * len(late)) - 1)], 3)
-        if late else None,
+        if late
+        else None,
         "ticks_per_s": round((b["ticks"] - a["ticks"]) / wall, 1),
         "cpu_percent": round(100 * (b["cpu_s"] - a["cpu_s"]) / wall, 1),
         "received_per_s": round((b["received"] - a["received"]) / wall, 1),
         "sent_per_s": round((b["sent"] - a["sent"]) / wall, 1),
         # Server CPU per datagram (or fast-path packet) it sent or received.
-        "us_per_message": round(1e6 * (b["cpu_s"] - a["cpu_s"]) / max(
-            1, b["sent"] - a["sent"] + b["received"] - a["received"]), 3),
-        "players_begin": a["clients"], "players_end": b["clients"],
+        "us_per_message": round(
+            1e6 * (b["cpu_s"] - a["cpu_s"]) / max(1, b["sent"] - a["sent"] + b["received"] - a["received"]), 3
+        ),
+        "players_begin": a["clients"],
+        "players_end": b["clients"],
     }
 
 
-async def probe_ceiling(n: int, ps: ProbeSettings, workdir: Path, index: int, delta_bytes: int, input_bytes: int,
-                        server_args: tuple[str, ...] = (), client_loop: str = "asyncio",
-                        on_window: Callable[[int, float], Awaitable[Any]] | None = None) -> dict[str, Any]:
+async def probe_ceiling(
+    n: int,
+    ps: ProbeSettings,
+    workdir: Path,
+    index: int,
+    delta_bytes: int,
+    input_bytes: int,
+    server_args: tuple[str, ...] = (),
+    client_loop: str = "asyncio",
+    on_window: Callable[[int, float], Coroutine[Any, Any, Any]] | None = None,
+) -> dict[str, Any]:
     """One probe at ``n`` bare clients; its verdict and figures. ``server_args`` go to
     ``bench.ceiling serve`` (``--fastpath``, ``--loop uvloop``); ``on_window(pid, seconds)`` is
     started ``settle_s`` after every client is in (a profiler)."""
@@ -484,11 +544,25 @@ async def probe_ceiling(n: int, ps: ProbeSettings, workdir: Path, index: int, de
     log_path = workdir / f"p{index:02d}-ceiling-{n}.log"
     with log_path.open("ab") as log_file, affinity(server_cpus):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bench.ceiling", "serve", "--port", "0",
-            "--tick-rate", str(ps.tick_rate), "--send-rate", str(ps.send_rate),
-            "--delta-bytes", str(delta_bytes), "--cert-dir", str(workdir / "ceiling-tls"),
-            "--max-seconds", str(round(duration + n / ps.ramp + 60)), *server_args,
-            stdout=asyncio.subprocess.PIPE, stderr=log_file,
+            sys.executable,
+            "-m",
+            "bench.ceiling",
+            "serve",
+            "--port",
+            "0",
+            "--tick-rate",
+            str(ps.tick_rate),
+            "--send-rate",
+            str(ps.send_rate),
+            "--delta-bytes",
+            str(delta_bytes),
+            "--cert-dir",
+            str(workdir / "ceiling-tls"),
+            "--max-seconds",
+            str(round(duration + n / ps.ramp + 60)),
+            *server_args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
         )
     lines: list[dict[str, Any]] = []
     window: dict[str, Any] = {}
@@ -507,9 +581,18 @@ async def probe_ceiling(n: int, ps: ProbeSettings, workdir: Path, index: int, de
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(read_lines(), name="ceiling-lines")
                 with affinity(load_cpus), CpuSampler() as cpu:
-                    run = tg.create_task(run_clients(ready["port"], n, duration, ramp=ps.ramp,
-                                                     send_rate=ps.send_rate, input_bytes=input_bytes,
-                                                     workers=client_workers(n), loop=client_loop))
+                    run = tg.create_task(
+                        run_clients(
+                            ready["port"],
+                            n,
+                            duration,
+                            ramp=ps.ramp,
+                            send_rate=ps.send_rate,
+                            input_bytes=input_bytes,
+                            workers=client_workers(n),
+                            loop=client_loop,
+                        )
+                    )
                     profiling: asyncio.Task[Any] | None = None
                     try:
                         give_up = time.monotonic() + 1.0 + n / ps.ramp + 10.0
@@ -544,11 +627,21 @@ async def probe_ceiling(n: int, ps: ProbeSettings, workdir: Path, index: int, de
             status = await stop_process(proc, 5)
         stop_workers()
     return _verdict(n, ps, window, clients, stop_at, load_cpus, delta_bytes, input_bytes) | {
-        "server_exit": status, "seconds": round(time.monotonic() - began, 1)}
+        "server_exit": status,
+        "seconds": round(time.monotonic() - began, 1),
+    }
 
 
-def _verdict(n: int, ps: ProbeSettings, window: dict[str, Any], clients: dict[str, Any], stop_at: float,
-             load_cpus: set[int] | None, delta_bytes: int, input_bytes: int) -> dict[str, Any]:
+def _verdict(
+    n: int,
+    ps: ProbeSettings,
+    window: dict[str, Any],
+    clients: dict[str, Any],
+    stop_at: float,
+    load_cpus: set[int] | None,
+    delta_bytes: int,
+    input_bytes: int,
+) -> dict[str, Any]:
     results = clients["results"]
     connected = [r for r in results if r["connected"]]
     shares: list[float] = []
@@ -560,30 +653,32 @@ def _verdict(n: int, ps: ProbeSettings, window: dict[str, Any], clients: dict[st
     lost = sum(1 for r in connected if r["closed_at"] and r["closed_at"] < stop_at - 0.05)
     errors = Counter(r["error"] for r in results if r["error"])
     down = sum(r["received"] for r in connected)
-    why = judge(
-        n, connected=len(connected), errors=sum(errors.values()), lost=lost, failures=clients["failures"],
-        players_begin=window.get("players_begin", 0), players_end=window.get("players_end", 0),
-        late_p99_ms=window.get("tick_late_ms_p99"), ticks_per_s=window.get("ticks_per_s", 0.0),
-        recv_shares=shares, tick_rate=ps.tick_rate, bound_ms=ps.bound_ms, window_ok=window.get("all_in", False),
-    )
-    return {
-        "n": n, "pass": not why, "why": why,
-        "tick_late_ms_p99": window.get("tick_late_ms_p99"), "tick_late_ms_p50": window.get("tick_late_ms_p50"),
+    return verdict(
+        n,
+        window,
+        shares,
+        span,
+        connected=len(connected),
+        errors=sum(errors.values()),
+        lost=lost,
+        failures=clients["failures"],
+        tick_rate=ps.tick_rate,
+        bound_ms=ps.bound_ms,
+        load_cpus=load_cpus,
+    ) | {
         "tick_late_ms_p99_exact": window.get("tick_late_ms_p99_exact"),
-        "ticks_per_s": window.get("ticks_per_s"), "server_cpu_percent": window.get("cpu_percent"),
-        "recv_share_min": round(min(shares), 4) if shares else None,
-        "recv_share_mean": round(sum(shares) / len(shares), 4) if shares else None,
-        "connected": len(connected), "errors": sum(errors.values()), "lost": lost,
         "error_reasons": dict(errors) or None,
         # Of what the clients received, the share that came as fast-path packets (--fastpath).
         "fast_share_down": round(sum(r["fast_received"] for r in connected) / down, 4) if down else None,
-        "delta_bytes": delta_bytes, "input_bytes": input_bytes, "us_per_message": window.get("us_per_message"),
-        "received_per_s": window.get("received_per_s"), "sent_per_s": window.get("sent_per_s"),
-        "window_s": window.get("window_s"), "recv_span_s": span, **cpu_verdicts(window, load_cpus),
+        "delta_bytes": delta_bytes,
+        "input_bytes": input_bytes,
+        "us_per_message": window.get("us_per_message"),
+        "received_per_s": window.get("received_per_s"),
+        "sent_per_s": window.get("sent_per_s"),
     }
 
 
-async def _later(delay: float, func: Callable[[int, float], Awaitable[Any]], *args: Any) -> Any:
+async def _later(delay: float, func: Callable[[int, float], Coroutine[Any, Any, Any]], *args: Any) -> Any:
     await asyncio.sleep(delay)
     return await func(*args)
 
@@ -592,8 +687,9 @@ async def _later(delay: float, func: Callable[[int, float], Awaitable[Any]], *ar
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.ceiling",
-                                     description="The bare server of the capacity and transport benchmarks.")
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.ceiling", description="The bare server of the capacity and transport benchmarks."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     s = sub.add_parser("serve", help="run the bare server until SIGTERM (or --max-seconds)")
     s.add_argument("--port", type=int, default=0)
@@ -602,13 +698,22 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--delta-bytes", type=int, default=200)
     s.add_argument("--cert-dir", required=True)
     s.add_argument("--max-seconds", type=float, default=600.0)
-    s.add_argument("--fastpath", action="store_true",
-                   help="offer every client tickline's fast path and send on it once it is in use")
-    s.add_argument("--loop", default="auto", choices=loops.LOOPS,
-                   help="the event loop (default: auto, uvloop where installed, as `tickline serve`)")
+    s.add_argument(
+        "--fastpath",
+        action="store_true",
+        help="offer every client tickline's fast path and send on it once it is in use",
+    )
+    s.add_argument(
+        "--loop",
+        default="auto",
+        choices=loops.LOOPS,
+        help="the event loop (default: auto, uvloop where installed, as `tickline serve`)",
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.delta_bytes <= MAX_DATAGRAM:
-        parser.error(f"--delta-bytes must be 1 to {MAX_DATAGRAM} (aioquic never sends a datagram that does not fit one packet)")
+        parser.error(
+            f"--delta-bytes must be 1 to {MAX_DATAGRAM} (aioquic never sends a datagram that does not fit one packet)"
+        )
     try:
         return loops.run(serve_ceiling(args), args.loop)
     except loops.LoopUnavailable as exc:

@@ -1,7 +1,8 @@
-#!/usr/bin/env python
-"""Benchmark of tickline's event log, reported as BENCH.md says (one JSON line per figure).
+"""Benchmark of tickline's event log, one JSON line per figure (docs/benchmarks.md).
 
-    .venv/bin/python bench/eventlog.py [--quick] [--json-out FILE] [--pg-url URL]
+From the repository root, with the project's virtualenv:
+
+    .venv/bin/python -m bench.eventlog [--quick] [--json-out FILE] [--pg-url URL] [--only PARTS]
 
 Figures (bench/README.md says what each one means):
 
@@ -12,10 +13,10 @@ Figures (bench/README.md says what each one means):
 5. ``replay_read_ticks_per_s``     LogReader.ticks over that log, vs a raw sqlite3 SELECT
 
 Every figure runs its baseline in the same process, in turns (A B A B ...). Only
-stdout carries the JSON lines; progress goes to stderr. Nothing here opens a
-socket: the matches' sessions sit on a null channel, and the recovery figure's
-server runs without its QUIC endpoint (see ``_no_endpoint``). PostgreSQL, when a
-URL is given, is reached as a client only.
+stdout carries the JSON lines; progress goes to stderr. The matches' sessions sit
+on a null channel; the only socket is the recovery figure's server's own QUIC
+endpoint, bound to 127.0.0.1 on a free port as a restarted server binds it.
+PostgreSQL, when a URL is given, is reached as a client only.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ import logging
 import os
 import platform
 import random
-import resource
 import shutil
 import sqlite3
 import statistics
@@ -37,38 +37,40 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from contextlib import contextmanager
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
-
-from bench.report import Report, rnd  # noqa: E402
-
-from tickline.replays.reader import LogReader  # noqa: E402
-from tickline.server import app as server_app  # noqa: E402
-from tickline.server.app import Server, ServerConfig  # noqa: E402
-from tickline.server.eventlog import (  # noqa: E402
+from bench.report import Report, rnd, sig
+from tickline.bots.procstat import CORES, affinity, cpu_plan, own_cpu_s
+from tickline.replays.reader import LogReader
+from tickline.server.app import SWITCH_INTERVAL_S, Server, ServerConfig
+from tickline.server.eventlog import (
     EventLog,
     KeyframeRecord,
     PlayerRecord,
+    Prepared,
+    Record,
     TickRecord,
     token_hash,
 )
-from tickline.server.gcpacing import GcPacer  # noqa: E402
-from tickline.server.match import Match, MatchSettings  # noqa: E402
-from tickline.server.session import Session  # noqa: E402
-from tickline.server.stats import Samples  # noqa: E402
-from tickline.server.tls import ensure_certificate  # noqa: E402
-from tickline.shared.game import Rules, State, TickInputs, state_hash  # noqa: E402
-from tickline.shared.games import make_rules  # noqa: E402
-from tickline.shared.logformat import MatchHeader, encode_payload, replay_stored_tick  # noqa: E402
-from tickline.shared.protocol import Input, encode  # noqa: E402
-from tickline.capacity import affinity, cpu_plan  # noqa: E402
+from tickline.server.gcpacing import GcPacer
+from tickline.server.match import Match, MatchSettings
+from tickline.server.session import Session
+from tickline.server.stats import Samples
+from tickline.server.tls import ensure_certificate
+from tickline.shared.game import Rules, State, TickInputs, state_hash
+from tickline.shared.games import make_rules
+from tickline.shared.logformat import (
+    MatchHeader,
+    decode_payload,
+    decode_state,
+    encode_payload,
+    replay_stored_tick,
+)
+from tickline.shared.protocol import Input, encode
 
 PLAYERS = 16
 TICK_RATE = 60
@@ -81,7 +83,6 @@ GAME_CONFIG = {"time_limit_s": 7200, "score_limit": 1_000_000}
 PG_URL_ENV = "TICKLINE_TEST_PG_URL"
 PARTS = ("append", "matches", "postgres", "recovery", "replay")
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
 PYTHON = platform.python_version()
 
 
@@ -94,8 +95,7 @@ def say(message: str) -> None:
 
 def cpu_seconds() -> float:
     """CPU time of this process (all its threads, aiosqlite's included)."""
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
+    return own_cpu_s()
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -107,18 +107,23 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[rank]
 
 
-def sig(value: float, figures: int = 3) -> float:
-    """``value`` to ``figures`` significant figures (ratios span 0.001 to 100s)."""
-    return float(f"{value:.{figures}g}") if value and value == value and abs(value) != float("inf") else value
-
-
-def figure(name: str, unit: str, values: list[float], baselines: list[float], baseline_of: str,
-           target: str, holds: Callable[[float], bool] | None, digits: int,
-           ratios: list[float] | None = None, holds_on: str = "value", **extra: Any) -> dict[str, Any]:
+def figure(
+    name: str,
+    unit: str,
+    values: list[float],
+    baselines: list[float],
+    baseline_of: str,
+    target: str,
+    holds: Callable[[float], bool] | None,
+    digits: int,
+    ratios: list[float] | None = None,
+    holds_on: str = "value",
+    **extra: Any,
+) -> dict[str, Any]:
     """One figure: medians of the runs; ratio is the median of the per-turn ratios;
     ``holds`` is applied to the median value, or to the ratio when the target is one."""
     if ratios is None:
-        ratios = [v / b for v, b in zip(values, baselines)]
+        ratios = [v / b for v, b in zip(values, baselines, strict=True)]
     value = statistics.median(values)
     ratio = statistics.median(ratios)
     return {
@@ -149,8 +154,10 @@ VIEW_BEHIND_TICKS = 6
 
 def random_controls(rng: random.Random, vt: int | None = None) -> dict[str, Any]:
     controls = {
-        "mx": rng.randint(-1, 1), "my": rng.randint(-1, 1),
-        "ax": rng.randint(-100_000, 100_000), "ay": rng.randint(-100_000, 100_000),
+        "mx": rng.randint(-1, 1),
+        "my": rng.randint(-1, 1),
+        "ax": rng.randint(-100_000, 100_000),
+        "ay": rng.randint(-100_000, 100_000),
         "fire": rng.random() < 0.5,
     }
     if vt is not None:
@@ -160,13 +167,20 @@ def random_controls(rng: random.Random, vt: int | None = None) -> dict[str, Any]
 
 def new_header(rules: Rules, seed: int) -> MatchHeader:
     return MatchHeader(
-        match_id=uuid.uuid4().hex, game=rules.name, game_version=rules.version, seed=seed,
-        config=rules.config, tick_rate=TICK_RATE, send_rate=SEND_RATE, created_at=time.time(),
+        match_id=uuid.uuid4().hex,
+        game=rules.name,
+        game_version=rules.version,
+        seed=seed,
+        config=rules.config,
+        tick_rate=TICK_RATE,
+        send_rate=SEND_RATE,
+        created_at=time.time(),
     )
 
 
-def simulate(rules: Rules, seed: int, ticks: int, rng: random.Random
-             ) -> Iterator[tuple[int, dict[str, Any], list[dict[str, Any]], str, State]]:
+def simulate(
+    rules: Rules, seed: int, ticks: int, rng: random.Random
+) -> Iterator[tuple[int, dict[str, Any], list[dict[str, Any]], str, State]]:
     """(tick, inputs record, events, state hash, state) of a 16-player arena match.
 
     All players join at tick 1; from tick 2 every player has one new input per
@@ -186,12 +200,18 @@ def simulate(rules: Rules, seed: int, ticks: int, rng: random.Random
         yield tick, inputs.to_record(), events, state_hash(state), state
 
 
+def remove_sqlite(path: Path) -> None:
+    """A SQLite file of this bench and its WAL files, if there."""
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+
+
 def sqlite_url(path: Path) -> str:
     return f"sqlite+aiosqlite:///{path}"
 
 
 def raw_sqlite(path: Path) -> sqlite3.Connection:
-    """A raw sqlite3 connection with the writer's pragmas (server.eventlog._sqlite_pragmas)."""
+    """A raw sqlite3 connection with the event log writer's pragmas (WAL, synchronous=NORMAL, foreign keys)."""
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=NORMAL")
@@ -199,7 +219,7 @@ def raw_sqlite(path: Path) -> sqlite3.Connection:
     return conn
 
 
-async def migrated_sqlite(path: Path, headers: list[MatchHeader] = ()) -> None:
+async def migrated_sqlite(path: Path, headers: tuple[MatchHeader, ...] = ()) -> None:
     """A SQLite file with the event log's schema (Alembic, as the server makes it) and these matches."""
     log = await EventLog.open(sqlite_url(path), SERVER_ID)
     try:
@@ -219,7 +239,7 @@ INSERT_KEYFRAMES_PG = "INSERT INTO keyframes (match_id, tick, state, hash) VALUE
 def server_switch_interval() -> Iterator[None]:
     """The GIL's switch interval that ``Server.run`` sets, restored after."""
     before = sys.getswitchinterval()
-    sys.setswitchinterval(server_app.SWITCH_INTERVAL_S)
+    sys.setswitchinterval(SWITCH_INTERVAL_S)
     try:
         yield
     finally:
@@ -293,30 +313,39 @@ async def fig_append(report: Report, tmp: Path, n_ticks: int, runs: int) -> None
     try:
         for i in range(runs):
             a_path, b_path = tmp / f"append-a{i}.db", tmp / f"append-b{i}.db"
-            await migrated_sqlite(b_path, [header])
+            await migrated_sqlite(b_path, (header,))
             a = await append_through_eventlog(a_path, header, records)
             b = append_raw(b_path, raw_rows)
             a_runs.append(a)
             b_runs.append(b)
-            say(f"append run {i + 1}/{runs}: EventLog {a['rate']:,.0f} rows/s ({a['commits']} commits), "
-                f"raw {b['rate']:,.0f} rows/s")
-            for p in (a_path, b_path):
-                for suffix in ("", "-wal", "-shm"):
-                    Path(f"{p}{suffix}").unlink(missing_ok=True)
+            say(
+                f"append run {i + 1}/{runs}: EventLog {a['rate']:,.0f} rows/s ({a['commits']} commits), "
+                f"raw {b['rate']:,.0f} rows/s"
+            )
+            remove_sqlite(a_path)
+            remove_sqlite(b_path)
     finally:
         gc.unfreeze()
     del records, raw_rows
-    report.emit(figure(
-        "eventlog_append_rows_per_s", "rows/s",
-        [a["rate"] for a in a_runs], [b["rate"] for b in b_runs],
-        "raw sqlite3 executemany, same rows (payloads already encoded), same ticks table, "
-        "WAL, synchronous=NORMAL, one transaction",
-        ">= 0.5", lambda r: r >= 0.5, 0, holds_on="ratio",
-        rows=n_ticks, payload_bytes_mean=round(payload_bytes, 1),
-        commits_median=statistics.median(a["commits"] for a in a_runs),
-        cpu_s_per_100k_rows=round(statistics.median(a["cpu"] for a in a_runs) / n_ticks * 1e5, 3),
-        baseline_cpu_s_per_100k_rows=round(statistics.median(b["cpu"] for b in b_runs) / n_ticks * 1e5, 3),
-    ))
+    report.emit(
+        figure(
+            "eventlog_append_rows_per_s",
+            "rows/s",
+            [a["rate"] for a in a_runs],
+            [b["rate"] for b in b_runs],
+            "raw sqlite3 executemany, same rows (payloads already encoded), same ticks table, "
+            "WAL, synchronous=NORMAL, one transaction",
+            ">= 0.5",
+            lambda r: r >= 0.5,
+            0,
+            holds_on="ratio",
+            rows=n_ticks,
+            payload_bytes_mean=round(payload_bytes, 1),
+            commits_median=statistics.median(a["commits"] for a in a_runs),
+            cpu_s_per_100k_rows=round(statistics.median(a["cpu"] for a in a_runs) / n_ticks * 1e5, 3),
+            baseline_cpu_s_per_100k_rows=round(statistics.median(b["cpu"] for b in b_runs) / n_ticks * 1e5, 3),
+        )
+    )
 
 
 # --------------------------------------------------------------------------- 2/3. ten live matches
@@ -331,7 +360,7 @@ class NullChannel:
     closes the connection when told goodbye.
     """
 
-    __slots__ = ("peer", "bytes", "frames", "last_tick", "confirmed_seq", "session")
+    __slots__ = ("bytes", "confirmed_seq", "frames", "last_tick", "peer", "session")
 
     def __init__(self, peer: str) -> None:
         self.peer = peer
@@ -341,7 +370,7 @@ class NullChannel:
         self.confirmed_seq = 0
         self.session: Session | None = None
 
-    def _note(self, body: bytes) -> None:
+    def note(self, body: bytes) -> None:
         self.bytes += len(body)
         self.frames += 1
         # A delta is b'{"tick":T,"base":B,"seq":S,"diff":...,"t":"d"}' (shared.protocol.encode_delta).
@@ -350,38 +379,43 @@ class NullChannel:
             self.last_tick = int(tick[8:])
             self.confirmed_seq = int(seq[6:])
         elif body.endswith(b'"t":"bye"}') and self.session is not None:
-            # A client told goodbye closes its connection (Match._say_goodbye waits for it).
+            # A client told goodbye closes its connection (a match that says goodbye waits for it).
             asyncio.get_running_loop().call_soon(self.session.on_closed, "client closed after bye")
 
     def send_reliable(self, body: bytes) -> None:
-        self._note(body)
+        self.note(body)
 
     def send_datagram(self, body: bytes) -> None:
-        self._note(body)
+        self.note(body)
 
     def close(self, reason: str, error: bool = False) -> None:
         pass
 
+    def offer_fastpath(self) -> None:
+        """A null channel has no fast path."""
+        return None
 
-class RecordingLog(EventLog):
-    """The real writer; after each commit it notes which ticks and keyframes went in
-    together (keys only, no payloads), so the raw-driver baseline can commit the same
-    rows in the same groups afterwards.
 
-    With ``real`` false it is the baseline's log: the same queue and writer task,
-    but commits do nothing beyond marking the records committed (and telling the
-    matches, as a commit does)."""
+Batch = tuple[tuple[bool, str, int], ...]  # (is keyframe, match id, tick) of each row a commit wrote
 
-    recording: list[tuple[tuple[bool, str, int], ...]] | None = None
-    real = True
 
-    async def _commit(self, prepared: Any) -> None:
-        if not self.real:
-            self._mark_committed(prepared)
+class SwitchableLog(EventLog):
+    """The event log whose commits can be switched off (``null``): the same queue and
+    writer task, but a commit does nothing beyond marking its records committed (and
+    telling the matches, as a commit does): the baseline's side. While recording, it
+    notes which ticks and keyframes each real commit wrote together (keys only, no
+    payloads), so the raw-driver baseline can commit the same rows in the same groups."""
+
+    null = False
+    batches: list[Batch] | None = None  # None: not recording
+
+    async def commit(self, prepared: Prepared) -> None:
+        if self.null:
+            self.mark_committed(prepared)
             return
-        await super()._commit(prepared)
-        if self.recording is not None:
-            self.recording.append(
+        await super().commit(prepared)
+        if self.batches is not None:
+            self.batches.append(
                 tuple((False, row[0], row[1]) for row in prepared.ticks)
                 + tuple((True, row["match_id"], row["tick"]) for row in prepared.keyframes)
             )
@@ -426,7 +460,7 @@ async def drive_inputs(sessions: list[Session], rng: random.Random) -> None:
         for idx, session in enumerate(sessions):
             if session.closed.is_set():
                 continue
-            channel: NullChannel = session.channel  # type: ignore[assignment]
+            channel = cast(NullChannel, session.channel)  # every session here was made on one
             seqs[idx] = seq = seqs[idx] + 1
             controls = dict(pool[(seq * 7 + idx) % len(pool)])
             controls["vt"] = max(0, channel.last_tick - VIEW_BEHIND_TICKS)
@@ -452,7 +486,7 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
     does then weighs on both sides alike)."""
     gc.collect()
     switch_interval = sys.getswitchinterval()
-    log = await RecordingLog.open(url, SERVER_ID)
+    log = await SwitchableLog.open(url, SERVER_ID)
     writer = asyncio.create_task(log.run(), name="eventlog-writer")
     matches: list[Match] = []
     tasks: list[asyncio.Task[None]] = []
@@ -461,8 +495,10 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
     pacer: asyncio.Task[None] | None = None
     try:
         for i in range(MATCHES):
-            match = Match(MatchSettings(game_config=dict(GAME_CONFIG), seed=seed + i,
-                                        tick_rate=TICK_RATE, send_rate=SEND_RATE), log)
+            match = Match(
+                MatchSettings(game_config=dict(GAME_CONFIG), seed=seed + i, tick_rate=TICK_RATE, send_rate=SEND_RATE),
+                log,
+            )
             tasks.append(asyncio.create_task(match.run(), name=f"match-{i}"))
             await match.opened.wait()
             for p in range(1, PLAYERS + 1):
@@ -477,7 +513,7 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
             await asyncio.sleep(1.0 / TICK_RATE / MATCHES)
         gc.freeze()  # as Server.run does once start-up is over, and from then on it paces collections
         pacer = asyncio.create_task(GcPacer().run(), name="gc-pacer")
-        sys.setswitchinterval(server_app.SWITCH_INTERVAL_S)  # as Server.run does too
+        sys.setswitchinterval(SWITCH_INTERVAL_S)  # as Server.run does too
         driver = asyncio.create_task(drive_inputs(sessions, random.Random(seed)), name="input-driver")
         await asyncio.sleep(warmup)
         for match in matches:
@@ -492,17 +528,18 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
                 match.tick_work = settling if target is settling else work
 
         log.commit_seconds = Samples(1_000_000)
-        log.recording = []
+        log.batches = []
         ticks0 = sum(m.tick for m in matches)
         catch0 = sum(m.catch_ups for m in matches)
         pauses0 = sum(m.pauses for m in matches)
         inputs0 = sum(m.inputs_applied for m in matches)
-        bytes0 = sum(s.channel.bytes for s in sessions)  # type: ignore[attr-defined]
+        bytes0 = sum(cast(NullChannel, s.channel).bytes for s in sessions)  # sessions on NullChannels
         spent = {True: [0.0, 0.0], False: [0.0, 0.0]}  # real -> [cpu s, wall s]
         slice_late: list[tuple[bool, list[float]]] = []
         slices = max(1, round(duration / SLICE_S)) * 2 if interleave else 1
         for i in range(slices):
-            log.real = i % 2 == 0
+            real = i % 2 == 0
+            log.null = not real
             if interleave:
                 count_into(settling)
                 await asyncio.sleep(SWITCH_SETTLE_S)
@@ -510,30 +547,33 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
             count_into(part)
             cpu0, t0 = cpu_seconds(), time.perf_counter()
             await asyncio.sleep(SLICE_S - SWITCH_SETTLE_S if interleave else duration)
-            spent[log.real][0] += cpu_seconds() - cpu0
-            spent[log.real][1] += time.perf_counter() - t0
+            spent[real][0] += cpu_seconds() - cpu0
+            spent[real][1] += time.perf_counter() - t0
             count_into(settling)
-            slice_late.append((log.real, list(part._values)))
-        log.real = True
+            slice_late.append((real, part.values()))
+        log.null = False
         late, late_without = Samples(1_000_000), Samples(1_000_000)  # each side's slices, pooled
         for real, values in slice_late:
             for value in values:
                 (late if real else late_without).add(value)
         result = MatchesRun(
-            late=late, late_without=late_without if interleave else None, slice_late=slice_late, work=work,
-            commit_s=list(log.commit_seconds._values),
-            batches=list(log.recording),
+            late=late,
+            late_without=late_without if interleave else None,
+            slice_late=slice_late,
+            work=work,
+            commit_s=log.commit_seconds.values(),
+            batches=list(log.batches),
             ticks=sum(m.tick for m in matches) - ticks0,
             catch_ups=sum(m.catch_ups for m in matches) - catch0,
             pauses=sum(m.pauses for m in matches) - pauses0,
             cpu_pct=100 * spent[True][0] / spent[True][1],
             cpu_pct_without=100 * spent[False][0] / spent[False][1] if interleave else None,
-            commits=len(log.recording),
-            bytes_down=sum(s.channel.bytes for s in sessions) - bytes0,  # type: ignore[attr-defined]
+            commits=len(log.batches),
+            bytes_down=sum(cast(NullChannel, s.channel).bytes for s in sessions) - bytes0,
             inputs_applied=sum(m.inputs_applied for m in matches) - inputs0,
             match_ids=[m.match_id for m in matches],
         )
-        log.recording = None
+        log.batches = None
         kicked = [s for s in sessions if s.closed.is_set()]
         if kicked:
             raise RuntimeError(f"{len(kicked)} scripted clients were closed mid-run: {kicked[0].close_reason}")
@@ -556,9 +596,6 @@ async def run_matches(url: str, duration: float, warmup: float, seed: int, inter
     return result
 
 
-Batch = tuple[tuple[bool, str, int], ...]  # (is keyframe, match id, tick) of each row a commit wrote
-
-
 @dataclass
 class StoredRows:
     """The rows one matches run committed, read back, to commit them again elsewhere."""
@@ -568,8 +605,10 @@ class StoredRows:
     keyframes: dict[tuple[str, int], tuple[str, int, bytes, str]]
 
     def batch(self, batch: Batch) -> tuple[list[tuple[str, int, bytes, str]], list[tuple[str, int, bytes, str]]]:
-        return ([self.ticks[(m, t)] for is_kf, m, t in batch if not is_kf],
-                [self.keyframes[(m, t)] for is_kf, m, t in batch if is_kf])
+        return (
+            [self.ticks[(m, t)] for is_kf, m, t in batch if not is_kf],
+            [self.keyframes[(m, t)] for is_kf, m, t in batch if is_kf],
+        )
 
 
 def fetch_sqlite(src: Path, match_ids: list[str]) -> StoredRows:
@@ -579,10 +618,18 @@ def fetch_sqlite(src: Path, match_ids: list[str]) -> StoredRows:
         marks = ",".join("?" * len(match_ids))
         return StoredRows(
             [dict(r) for r in conn.execute(f"SELECT * FROM matches WHERE match_id IN ({marks})", match_ids)],
-            {(r[0], r[1]): tuple(r) for r in conn.execute(
-                f"SELECT match_id, tick, payload, hash FROM ticks WHERE match_id IN ({marks})", match_ids)},
-            {(r[0], r[1]): tuple(r) for r in conn.execute(
-                f"SELECT match_id, tick, state, hash FROM keyframes WHERE match_id IN ({marks})", match_ids)},
+            {
+                (r[0], r[1]): tuple(r)
+                for r in conn.execute(
+                    f"SELECT match_id, tick, payload, hash FROM ticks WHERE match_id IN ({marks})", match_ids
+                )
+            },
+            {
+                (r[0], r[1]): tuple(r)
+                for r in conn.execute(
+                    f"SELECT match_id, tick, state, hash FROM keyframes WHERE match_id IN ({marks})", match_ids
+                )
+            },
         )
     finally:
         conn.close()
@@ -595,10 +642,18 @@ async def fetch_pg(dsn: str, match_ids: list[str]) -> StoredRows:
     try:
         return StoredRows(
             [dict(r) for r in await conn.fetch("SELECT * FROM matches WHERE match_id = ANY($1::text[])", match_ids)],
-            {(r[0], r[1]): tuple(r) for r in await conn.fetch(
-                "SELECT match_id, tick, payload, hash FROM ticks WHERE match_id = ANY($1::text[])", match_ids)},
-            {(r[0], r[1]): tuple(r) for r in await conn.fetch(
-                "SELECT match_id, tick, state, hash FROM keyframes WHERE match_id = ANY($1::text[])", match_ids)},
+            {
+                (r[0], r[1]): tuple(r)
+                for r in await conn.fetch(
+                    "SELECT match_id, tick, payload, hash FROM ticks WHERE match_id = ANY($1::text[])", match_ids
+                )
+            },
+            {
+                (r[0], r[1]): tuple(r)
+                for r in await conn.fetch(
+                    "SELECT match_id, tick, state, hash FROM keyframes WHERE match_id = ANY($1::text[])", match_ids
+                )
+            },
         )
     finally:
         await conn.close()
@@ -609,8 +664,10 @@ def raw_sqlite_commits(dst: Path, rows: StoredRows, batches: list[Batch]) -> lis
     conn = raw_sqlite(dst)
     try:
         columns = list(rows.matches[0])
-        conn.executemany(f"INSERT INTO matches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
-                         [tuple(m.values()) for m in rows.matches])
+        conn.executemany(
+            f"INSERT INTO matches ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+            [tuple(m.values()) for m in rows.matches],
+        )
         times = []
         for batch in batches:
             tick_rows, kf_rows = rows.batch(batch)
@@ -635,8 +692,9 @@ async def raw_pg_commits(dst_dsn: str, rows: StoredRows, batches: list[Batch]) -
     try:
         columns = list(rows.matches[0])
         marks = ", ".join(f"${n}" for n in range(1, len(columns) + 1))
-        await conn.executemany(f"INSERT INTO matches ({', '.join(columns)}) VALUES ({marks})",
-                               [tuple(m.values()) for m in rows.matches])
+        await conn.executemany(
+            f"INSERT INTO matches ({', '.join(columns)}) VALUES ({marks})", [tuple(m.values()) for m in rows.matches]
+        )
         times = []
         for batch in batches:
             tick_rows, kf_rows = rows.batch(batch)
@@ -653,33 +711,39 @@ async def raw_pg_commits(dst_dsn: str, rows: StoredRows, batches: list[Batch]) -
 
 
 async def idle_eventlog_commits(dst_url: str, rows: StoredRows, batches: list[Batch]) -> list[float]:
-    """The same groups through EventLog._commit itself, with nothing else running on the loop:
-    separates what the matches' load adds to commit latency from what the log's own path costs."""
+    """The same groups through the event log's own commit path (``EventLog.commit_group``),
+    with nothing else running on the loop: separates what the matches' load adds to commit
+    latency from what the log's own path costs."""
     log = await EventLog.open(dst_url, SERVER_ID)
     try:
         for match in rows.matches:
             await log.create_match(MatchHeader.from_row(match))
-        records = []
+        groups: list[list[Record]] = []
         for batch in batches:
-            group: list[Any] = []
+            group: list[Record] = []
             for is_kf, m, t in batch:
-                if is_kf:  # queued as append/add_keyframe queue them: as their rows
+                if is_kf:
                     _m, _t, state, digest = rows.keyframes[(m, t)]
-                    group.append({"match_id": m, "tick": t, "state": state, "hash": digest})
+                    group.append(KeyframeRecord(m, t, decode_state(state), digest))
                 else:
-                    group.append(tuple(rows.ticks[(m, t)]))
-            records.append(group)
+                    _m, _t, payload, digest = rows.ticks[(m, t)]
+                    inputs, events = decode_payload(payload)
+                    group.append(TickRecord(m, t, inputs, events, digest))
+            groups.append(group)
         log.commit_seconds = Samples(1_000_000)
-        for group in records:
-            await log._commit(EventLog._group(group))  # commit_seconds times the transaction only
-        return list(log.commit_seconds._values)
+        for group in groups:
+            await log.commit_group(group)  # commit_seconds times the transaction only, not the encoding
+        return log.commit_seconds.values()
     finally:
         await log.dispose()
 
 
 def late_summary(run: MatchesRun) -> dict[str, float]:
-    return {"p50_ms": round(run.late.percentile(50) * 1000, 3), "p99_ms": round(run.late.percentile(99) * 1000, 3),
-            "max_ms": round(run.late.max * 1000, 3)}
+    return {
+        "p50_ms": round(run.late.percentile(50) * 1000, 3),
+        "p99_ms": round(run.late.percentile(99) * 1000, 3),
+        "max_ms": round(run.late.max * 1000, 3),
+    }
 
 
 def batch_sizes(run: MatchesRun) -> dict[str, float]:
@@ -687,8 +751,7 @@ def batch_sizes(run: MatchesRun) -> dict[str, float]:
     return {"median": statistics.median(sizes) if sizes else 0, "max": max(sizes, default=0)}
 
 
-async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float, runs: int,
-                      pin: bool = True) -> None:
+async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float, runs: int, pin: bool = True) -> None:
     with_p99, without_p99 = [], []  # pooled over each run's slices
     pair_with, pair_without = [], []  # p99 of each slice pair's two sides, every run
     commit_p99, raw_p99, idle_p99 = [], [], []
@@ -700,8 +763,10 @@ async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float,
     await migrated_sqlite(raw_dst)
     for i in range(runs):
         a_path = tmp / f"matches-{i}.db"
-        say(f"matches run {i + 1}/{runs}: {MATCHES} matches x {PLAYERS} players, {duration:g} s with the SQLite "
-            f"writer and {duration:g} s with commits doing nothing, in alternating {SLICE_S:g} s slices")
+        say(
+            f"matches run {i + 1}/{runs}: {MATCHES} matches x {PLAYERS} players, {duration:g} s with the SQLite "
+            f"writer and {duration:g} s with commits doing nothing, in alternating {SLICE_S:g} s slices"
+        )
         with affinity(server_cpus if pin else None):  # the matches' process on one core, as a server runs
             a = await run_matches(sqlite_url(a_path), duration, warmup, seed=100 * i + 1, interleave=True)
         assert a.late_without is not None and a.cpu_pct_without is not None
@@ -714,58 +779,78 @@ async def fig_matches(report: Report, tmp: Path, duration: float, warmup: float,
         with_p99.append(pa)
         without_p99.append(pb)
         # Each slice with the writer against the slice without it that follows.
-        pairs = [(percentile(w, 99) * 1000, percentile(wo, 99) * 1000)
-                 for (_, w), (_, wo) in zip(a.slice_late[::2], a.slice_late[1::2])]
+        pairs = [
+            (percentile(w, 99) * 1000, percentile(wo, 99) * 1000)
+            for (_, w), (_, wo) in zip(a.slice_late[::2], a.slice_late[1::2], strict=True)
+        ]
         pair_with += [w for w, _ in pairs]
         pair_without += [wo for _, wo in pairs]
         added_median = statistics.median(w - wo for w, wo in pairs)
         commit_p99.append(percentile(a.commit_s, 99) * 1000)
         raw_p99.append(percentile(raw, 99) * 1000)
         idle_p99.append(percentile(idle, 99) * 1000)
-        say(f"  late p99 with {pa:.3f} ms, without {pb:.3f} ms (added {pa - pb:+.3f} ms; median over slice pairs "
+        say(
+            f"  late p99 with {pa:.3f} ms, without {pb:.3f} ms (added {pa - pb:+.3f} ms; median over slice pairs "
             f"{added_median:+.3f} ms); "
             f"cpu {a.cpu_pct:.0f}% / {a.cpu_pct_without:.0f}%; commit p99 {commit_p99[-1]:.2f} ms over "
-            f"{len(a.commit_s)} commits, raw {raw_p99[-1]:.2f} ms, EventLog on an idle loop {idle_p99[-1]:.2f} ms")
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{a_path}{suffix}").unlink(missing_ok=True)
+            f"{len(a.commit_s)} commits, raw {raw_p99[-1]:.2f} ms, EventLog on an idle loop {idle_p99[-1]:.2f} ms"
+        )
+        remove_sqlite(a_path)
     # The value: the median over slice pairs of (p99 with - p99 without); the ratio,
     # the median of p99 with / p99 without. Pooled p99s per run come as extras.
-    added = [w - wo for w, wo in zip(pair_with, pair_without)]
-    ratios = [w / max(wo, 1e-6) for w, wo in zip(pair_with, pair_without)]
-    report.emit(figure(
-        "tick_late_p99_added_ms", "ms", added, pair_without,
-        f"p99 tick lateness of the same {MATCHES} matches (16 players each, 60 Hz) in the {SLICE_S:g} s slice "
-        "after, when the EventLog's commits do nothing; value: median over slice pairs of p99 with - p99 "
-        "without; ratio: median of p99 with / p99 without",
-        "< 1 ms added", lambda v: v < 1, 3, ratios=ratios,
-        turns=runs,
-        pooled_p99_with_ms=[round(v, 3) for v in with_p99],
-        pooled_p99_without_ms=[round(v, 3) for v in without_p99],
-        pooled_added_ms=[round(w - wo, 3) for w, wo in zip(with_p99, without_p99)],
-        added_quartiles_ms=[round(q, 3) for q in statistics.quantiles(added, n=4)],
-        max_late_with_ms=round(statistics.median(r.late.max for r in with_runs) * 1000, 3),
-        max_late_without_ms=round(statistics.median(r.late_without.max for r in with_runs) * 1000, 3),
-        ticks_per_run=int(statistics.median(r.ticks for r in with_runs)),
-        inputs_applied_per_tick=round(statistics.median(r.inputs_applied / r.ticks for r in with_runs), 2),
-        catch_ups=sum(r.catch_ups for r in with_runs),
-        pauses=sum(r.pauses for r in with_runs),
-        cpu_pct_with=round(statistics.median(r.cpu_pct for r in with_runs), 1),
-        cpu_pct_without=round(statistics.median(r.cpu_pct_without for r in with_runs), 1),
-        seconds_per_side=duration,
-        slice_s=SLICE_S,
-        pinned=pinned,
-    ))
-    report.emit(figure(
-        "commit_p99_ms_sqlite", "ms", commit_p99, raw_p99,
-        "raw sqlite3 executemany of the same rows (ticks + keyframes) in the same groups, one transaction "
-        "each, run alone after the matches (no fencing UPDATE); EventLog's figure is measured while the "
-        "10 matches tick",
-        "none (reported)", None, 3,
-        idle_loop_commit_p99_ms=round(statistics.median(idle_p99), 3),
-        commits_per_run=int(statistics.median(r.commits for r in with_runs)),
-        ticks_per_commit=batch_sizes(with_runs[len(with_runs) // 2]),
-        commit_p50_ms=round(statistics.median(percentile(r.commit_s, 50) * 1000 for r in with_runs), 3),
-    ))
+    added = [w - wo for w, wo in zip(pair_with, pair_without, strict=True)]
+    ratios = [w / max(wo, 1e-6) for w, wo in zip(pair_with, pair_without, strict=True)]
+    report.emit(
+        figure(
+            "tick_late_p99_added_ms",
+            "ms",
+            added,
+            pair_without,
+            f"p99 tick lateness of the same {MATCHES} matches (16 players each, 60 Hz) in the {SLICE_S:g} s slice "
+            "after, when the EventLog's commits do nothing; value: median over slice pairs of p99 with - p99 "
+            "without; ratio: median of p99 with / p99 without",
+            "< 1 ms added",
+            lambda v: v < 1,
+            3,
+            ratios=ratios,
+            turns=runs,
+            pooled_p99_with_ms=[round(v, 3) for v in with_p99],
+            pooled_p99_without_ms=[round(v, 3) for v in without_p99],
+            pooled_added_ms=[round(w - wo, 3) for w, wo in zip(with_p99, without_p99, strict=True)],
+            added_quartiles_ms=[round(q, 3) for q in statistics.quantiles(added, n=4)],
+            max_late_with_ms=round(statistics.median(r.late.max for r in with_runs) * 1000, 3),
+            max_late_without_ms=round(
+                statistics.median(r.late_without.max for r in with_runs if r.late_without) * 1000, 3
+            ),
+            ticks_per_run=int(statistics.median(r.ticks for r in with_runs)),
+            inputs_applied_per_tick=round(statistics.median(r.inputs_applied / r.ticks for r in with_runs), 2),
+            catch_ups=sum(r.catch_ups for r in with_runs),
+            pauses=sum(r.pauses for r in with_runs),
+            cpu_pct_with=round(statistics.median(r.cpu_pct for r in with_runs), 1),
+            cpu_pct_without=round(statistics.median(r.cpu_pct_without or 0.0 for r in with_runs), 1),
+            seconds_per_side=duration,
+            slice_s=SLICE_S,
+            pinned=pinned,
+        )
+    )
+    report.emit(
+        figure(
+            "commit_p99_ms_sqlite",
+            "ms",
+            commit_p99,
+            raw_p99,
+            "raw sqlite3 executemany of the same rows (ticks + keyframes) in the same groups, one transaction "
+            "each, run alone after the matches (no fencing UPDATE); EventLog's figure is measured while the "
+            "10 matches tick",
+            "none (reported)",
+            None,
+            3,
+            idle_loop_commit_p99_ms=round(statistics.median(idle_p99), 3),
+            commits_per_run=int(statistics.median(r.commits for r in with_runs)),
+            ticks_per_commit=batch_sizes(with_runs[len(with_runs) // 2]),
+            commit_p50_ms=round(statistics.median(percentile(r.commit_s, 50) * 1000 for r in with_runs), 3),
+        )
+    )
 
 
 # --------------------------------------------------------------------------- 3. PostgreSQL
@@ -776,8 +861,10 @@ def _pg_urls(maintenance_url: str, database: str) -> tuple[str, str]:
     from sqlalchemy.engine import make_url
 
     url = make_url(maintenance_url).set(database=database)
-    return (url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False),
-            url.set(drivername="postgresql").render_as_string(hide_password=False))
+    return (
+        url.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False),
+        url.set(drivername="postgresql").render_as_string(hide_password=False),
+    )
 
 
 async def _pg_admin(maintenance_url: str, *statements: str) -> None:
@@ -795,15 +882,29 @@ async def _pg_admin(maintenance_url: str, *statements: str) -> None:
 
 async def fig_postgres(report: Report, pg_url: str | None, duration: float, warmup: float, runs: int) -> None:
     name = "commit_p99_ms_postgres"
-    baseline_of = ("raw asyncpg executemany of the same rows (ticks + keyframes) in the same groups, one "
-                   "transaction each, run alone after the matches (no fencing UPDATE); EventLog's figure is "
-                   "measured while the 10 matches tick")
+    baseline_of = (
+        "raw asyncpg executemany of the same rows (ticks + keyframes) in the same groups, one "
+        "transaction each, run alone after the matches (no fencing UPDATE); EventLog's figure is "
+        "measured while the 10 matches tick"
+    )
     if not pg_url:
-        report.emit({
-            "figure": name, "value": None, "unit": "ms", "baseline": None, "baseline_of": baseline_of,
-            "ratio": None, "target": "none (reported)", "holds": None, "runs": 0, "spread": None,
-            "cores": CORES, "python": PYTHON, "skipped": "no PostgreSQL URL",
-        })
+        report.emit(
+            {
+                "figure": name,
+                "value": None,
+                "unit": "ms",
+                "baseline": None,
+                "baseline_of": baseline_of,
+                "ratio": None,
+                "target": "none (reported)",
+                "holds": None,
+                "runs": 0,
+                "spread": None,
+                "cores": CORES,
+                "python": PYTHON,
+                "skipped": "no PostgreSQL URL",
+            }
+        )
         return
     token = uuid.uuid4().hex[:12]
     # The matches' log; the raw driver's copy; the idle-loop EventLog's copy.
@@ -829,21 +930,35 @@ async def fig_postgres(report: Report, pg_url: str | None, duration: float, warm
             commit_p99.append(percentile(a.commit_s, 99) * 1000)
             raw_p99.append(percentile(raw, 99) * 1000)
             idle_p99.append(percentile(idle, 99) * 1000)
-            say(f"  commit p99 {commit_p99[-1]:.2f} ms over {len(a.commit_s)} commits, raw {raw_p99[-1]:.2f} ms, "
-                f"EventLog on an idle loop {idle_p99[-1]:.2f} ms; late p99 {a.late.percentile(99) * 1000:.3f} ms")
-        report.emit(figure(
-            name, "ms", commit_p99, raw_p99, baseline_of, "none (reported)", None, 3,
-            idle_loop_commit_p99_ms=round(statistics.median(idle_p99), 3),
-            commits_per_run=int(statistics.median(r.commits for r in runs_done)),
-            ticks_per_commit=batch_sizes(runs_done[len(runs_done) // 2]),
-            commit_p50_ms=round(statistics.median(percentile(r.commit_s, 50) * 1000 for r in runs_done), 3),
-            tick_late_p99_ms=round(statistics.median(r.late.percentile(99) * 1000 for r in runs_done), 3),
-        ))
+            say(
+                f"  commit p99 {commit_p99[-1]:.2f} ms over {len(a.commit_s)} commits, raw {raw_p99[-1]:.2f} ms, "
+                f"EventLog on an idle loop {idle_p99[-1]:.2f} ms; late p99 {a.late.percentile(99) * 1000:.3f} ms"
+            )
+        report.emit(
+            figure(
+                name,
+                "ms",
+                commit_p99,
+                raw_p99,
+                baseline_of,
+                "none (reported)",
+                None,
+                3,
+                idle_loop_commit_p99_ms=round(statistics.median(idle_p99), 3),
+                commits_per_run=int(statistics.median(r.commits for r in runs_done)),
+                ticks_per_commit=batch_sizes(runs_done[len(runs_done) // 2]),
+                commit_p50_ms=round(statistics.median(percentile(r.commit_s, 50) * 1000 for r in runs_done), 3),
+                tick_late_p99_ms=round(statistics.median(r.late.percentile(99) * 1000 for r in runs_done), 3),
+            )
+        )
     finally:
         await _pg_admin(
             pg_url,
-            *(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' "
-              "AND pid <> pg_backend_pid()" for db in databases),
+            *(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{db}' "
+                "AND pid <> pg_backend_pid()"
+                for db in databases
+            ),
             *(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)' for db in databases),
         )
         say(f"postgres: dropped {', '.join(databases)}")
@@ -897,7 +1012,8 @@ async def build_recovery_log(tmp: Path, minutes: int) -> BuiltLog:
     conn = sqlite3.connect(path)
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     status, last_tick, owner = conn.execute(
-        "SELECT status, last_tick, owner FROM matches WHERE match_id = ?", (header.match_id,)).fetchone()
+        "SELECT status, last_tick, owner FROM matches WHERE match_id = ?", (header.match_id,)
+    ).fetchone()
     conn.close()
     assert (status, last_tick, owner) == ("running", n_ticks, SERVER_ID), (status, last_tick, owner)
     tls = build_dir / "tls"
@@ -907,44 +1023,37 @@ async def build_recovery_log(tmp: Path, minutes: int) -> BuiltLog:
     return BuiltLog(path, tls, header.match_id, n_ticks, digest, build_s)
 
 
-class _NoEndpoint:
-    def close(self) -> None:
-        pass
-
-
-async def _no_endpoint(host: str, port: int, configuration: Any, accept: Any, *_more: Any) -> tuple[_NoEndpoint, int]:
-    """Stands in for server.transport.start_endpoint: this bench binds no socket.
-    (Binding a UDP socket on 127.0.0.1 is well under a millisecond of the start.)"""
-    return _NoEndpoint(), 0
-
-
-async def time_recovery(built: BuiltLog, work: Path) -> dict[str, float]:
+def fresh_copy(built: BuiltLog, work: Path) -> None:
+    """``work`` holding a copy of the built log and its server's certificate, and nothing else."""
     if work.exists():
         shutil.rmtree(work)
     work.mkdir()
     shutil.copyfile(built.path, work / "tickline.db")
     shutil.copytree(built.tls, work / "tls")
-    real_start_endpoint = server_app.start_endpoint
-    server_app.start_endpoint = _no_endpoint
-    try:
-        gc.collect()
-        t0 = time.perf_counter()
-        server = Server(ServerConfig(port=0, data_dir=work, server_id=SERVER_ID))
-        task = asyncio.create_task(server.run(), name="server")
-        async with asyncio.timeout(120):
-            while not (server.resumed and server.resumed[0].tick > server.resumed[0].resumed_at):
-                if task.done():
-                    task.result()
-                    raise RuntimeError("the server stopped before resuming the match")
-                await asyncio.sleep(0.0005)
-        elapsed = time.perf_counter() - t0
-        resumed = server.resumed[0]
-        assert resumed.match_id == built.match_id and resumed.resumed_at == built.ticks, (
-            resumed.match_id, resumed.resumed_at)
-        server.stop()
-        await asyncio.wait_for(task, 30)
-    finally:
-        server_app.start_endpoint = real_start_endpoint
+
+
+async def time_recovery(built: BuiltLog, work: Path) -> dict[str, float]:
+    """A server started on a copy of the log, as after a crash: its QUIC endpoint on a free
+    port of 127.0.0.1 (binding it is well under a millisecond of the start), no HTTP."""
+    fresh_copy(built, work)
+    gc.collect()
+    t0 = time.perf_counter()
+    server = Server(ServerConfig(host="127.0.0.1", port=0, data_dir=work, server_id=SERVER_ID))
+    task = asyncio.create_task(server.run(), name="server")
+    async with asyncio.timeout(120):
+        while not (server.resumed and server.resumed[0].tick > (server.resumed[0].resumed_at or 0)):
+            if task.done():
+                task.result()
+                raise RuntimeError("the server stopped before resuming the match")
+            await asyncio.sleep(0.0005)
+    elapsed = time.perf_counter() - t0
+    resumed = server.resumed[0]
+    assert resumed.match_id == built.match_id and resumed.resumed_at == built.ticks, (
+        resumed.match_id,
+        resumed.resumed_at,
+    )
+    server.stop()
+    await asyncio.wait_for(task, 30)
     return {"elapsed": elapsed, "server_recovery_s": server.recovery_s}
 
 
@@ -954,12 +1063,14 @@ def replay_from_tick_one(path: Path, match_id: str, final_hash: str) -> float:
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
         game, version, config, seed = conn.execute(
-            "SELECT game, game_version, config, seed FROM matches WHERE match_id = ?", (match_id,)).fetchone()
+            "SELECT game, game_version, config, seed FROM matches WHERE match_id = ?", (match_id,)
+        ).fetchone()
         rules = make_rules(game, json.loads(config), version)
         state = rules.initial_state(seed)
         expected = 1
         for tick, payload, stored_hash in conn.execute(
-                "SELECT tick, payload, hash FROM ticks WHERE match_id = ? ORDER BY tick", (match_id,)):
+            "SELECT tick, payload, hash FROM ticks WHERE match_id = ? ORDER BY tick", (match_id,)
+        ):
             replay_stored_tick(rules, state, expected, tick, payload, stored_hash)
             expected += 1
     finally:
@@ -977,19 +1088,32 @@ async def fig_recovery(report: Report, built: BuiltLog, tmp: Path, runs: int, mi
         values.append(r["elapsed"])
         baselines.append(b)
         server_figs.append(r["server_recovery_s"])
-        say(f"recovery run {i + 1}/{runs}: server start to first new tick {r['elapsed']:.3f} s "
-            f"(Server.recovery_s {r['server_recovery_s']:.3f}); replay from tick 1: {b:.2f} s")
-    report.emit(figure(
-        "recovery_s", "s", values, baselines,
-        f"rebuilding the same state from tick 1 with no keyframe: raw sqlite3 read of all {built.ticks} stored "
-        "ticks + shared.logformat.replay_stored_tick over each",
-        "< 1 s", lambda v: v < 1, 3,
-        match_minutes=minutes, ticks=built.ticks, players=PLAYERS, keyframe_every=KEYFRAME_EVERY,
-        ticks_after_newest_keyframe=built.ticks % KEYFRAME_EVERY,
-        server_recovery_s=round(statistics.median(server_figs), 3),
-        log_mb=round(built.path.stat().st_size / 1e6, 1),
-        measured_from="Server() constructed to resumed match's first new tick (no QUIC endpoint bound)",
-    ))
+        say(
+            f"recovery run {i + 1}/{runs}: server start to first new tick {r['elapsed']:.3f} s "
+            f"(Server.recovery_s {r['server_recovery_s']:.3f}); replay from tick 1: {b:.2f} s"
+        )
+    report.emit(
+        figure(
+            "recovery_s",
+            "s",
+            values,
+            baselines,
+            f"rebuilding the same state from tick 1 with no keyframe: raw sqlite3 read of all {built.ticks} stored "
+            "ticks + shared.logformat.replay_stored_tick over each",
+            "< 1 s",
+            lambda v: v < 1,
+            3,
+            match_minutes=minutes,
+            ticks=built.ticks,
+            players=PLAYERS,
+            keyframe_every=KEYFRAME_EVERY,
+            ticks_after_newest_keyframe=built.ticks % KEYFRAME_EVERY,
+            server_recovery_s=round(statistics.median(server_figs), 3),
+            log_mb=round(built.path.stat().st_size / 1e6, 1),
+            measured_from="Server() constructed to resumed match's first new tick "
+            "(QUIC endpoint on 127.0.0.1, no HTTP)",
+        )
+    )
 
 
 async def read_with_reader(path: Path, match_id: str) -> tuple[float, int]:
@@ -1010,7 +1134,8 @@ def read_raw(path: Path, match_id: str) -> tuple[float, int]:
         n = 0
         t0 = time.perf_counter()
         for _row in conn.execute(
-                "SELECT tick, payload, hash FROM ticks WHERE match_id = ? AND tick > ? ORDER BY tick", (match_id, 0)):
+            "SELECT tick, payload, hash FROM ticks WHERE match_id = ? AND tick > ? ORDER BY tick", (match_id, 0)
+        ):
             n += 1
         return time.perf_counter() - t0, n
     finally:
@@ -1026,17 +1151,25 @@ async def fig_replay_read(report: Report, built: BuiltLog, runs: int) -> None:
         values.append(na / a)
         baselines.append(nb / b)
         say(f"replay read run {i + 1}/{runs}: LogReader {na / a:,.0f} ticks/s, raw {nb / b:,.0f} ticks/s")
-    report.emit(figure(
-        "replay_read_ticks_per_s", "ticks/s", values, baselines,
-        "raw sqlite3 SELECT tick, payload, hash of the same rows, iterated",
-        "none (reported)", None, 0, ticks=built.ticks,
-    ))
+    report.emit(
+        figure(
+            "replay_read_ticks_per_s",
+            "ticks/s",
+            values,
+            baselines,
+            "raw sqlite3 SELECT tick, payload, hash of the same rows, iterated",
+            "none (reported)",
+            None,
+            0,
+            ticks=built.ticks,
+        )
+    )
 
 
 # --------------------------------------------------------------------------- main
 
 
-async def main(args: argparse.Namespace) -> None:
+async def amain(args: argparse.Namespace) -> None:
     quick = args.quick
     report = Report(Path(args.json_out) if args.json_out else None)
     pg_url = args.pg_url or os.environ.get(PG_URL_ENV) or None
@@ -1062,23 +1195,35 @@ async def main(args: argparse.Namespace) -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench.eventlog", description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a run of about a minute: fewer, shorter turns")
     parser.add_argument("--json-out", metavar="FILE", help="also write the JSON lines to FILE")
-    parser.add_argument("--pg-url", metavar="URL",
-                        help=f"PostgreSQL maintenance URL (default: ${PG_URL_ENV}); a fresh database is "
-                             "created for the run and dropped after it")
-    parser.add_argument("--no-pin", dest="pin", action="store_false",
-                        help="run the matches of tick_late_p99_added_ms on every CPU (default: on one, "
-                             "as tickline bench capacity runs a server)")
-    parser.add_argument("--only", metavar="PARTS",
-                        help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
+    parser.add_argument(
+        "--pg-url",
+        metavar="URL",
+        help=f"PostgreSQL maintenance URL (default: ${PG_URL_ENV}); a fresh database is "
+        "created for the run and dropped after it",
+    )
+    parser.add_argument(
+        "--no-pin",
+        dest="pin",
+        action="store_false",
+        help="run the matches of tick_late_p99_added_ms on every CPU (default: on one, "
+        "as `tickline capacity` runs a server)",
+    )
+    parser.add_argument("--only", metavar="PARTS", help=f"comma-separated subset of {','.join(PARTS)} (default: all)")
     args = parser.parse_args(argv)
     if args.only and not set(args.only.split(",")) <= set(PARTS):
         parser.error(f"--only takes a comma-separated subset of {','.join(PARTS)}")
     return args
 
 
-if __name__ == "__main__":
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, stream=sys.stderr, format="%(name)s: %(message)s")
-    asyncio.run(main(parse_args()))
+    asyncio.run(amain(args))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

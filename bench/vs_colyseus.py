@@ -1,19 +1,23 @@
-#!/usr/bin/env python
-"""tickline against Colyseus 0.18 on the same arena scenario, side by side (BENCH.md rules).
+"""tickline against Colyseus 0.18 on the same arena scenario, side by side (docs/benchmarks.md).
 
-    .venv/bin/python bench/vs_colyseus.py [--quick] [--json-out FILE] [--n 200] [--seconds S]
-    .venv/bin/python bench/vs_colyseus.py --profile out.txt     # py-spy of tickline at 60 Hz, no figures
+From the repository root, with the project's virtualenv:
+
+    .venv/bin/python -m bench.vs_colyseus [--quick] [--json-out FILE] [--n 200] [--seconds S]
+    .venv/bin/python -m bench.vs_colyseus --profile out.txt     # py-spy of tickline at 60 Hz, no figures
 
 N players (200) in rooms of 50, 60 Hz simulation, state sent at 20 Hz and at 60 Hz.
 Each round runs, for each send rate, the peer then tickline (peer, tickline, peer,
 tickline ...):
 
-- the peer: ``../shared/peers/colyseus/run.sh N HZ 50 SECONDS`` (Colyseus server
-  pinned to CPU 0, its Node load client to CPU 1), its JSON line read back;
+- the peer: the Colyseus project's ``run.sh N HZ 50 SECONDS`` (Colyseus server pinned
+  to CPU 0, its Node load client to CPU 1), its JSON line read back; the peer's folder
+  is ``--peer-dir`` (or ``$TICKLINE_PEER_DIR``; by default ``shared/peers/colyseus``
+  beside the checkout);
 - tickline: ``python -m tickline serve`` with the peer's rules (GAME_SETTINGS below),
-  pinned to CPU 0, and ``bots.loadtest.run_load`` with N ``wander`` bots (the peer's bot)
-  in worker processes pinned to CPU 1 (this process pins itself there first, and
-  the workers inherit it). Figures are taken over a steady window after the ramp.
+  pinned to the first CPU, and a ``tickline.bots.loadtest.LoadTest`` of N ``wander``
+  bots (the peer's bot) in worker processes on the other CPU (this process pins itself
+  there first, and the workers inherit it). Figures are taken over a steady window after
+  the ramp, from the server's own accounting and the workers' once-a-second snapshots.
 
 Six figures, ratio = tickline / Colyseus, lower is better for all (bench/README.md):
 cpu_per_player_{20,60}hz, down_bytes_per_player_{20,60}hz, input_to_visible_p99_{20,60}hz.
@@ -29,36 +33,40 @@ import json
 import math
 import os
 import platform
-import resource
 import shutil
-import signal
 import socket
 import subprocess
 import sys
 import tempfile
 import time
-from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import orjson
 
-from bench.report import Report, med, rnd  # noqa: E402
-
-import orjson  # noqa: E402
-
-import tickline.bots.client as client_module  # noqa: E402
-import tickline.bots.loadtest as loadtest  # noqa: E402
-from tickline.bots.client import ClientOptions  # noqa: E402
-from tickline.bots.loadtest import LoadConfig, Scrape, run_load, scrape, server_window  # noqa: E402
-from tickline.transport_ceiling import loopback_connect  # noqa: E402
-from tickline import loops  # noqa: E402
+from bench.report import Report, med, rnd, sig, udp_rcvbuf_errors
+from tickline import loops
+from tickline.bots.capacity.probe import stop_process
+from tickline.bots.client import ClientOptions
+from tickline.bots.loadtest import LoadConfig, LoadTest
+from tickline.bots.metrics import Scrape, percentile, scrape, server_window
+from tickline.bots.procstat import (
+    CORES,
+    affinity,
+    children,
+    cpu_busy_s,
+    cpu_plan,
+    machine_busy_percent,
+    own_cpu_s,
+    pin_process,
+    process_cpu_s,
+)
+from tickline.bots.profiling import profile_process, summarize_profile
 
 HOST = "127.0.0.1"
-# shared/ lies beside the checkout (../shared); TICKLINE_PEER_DIR overrides.
-PEER_DIR = Path(os.environ.get("TICKLINE_PEER_DIR") or Path(__file__).resolve().parents[2] / "shared" / "peers" / "colyseus")
+# The peer's folder; by default shared/peers/colyseus beside the checkout. --peer-dir or TICKLINE_PEER_DIR overrides.
+DEFAULT_PEER_DIR = Path(__file__).resolve().parents[2] / "shared" / "peers" / "colyseus"
 PEER_FILES = (".npmrc", "package.json", "package-lock.json", "server.js", "loadclient.js", "summarize.js")
 ROOM_SIZE = 50
 TICK_RATE = 60
@@ -70,15 +78,21 @@ BOT_SEED = 1
 BOT_SATURATED_PCT = 90.0  # load generator CPU (% of its one core) above which it is the bottleneck
 SERVER_SATURATED_PCT = 90.0
 BUSY_OTHER_PCT = 25.0  # other processes' CPU (% of a core) worth a caveat
-# Set from the command line: the event loop (server and bots) and whether the fast path is used.
+QUIET_PCT = 15.0  # the peer's WAIT_QUIET: the machine counts as quiet below this busy % (of one core)
+# Set from the command line: the event loop (server and bots), whether the fast path is used, the peer.
 LOOP = "auto"
 FASTPATH = True
 SERVE_EXTRA: list[str] = []
+PEER_DIR = DEFAULT_PEER_DIR
+# The server on the first CPU, the load generator (this process and the bot workers) on the others;
+# None: no pinning (one CPU). On two CPUs, CPU 0 and CPU 1, as the peer's PIN=1.
+SERVER_CPUS, LOAD_CPUS, PINNING = cpu_plan()
 
 # The peer's rules (server.js), in the arena's config keys (shared/arena.py default_config).
 GAME_SETTINGS: dict[str, Any] = {
     "max_players": ROOM_SIZE,  # rooms of 50
-    "width": 1000, "height": 1000,  # ARENA = 1000
+    "width": 1000,
+    "height": 1000,  # ARENA = 1000
     "player_speed": 200,  # SPEED = 200 units/s
     "weapon": "hitscan",  # fire hits the nearest other player in range at once
     "hitscan_range": 150,  # FIRE_RANGE = 150
@@ -122,14 +136,11 @@ DIFFERENCES = [
     "between them once (bots.world.SharedViews), the peer's clients each decode their own patches",
 ]
 
-CORES = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 PYTHON = platform.python_version()
-CLK_TCK = os.sysconf("SC_CLK_TCK")
+TOTALS = ("connected", "joined", "errors", "disconnects", "deltas", "bytes_down", "bytes_up")
 
 
-# --------------------------------------------------------------------------- the bot workers (spawned)
-
-_ORIGINAL_WORKER = loadtest._worker
+# --------------------------------------------------------------------------- the bot workers' loop (spawned)
 
 
 def _quiet_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -140,190 +151,114 @@ def _quiet_handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> 
     loop.default_exception_handler(context)
 
 
-def _loopback_worker(cfg: dict[str, Any], *args: Any) -> None:
-    """run_load's worker, in its spawned process: bots bind 127.0.0.1, nothing reaches stdout."""
-    os.dup2(2, 1)  # stdout carries only this bench's JSON lines
-    client_module.connect = loopback_connect  # type: ignore[assignment]
-    make_loop = cfg["loop_factory"] or asyncio.new_event_loop
+class QuietLoop:
+    """The bot workers' event loop (``LoadConfig.loop_factory``, pickled to each spawned
+    worker): the ``choice`` of ``tickline.loops``, without a log line per lost connection."""
 
-    def quiet_loop() -> asyncio.AbstractEventLoop:
-        loop = make_loop()
+    def __init__(self, choice: str) -> None:
+        self.choice = choice
+
+    def __call__(self) -> asyncio.AbstractEventLoop:
+        loop = (loops.loop_factory(self.choice) or asyncio.new_event_loop)()
         loop.set_exception_handler(_quiet_handler)
         return loop
 
-    _ORIGINAL_WORKER({**cfg, "loop_factory": quiet_loop}, *args)
+
+# --------------------------------------------------------------------------- watching the load test (this process)
 
 
-# --------------------------------------------------------------------------- watching run_load (this process)
-
-
-class _StampedList(list):
-    """run_load's list of latencies, remembering when each second's batch arrived."""
+class Watch:
+    """What this process hears of a load test (``LoadTest``'s ``on_snapshot``): every
+    worker's once-a-second snapshots, each stamped with the machine-wide monotonic time
+    it was taken (``mono``): its bots' totals so far, and the latency samples measured
+    since its previous snapshot."""
 
     def __init__(self) -> None:
-        super().__init__()
-        self.marks: list[tuple[float, int]] = []  # (monotonic time, index of the batch's first item)
+        self.snaps: dict[int, list[dict[str, Any]]] = {}
 
-    def __iadd__(self, other: Any) -> _StampedList:  # type: ignore[override, misc]
-        self.marks.append((time.monotonic(), len(self)))
-        return list.__iadd__(self, other)  # type: ignore[return-value]
+    def __call__(self, worker: int, snapshot: dict[str, Any]) -> None:
+        kept = {k: snapshot.get(k, 0) for k in TOTALS}
+        kept.update(
+            mono=snapshot["mono"], latencies=list(snapshot["latencies"]), ack_latencies=list(snapshot["ack_latencies"])
+        )
+        self.snaps.setdefault(worker, []).append(kept)
 
-    def between(self, begin: float, end: float) -> list[float]:
-        out: list[float] = []
-        for i, (t, first) in enumerate(self.marks):
-            last = self.marks[i + 1][1] if i + 1 < len(self.marks) else len(self)
-            if begin < t <= end:
-                out += self[first:last]
+    def ends(self, t0: float, t1: float) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Per worker, its first snapshot at or after ``t0`` and its last at or before ``t1``."""
+        out = []
+        for snaps in self.snaps.values():
+            a = next((s for s in snaps if s["mono"] >= t0), None)
+            b = next((s for s in reversed(snaps) if s["mono"] <= t1), None)
+            if a is not None and b is not None and b["mono"] > a["mono"]:
+                out.append((a, b))
         return out
 
+    def rate(self, key: str, t0: float, t1: float) -> float | None:
+        """The bots' ``key`` per second over the window, every worker over its own snapshots."""
+        pairs = self.ends(t0, t1)
+        return sum((b[key] - a[key]) / (b["mono"] - a["mono"]) for a, b in pairs) if pairs else None
 
-class _Watch:
-    """What this process sees of the current run_load: latencies, the bots' totals over time."""
+    def change(self, key: str, t0: float, t1: float) -> int | None:
+        pairs = self.ends(t0, t1)
+        return sum(b[key] - a[key] for a, b in pairs) if pairs else None
 
-    def __init__(self) -> None:
-        self.latencies = _StampedList()
-        self.ack_latencies = _StampedList()
-        self.totals: list[tuple[float, dict[str, Any]]] = []
+    def at_end(self, key: str, t0: float, t1: float) -> int:
+        return sum(b[key] for _, b in self.ends(t0, t1))
 
+    def connected_min(self, t0: float, t1: float) -> int | None:
+        """The bots connected through the window: each worker's fewest, summed (every worker full: all of them)."""
+        mins = [
+            min(s["connected"] for s in inside)
+            for snaps in self.snaps.values()
+            if (inside := [s for s in snaps if t0 <= s["mono"] <= t1])
+        ]
+        return sum(mins) if mins else None
 
-WATCH = _Watch()
-_ORIGINAL_TOTALS = loadtest._totals
+    def samples(self, key: str, begin: float, end: float) -> list[float]:
+        """Latency samples (``key``) of the snapshots taken in (begin, end]."""
+        return [x for snaps in self.snaps.values() for s in snaps if begin < s["mono"] <= end for x in s[key]]
 
-
-class _Timeline:
-    def __init__(self) -> None:
-        self.rows: list[dict[str, Any]] = []
-        self.latencies = WATCH.latencies
-        self.ack_latencies = WATCH.ack_latencies
-
-
-def _stamped_totals(latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
-    out = _ORIGINAL_TOTALS(latest)
-    WATCH.totals.append((time.monotonic(), out))
-    return out
-
-
-def install_hooks() -> None:
-    """Only in this process (never in the spawned workers): nothing outside bench/ changes."""
-    loadtest._worker = _loopback_worker  # type: ignore[assignment]
-    loadtest.Timeline = _Timeline  # type: ignore[assignment, misc]
-    loadtest._totals = _stamped_totals  # type: ignore[assignment]
+    def last(self) -> dict[str, int]:
+        """The bots' totals in every worker's last snapshot."""
+        return {k: sum(snaps[-1][k] for snaps in self.snaps.values() if snaps) for k in TOTALS}
 
 
-# --------------------------------------------------------------------------- reporting
+# --------------------------------------------------------------------------- reporting and process accounting
 
 
 def say(message: str) -> None:
     print(f"[vs_colyseus] {message}", file=sys.stderr, flush=True)
 
 
-def sig(value: float, figures: int = 3) -> float:
-    return float(f"{value:.{figures}g}") if value and math.isfinite(value) else value
+def pinning() -> bool:
+    return SERVER_CPUS is not None and LOAD_CPUS is not None
 
 
-# --------------------------------------------------------------------------- process accounting
-
-
-def proc_cpu_s(pid: int) -> float:
-    """utime + stime of process ``pid`` (all its threads), from /proc/PID/stat."""
-    with open(f"/proc/{pid}/stat", "rb") as f:
-        stat = f.read()
-    rest = stat[stat.rindex(b")") + 2:].split()
-    return (int(rest[11]) + int(rest[12])) / CLK_TCK
-
-
-def self_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
-def cpu_lines() -> dict[str, tuple[int, int]]:
-    """/proc/stat: per 'cpu', 'cpu0', 'cpu1' ...: (busy jiffies, total jiffies)."""
-    out = {}
-    with open("/proc/stat") as f:
-        for line in f:
-            if not line.startswith("cpu"):
-                break
-            name, *vals = line.split()
-            v = [int(x) for x in vals[:8]]
-            busy = v[0] + v[1] + v[2] + v[5] + v[6] + v[7]
-            out[name] = (busy, busy + v[3] + v[4])
-    return out
-
-
-def busy_pct(a: dict[str, tuple[int, int]], b: dict[str, tuple[int, int]], name: str) -> float | None:
-    """Busy share of ``name`` between two readings, in % of one core (for 'cpu': summed over cores)."""
-    if name not in a or name not in b:
+def busy_pct(a: dict[int, float], b: dict[int, float], cpus: set[int] | None, wall: float) -> float | None:
+    """How busy ``cpus`` (None: every CPU) were between two ``cpu_busy_s`` readings, in % of one core."""
+    if not a or not b:
         return None
-    busy, total = b[name][0] - a[name][0], b[name][1] - a[name][1]
-    scale = CORES if name == "cpu" else 1
-    return 100 * scale * busy / max(1, total)
-
-
-def udp_rcvbuf_errors() -> int:
-    try:
-        with open("/proc/net/snmp") as f:
-            rows = [line.split() for line in f if line.startswith("Udp:")]
-        return int(rows[1][rows[0].index("RcvbufErrors")])
-    except (OSError, ValueError, IndexError):
-        return 0
-
-
-def children(pid: int) -> list[int]:
-    out: list[int] = []
-    try:
-        for tid in os.listdir(f"/proc/{pid}/task"):
-            with open(f"/proc/{pid}/task/{tid}/children") as f:
-                out += [int(x) for x in f.read().split()]
-    except OSError:
-        pass
-    return out
+    names = b.keys() if cpus is None else cpus
+    return 100 * sum(b.get(c, 0.0) - a.get(c, 0.0) for c in names) / wall
 
 
 def bot_workers() -> list[int]:
-    """run_load's spawned bot workers: this process's multiprocessing children, not the resource tracker."""
-    out = []
-    for pid in children(os.getpid()):
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                cmd = f.read()
-        except OSError:
-            continue
-        if b"multiprocessing" in cmd and b"spawn_main" in cmd:
-            out.append(pid)
-    return out
-
-
-def pin(pid: int, cpus: set[int]) -> None:
-    """Every thread of ``pid`` to ``cpus`` (threads made later inherit it)."""
-    try:
-        tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    except OSError:
-        tids = [pid]
-    for tid in tids:
-        try:
-            os.sched_setaffinity(tid, cpus)
-        except OSError:
-            pass
-
-
-def pinning() -> bool:
-    return CORES >= 2 and hasattr(os, "sched_setaffinity")
+    """The load test's spawned bot workers: this process's multiprocessing children."""
+    return children(marker=b"spawn_main")
 
 
 def free_tcp_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
-        return s.getsockname()[1]
+        return int(s.getsockname()[1])
 
 
-async def wait_quiet(limit_s: float, quiet_pct: float = 15.0) -> None:
-    """run.sh's WAIT_QUIET, for tickline's turns too: up to ``limit_s`` seconds for 3 quiet seconds in a row."""
+async def wait_quiet(limit_s: float, quiet_pct: float = QUIET_PCT) -> None:
+    """The peer's WAIT_QUIET, for tickline's turns too: up to ``limit_s`` seconds for 3 quiet seconds in a row."""
     quiet, waited = 0, 0.0
     while waited < limit_s and quiet < 3:
-        a = cpu_lines()
-        await asyncio.sleep(1.0)
-        quiet = quiet + 1 if busy_pct(a, cpu_lines(), "cpu") < quiet_pct else 0  # type: ignore[operator]
+        busy = await machine_busy_percent(1.0)
+        quiet = quiet + 1 if busy is not None and busy < quiet_pct else 0
         waited += 1
 
 
@@ -353,8 +288,13 @@ def install_peer(work: Path) -> float:
     done = subprocess.run(cmd, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=600)
     if done.returncode != 0:
         say("npm ci failed; trying npm install: " + done.stderr.decode(errors="replace")[-300:])
-        subprocess.run(["npm", "install", "--legacy-peer-deps", "--no-audit", "--no-fund"], cwd=work,
-                       stdout=subprocess.DEVNULL, check=True, timeout=600)
+        subprocess.run(
+            ["npm", "install", "--legacy-peer-deps", "--no-audit", "--no-fund"],
+            cwd=work,
+            stdout=subprocess.DEVNULL,
+            check=True,
+            timeout=600,
+        )
     return time.monotonic() - t0
 
 
@@ -365,49 +305,51 @@ async def peer_turn(hz: int, n: int, window: int, quiet_s: float, work: Path) ->
     stats_port = free_tcp_port()
     while stats_port == port:
         stats_port = free_tcp_port()
-    env = {**os.environ, "JSON": json_path, "PEER_WORK": str(work), "WAIT_QUIET": str(int(quiet_s)),
-           "PIN": "1" if pinning() else "0", "PORT": str(port), "STATS_PORT": str(stats_port)}
+    env = {
+        **os.environ,
+        "JSON": json_path,
+        "PEER_WORK": str(work),
+        "WAIT_QUIET": str(int(quiet_s)),
+        "PIN": "1" if pinning() else "0",
+        "PORT": str(port),
+        "STATS_PORT": str(stats_port),
+    }
     proc = await asyncio.create_subprocess_exec(
-        "bash", str(PEER_DIR / "run.sh"), str(n), str(hz), str(ROOM_SIZE), str(window),
-        env=env, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, start_new_session=True,
+        "bash",
+        str(PEER_DIR / "run.sh"),
+        str(n),
+        str(hz),
+        str(ROOM_SIZE),
+        str(window),
+        env=env,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        start_new_session=True,
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), timeout=window + quiet_s + 150)
     except TimeoutError:
         say(f"peer run.sh (pid {proc.pid}) over its time: stopping it")
-        await stop_process(proc)
+        await stop_process(proc, 15.0)
         raise RuntimeError("the peer's run.sh did not finish in time") from None
     try:
-        text = Path(json_path).read_text().strip()
+        text = Path(json_path).read_text().strip()  # noqa: ASYNC240 - a small local file, after the turn
     finally:
         os.unlink(json_path)
     for line in out.decode(errors="replace").splitlines():
         say("peer: " + line[:300])
     if proc.returncode != 0 or not text:
         raise RuntimeError(f"the peer's run.sh exited {proc.returncode}: {err.decode(errors='replace')[-500:]}")
-    return json.loads(text.splitlines()[-1])
-
-
-async def stop_process(proc: asyncio.subprocess.Process, grace_s: float = 15.0) -> None:
-    """SIGTERM the process we started, by its PID; SIGKILL after ``grace_s``."""
-    if proc.returncode is not None:
-        return
-    try:
-        proc.send_signal(signal.SIGTERM)
-        await asyncio.wait_for(proc.wait(), grace_s)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-    except ProcessLookupError:
-        pass
+    result: dict[str, Any] = json.loads(text.splitlines()[-1])
+    return result
 
 
 # --------------------------------------------------------------------------- tickline
 
 
 class TicklineServer:
-    """``python -m tickline serve`` on 127.0.0.1 (ports 0), pinned to CPU 0; stopped by its PID."""
+    """``python -m tickline serve`` on 127.0.0.1 (ports 0), pinned to the server's CPU; stopped by its PID."""
 
     def __init__(self, send_hz: int, n: int, data_dir: Path) -> None:
         self.send_hz, self.n, self.data_dir = send_hz, n, data_dir
@@ -416,20 +358,45 @@ class TicklineServer:
 
     def argv(self) -> list[str]:
         sets = [a for k, v in GAME_SETTINGS.items() for a in ("--set", f"{k}={v}")]
-        return [sys.executable, "-m", "tickline", "--log-level", "warning", "--loop", LOOP, "serve",
-                "--host", HOST, "--port", "0", "--metrics-port", "0", "--data-dir", str(self.data_dir),
-                "--tick-rate", str(TICK_RATE), "--send-rate", str(self.send_hz),
-                "--matches", str(math.ceil(self.n / ROOM_SIZE)), "--placement", "fill",
-                "--seed", str(SERVER_SEED), *sets, *SERVE_EXTRA]
+        return [
+            sys.executable,
+            "-m",
+            "tickline",
+            "--log-level",
+            "warning",
+            "--loop",
+            LOOP,
+            "serve",
+            "--host",
+            HOST,
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--data-dir",
+            str(self.data_dir),
+            "--tick-rate",
+            str(TICK_RATE),
+            "--send-rate",
+            str(self.send_hz),
+            "--matches",
+            str(math.ceil(self.n / ROOM_SIZE)),
+            "--placement",
+            "fill",
+            "--seed",
+            str(SERVER_SEED),
+            *sets,
+            *SERVE_EXTRA,
+        ]
 
     async def start(self) -> TicklineServer:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        with open(self.data_dir / "stderr.log", "wb") as errlog:
+        # Started on the server's CPU: every thread it makes stays there.
+        # (Opening a local file takes microseconds, before anything is timed.)
+        with open(self.data_dir / "stderr.log", "wb") as errlog, affinity(SERVER_CPUS):  # noqa: ASYNC230
             self.proc = await asyncio.create_subprocess_exec(
-                *self.argv(), cwd=ROOT, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=errlog)
-        if pinning():
-            pin(self.proc.pid, {0})
+                *self.argv(), stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=errlog
+            )
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(self.proc.stdout.readline(), 60)
         if not line:
@@ -437,8 +404,6 @@ class TicklineServer:
             raise RuntimeError(f"tickline serve exited {self.proc.returncode}: {self.stderr_tail()}")
         ready = orjson.loads(line)
         self.port, self.metrics_port = ready["port"], ready["metrics_port"]
-        if pinning():
-            pin(self.proc.pid, {0})  # and every thread it made while starting
         return self
 
     @property
@@ -459,11 +424,12 @@ class TicklineServer:
 
     async def stop(self) -> None:
         if self.proc is not None:
-            await stop_process(self.proc)
+            await stop_process(self.proc, 15.0)
 
 
-async def _window(server: TicklineServer, begin: float, end: float,
-                  on_begin: Any = None) -> dict[str, Any]:
+async def _window(
+    server: TicklineServer, begin: float, end: float, on_begin: Callable[[], None] | None = None
+) -> dict[str, Any]:
     """The server's and the bots' own accounting at ``begin`` and ``end`` (monotonic)."""
 
     async def reading() -> dict[str, Any]:
@@ -473,9 +439,15 @@ async def _window(server: TicklineServer, begin: float, end: float,
             say(f"metrics scrape failed: {exc}")
             samples = None
         workers = bot_workers()
-        return {"t": time.monotonic(), "server_cpu": proc_cpu_s(server.pid),
-                "bots_cpu": sum(_safe_cpu(p) for p in workers) + self_cpu_s(), "workers": workers,
-                "cpu": cpu_lines(), "rcvbuf": udp_rcvbuf_errors(), "samples": samples}
+        return {
+            "t": time.monotonic(),
+            "server_cpu": process_cpu_s(server.pid) or 0.0,
+            "bots_cpu": sum(process_cpu_s(p) or 0.0 for p in workers) + own_cpu_s(),
+            "workers": workers,
+            "cpu": cpu_busy_s(),
+            "rcvbuf": udp_rcvbuf_errors(),
+            "samples": samples,
+        }
 
     await asyncio.sleep(max(0.0, begin - time.monotonic()))
     a = await reading()
@@ -486,96 +458,98 @@ async def _window(server: TicklineServer, begin: float, end: float,
     wall = b["t"] - a["t"]
     bots_cpu = max(0.0, b["bots_cpu"] - a["bots_cpu"])  # the same workers at both ends: they outlive the window
     out = {
-        "t0": a["t"], "t1": b["t"], "wall": wall,
+        "t0": a["t"],
+        "t1": b["t"],
+        "wall": wall,
         "server_cpu_pct": 100 * (b["server_cpu"] - a["server_cpu"]) / wall,
         "bots_cpu_pct": 100 * bots_cpu / wall,
         "bot_workers": len(a["workers"]),
-        "machine_busy_pct": busy_pct(a["cpu"], b["cpu"], "cpu"),
-        "cpu0_busy_pct": busy_pct(a["cpu"], b["cpu"], "cpu0"),
-        "cpu1_busy_pct": busy_pct(a["cpu"], b["cpu"], "cpu1"),
+        "machine_busy_pct": busy_pct(a["cpu"], b["cpu"], None, wall),
+        # The server's CPU and the load generator's (CPU 0 and CPU 1 on two CPUs, as the peer's).
+        "cpu0_busy_pct": busy_pct(a["cpu"], b["cpu"], SERVER_CPUS or {0}, wall),
+        "cpu1_busy_pct": busy_pct(a["cpu"], b["cpu"], LOAD_CPUS or {1}, wall),
         "udp_rcvbuf_errors": b["rcvbuf"] - a["rcvbuf"],
     }
     if a["samples"] is not None and b["samples"] is not None:
-        out["server"] = server_window(Scrape(a["t"], a["samples"]), Scrape(b["t"], b["samples"]),
-                                      [Scrape(a["t"], a["samples"]), Scrape(b["t"], b["samples"])])
+        out["server"] = server_window(
+            Scrape(a["t"], a["samples"]),
+            Scrape(b["t"], b["samples"]),
+            [Scrape(a["t"], a["samples"]), Scrape(b["t"], b["samples"])],
+        )
     return out
 
 
-def _safe_cpu(pid: int) -> float:
-    try:
-        return proc_cpu_s(pid)
-    except OSError:
-        return 0.0
-
-
-def _totals_at(t: float, after: bool) -> tuple[float, dict[str, Any]] | None:
-    """The bots' summed counters nearest ``t`` (the first at or after it, or the last at or before it)."""
-    rows = WATCH.totals
-    if after:
-        return next((r for r in rows if r[0] >= t), None)
-    return next((r for r in reversed(rows) if r[0] <= t), None)
-
-
-async def tickline_turn(hz: int, n: int, window: float, settle: float, quiet_s: float, data_root: Path,
-                        profile: tuple[Path, float] | None = None) -> dict[str, Any]:
+async def tickline_turn(
+    hz: int,
+    n: int,
+    window: float,
+    settle: float,
+    quiet_s: float,
+    data_root: Path,
+    profile: tuple[Path, float] | None = None,
+) -> dict[str, Any]:
+    """One tickline turn; with ``profile`` (FILE, seconds), py-spy records the server from the
+    window's start into FILE and the turn's figures carry its summary as ``profile``."""
     await wait_quiet(quiet_s)
-    global WATCH
-    WATCH = _Watch()
+    watch = Watch()
     data_dir = Path(tempfile.mkdtemp(prefix="tl-", dir=data_root))
     server = await TicklineServer(hz, n, data_dir).start()
     sampler: asyncio.Task[dict[str, Any]] | None = None
-    spy: subprocess.Popen[bytes] | None = None
+    spy: asyncio.Task[dict[str, Any]] | None = None
+    profiled: dict[str, Any] | None = None
     try:
         ramp_s = n / RAMP_PER_S
         t_call = time.monotonic()
-        begin = t_call + 1.0 + ramp_s + settle  # run_load starts its bots 1 s after it is called
+        begin = t_call + 1.0 + ramp_s + settle  # the load test starts its bots 1 s after it is called
         end = begin + window
         duration = ramp_s + settle + window + 1.5  # the first bot still plays when the window ends
 
         def start_spy() -> None:
             nonlocal spy
             if profile is not None:
-                spy = start_py_spy(server.pid, profile[0], profile[1])
+                say(f"py-spy record -p {server.pid} -d {profile[1]:g} -> {profile[0]}")
+                spy = asyncio.create_task(profile_process(server.pid, profile[1], profile[0]))
 
         sampler = asyncio.create_task(_window(server, begin, end, on_begin=start_spy))
-        cfg = LoadConfig(host=HOST, port=server.port, n=n, duration=duration, ramp=RAMP_PER_S,
-                         behaviour="wander", seed=BOT_SEED, metrics_url=server.metrics_url, progress=False,
-                         client=ClientOptions(fast=FASTPATH, input_rate=PEER_INPUT_HZ,
-                                              input_ticks=TICK_RATE // PEER_INPUT_HZ),
-                         loop_factory=loops.loop_factory(LOOP))
-        report = await run_load(cfg)
+        cfg = LoadConfig(
+            host=HOST,
+            port=server.port,
+            n=n,
+            duration=duration,
+            ramp=RAMP_PER_S,
+            behaviour="wander",
+            seed=BOT_SEED,
+            metrics_url=server.metrics_url,
+            progress=False,
+            client=ClientOptions(
+                fast=FASTPATH, input_rate=PEER_INPUT_HZ, input_ticks=TICK_RATE // PEER_INPUT_HZ, local_host=HOST
+            ),
+            loop_factory=QuietLoop(LOOP),
+        )
+        report = await LoadTest(cfg, on_snapshot=watch).run()
         win = await sampler
     finally:
         if sampler is not None and not sampler.done():
             sampler.cancel()
         if spy is not None:
-            try:
-                spy.wait(timeout=profile[1] + 30 if profile else 30)
-            except subprocess.TimeoutExpired:
-                spy.terminate()
-                spy.wait()
+            profiled = await spy  # py-spy is bounded by its own duration (and profile_process's timeout)
         await server.stop()
         tail = server.stderr_tail(3)
         shutil.rmtree(data_dir, ignore_errors=True)
     t0, t1 = win["t0"], win["t1"]
-    a, b = _totals_at(t0, after=True), _totals_at(t1, after=False)
-    down = deltas = connected_min = None
-    if a and b and b[0] > a[0]:
-        # Per bot that joined, connected or not, as the peer divides by its clients.
-        bots = max(1, b[1]["joined"])
-        down = (b[1]["bytes_down"] - a[1]["bytes_down"]) / (b[0] - a[0]) / bots
-        deltas = (b[1]["deltas"] - a[1]["deltas"]) / (b[0] - a[0]) / bots
-    in_window = [tot for t, tot in WATCH.totals if t0 <= t <= t1]
-    if in_window:
-        connected_min = min(tot["connected"] for tot in in_window)
+    # Per bot that joined, connected or not, as the peer divides by its clients; every worker's
+    # figures from its own snapshots nearest the window's ends.
+    bots = max(1, watch.at_end("joined", t0, t1))
+    down_rate, deltas_rate = watch.rate("bytes_down", t0, t1), watch.rate("deltas", t0, t1)
+    down = None if down_rate is None else down_rate / bots
+    deltas = None if deltas_rate is None else deltas_rate / bots
+    connected_min = watch.connected_min(t0, t1)
     # Live counts from the workers' snapshots (the final report loses a worker that had to be terminated).
-    lost_in_window = errors_in_window = None
-    if a and b:
-        lost_in_window = b[1]["disconnects"] - a[1]["disconnects"]
-        errors_in_window = b[1]["errors"] - a[1]["errors"]
-    last = WATCH.totals[-1][1] if WATCH.totals else {}
-    lat = WATCH.ack_latencies.between(t0 + 1.0, t1)  # batches measured inside the window
-    every = WATCH.latencies.between(t0 + 1.0, t1)
+    lost_in_window = watch.change("disconnects", t0, t1)
+    errors_in_window = watch.change("errors", t0, t1)
+    last = watch.last()
+    lat = watch.samples("ack_latencies", t0 + 1.0, t1)  # batches measured inside the window
+    every = watch.samples("latencies", t0 + 1.0, t1)
     srv = win.get("server", {})
     players = srv.get("players_max") or n
     ours = {
@@ -584,11 +558,11 @@ async def tickline_turn(hz: int, n: int, window: float, settle: float, quiet_s: 
         "down_bytes_per_s_per_client": rnd(down, 0),
         "deltas_per_s_per_client": rnd(deltas, 1),
         "bytes_per_delta": rnd(down / deltas, 0) if down is not None and deltas else None,
-        "lat_p50_ms": rnd(1000 * loadtest._percentile(lat, 50), 1) if lat else None,
-        "lat_p99_ms": rnd(1000 * loadtest._percentile(lat, 99), 1) if lat else None,
+        "lat_p50_ms": rnd(1000 * percentile(lat, 50), 1),
+        "lat_p99_ms": rnd(1000 * percentile(lat, 99), 1),
         "lat_samples": len(lat),
-        "every_input_lat_p50_ms": rnd(1000 * loadtest._percentile(every, 50), 1) if every else None,
-        "every_input_lat_p99_ms": rnd(1000 * loadtest._percentile(every, 99), 1) if every else None,
+        "every_input_lat_p50_ms": rnd(1000 * percentile(every, 50), 1),
+        "every_input_lat_p99_ms": rnd(1000 * percentile(every, 99), 1),
         "bots_cpu_pct": round(win["bots_cpu_pct"], 1),
         "bot_workers": win["bot_workers"],
         "cpu0_busy_pct": rnd(win["cpu0_busy_pct"], 1),
@@ -613,24 +587,49 @@ async def tickline_turn(hz: int, n: int, window: float, settle: float, quiet_s: 
         "udp_rcvbuf_errors": win["udp_rcvbuf_errors"],
         "window_s": round(win["wall"], 1),
     }
-    ours["served"] = bool(connected_min is not None and connected_min >= n and not lost_in_window
-                          and deltas is not None and deltas >= 0.75 * hz)
+    ours["served"] = bool(
+        connected_min is not None
+        and connected_min >= n
+        and not lost_in_window
+        and deltas is not None
+        and deltas >= 0.75 * hz
+    )
     if report.get("error_reasons"):
         ours["error_reasons"] = report["error_reasons"]
-    odd = {k: v for k, v in report.get("closed_by_server", {}).items() if k not in ("match over", "server shutting down")}
+    odd = {
+        k: v for k, v in report.get("closed_by_server", {}).items() if k not in ("match over", "server shutting down")
+    }
     if odd:
         ours["closed_by_server"] = odd
     if tail and (report["errors"] or report["failures"]):
         ours["server_stderr_tail"] = tail
+    if profiled is not None and "error" in profiled:
+        ours["profile_error"] = profiled["error"]
     return ours
 
 
 # --------------------------------------------------------------------------- figures
 
 
-PEER_KEYS = ("serverCpuPct", "serverClients", "downBpsPerClient", "downMsgsPerClient", "latP50ms", "latP99ms",
-             "latSamples", "clientCpuPct", "otherCpuPct", "tickHz", "lateTicksPct", "tickGapP99ms", "patchHz",
-             "disconnects", "errors", "windowS", "joinS")
+PEER_KEYS = (
+    "serverCpuPct",
+    "serverClients",
+    "downBpsPerClient",
+    "downMsgsPerClient",
+    "latP50ms",
+    "latP99ms",
+    "latSamples",
+    "clientCpuPct",
+    "otherCpuPct",
+    "tickHz",
+    "lateTicksPct",
+    "tickGapP99ms",
+    "patchHz",
+    "disconnects",
+    "errors",
+    "windowS",
+    "joinS",
+)
 
 
 def caveats_for(hz: int, ours: list[dict[str, Any]], peers: list[dict[str, Any]], n: int) -> list[str]:
@@ -642,61 +641,82 @@ def caveats_for(hz: int, ours: list[dict[str, Any]], peers: list[dict[str, Any]]
     if not pinning():
         out.append(f"only {CORES} core(s): nothing pinned, server and load generator share cores")
     if any(o["bots_cpu_pct"] >= BOT_SATURATED_PCT for o in ours):
-        out.append(f"tickline's bot workers saturated their core (CPU 1): {runs([o['bots_cpu_pct'] for o in ours])} % "
-                   "of a core; bot-side delays add to input_to_visible and late acks can enlarge deltas")
+        out.append(
+            f"tickline's bot workers saturated their core (CPU 1): {runs([o['bots_cpu_pct'] for o in ours])} % "
+            "of a core; bot-side delays add to input_to_visible and late acks can enlarge deltas"
+        )
     elif any((o["cpu1_busy_pct"] or 0) >= 95 for o in ours):
-        out.append(f"the load generator's core (CPU 1) was full: busy {runs([o['cpu1_busy_pct'] for o in ours])} %, "
-                   f"of which tickline's bots {runs([o['bots_cpu_pct'] for o in ours])} % (the rest: other processes)")
+        out.append(
+            f"the load generator's core (CPU 1) was full: busy {runs([o['cpu1_busy_pct'] for o in ours])} %, "
+            f"of which tickline's bots {runs([o['bots_cpu_pct'] for o in ours])} % (the rest: other processes)"
+        )
     if any((p.get("clientCpuPct") or 0) >= BOT_SATURATED_PCT for p in peers):
         out.append(f"the peer's load client saturated its core: {runs([p.get('clientCpuPct') for p in peers])} %")
     if any(o["server_cpu_pct"] >= SERVER_SATURATED_PCT for o in ours):
         out.append(f"tickline's server saturated its core (CPU 0): {runs([o['server_cpu_pct'] for o in ours])} %")
     expected = TICK_RATE * math.ceil(n / ROOM_SIZE)
     if any(o["ticks_per_s"] is not None and o["ticks_per_s"] < 0.98 * expected for o in ours):
-        out.append(f"tickline skipped ticks: {runs([o['ticks_per_s'] for o in ours])} ticks/s over all matches, "
-                   f"{expected} expected")
+        out.append(
+            f"tickline skipped ticks: {runs([o['ticks_per_s'] for o in ours])} ticks/s over all matches, "
+            f"{expected} expected"
+        )
     if any(o["tick_late_ms_p99"] is not None and o["tick_late_ms_p99"] > 1000 / TICK_RATE for o in ours):
         out.append(f"tickline ticks ran late: p99 {runs([o['tick_late_ms_p99'] for o in ours])} ms")
     if any((p.get("tickHz") or 60) < 0.97 * TICK_RATE or (p.get("lateTicksPct") or 0) > 1 for p in peers):
-        out.append(f"the peer's ticks fell behind: {runs([p.get('tickHz') for p in peers])} Hz per room, "
-                   f"late ticks {runs([p.get('lateTicksPct') for p in peers])} %")
-    for key, what in (("disconnects", "bots that lost their connection"),
-                      ("reconnects", "bots that came back with their token"),
-                      ("errors", "bots that ended on an error (e.g. no welcome within 10 s)"),
-                      ("kicked", "connections the server closed (e.g. no hello within 10 s)"),
-                      ("udp_rcvbuf_errors", "UDP datagrams the kernel dropped at a full socket buffer, machine-wide")):
+        out.append(
+            f"the peer's ticks fell behind: {runs([p.get('tickHz') for p in peers])} Hz per room, "
+            f"late ticks {runs([p.get('lateTicksPct') for p in peers])} %"
+        )
+    for key, what in (
+        ("disconnects", "bots that lost their connection"),
+        ("reconnects", "bots that came back with their token"),
+        ("errors", "bots that ended on an error (e.g. no welcome within 10 s)"),
+        ("kicked", "connections the server closed (e.g. no hello within 10 s)"),
+        ("udp_rcvbuf_errors", "UDP datagrams the kernel dropped at a full socket buffer, machine-wide"),
+    ):
         if any(o.get(key) for o in ours):
             out.append(f"tickline {key} ({what}): {runs([o.get(key) for o in ours])}")
     if any(o["failures"] for o in ours):
         out.append("tickline load-test failures: " + "; ".join(f for o in ours for f in o["failures"])[:400])
     if not all(o["served"] for o in ours):
-        out.append(f"tickline did not serve every player at {hz} Hz in every window (served: "
-                   f"{runs([o['served'] for o in ours])}; deltas applied per client per s: "
-                   f"{runs([o['deltas_per_s_per_client'] for o in ours])} of {hz}; connected min "
-                   f"{runs([o['connected_min'] for o in ours])} of {n}; disconnects in window "
-                   f"{runs([o['disconnects_in_window'] for o in ours])}): its figures describe a collapsed run, "
-                   "so no figure of this rate holds")
+        out.append(
+            f"tickline did not serve every player at {hz} Hz in every window (served: "
+            f"{runs([o['served'] for o in ours])}; deltas applied per client per s: "
+            f"{runs([o['deltas_per_s_per_client'] for o in ours])} of {hz}; connected min "
+            f"{runs([o['connected_min'] for o in ours])} of {n}; disconnects in window "
+            f"{runs([o['disconnects_in_window'] for o in ours])}): its figures describe a collapsed run, "
+            "so no figure of this rate holds"
+        )
     if any(o["connected_min"] is not None and o["connected_min"] < n for o in ours):
-        out.append(f"not every tickline bot was connected through the window: min {runs([o['connected_min'] for o in ours])}")
-    for key in ("disconnects", "errors"):
-        if any(p.get(key) for p in peers):
-            out.append(f"peer {key}: {runs([p.get(key) for p in peers])}")
+        out.append(
+            f"not every tickline bot was connected through the window: min {runs([o['connected_min'] for o in ours])}"
+        )
+    out.extend(
+        f"peer {key}: {runs([p.get(key) for p in peers])}"
+        for key in ("disconnects", "errors")
+        if any(p.get(key) for p in peers)
+    )
     if any((p.get("serverClients") or n) < n for p in peers):
         out.append(f"not every peer client joined: {runs([p.get('serverClients') for p in peers])}")
     busy = [o["other_cpu_pct"] for o in ours] + [p.get("otherCpuPct") or 0 for p in peers]
     if any(b is not None and b > BUSY_OTHER_PCT for b in busy):
-        out.append("other processes were busy on the machine (% of a core; tickline turns then peer turns): "
-                   f"{runs([o['other_cpu_pct'] for o in ours])} / {runs([p.get('otherCpuPct') for p in peers])}")
+        out.append(
+            "other processes were busy on the machine (% of a core; tickline turns then peer turns): "
+            f"{runs([o['other_cpu_pct'] for o in ours])} / {runs([p.get('otherCpuPct') for p in peers])}"
+        )
     return out
 
 
-def make_figures(hz: int, ours: list[dict[str, Any]], peers: list[dict[str, Any]], n: int,
-                 window: float) -> list[dict[str, Any]]:
+def make_figures(
+    hz: int, ours: list[dict[str, Any]], peers: list[dict[str, Any]], n: int, window: float
+) -> list[dict[str, Any]]:
     common = {
-        "cores": CORES, "python": PYTHON, "node": NODE_VERSION,
+        "cores": CORES,
+        "python": PYTHON,
+        "node": NODE_VERSION,
         "scenario": f"N={n} players in rooms of {ROOM_SIZE}, {TICK_RATE} Hz simulation, state sent at {hz} Hz, "
-                    f"wander bots, {window:g} s windows",
-        "pinning": "server CPU 0, load generator CPU 1" if pinning() else "none",
+        f"wander bots, {window:g} s windows",
+        "pinning": PINNING,
         "game_settings": GAME_SETTINGS,
         "caveats": caveats_for(hz, ours, peers, n),
         "differences": DIFFERENCES,
@@ -704,9 +724,18 @@ def make_figures(hz: int, ours: list[dict[str, Any]], peers: list[dict[str, Any]
         "colyseus_runs": [{k: p.get(k) for k in PEER_KEYS} for p in peers],
     }
 
-    def fig(name: str, unit: str, values: list[float | None], baselines: list[float | None], baseline_of: str,
-            target: str, limit: float, digits: int, measured: str) -> dict[str, Any]:
-        pairs = [(v, b) for v, b in zip(values, baselines) if v is not None and b]
+    def fig(
+        name: str,
+        unit: str,
+        values: list[float | None],
+        baselines: list[float | None],
+        baseline_of: str,
+        target: str,
+        limit: float,
+        digits: int,
+        measured: str,
+    ) -> dict[str, Any]:
+        pairs = [(v, b) for v, b in zip(values, baselines, strict=True) if v is not None and b]
         ratios = [v / b for v, b in pairs]
         ratio = med(ratios)
         return {
@@ -729,41 +758,67 @@ def make_figures(hz: int, ours: list[dict[str, Any]], peers: list[dict[str, Any]
 
     # Bytes per state update that reached a client: what the byte figure would be if
     # every update arrived (a run whose clients missed updates receives fewer bytes).
-    per_update = [(o["bytes_per_delta"], p["downBpsPerClient"] / p["downMsgsPerClient"])
-                  for o, p in zip(ours, peers) if o.get("bytes_per_delta") and p.get("downMsgsPerClient")]
-    extra = {f"down_bytes_per_player_{hz}hz": {
-        "bytes_per_update": rnd(med([a for a, _ in per_update]), 0),
-        "bytes_per_update_baseline": rnd(med([b for _, b in per_update]), 0),
-        "bytes_per_update_ratio": sig(med([a / b for a, b in per_update])) if per_update else None,
-        "updates_per_s_per_client": [o["deltas_per_s_per_client"] for o in ours],
-        "updates_per_s_per_client_baseline": [p.get("downMsgsPerClient") for p in peers],
-    }}
+    per_update = [
+        (o["bytes_per_delta"], p["downBpsPerClient"] / p["downMsgsPerClient"])
+        for o, p in zip(ours, peers, strict=True)
+        if o.get("bytes_per_delta") and p.get("downMsgsPerClient")
+    ]
+    extra = {
+        f"down_bytes_per_player_{hz}hz": {
+            "bytes_per_update": rnd(med([a for a, _ in per_update]), 0),
+            "bytes_per_update_baseline": rnd(med([b for _, b in per_update]), 0),
+            "bytes_per_update_ratio": sig(med([a / b for a, b in per_update])) if per_update else None,
+            "updates_per_s_per_client": [o["deltas_per_s_per_client"] for o in ours],
+            "updates_per_s_per_client_baseline": [p.get("downMsgsPerClient") for p in peers],
+        }
+    }
 
-    peer_of = f"Colyseus 0.18 (Node {NODE_VERSION}), ../shared/peers/colyseus, same N, rooms, rates, machine and run"
+    peer_of = (
+        f"Colyseus 0.18 (Node {NODE_VERSION}), the peer's server.js and loadclient.js, same N, rooms, rates, "
+        "machine and run"
+    )
     return [
-        fig(f"cpu_per_player_{hz}hz", "% of one core per player",
+        fig(
+            f"cpu_per_player_{hz}hz",
+            "% of one core per player",
             [o["server_cpu_pct"] / o["players"] for o in ours],
             [p["serverCpuPct"] / (p.get("serverClients") or n) for p in peers],
-            peer_of, "<= 1.0", 1.0, 4,
+            peer_of,
+            "<= 1.0",
+            1.0,
+            4,
             "server process CPU (utime+stime from its own /proc/PID/stat) over the steady window, in % of one core, "
             "divided by the players it counted connected (tickline_server_players, the larger of the window's two "
-            "readings); the peer's serverCpuPct / serverClients, measured the same way"),
-        fig(f"down_bytes_per_player_{hz}hz", "bytes/s per client",
+            "readings); the peer's serverCpuPct / serverClients, measured the same way",
+        ),
+        fig(
+            f"down_bytes_per_player_{hz}hz",
+            "bytes/s per client",
             [o["down_bytes_per_s_per_client"] for o in ours],
             [p["downBpsPerClient"] for p in peers],
-            peer_of, "<= 0.5", 0.5, 0,
+            peer_of,
+            "<= 0.5",
+            0.5,
+            0,
             "downstream payload bytes per second per client, counted at the clients: tickline = datagram frame "
             "bytes (fast-path payloads or QUIC DATAGRAM payloads) + control-stream payload bytes "
             "(bots/client.py ClientStats.bytes_down; no fast-path/QUIC/UDP/IP headers, no AEAD tags, no ACK-only "
             "packets); the peer = WebSocket message payload bytes (no WS/TCP/IP framing). "
-            "bytes_per_update divides by the state updates the clients applied (the peer: messages received)"),
-        fig(f"input_to_visible_p99_{hz}hz", "ms",
+            "bytes_per_update divides by the state updates the clients applied (the peer: messages received)",
+        ),
+        fig(
+            f"input_to_visible_p99_{hz}hz",
+            "ms",
             [o["lat_p99_ms"] for o in ours],
             [p["latP99ms"] for p in peers],
-            peer_of, "<= 1.0", 1.0, 1,
+            peer_of,
+            "<= 1.0",
+            1.0,
+            1,
             "p99 of the time from a bot making an input until a state update names that input as applied "
             "(tickline's Delta.seq, the peer's player.ack), one sample per update whose named input moved; "
-            "loopback, no added latency. tickline_runs' every_input_lat_p99_ms counts every input"),
+            "loopback, no added latency. tickline_runs' every_input_lat_p99_ms counts every input",
+        ),
     ]
 
 
@@ -780,96 +835,76 @@ def node_version() -> str:
 # --------------------------------------------------------------------------- profiling
 
 
-def py_spy_path() -> str:
-    local = Path(sys.executable).parent / "py-spy"
-    found = str(local) if local.exists() else shutil.which("py-spy")
-    if not found:
-        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
-    return found
-
-
-def start_py_spy(pid: int, out: Path, seconds: float) -> subprocess.Popen[bytes]:
-    say(f"py-spy record -p {pid} -d {seconds:g} -> {out}")
-    return subprocess.Popen([py_spy_path(), "record", "-o", str(out), "-f", "raw", "-p", str(pid),
-                             "-d", str(int(seconds))], stdout=sys.stderr, stderr=sys.stderr)
-
-
-GROUPS = [  # (group, test on "function (file:line)" frames), first match wins
-    ("aioquic: crypto/TLS", lambda f, fn: "aioquic/quic/crypto.py" in f or "aioquic/_crypto" in f
-     or "aioquic/tls.py" in f or "cryptography" in f),
-    ("aioquic: ACKs/loss recovery", lambda f, fn: "aioquic/quic/recovery.py" in f or "rangeset.py" in f
-     or "congestion" in f or ("aioquic/quic/connection.py" in f and "ack" in fn.lower())),
+# (group, test on a frame's file and function), first match wins
+GROUPS: list[tuple[str, Callable[[str, str], bool]]] = [
+    (
+        "aioquic: crypto/TLS",
+        lambda f, fn: (
+            "aioquic/quic/crypto.py" in f or "aioquic/_crypto" in f or "aioquic/tls.py" in f or "cryptography" in f
+        ),
+    ),
+    (
+        "aioquic: ACKs/loss recovery",
+        lambda f, fn: (
+            "aioquic/quic/recovery.py" in f
+            or "rangeset.py" in f
+            or "congestion" in f
+            or ("aioquic/quic/connection.py" in f and "ack" in fn.lower())
+        ),
+    ),
     ("aioquic: packets (parse/build/frames)", lambda f, fn: "aioquic/quic/" in f or "aioquic/buffer" in f),
     ("aioquic: asyncio glue (transmit, timers)", lambda f, fn: "aioquic/asyncio" in f),
-    ("tickline: sessions/transport/protocol", lambda f, fn: "server/session.py" in f or "server/transport.py" in f
-     or "shared/protocol.py" in f),
+    (
+        "tickline: sessions/transport/protocol",
+        lambda f, fn: "server/session.py" in f or "server/transport.py" in f or "shared/protocol.py" in f,
+    ),
     ("tickline: deltas/views", lambda f, fn: "shared/delta.py" in f or ("shared/arena.py" in f and "view" in fn)),
     ("tickline: game step (arena rules, hash)", lambda f, fn: "shared/arena.py" in f or "shared/game.py" in f),
     ("tickline: match loop", lambda f, fn: "server/match.py" in f),
-    ("event log (SQLite writer, encoding)", lambda f, fn: "server/eventlog.py" in f or "shared/logformat.py" in f
-     or "sqlalchemy" in f or "aiosqlite" in f or "sqlite3" in f or "zstd" in f),
-    ("metrics/HTTP", lambda f, fn: "server/http.py" in f or "server/stats.py" in f or "aiohttp" in f
-     or "prometheus_client" in f),
+    (
+        "event log (SQLite writer, encoding)",
+        lambda f, fn: (
+            "server/eventlog.py" in f
+            or "shared/logformat.py" in f
+            or "sqlalchemy" in f
+            or "aiosqlite" in f
+            or "sqlite3" in f
+            or "zstd" in f
+        ),
+    ),
+    (
+        "metrics/HTTP",
+        lambda f, fn: "server/http.py" in f or "server/stats.py" in f or "aiohttp" in f or "prometheus_client" in f,
+    ),
     ("asyncio/event loop/sockets", lambda f, fn: "asyncio/" in f or "selectors.py" in f or "socket.py" in f),
 ]
 
 
-def _idle_leaves() -> set[tuple[str, int]]:
-    """(file suffix, line) of the blocking queue waits that py-spy here samples as busy:
-    the event log's aiosqlite thread and the executor threads waiting for work."""
-    import importlib
-
-    out: set[tuple[str, int]] = set()
-    for module, suffix, needle in (("aiosqlite.core", "aiosqlite/core.py", "tx.get("),
-                                   ("concurrent.futures.thread", "concurrent/futures/thread.py", "work_queue.get(")):
-        try:
-            path = importlib.import_module(module).__file__
-            with open(path) as f:  # type: ignore[arg-type]
-                out |= {(suffix, i) for i, line in enumerate(f, 1) if needle in line}
-        except (ImportError, OSError, TypeError):
-            pass
-    return out
-
-
-def _is_idle(fn: str, file: str, line: int, idle: set[tuple[str, int]]) -> bool:
-    if any(file.endswith(suffix) and line == n for suffix, n in idle):
-        return True
-    return (file.endswith("selectors.py") and fn.endswith(".select")) or (
-        file.endswith("threading.py") and fn.split(".")[-1] in ("wait", "_wait_for_tstate_lock", "join"))
-
-
 def _frame_parts(frame: str) -> tuple[str, str]:
+    """("function", "file") of a summary's frame name, ``function (file)``."""
     fn, _, rest = frame.partition(" (")
     return fn, rest.rstrip(")")
 
 
-def summarize_profile(raw: Path, top: int = 25) -> str:
-    """Self time (the innermost Python frame of each sample) by group and by function."""
-    by_group: Counter[str] = Counter()
-    by_fn: Counter[str] = Counter()
-    total = idle_samples = 0
-    idle = _idle_leaves()
-    for line in raw.read_text(errors="replace").splitlines():
-        stack, _, count = line.rpartition(" ")
-        if not stack or not count.isdigit():
-            continue
-        c = int(count)
-        frames = stack.split(";")
-        leaf = frames[-1]
-        fn, where = _frame_parts(leaf)
-        file, _, lineno = where.rpartition(":")
-        if _is_idle(fn, file, int(lineno) if lineno.isdigit() else 0, idle):
-            idle_samples += c
-            continue
+def summarize(raw: Path, top: int = 25) -> str:
+    """Self time (the innermost frame of each sample) of a py-spy raw file, by group and by
+    function (``tickline.bots.profiling.summarize_profile``; samples of threads waiting, in
+    select or on a queue, are left out)."""
+    summary = summarize_profile(raw, top=100_000)
+    by_group: dict[str, float] = {}
+    for row in summary["self"]:
+        fn, file = _frame_parts(row["frame"])
         group = next((g for g, test in GROUPS if test(file, fn)), "other")
-        by_group[group] += c
-        by_fn[f"{fn} ({file.split('site-packages/')[-1].replace(str(ROOT) + '/', '')})"] += c
-        total += c
-    lines = [f"{total} busy samples, all threads ({idle_samples} more were threads blocked waiting for work, left out)",
-             "self time by group:"]
-    lines += [f"  {100 * c / total:5.1f} %  {g}" for g, c in by_group.most_common()]
+        by_group[group] = by_group.get(group, 0.0) + row["share"]
+    here = f"{Path.cwd()}/"
+    lines = [
+        f"{summary['busy_samples']} busy samples, all threads ({summary['samples'] - summary['busy_samples']} "
+        "more were threads waiting, left out)",
+        "self time by group:",
+    ]
+    lines += [f"  {100 * share:5.1f} %  {g}" for g, share in sorted(by_group.items(), key=lambda x: -x[1])]
     lines += [f"top {top} functions by self time:"]
-    lines += [f"  {100 * c / total:5.1f} %  {f}" for f, c in by_fn.most_common(top)]
+    lines += [f"  {100 * row['share']:5.1f} %  {row['frame'].replace(here, '')}" for row in summary["self"][:top]]
     return "\n".join(lines)
 
 
@@ -879,24 +914,27 @@ def summarize_profile(raw: Path, top: int = 25) -> str:
 async def amain(args: argparse.Namespace) -> int:
     global NODE_VERSION
     if args.profile_summary:
-        print(summarize_profile(Path(args.profile_summary)), file=sys.stderr)
+        print(summarize(Path(args.profile_summary)), file=sys.stderr)
         return 0
     NODE_VERSION = node_version()
-    install_hooks()
     started = time.monotonic()
-    if pinning():
-        pin(os.getpid(), {1})  # the bot workers run_load spawns inherit CPU 1
+    if LOAD_CPUS is not None:
+        pin_process(os.getpid(), LOAD_CPUS)  # the bot workers the load test spawns inherit it
     data_root = Path(tempfile.mkdtemp(prefix="vs-colyseus-"))
     try:
         if args.profile:
             out = Path(args.profile)
             window = max(args.seconds or 0, args.profile_seconds + 2)
             say(f"profiling tickline at N={args.n}, {args.profile_hz} Hz send, {args.profile_seconds:g} s")
-            turn = await tickline_turn(args.profile_hz, args.n, window, args.settle, 0, data_root,
-                                       profile=(out, args.profile_seconds))
+            turn = await tickline_turn(
+                args.profile_hz, args.n, window, args.settle, 0, data_root, profile=(out, args.profile_seconds)
+            )
             say("turn: " + json.dumps(turn))
-            summary = summarize_profile(out)
-            Path(str(out) + ".summary.txt").write_text(summary + "\n")
+            if "profile_error" in turn:
+                say(f"no profile: {turn['profile_error']}")
+                return 1
+            summary = summarize(out)
+            Path(str(out) + ".summary.txt").write_text(summary + "\n")  # noqa: ASYNC240 - after the turn
             print(summary, file=sys.stderr)
             return 0
 
@@ -905,8 +943,10 @@ async def amain(args: argparse.Namespace) -> int:
         quiet = args.wait_quiet if args.wait_quiet is not None else (2 if args.quick else 5)
         work = peer_work_dir(args.peer_work)
         npm_s = install_peer(work)
-        say(f"N={args.n}, rounds={rounds}, window={window}s, wait_quiet={quiet}s, cores={CORES}, "
-            f"peer in {work} (install {npm_s:.1f}s)")
+        say(
+            f"N={args.n}, rounds={rounds}, window={window}s, wait_quiet={quiet}s, cores={CORES}, "
+            f"peer in {work} (install {npm_s:.1f}s)"
+        )
         ours: dict[int, list[dict[str, Any]]] = {hz: [] for hz in RATES}
         peers: dict[int, list[dict[str, Any]]] = {hz: [] for hz in RATES}
         for r in range(rounds):
@@ -914,15 +954,21 @@ async def amain(args: argparse.Namespace) -> int:
                 say(f"round {r + 1}/{rounds}, {hz} Hz: Colyseus")
                 p = await peer_turn(hz, args.n, window, quiet, work)
                 peers[hz].append(p)
-                say(f"  colyseus cpu={p['serverCpuPct']}% clients={p['serverClients']} down={p['downBpsPerClient']}B/s "
-                    f"lat p50/p99={p['latP50ms']}/{p['latP99ms']}ms loadgen={p['clientCpuPct']}% other={p['otherCpuPct']}%")
+                say(
+                    f"  colyseus cpu={p['serverCpuPct']}% clients={p['serverClients']} "
+                    f"down={p['downBpsPerClient']}B/s lat p50/p99={p['latP50ms']}/{p['latP99ms']}ms "
+                    f"loadgen={p['clientCpuPct']}% other={p['otherCpuPct']}%"
+                )
                 say(f"round {r + 1}/{rounds}, {hz} Hz: tickline")
                 o = await tickline_turn(hz, args.n, window, args.settle, quiet, data_root)
                 ours[hz].append(o)
-                say(f"  tickline cpu={o['server_cpu_pct']}% players={o['players']} down={o['down_bytes_per_s_per_client']}B/s "
+                say(
+                    f"  tickline cpu={o['server_cpu_pct']}% players={o['players']} "
+                    f"down={o['down_bytes_per_s_per_client']}B/s "
                     f"lat p50/p99={o['lat_p50_ms']}/{o['lat_p99_ms']}ms bots={o['bots_cpu_pct']}% "
                     f"ticks/s={o['ticks_per_s']} late p99={o['tick_late_ms_p99']}ms other={o['other_cpu_pct']}% "
-                    f"disc={o['disconnects']} err={o['errors']}")
+                    f"disc={o['disconnects']} err={o['errors']}"
+                )
         report = Report(Path(args.json_out) if args.json_out else None)
         by_name: dict[str, dict[str, Any]] = {}
         for hz in RATES:
@@ -937,33 +983,61 @@ async def amain(args: argparse.Namespace) -> int:
         shutil.rmtree(data_root, ignore_errors=True)
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="tickline vs Colyseus 0.18, arena scenario, side by side")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.vs_colyseus", description="tickline vs Colyseus 0.18, arena scenario, side by side"
+    )
     parser.add_argument("--quick", action="store_true", help="one round of 10 s windows (about 2-4 minutes)")
     parser.add_argument("--json-out", metavar="FILE", help="also write the JSON lines here")
     parser.add_argument("--n", type=int, default=200, help="players (default 200), in rooms of 50")
     parser.add_argument("--seconds", type=int, help="measurement window per turn (default 20, --quick 10)")
     parser.add_argument("--rounds", type=int, help="rounds of turns (default 3, --quick 1)")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds after tickline's ramp before its window")
-    parser.add_argument("--wait-quiet", type=float, help="before each turn, wait up to this long for an idle "
-                        "machine, as the peer's WAIT_QUIET (default 5, --quick 2)")
-    parser.add_argument("--peer-work", help="writable copy of the peer (default $PEER_WORK or $TMPDIR/colyseus-peer-work)")
-    parser.add_argument("--profile", metavar="FILE", help="instead of the figures: one tickline turn with py-spy "
-                        "recording the server (raw format) into FILE, and a self-time summary on stderr")
+    parser.add_argument(
+        "--wait-quiet",
+        type=float,
+        help="before each turn, wait up to this long for an idle "
+        "machine, as the peer's WAIT_QUIET (default 5, --quick 2)",
+    )
+    parser.add_argument(
+        "--peer-dir",
+        help="the Colyseus peer's folder, with run.sh (default $TICKLINE_PEER_DIR, else "
+        "shared/peers/colyseus beside the checkout)",
+    )
+    parser.add_argument(
+        "--peer-work", help="writable copy of the peer (default $PEER_WORK or $TMPDIR/colyseus-peer-work)"
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="instead of the figures: one tickline turn with py-spy "
+        "recording the server (raw format) into FILE, and a self-time summary on stderr",
+    )
     parser.add_argument("--profile-hz", type=int, default=60, choices=RATES)
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument("--profile-summary", metavar="RAW", help="only summarise an existing py-spy raw file")
-    parser.add_argument("--loop", default="auto", choices=loops.LOOPS,
-                        help="event loop of tickline's server and bots (default: auto, uvloop where installed)")
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=loops.LOOPS,
+        help="event loop of tickline's server and bots (default: auto, uvloop where installed)",
+    )
     parser.add_argument("--no-fastpath", action="store_true", help="tickline's bots keep every datagram on QUIC")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.n < 1:
         parser.error("--n must be at least 1")
-    global LOOP, FASTPATH, SERVE_EXTRA
+    try:
+        loops.loop_factory(args.loop)
+    except loops.LoopUnavailable as exc:
+        parser.error(str(exc))
+    global LOOP, FASTPATH, SERVE_EXTRA, PEER_DIR
     LOOP, FASTPATH = args.loop, not args.no_fastpath
+    PEER_DIR = Path(args.peer_dir or os.environ.get("TICKLINE_PEER_DIR") or DEFAULT_PEER_DIR)
     SERVE_EXTRA = ["--no-fastpath"] if args.no_fastpath else []
-    say(f"tickline on the {loops.loop_name(loops.loop_factory(LOOP))} loop, "
-        f"{'fast path' if FASTPATH else 'QUIC datagrams only'}")
+    say(
+        f"tickline on the {loops.loop_name(loops.loop_factory(LOOP))} loop, "
+        f"{'fast path' if FASTPATH else 'QUIC datagrams only'}"
+    )
     return loops.run(amain(args), LOOP)
 
 

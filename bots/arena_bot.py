@@ -50,10 +50,10 @@ class ArenaBot:
             dx, dy = target["x"] - x, target["y"] - y
             dist2 = dx * dx + dy * dy
             ax, ay = round(dx), round(dy)
-            fire = dist2 <= self._fire_range ** 2
-            if dist2 > self._too_far ** 2:
+            fire = dist2 <= self._fire_range**2
+            if dist2 > self._too_far**2:
                 mx, my = _sign(dx, self._dead_zone), _sign(dy, self._dead_zone)
-            elif dist2 < self._too_close ** 2:
+            elif dist2 < self._too_close**2:
                 mx, my = -_sign(dx, self._dead_zone), -_sign(dy, self._dead_zone)
         pickups = world.view.get("pickups", {})
         if me["hp"] < 50 and pickups:

@@ -42,8 +42,7 @@ class WanderBot:
             mx, my = 0, 0
             while (mx, my) == (0, 0):
                 mx, my = self._rng.choice((-1, 0, 1)), self._rng.choice((-1, 0, 1))
-            self._controls = {"mx": mx, "my": my, "fire": self._rng.random() < 0.5,
-                              "ax": mx or 1, "ay": my}
+            self._controls = {"mx": mx, "my": my, "fire": self._rng.random() < 0.5, "ax": mx or 1, "ay": my}
         self._left -= 1
         return {**self._controls, "vt": int(world.render_tick(now))}
 
@@ -81,8 +80,7 @@ def behaviours_for(first: int, count: int, mix: list[tuple[str, float]]) -> list
     return out
 
 
-def make_behaviour(name: str, player_id: int, seed: int, config: dict[str, Any] | None,
-                   rate: float = 60) -> Behaviour:
+def make_behaviour(name: str, player_id: int, seed: int, config: dict[str, Any] | None, rate: float = 60) -> Behaviour:
     """``rate``: how many times a second the bot decides (the tick rate, or less
     for inputs that hold for several ticks)."""
     if name == "arena":

@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from aioquic.asyncio import QuicConnectionProtocol, connect
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
@@ -125,9 +126,14 @@ class ClientProtocol(QuicConnectionProtocol):
 
 
 @asynccontextmanager
-async def quic_connect(host: str, port: int, *, configuration: QuicConfiguration,
-                       create_protocol: type[QuicConnectionProtocol] = QuicConnectionProtocol,
-                       local_host: str | None = None) -> AsyncIterator[Any]:
+async def quic_connect(
+    host: str,
+    port: int,
+    *,
+    configuration: QuicConfiguration,
+    create_protocol: type[QuicConnectionProtocol] = QuicConnectionProtocol,
+    local_host: str | None = None,
+) -> AsyncIterator[Any]:
     """``aioquic.asyncio.connect``, sending from ``local_host`` when given (aioquic always
     binds every address, "::"); yields the connected protocol and closes it on exit."""
     if local_host is None:
@@ -167,8 +173,8 @@ class _Protocol(ClientProtocol):
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         client = getattr(self, "client", None)
-        if client is not None and fastpath.is_fastpath(data):  # type: ignore[arg-type]
-            client._on_fast(data, addr)  # type: ignore[arg-type]
+        if client is not None and isinstance(data, bytes) and fastpath.is_fastpath(data):
+            client._on_fast(data, addr)
             return
         super().datagram_received(data, addr)
 
@@ -237,8 +243,11 @@ class GameClient:
         whether to take the fast path and how often to send inputs.
         """
         config = QuicConfiguration(
-            is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
-            max_datagram_size=QUIC_PACKET_SIZE, idle_timeout=15.0,
+            is_client=True,
+            alpn_protocols=[ALPN],
+            max_datagram_frame_size=65536,
+            max_datagram_size=QUIC_PACKET_SIZE,
+            idle_timeout=15.0,
         )
         if cafile is not None:
             config.load_verify_locations(cafile=str(cafile))
@@ -246,13 +255,14 @@ class GameClient:
             config.verify_mode = ssl.CERT_NONE
         try:
             async with asyncio.timeout(timeout):
-                connection = quic_connect(host, port, configuration=config, create_protocol=_Protocol,
-                                          local_host=options.local_host)
+                connection = quic_connect(
+                    host, port, configuration=config, create_protocol=_Protocol, local_host=options.local_host
+                )
                 protocol = await connection.__aenter__()
         except (TimeoutError, ConnectionError, OSError) as exc:
             raise ClientError(f"cannot connect to {host}:{port}: {str(exc) or 'timed out'}") from None
         try:
-            client = cls(protocol, name, world)  # type: ignore[arg-type]
+            client = cls(protocol, name, world)
             client.options = options
             caps = [DEFLATE] + ([fastpath.CAPABILITY] if options.fast else [])
             client._send_stream(Hello(version=PROTOCOL_VERSION, name=name, token=token, caps=caps))

@@ -15,11 +15,12 @@ duplicated and delayed: a failure seen once can be replayed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 Address = tuple[str, int]
 log = logging.getLogger(__name__)
@@ -72,9 +73,10 @@ class _Upstream(asyncio.DatagramProtocol):
         self.waiting: list[bytes] = []  # packets that arrived before the socket was ready
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # (asyncio's own UDP transport does not subclass DatagramTransport; it has its methods)
+        udp = self.transport = cast(asyncio.DatagramTransport, transport)
         for data in self.waiting:
-            self.proxy.schedule(self.proxy.stats.up, data, self.transport.sendto, ())
+            self.proxy.schedule(self.proxy.stats.up, data, udp.sendto, ())
         self.waiting.clear()
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
@@ -106,7 +108,8 @@ class ImpairmentProxy:
         self._target = target
         transport, _ = await self._loop.create_datagram_endpoint(lambda: _Front(self), local_addr=listen)
         self._front = transport
-        return transport.get_extra_info("sockname")[1]
+        port: int = transport.get_extra_info("sockname")[1]
+        return port
 
     def close(self) -> None:
         for task in self._opening:
@@ -181,10 +184,8 @@ class ImpairmentProxy:
 
         def fire() -> None:
             self._timers.discard(handle)
-            try:
+            with contextlib.suppress(OSError):  # a socket closed under a late packet: the network lost it
                 send(data, *args)
-            except OSError:
-                pass  # a socket closed under a late packet: the network lost it
 
         handle = self._loop.call_later(delay, fire)
         self._timers.add(handle)

@@ -72,12 +72,24 @@ def _worker(cfg: dict[str, Any], index: int, first: int, count: int, start_at: f
         out.put(("failed", index, f"{type(exc).__name__}: {exc}"))
 
 
-async def _worker_main(cfg: dict[str, Any], index: int, first: int, count: int, start_at: float, out: Any) -> list[BotResult]:
+async def _worker_main(
+    cfg: dict[str, Any], index: int, first: int, count: int, start_at: float, out: Any
+) -> list[BotResult]:
     ramp_s = 1.0 / cfg["ramp"]
     await asyncio.sleep(max(0.0, start_at + first * ramp_s - time.time()))
-    swarm = Swarm(cfg["host"], cfg["port"], count, cfg["duration"], cafile=cfg["cafile"], ramp_s=ramp_s,
-                  seed=cfg["seed"], reconnect_s=cfg["reconnect_s"], behaviour=cfg["behaviour"], first_index=first,
-                  options=cfg["client"])
+    swarm = Swarm(
+        cfg["host"],
+        cfg["port"],
+        count,
+        cfg["duration"],
+        cafile=cfg["cafile"],
+        ramp_s=ramp_s,
+        seed=cfg["seed"],
+        reconnect_s=cfg["reconnect_s"],
+        behaviour=cfg["behaviour"],
+        first_index=first,
+        options=cfg["client"],
+    )
     return await swarm.run(on_progress=lambda snap: out.put(("progress", index, snap)))
 
 
@@ -97,10 +109,16 @@ class Timeline:
 
 
 def _latency_summary(lat: list[float]) -> dict[str, Any] | None:
-    return None if not lat else {
-        "p50": round(percentile(lat, 50) * 1000, 2), "p99": round(percentile(lat, 99) * 1000, 2),
-        "max": round(max(lat) * 1000, 2), "samples": len(lat),
-    }
+    return (
+        None
+        if not lat
+        else {
+            "p50": round(percentile(lat, 50) * 1000, 2),
+            "p99": round(percentile(lat, 99) * 1000, 2),
+            "max": round(max(lat) * 1000, 2),
+            "samples": len(lat),
+        }
+    )
 
 
 class Progress:
@@ -132,21 +150,49 @@ class Progress:
             from rich.table import Table
 
             table = Table(title=f"tickline bots → {self.cfg.host}:{self.cfg.port}", show_edge=False)
-            for name in ("t", "connected", "deltas/s", "down kB/s/bot", "RTT p50 ms", "RTT p99 ms", "errors", "server CPU %", "tick late p99 ms"):
+            for name in (
+                "t",
+                "connected",
+                "deltas/s",
+                "down kB/s/bot",
+                "RTT p50 ms",
+                "RTT p99 ms",
+                "errors",
+                "server CPU %",
+                "tick late p99 ms",
+            ):
                 table.add_column(name, justify="right")
-            table.add_row(*(_cell(v) for v in (
-                row["t"], f"{row['connected']}/{self.cfg.n}", row["deltas_per_s"], row["down_kb_s_per_bot"],
-                row["rtt_ms_p50"], row["rtt_ms_p99"], row["errors"], row.get("server_cpu_percent"),
-                row.get("tick_late_ms_p99"))))
+            table.add_row(
+                *(
+                    _cell(v)
+                    for v in (
+                        row["t"],
+                        f"{row['connected']}/{self.cfg.n}",
+                        row["deltas_per_s"],
+                        row["down_kb_s_per_bot"],
+                        row["rtt_ms_p50"],
+                        row["rtt_ms_p99"],
+                        row["errors"],
+                        row.get("server_cpu_percent"),
+                        row.get("tick_late_ms_p99"),
+                    )
+                )
+            )
             self._live.update(table)
         elif row["t"] - self._last_plain >= 2.0:
             self._last_plain = row["t"]
-            print(f"t={row['t']:.0f}s connected={row['connected']}/{self.cfg.n} deltas/s={row['deltas_per_s']} "
-                  f"down={row['down_kb_s_per_bot']}kB/s/bot rtt p50={_cell(row['rtt_ms_p50'])}ms "
-                  f"p99={_cell(row['rtt_ms_p99'])}ms errors={row['errors']}"
-                  + (f" server cpu={row['server_cpu_percent']}% tick-late p99={_cell(row['tick_late_ms_p99'])}ms"
-                     if row.get("server_cpu_percent") is not None else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"t={row['t']:.0f}s connected={row['connected']}/{self.cfg.n} deltas/s={row['deltas_per_s']} "
+                f"down={row['down_kb_s_per_bot']}kB/s/bot rtt p50={_cell(row['rtt_ms_p50'])}ms "
+                f"p99={_cell(row['rtt_ms_p99'])}ms errors={row['errors']}"
+                + (
+                    f" server cpu={row['server_cpu_percent']}% tick-late p99={_cell(row['tick_late_ms_p99'])}ms"
+                    if row.get("server_cpu_percent") is not None
+                    else ""
+                ),
+                file=sys.stderr,
+                flush=True,
+            )
 
 
 def _cell(value: Any) -> str:
@@ -161,8 +207,7 @@ class LoadTest:
     with ``mono``, the machine-wide monotonic time it was taken, and ``per_bot``, every
     bot's own delta count), and afterwards ``results`` holds every bot's own result."""
 
-    def __init__(self, cfg: LoadConfig,
-                 on_snapshot: Callable[[int, dict[str, Any]], None] | None = None) -> None:
+    def __init__(self, cfg: LoadConfig, on_snapshot: Callable[[int, dict[str, Any]], None] | None = None) -> None:
         self.cfg = cfg
         self.on_snapshot = on_snapshot
         self.results: list[BotResult] = []
@@ -173,9 +218,18 @@ class LoadTest:
         workers = cfg.worker_count()
         ctx = mp.get_context("spawn")
         out = ctx.Queue()
-        plain = {"host": cfg.host, "port": cfg.port, "duration": cfg.duration, "cafile": cfg.cafile,
-                 "ramp": cfg.ramp, "seed": cfg.seed, "reconnect_s": cfg.reconnect_s, "behaviour": cfg.behaviour,
-                 "client": cfg.client, "loop_factory": cfg.loop_factory}
+        plain = {
+            "host": cfg.host,
+            "port": cfg.port,
+            "duration": cfg.duration,
+            "cafile": cfg.cafile,
+            "ramp": cfg.ramp,
+            "seed": cfg.seed,
+            "reconnect_s": cfg.reconnect_s,
+            "behaviour": cfg.behaviour,
+            "client": cfg.client,
+            "loop_factory": cfg.loop_factory,
+        }
         share, extra = divmod(cfg.n, workers)
         start_at = time.time() + 1.0  # spawned interpreters need a moment to import
         procs, first = [], 0
@@ -222,8 +276,11 @@ class LoadTest:
                         failures.append("workers did not finish in time; terminated")
                         break
                     if out.empty():
-                        dead = [w for w, p in enumerate(procs)
-                                if not p.is_alive() and p.exitcode not in (0, None) and w not in ended]
+                        dead = [
+                            w
+                            for w, p in enumerate(procs)
+                            if not p.is_alive() and p.exitcode not in (0, None) and w not in ended
+                        ]
                         if dead:
                             failures.append(f"worker {dead[0]} died with exit code {procs[dead[0]].exitcode}")
                             ended.add(dead[0])
@@ -274,22 +331,33 @@ def _totals(latest: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return {k: sum(s.get(k, 0) for s in latest.values()) for k in keys}
 
 
-def timeline_row(latest: dict[int, dict[str, Any]], previous: dict[str, Any] | None, timeline: Timeline,
-                 scrapes: list[Scrape], started: float, now: float) -> dict[str, Any]:
+def timeline_row(
+    latest: dict[int, dict[str, Any]],
+    previous: dict[str, Any] | None,
+    timeline: Timeline,
+    scrapes: list[Scrape],
+    started: float,
+    now: float,
+) -> dict[str, Any]:
     """One second of the timeline: the workers' ``latest`` snapshots against the ``previous``
     row's totals, at ``now`` (time.monotonic()) in a run that began at ``started``."""
     totals = _totals(latest)
     t = round(now - started, 1)
     dt = max(1e-9, t - previous["t"]) if previous else 1.0
-    before = previous or {k: 0 for k in totals}
+    before = previous or dict.fromkeys(totals, 0)
     # Per bot: over the bots connected at either end of the second (the bytes of bots
     # that ended in it were theirs); no bots, no per-bot figure.
     bots = max(totals["connected"], before["connected"])
     recent = timeline.latencies[-5000:]
     row: dict[str, Any] = {
-        "t": t, "connected": totals["connected"], "errors": totals["errors"], "disconnects": totals["disconnects"],
+        "t": t,
+        "connected": totals["connected"],
+        "errors": totals["errors"],
+        "disconnects": totals["disconnects"],
         "deltas_per_s": round((totals["deltas"] - before["deltas"]) / dt, 1),
-        "down_kb_s_per_bot": round((totals["bytes_down"] - before["bytes_down"]) / dt / bots / 1000, 2) if bots else None,
+        "down_kb_s_per_bot": round((totals["bytes_down"] - before["bytes_down"]) / dt / bots / 1000, 2)
+        if bots
+        else None,
         "up_kb_s_per_bot": round((totals["bytes_up"] - before["bytes_up"]) / dt / bots / 1000, 2) if bots else None,
         "rtt_ms_p50": None if not recent else round(percentile(recent, 50) * 1000, 1),
         "rtt_ms_p99": None if not recent else round(percentile(recent, 99) * 1000, 1),
@@ -302,16 +370,24 @@ def timeline_row(latest: dict[int, dict[str, Any]], previous: dict[str, Any] | N
     return row
 
 
-def finish_report(cfg: LoadConfig, workers: int, results: list[BotResult], timeline: Timeline,
-                  scrapes: list[Scrape], failures: list[str]) -> dict[str, Any]:
+def finish_report(
+    cfg: LoadConfig,
+    workers: int,
+    results: list[BotResult],
+    timeline: Timeline,
+    scrapes: list[Scrape],
+    failures: list[str],
+) -> dict[str, Any]:
     report = summarize(results)
-    report.update({
-        "workers": workers,
-        "duration_s": cfg.duration,
-        "input_to_visible_ms": _latency_summary(timeline.latencies),
-        "named_input_to_visible_ms": _latency_summary(timeline.ack_latencies),
-        "failures": failures,
-    })
+    report.update(
+        {
+            "workers": workers,
+            "duration_s": cfg.duration,
+            "input_to_visible_ms": _latency_summary(timeline.latencies),
+            "named_input_to_visible_ms": _latency_summary(timeline.ack_latencies),
+            "failures": failures,
+        }
+    )
     if len(scrapes) >= 2:
         # The steady part: from when the last bot should have started until the
         # bots' time is up (the idle tail after them is not load).
@@ -359,7 +435,10 @@ def print_table(report: dict[str, Any]) -> None:
         rows += [
             ("server CPU % of a core", server["cpu_percent"]),
             ("server tick late p50 / p99 ms", f"{server['tick_late_ms_p50']} / {server['tick_late_ms_p99']}"),
-            ("server ticks / s, matches, players", f"{server['ticks_per_s']}, {server['matches_max']:.0f}, {server['players_max']:.0f}"),
+            (
+                "server ticks / s, matches, players",
+                f"{server['ticks_per_s']}, {server['matches_max']:.0f}, {server['players_max']:.0f}",
+            ),
             ("event log lag max s", server["eventlog_lag_s_max"]),
         ]
     for name, value in rows:
@@ -371,5 +450,3 @@ def print_table(report: dict[str, Any]) -> None:
 
 def report_json(report: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in report.items() if k != "timeline"}
-
-

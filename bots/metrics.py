@@ -50,7 +50,9 @@ async def scrape_at(url: str) -> Scrape:
 def sample_sum(samples: Samples, name: str, **fixed: str) -> float:
     """The sum of series ``name`` over every label set that has the ``fixed`` labels."""
     return sum(
-        v for (n, labels), v in samples.items() if n == name and all(dict(labels).get(k) == val for k, val in fixed.items())
+        v
+        for (n, labels), v in samples.items()
+        if n == name and all(dict(labels).get(k) == val for k, val in fixed.items())
     )
 
 

@@ -6,7 +6,6 @@ Needs matplotlib (the ``plots`` extra). Drawn with the Agg backend, off-screen.
 from __future__ import annotations
 
 import math
-
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +28,11 @@ def write_plots(folder: Path, rows: list[dict[str, Any]], latencies: list[float]
     t = [r["t"] for r in rows]
 
     fig, ax = plt.subplots(figsize=(8, 4))
-    late = [(r["t"], r.get("tick_late_ms_p99"), r.get("tick_late_ms_p50")) for r in rows if r.get("tick_late_ms_p99") is not None]
+    late = [
+        (r["t"], _nan(r.get("tick_late_ms_p99")), _nan(r.get("tick_late_ms_p50")))
+        for r in rows
+        if r.get("tick_late_ms_p99") is not None
+    ]
     if late:
         ax.plot([x for x, _, _ in late], [y for _, y, _ in late], label="p99")
         ax.plot([x for x, _, _ in late], [y for _, _, y in late], label="p50")

@@ -15,6 +15,7 @@ place that sets CPU affinity, for the capacity search and the benchmarks alike.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import resource
 import time
@@ -104,8 +105,14 @@ def cpu_plan() -> tuple[set[int] | None, set[int] | None, str]:
     if len(cpus) < 2:
         return None, None, f"no CPU pinning (only {len(cpus)} CPU available)"
     server, rest = {cpus[0]}, set(cpus[1:])
-    return server, rest, (f"server pinned to CPU {cpus[0]}; load generator (and this process) to "
-                          f"CPU {','.join(map(str, sorted(rest)))}")
+    return (
+        server,
+        rest,
+        (
+            f"server pinned to CPU {cpus[0]}; load generator (and this process) to "
+            f"CPU {','.join(map(str, sorted(rest)))}"
+        ),
+    )
 
 
 @contextmanager
@@ -131,13 +138,15 @@ def pin_process(pid: int, cpus: set[int]) -> None:
     except OSError:
         threads = [pid]
     for tid in threads:
-        try:
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
             os.sched_setaffinity(tid, cpus)
-        except OSError:
-            pass  # a thread that ended meanwhile
 
 
 # ---------------------------------------------------------------------- sampling
+
+
+# (time.monotonic(), CPU seconds of each generator process by PID (0: this one), busy seconds by CPU)
+Sample = tuple[float, dict[int, float], dict[int, float]]
 
 
 class CpuSampler:
@@ -147,7 +156,7 @@ class CpuSampler:
 
     def __init__(self, every_s: float = 0.5) -> None:
         self.every_s = every_s
-        self.samples: list[tuple[float, dict[int, float], dict[int, float]]] = []
+        self.samples: list[Sample] = []
         self._task: asyncio.Task[None] | None = None
 
     def __enter__(self) -> CpuSampler:
@@ -168,7 +177,7 @@ class CpuSampler:
             self.sample()
             await asyncio.sleep(self.every_s)
 
-    def _pair(self, t0: float, t1: float) -> tuple[Any, Any] | None:
+    def _pair(self, t0: float, t1: float) -> tuple[Sample, Sample] | None:
         if len(self.samples) < 2:
             return None
         a = min(self.samples, key=lambda s: abs(s[0] - t0))
@@ -193,17 +202,25 @@ class CpuSampler:
         used = sum(b[2].get(c, 0.0) - a[2].get(c, 0.0) for c in cpus)
         return round(100 * used / (b[0] - a[0]), 1)
 
-    def figures(self, server_cpus: set[int] | None, load_cpus: set[int] | None, server_percent: float | None,
-                t0: float, t1: float) -> dict[str, Any]:
+    def figures(
+        self,
+        server_cpus: set[int] | None,
+        load_cpus: set[int] | None,
+        server_percent: float | None,
+        t0: float,
+        t1: float,
+    ) -> dict[str, Any]:
         gen = self.generator_percent(t0, t1)
         server_busy = self.busy_percent(server_cpus, t0, t1)
         load_busy = self.busy_percent(load_cpus, t0, t1)
         return {
             "generator_cpu_percent": gen,
             # What ran on the server's CPU besides the server, and on the generator's besides the generator.
-            "other_on_server_cpu_percent": None if server_busy is None or server_percent is None
+            "other_on_server_cpu_percent": None
+            if server_busy is None or server_percent is None
             else round(max(0.0, server_busy - server_percent), 1),
-            "other_on_load_cpus_percent": None if load_busy is None or gen is None
+            "other_on_load_cpus_percent": None
+            if load_busy is None or gen is None
             else round(max(0.0, load_busy - gen), 1),
             "load_cpus_busy_percent": load_busy,
         }

@@ -43,9 +43,21 @@ async def profile_process(pid: int, seconds: float, out: Path, rate: int = 100, 
     if spy is None:
         return {"error": "py-spy not found (pip install py-spy)"}
     proc = await asyncio.create_subprocess_exec(
-        spy, "record", "-o", str(out), "-f", "raw", "-p", str(pid), "-d", str(max(1, round(seconds))),
-        "-r", str(rate), *(("--native",) if native else ()),
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        spy,
+        "record",
+        "-o",
+        str(out),
+        "-f",
+        "raw",
+        "-p",
+        str(pid),
+        "-d",
+        str(max(1, round(seconds))),
+        "-r",
+        str(rate),
+        *(("--native",) if native else ()),
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     try:
         async with asyncio.timeout(seconds + 30):
@@ -54,9 +66,10 @@ async def profile_process(pid: int, seconds: float, out: Path, rate: int = 100, 
         proc.kill()
         await proc.wait()
         return {"error": "py-spy did not finish"}
-    if proc.returncode != 0 or not out.exists():
+    if proc.returncode != 0:
         return {"error": f"py-spy failed ({proc.returncode}): {err.decode(errors='replace').strip()[-300:]}"}
-    return summarize_profile(out)
+    # Reading and summing a recording of thousands of stacks is work for a thread, not the loop.
+    return await asyncio.to_thread(summarize_profile, out)
 
 
 def _is_waiting(func: str, file: str, line: int | None) -> bool:
@@ -109,8 +122,9 @@ def summarize_profile(path: Path, top: int = 20) -> dict[str, Any]:
         "busy_samples": busy,
         "areas": [{"area": a, "share": share(c)} for a, c in areas.most_common()],
         "self": [{"frame": f, "share": share(c)} for f, c in self_time.most_common(top)],
-        "inclusive": [{"frame": f, "share": share(c)} for f, c in inclusive.most_common(top + len(roots))
-                      if f not in roots][:top],
+        "inclusive": [
+            {"frame": f, "share": share(c)} for f, c in inclusive.most_common(top + len(roots)) if f not in roots
+        ][:top],
     }
 
 
@@ -127,8 +141,10 @@ def print_summary(summary: dict[str, Any], say: Any) -> None:
     if "error" in summary:
         say(f"  profile: {summary['error']}")
         return
-    say(f"  profile: {summary['samples']} samples, {summary['waiting_share']:.0%} waiting (select, queues); "
-        "of the rest, by area:")
+    say(
+        f"  profile: {summary['samples']} samples, {summary['waiting_share']:.0%} waiting (select, queues); "
+        "of the rest, by area:"
+    )
     for row in summary["areas"]:
         say(f"    {row['share']:6.1%}  {row['area']}")
     say("  top self time:")

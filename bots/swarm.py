@@ -63,14 +63,27 @@ class BotResult:
         c = self.client
         if c is None:
             return self.deltas, self.bytes_down, self.bytes_up
-        return self.deltas + c.stats.deltas_applied, self.bytes_down + c.stats.bytes_down, self.bytes_up + c.stats.bytes_up
+        return (
+            self.deltas + c.stats.deltas_applied,
+            self.bytes_down + c.stats.bytes_down,
+            self.bytes_up + c.stats.bytes_up,
+        )
 
 
-async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
-                  cafile: Path | str | None = None, reconnect_s: float = 0.0,
-                  stall_s: float = 4.0, behaviour: str = "arena",
-                  result: BotResult | None = None, options: ClientOptions = ClientOptions(),
-                  views: SharedViews | None = None) -> BotResult:
+async def run_bot(
+    host: str,
+    port: int,
+    name: str,
+    duration: float,
+    seed: int,
+    cafile: Path | str | None = None,
+    reconnect_s: float = 0.0,
+    stall_s: float = 4.0,
+    behaviour: str = "arena",
+    result: BotResult | None = None,
+    options: ClientOptions = ClientOptions(),
+    views: SharedViews | None = None,
+) -> BotResult:
     """One bot: connect, play until ``duration`` passes or the server ends it.
 
     With ``reconnect_s`` > 0, a bot whose connection drops, or that hears
@@ -90,15 +103,28 @@ async def run_bot(host: str, port: int, name: str, duration: float, seed: int,
     give_up = 0.0
     while time.monotonic() < deadline:
         try:
-            async with GameClient.connect(host, port, name, cafile=cafile, token=token, world=world,
-                                          timeout=2.0 if token else 10.0, options=options) as client:
+            async with GameClient.connect(
+                host,
+                port,
+                name,
+                cafile=cafile,
+                token=token,
+                world=world,
+                timeout=2.0 if token else 10.0,
+                options=options,
+            ) as client:
                 welcome = client.welcome
                 assert welcome is not None
                 if not token:
                     result.connected = True
                     result.match_id, result.player_id = client.match_id, client.player_id
-                    bot = make_behaviour(behaviour, client.player_id, seed, welcome.config,
-                                         welcome.tick_rate / client.options.input_ticks)
+                    bot = make_behaviour(
+                        behaviour,
+                        client.player_id,
+                        seed,
+                        welcome.config,
+                        welcome.tick_rate / client.options.input_ticks,
+                    )
                 else:
                     result.reconnects += 1
                 token, world = client.token, client.world
@@ -153,10 +179,22 @@ async def _play(client: GameClient, bot: Behaviour, deadline: float, stall_s: fl
 class Swarm:
     """N bots, started ``ramp_s`` apart, with a live view of what they have seen."""
 
-    def __init__(self, host: str, port: int, n: int, duration: float, *, cafile: Path | str | None = None,
-                 ramp_s: float = 0.02, name_prefix: str = "bot", seed: int = 1, reconnect_s: float = 0.0,
-                 behaviour: str = "arena", first_index: int = 0,
-                 options: ClientOptions = ClientOptions()) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        n: int,
+        duration: float,
+        *,
+        cafile: Path | str | None = None,
+        ramp_s: float = 0.02,
+        name_prefix: str = "bot",
+        seed: int = 1,
+        reconnect_s: float = 0.0,
+        behaviour: str = "arena",
+        first_index: int = 0,
+        options: ClientOptions = ClientOptions(),
+    ) -> None:
         mix = parse_mix(behaviour)
         self.host, self.port, self.duration = host, port, duration
         self.cafile, self.ramp_s, self.name_prefix = cafile, ramp_s, name_prefix
@@ -166,14 +204,25 @@ class Swarm:
         self.started = time.monotonic()
         self.views = SharedViews()  # the bots of this swarm decode each shared delta once
 
-    async def run(self, on_progress: Callable[[dict[str, Any]], None] | None = None,
-                  every_s: float = 1.0) -> list[BotResult]:
+    async def run(
+        self, on_progress: Callable[[dict[str, Any]], None] | None = None, every_s: float = 1.0
+    ) -> list[BotResult]:
         async def staggered(i: int, result: BotResult) -> None:
             await asyncio.sleep(i * self.ramp_s)
             index = self.first_index + i
-            await run_bot(self.host, self.port, f"{self.name_prefix}{index + 1}", self.duration,
-                          self.seed + index, self.cafile, self.reconnect_s, behaviour=result.behaviour,
-                          result=result, options=self.options, views=self.views)
+            await run_bot(
+                self.host,
+                self.port,
+                f"{self.name_prefix}{index + 1}",
+                self.duration,
+                self.seed + index,
+                self.cafile,
+                self.reconnect_s,
+                behaviour=result.behaviour,
+                result=result,
+                options=self.options,
+                views=self.views,
+            )
 
         self.started = time.monotonic()
         async with asyncio.TaskGroup() as tg:
@@ -210,31 +259,62 @@ class Swarm:
             "joined": sum(1 for r in self.results if r.connected),
             "errors": sum(1 for r in self.results if r.error),
             "disconnects": sum(1 for r in self.results if r.close_reason and r.close_reason not in NORMAL_ENDS),
-            "deltas": deltas, "bytes_down": down, "bytes_up": up,
-            "latencies": latencies, "ack_latencies": ack_latencies,
+            "deltas": deltas,
+            "bytes_down": down,
+            "bytes_up": up,
+            "latencies": latencies,
+            "ack_latencies": ack_latencies,
             # Each bot's own count of deltas so far (None while it has no connection), and of
             # the datagrams among them (the rest came on the control stream): what a window's
             # judge needs to see that every bot, not just the average, kept up.
             "per_bot": [r.live()[0] if r.client is not None else None for r in self.results],
-            "per_bot_datagrams": [r.client.stats.datagrams_down if r.client is not None else None
-                                  for r in self.results],
+            "per_bot_datagrams": [
+                r.client.stats.datagrams_down if r.client is not None else None for r in self.results
+            ],
         }
 
 
-async def run_swarm(host: str, port: int, n: int, duration: float, *,
-                    cafile: Path | str | None = None, ramp_s: float = 0.02,
-                    name_prefix: str = "bot", seed: int = 1, reconnect_s: float = 0.0,
-                    behaviour: str = "arena", details: bool = False,
-                    options: ClientOptions = ClientOptions()) -> dict[str, Any]:
+async def run_swarm(
+    host: str,
+    port: int,
+    n: int,
+    duration: float,
+    *,
+    cafile: Path | str | None = None,
+    ramp_s: float = 0.02,
+    name_prefix: str = "bot",
+    seed: int = 1,
+    reconnect_s: float = 0.0,
+    behaviour: str = "arena",
+    details: bool = False,
+    options: ClientOptions = ClientOptions(),
+) -> dict[str, Any]:
     """Run ``n`` bots at once (started ``ramp_s`` apart) and summarise them."""
-    swarm = Swarm(host, port, n, duration, cafile=cafile, ramp_s=ramp_s, name_prefix=name_prefix,
-                  seed=seed, reconnect_s=reconnect_s, behaviour=behaviour, options=options)
+    swarm = Swarm(
+        host,
+        port,
+        n,
+        duration,
+        cafile=cafile,
+        ramp_s=ramp_s,
+        name_prefix=name_prefix,
+        seed=seed,
+        reconnect_s=reconnect_s,
+        behaviour=behaviour,
+        options=options,
+    )
     results = await swarm.run()
     report = summarize(results)
     if details:
         report["per_bot"] = [
-            {"player_id": r.player_id, "match_id": r.match_id, "reconnects": r.reconnects,
-             "ticks_held": r.ticks_held, "close_reason": r.close_reason, "error": r.error}
+            {
+                "player_id": r.player_id,
+                "match_id": r.match_id,
+                "reconnects": r.reconnects,
+                "ticks_held": r.ticks_held,
+                "close_reason": r.close_reason,
+                "error": r.error,
+            }
             for r in results
         ]
     return report
@@ -256,7 +336,9 @@ def summarize(results: list[BotResult]) -> dict[str, Any]:
         "inputs_sent": sum(r.inputs_sent for r in connected),
         "reconnects": sum(r.reconnects for r in connected),
         # Share of the datagrams received that came by the fast path.
-        "fastpath_share": round(sum(r.fast_down for r in connected) / (sum(r.datagrams_down for r in connected) or 1), 3),
+        "fastpath_share": round(
+            sum(r.fast_down for r in connected) / (sum(r.datagrams_down for r in connected) or 1), 3
+        ),
         "fast_fallbacks": sum(r.fast_fallbacks for r in connected),
         "behaviours": dict(Counter(r.behaviour for r in results)),
         "match_ids": sorted({r.match_id for r in connected}),

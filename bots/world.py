@@ -80,8 +80,14 @@ class SharedViews:
 
 
 class ClientWorld:
-    def __init__(self, rules: Rules | None = None, player_id: int = 0, tick_rate: int = 60,
-                 interp_ticks: int = 6, shared: SharedViews | None = None) -> None:
+    def __init__(
+        self,
+        rules: Rules | None = None,
+        player_id: int = 0,
+        tick_rate: int = 60,
+        interp_ticks: int = 6,
+        shared: SharedViews | None = None,
+    ) -> None:
         self.rules = rules
         self.shared = shared
         self.player_id = player_id
@@ -117,8 +123,9 @@ class ClientWorld:
             return self._take(tick, base, seq, now, lambda view: shared.view(base, view, packed))
         return self._take(tick, base, seq, now, lambda view: delta.apply(view, unpack_diff(packed)))
 
-    def _take(self, tick: int, base_tick: int, seq: int, now: float,
-              make: Callable[[dict[str, Any]], dict[str, Any]]) -> bool:
+    def _take(
+        self, tick: int, base_tick: int, seq: int, now: float, make: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> bool:
         if tick <= self.tick:
             self.deltas_stale += 1  # late or duplicated: we already have newer
             return False
@@ -178,8 +185,10 @@ class ClientWorld:
 
     def input_frame(self) -> Input:
         """A datagram repeating the newest unconfirmed inputs and acking the newest tick we hold."""
-        return Input(ack=self.tick, inputs=[[seq, c] if ticks == 1 else [seq, c, ticks]
-                                            for seq, c, ticks in self._pending[-REDUNDANT_INPUTS:]])
+        return Input(
+            ack=self.tick,
+            inputs=[[seq, c] if ticks == 1 else [seq, c, ticks] for seq, c, ticks in self._pending[-REDUNDANT_INPUTS:]],
+        )
 
     @property
     def last_seq(self) -> int:
@@ -193,7 +202,7 @@ class ClientWorld:
 
     def predicted_self(self) -> dict[str, Any] | None:
         """Our own entity: the server's newest view of it, plus the inputs it has not applied yet."""
-        me = self.view.get("players", {}).get(str(self.player_id))
+        me: dict[str, Any] | None = self.view.get("players", {}).get(str(self.player_id))
         if me is None or self.rules is None:
             return me
         return self.rules.predict_self(me, [c for _, c, ticks in self._pending for _ in range(ticks)])

@@ -39,8 +39,9 @@ class VerifyReport:
 
 async def verify_match(reader: LogReader, match_id: str) -> VerifyReport:
     header, summary = await reader.match(match_id)
-    report = VerifyReport(match_id=header.match_id, verified=False, ticks=0, keyframes=0,
-                          status=summary.status, final_state_hash="")
+    report = VerifyReport(
+        match_id=header.match_id, verified=False, ticks=0, keyframes=0, status=summary.status, final_state_hash=""
+    )
     try:
         rules = make_rules(header.game, header.config, version=header.game_version)
     except (UnknownGame, ValueError) as exc:
@@ -61,7 +62,11 @@ async def verify_match(reader: LogReader, match_id: str) -> VerifyReport:
         return _fail(report, exc.tick, str(exc))
     report.final_state_hash = state_hash(state)
     if summary.last_tick > report.ticks:
-        return _fail(report, report.ticks + 1, f"the log says tick {summary.last_tick} was committed, but only {report.ticks} are stored")
+        return _fail(
+            report,
+            report.ticks + 1,
+            f"the log says tick {summary.last_tick} was committed, but only {report.ticks} are stored",
+        )
     stray = sorted(t for t in keyframes if t > report.ticks)
     if stray:
         return _fail(report, stray[0], f"a keyframe at tick {stray[0]} lies beyond the last stored tick")

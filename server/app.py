@@ -38,12 +38,12 @@ from pathlib import Path
 from aioquic.quic.configuration import QuicConfiguration
 
 from tickline.server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
+from tickline.server.fastpath import FastPath
 from tickline.server.gcpacing import GcPacer
-from tickline.server.match import Match, MatchSettings, rules_for
 from tickline.server.http import Metrics, start_http
+from tickline.server.match import Match, MatchSettings, rules_for
 from tickline.server.session import Channel, Departure, Session, SessionClosed
 from tickline.server.tls import ensure_certificate
-from tickline.server.fastpath import FastPath
 from tickline.server.transport import server_configuration, start_endpoint
 from tickline.shared.games import UnknownGame
 from tickline.shared.logformat import Divergence, UnsupportedLogUrl, check_log_url
@@ -96,8 +96,10 @@ class ServerConfig:
         except UnicodeDecodeError:
             server_id = ""
         if not server_id or not server_id.isprintable():
-            raise ConfigurationError(f"{path} does not hold a server id (a line of text); remove it to have a "
-                                     "new one made, or pass --server-id")
+            raise ConfigurationError(
+                f"{path} does not hold a server id (a line of text); remove it to have a "
+                "new one made, or pass --server-id"
+            )
         return server_id
 
     def validate(self) -> None:
@@ -126,8 +128,9 @@ class ServerConfig:
             if path is not None and not path.is_file():
                 raise ConfigurationError(f"{flag} {path}: no such file")
         if self.data_dir.exists() and not self.data_dir.is_dir():
-            raise ConfigurationError(f"--data-dir {self.data_dir} is a file, not a folder; name a folder "
-                                     "(it is made if missing)")
+            raise ConfigurationError(
+                f"--data-dir {self.data_dir} is a file, not a folder; name a folder (it is made if missing)"
+            )
         if self.db_url is not None:
             try:
                 check_log_url(self.db_url)
@@ -203,8 +206,10 @@ class Server:
             try:
                 cert, key, created = ensure_certificate(folder)
             except ValueError as exc:
-                raise ConfigurationError(f"{folder / 'cert.pem'} is not a PEM certificate ({_first_line(exc)}); "
-                                         f"remove {folder} to have a new one made, or pass --cert and --key") from None
+                raise ConfigurationError(
+                    f"{folder / 'cert.pem'} is not a PEM certificate ({_first_line(exc)}); "
+                    f"remove {folder} to have a new one made, or pass --cert and --key"
+                ) from None
             log.info("%s TLS certificate %s", "created" if created else "using", cert)
             where = f"{cert} / {key}"
         try:
@@ -214,8 +219,9 @@ class Server:
         self.cert_path = cert
         return config
 
-    async def _serve(self, eventlog: EventLog, quic_config: QuicConfiguration, started: float,
-                     on_ready: Callable[[], None] | None) -> None:
+    async def _serve(
+        self, eventlog: EventLog, quic_config: QuicConfiguration, started: float, on_ready: Callable[[], None] | None
+    ) -> None:
         cfg = self.config
         http = None
         try:
@@ -230,8 +236,9 @@ class Server:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
                 self.fastpath = FastPath() if cfg.fastpath else None
                 try:
-                    endpoint, self.port = await start_endpoint(cfg.host, cfg.port, quic_config, self._accept,
-                                                               self.fastpath)
+                    endpoint, self.port = await start_endpoint(
+                        cfg.host, cfg.port, quic_config, self._accept, self.fastpath
+                    )
                 except OSError as exc:
                     raise _port_problem(exc, "--port", cfg.port) from None
                 pacer: asyncio.Task[None] | None = None
@@ -393,8 +400,10 @@ async def _check_addresses(host: str, port: int, metrics_port: int | None) -> No
     try:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_DGRAM)
     except socket.gaierror as exc:
-        raise ConfigurationError(f"--host {host} does not resolve ({exc.strerror}); use an address of this "
-                                 "machine, such as 127.0.0.1, ::1 or 0.0.0.0") from None
+        raise ConfigurationError(
+            f"--host {host} does not resolve ({exc.strerror}); use an address of this "
+            "machine, such as 127.0.0.1, ::1 or 0.0.0.0"
+        ) from None
     family, _, _, _, addr = infos[0]
     probes = [(socket.SOCK_DGRAM, "--port", port)]
     if metrics_port:
@@ -407,8 +416,10 @@ async def _check_addresses(host: str, port: int, metrics_port: int | None) -> No
                 probe.bind((addr[0], number))
             except OSError as exc:
                 if flag == "--host":
-                    raise ConfigurationError(f"--host {host} is not an address of this machine ({exc.strerror}); "
-                                             "use one of its own, such as 127.0.0.1, ::1 or 0.0.0.0") from None
+                    raise ConfigurationError(
+                        f"--host {host} is not an address of this machine ({exc.strerror}); "
+                        "use one of its own, such as 127.0.0.1, ::1 or 0.0.0.0"
+                    ) from None
                 raise _port_problem(exc, flag, number) from None
 
 

@@ -43,7 +43,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any
+from typing import Any, Self
 
 import orjson
 from sqlalchemy import Connection, StaticPool, case, create_engine, event, insert, select, tuple_, update
@@ -88,9 +88,10 @@ def _insert_ticks(conn: Connection, rows: list[TickRow]) -> None:
         columns = ", ".join(_TICK_COLUMNS)
         one = "(" + ", ".join("?" for _ in _TICK_COLUMNS) + ")"
         for start in range(0, len(rows), ROWS_PER_INSERT):
-            part = rows[start:start + ROWS_PER_INSERT]
-            conn.exec_driver_sql(f"INSERT INTO ticks ({columns}) VALUES {', '.join([one] * len(part))}",
-                                 tuple(chain.from_iterable(part)))
+            part = rows[start : start + ROWS_PER_INSERT]
+            conn.exec_driver_sql(
+                f"INSERT INTO ticks ({columns}) VALUES {', '.join([one] * len(part))}", tuple(chain.from_iterable(part))
+            )
         return
     if style in ("numeric_dollar", "numeric"):
         prefix = "$" if style == "numeric_dollar" else ":"
@@ -98,7 +99,7 @@ def _insert_ticks(conn: Connection, rows: list[TickRow]) -> None:
     elif style == "format":
         marks = ", ".join("%s" for _ in _TICK_COLUMNS)
     else:
-        conn.execute(insert(ticks), [dict(zip(_TICK_COLUMNS, row)) for row in rows])
+        conn.execute(insert(ticks), [dict(zip(_TICK_COLUMNS, row, strict=True)) for row in rows])
         return
     conn.exec_driver_sql(f"INSERT INTO ticks ({', '.join(_TICK_COLUMNS)}) VALUES ({marks})", rows)
 
@@ -200,6 +201,20 @@ class Prepared:
         return len(self.ticks) + len(self.keyframes) + len(self.players) + len(self.ends)
 
 
+def _queued(record: Record) -> Queued:
+    """What waits in the writer's queue for ``record``: tick and keyframe records as their rows."""
+    if isinstance(record, TickRecord):
+        return (record.match_id, record.tick, encode_payload(record.inputs, record.events), record.hash)
+    if isinstance(record, KeyframeRecord):
+        return {
+            "match_id": record.match_id,
+            "tick": record.tick,
+            "state": encode_state(record.state),
+            "hash": record.hash,
+        }
+    return record
+
+
 def token_hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
@@ -242,11 +257,6 @@ class EventLog:
         self.commits = 0
         self.rows = 0
         self.failed_commits = 0  # attempts the database refused (each is retried)
-        # For benchmarks (bench/eventlog.py), both off in a server: with null_commits a commit
-        # writes nothing and only marks its records committed (the log's cost without the
-        # database); on_committed hears every group a commit wrote, once it is committed.
-        self.null_commits = False
-        self.on_committed: Callable[[Prepared], None] | None = None
         # A SQLite file removed under a running server takes writes into an unlinked
         # inode, silently lost at exit; each commit first checks it is still there.
         self._sqlite_file: tuple[str, int] | None = None
@@ -257,8 +267,9 @@ class EventLog:
     # ------------------------------------------------------------ opening
 
     @classmethod
-    async def open(cls, url: str, server_id: str = "", settings: LogSettings | None = None,
-                   upgrade: bool = True) -> EventLog:
+    async def open(
+        cls, url: str, server_id: str = "", settings: LogSettings | None = None, upgrade: bool = True
+    ) -> Self:
         """Connect to ``url`` and bring its schema to the newest revision (Alembic)."""
         settings = settings or LogSettings()
         if settings.durability not in DURABILITIES:
@@ -271,7 +282,7 @@ class EventLog:
         if engine.dialect.name == "sqlite":
             event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
             folder = os.path.dirname(engine.url.database or "") or "."
-            if not os.path.isdir(folder):
+            if not await asyncio.to_thread(os.path.isdir, folder):
                 await engine.dispose()
                 raise EventLogUnavailable(f"cannot open the event log: the folder {folder} does not exist")
         try:
@@ -309,27 +320,33 @@ class EventLog:
     async def create_match(self, header: MatchHeader) -> None:
         """Write a new match's header, owned by this server at epoch 1."""
         async with self.engine.begin() as conn:
-            await conn.execute(insert(matches).values(
-                **header.to_row(), status="running", last_tick=0, owner=self.server_id, epoch=1,
-            ))
+            await conn.execute(
+                insert(matches).values(
+                    **header.to_row(),
+                    status="running",
+                    last_tick=0,
+                    owner=self.server_id,
+                    epoch=1,
+                )
+            )
         self._epochs[header.match_id] = 1
         self.committed[header.match_id] = 0
         self.appended[header.match_id] = 0
 
     async def running_matches(self) -> list[str]:
         """Matches this server owned that never ended: a crash, or a kill, stopped them."""
-        query = select(matches.c.match_id).where(
-            matches.c.status == "running", matches.c.owner == self.server_id
-        ).order_by(matches.c.created_at)
+        query = (
+            select(matches.c.match_id)
+            .where(matches.c.status == "running", matches.c.owner == self.server_id)
+            .order_by(matches.c.created_at)
+        )
         async with self.engine.connect() as conn:
             return list((await conn.execute(query)).scalars())
 
     async def claim(self, match_id: str) -> int:
         """Take ownership of ``match_id`` with a new epoch; FencedOut if another server won the race."""
         async with self.engine.begin() as conn:
-            row = (await conn.execute(
-                select(matches.c.epoch).where(matches.c.match_id == match_id)
-            )).first()
+            row = (await conn.execute(select(matches.c.epoch).where(matches.c.match_id == match_id))).first()
             if row is None:
                 raise LookupError(f"no match {match_id} in the log")
             epoch = row.epoch + 1
@@ -341,7 +358,7 @@ class EventLog:
             if result.rowcount != 1:
                 raise FencedOut(match_id)
         self._epochs[match_id] = epoch
-        return epoch
+        return int(epoch)
 
     async def load_running(self, match_id: str) -> Recovered:
         """Claim a running match and read what resuming it needs."""
@@ -350,24 +367,34 @@ class EventLog:
             row = (await conn.execute(select(matches).where(matches.c.match_id == match_id))).mappings().one()
             header = MatchHeader.from_row(row)
             last_tick = row["last_tick"]
-            kf = (await conn.execute(
-                select(keyframes.c.tick, keyframes.c.state, keyframes.c.hash)
-                .where(keyframes.c.match_id == match_id, keyframes.c.tick <= last_tick)
-                .order_by(keyframes.c.tick.desc()).limit(1)
-            )).first()
+            kf = (
+                await conn.execute(
+                    select(keyframes.c.tick, keyframes.c.state, keyframes.c.hash)
+                    .where(keyframes.c.match_id == match_id, keyframes.c.tick <= last_tick)
+                    .order_by(keyframes.c.tick.desc())
+                    .limit(1)
+                )
+            ).first()
             after = kf.tick if kf is not None else 0
-            stored = (await conn.execute(
-                select(ticks.c.tick, ticks.c.payload, ticks.c.hash)
-                .where(ticks.c.match_id == match_id, ticks.c.tick > after, ticks.c.tick <= last_tick)
-                .order_by(ticks.c.tick)
-            )).all()
-            seated = (await conn.execute(
-                select(players.c.player_id, players.c.name, players.c.token_hash)
-                .where(players.c.match_id == match_id).order_by(players.c.player_id)
-            )).all()
+            stored = (
+                await conn.execute(
+                    select(ticks.c.tick, ticks.c.payload, ticks.c.hash)
+                    .where(ticks.c.match_id == match_id, ticks.c.tick > after, ticks.c.tick <= last_tick)
+                    .order_by(ticks.c.tick)
+                )
+            ).all()
+            seated = (
+                await conn.execute(
+                    select(players.c.player_id, players.c.name, players.c.token_hash)
+                    .where(players.c.match_id == match_id)
+                    .order_by(players.c.player_id)
+                )
+            ).all()
         self.committed[match_id] = self.appended[match_id] = last_tick
         return Recovered(
-            header=header, epoch=epoch, last_tick=last_tick,
+            header=header,
+            epoch=epoch,
+            last_tick=last_tick,
             keyframe=(kf.tick, kf.state, kf.hash) if kf is not None else None,
             ticks=[(t.tick, t.payload, t.hash) for t in stored],
             players=[(p.player_id, p.name, p.token_hash) for p in seated],
@@ -376,14 +403,19 @@ class EventLog:
     async def mark_failed(self, match_id: str, reason: str) -> None:
         """Record that a match cannot go on, so no server tries to resume it again."""
         async with self.engine.begin() as conn:
-            await conn.execute(update(matches).where(matches.c.match_id == match_id).values(
-                status="failed", ended_at=time.time(), stats=orjson.dumps({"error": reason}).decode(),
-            ))
+            await conn.execute(
+                update(matches)
+                .where(matches.c.match_id == match_id)
+                .values(
+                    status="failed",
+                    ended_at=time.time(),
+                    stats=orjson.dumps({"error": reason}).decode(),
+                )
+            )
 
     # ------------------------------------------------------------ from the tick loop (never awaits)
 
-    def watch(self, match_id: str, on_commit: Callable[[int], None],
-              on_fenced: Callable[[FencedOut], None]) -> None:
+    def watch(self, match_id: str, on_commit: Callable[[int], None], on_fenced: Callable[[FencedOut], None]) -> None:
         """Be told, after each commit, the newest committed tick of ``match_id``."""
         self._watchers[match_id] = (on_commit, on_fenced)
 
@@ -392,11 +424,10 @@ class EventLog:
         # Encoded here, not by the writer: the record's inputs were made this
         # tick and are in cache (encoding a batch of cold records later, in a
         # worker thread, cost 1.5x as much and competed with the loop for the GIL).
-        self._put((record.match_id, record.tick, encode_payload(record.inputs, record.events), record.hash))
+        self._put(_queued(record))
 
     def add_keyframe(self, record: KeyframeRecord) -> None:
-        self._put({"match_id": record.match_id, "tick": record.tick,
-                   "state": encode_state(record.state), "hash": record.hash})
+        self._put(_queued(record))
 
     def add_player(self, record: PlayerRecord) -> None:
         self._put(record)
@@ -490,7 +521,7 @@ class EventLog:
         while batch.touched:
             try:
                 self._check_file()
-                await self._commit(batch)
+                await self.commit(batch)
             except FencedOut as fenced:
                 batch = batch.without(fenced.match_id)
                 self._epochs.pop(fenced.match_id, None)
@@ -520,18 +551,9 @@ class EventLog:
             return
 
     async def commit_group(self, records: list[Record]) -> None:
-        """Commit ``records`` now in one transaction, past the queue, as the writer commits a
-        group (encoded first, untimed; the transaction timed into ``commit_seconds``): for
-        benchmarks that time the commit path alone (bench/eventlog.py)."""
-        items: list[Queued] = []
-        for r in records:
-            if isinstance(r, TickRecord):
-                items.append((r.match_id, r.tick, encode_payload(r.inputs, r.events), r.hash))
-            elif isinstance(r, KeyframeRecord):
-                items.append({"match_id": r.match_id, "tick": r.tick, "state": encode_state(r.state), "hash": r.hash})
-            else:
-                items.append(r)
-        await self._commit(self._group(items))
+        """Commit ``records`` now, past the queue, in one transaction, as the writer commits
+        a group (they are encoded first; only the transaction counts in ``commit_seconds``)."""
+        await self.commit(self._group([_queued(r) for r in records]))
 
     @staticmethod
     def _group(batch: list[Queued]) -> Prepared:
@@ -542,24 +564,32 @@ class EventLog:
         ends: list[MatchEnd] = []
         newest: dict[str, int] = {}
         for item in batch:
-            if type(item) is tuple:
+            if isinstance(item, tuple):
                 tick_rows.append(item)
                 newest[item[0]] = item[1]
             elif isinstance(item, dict):
                 keyframe_rows.append(item)
             elif isinstance(item, PlayerRecord):
-                player_rows.append({
-                    "match_id": item.match_id, "player_id": item.player_id,
-                    "name": item.name, "token_hash": item.token_hash,
-                })
+                player_rows.append(
+                    {
+                        "match_id": item.match_id,
+                        "player_id": item.player_id,
+                        "name": item.name,
+                        "token_hash": item.token_hash,
+                    }
+                )
             else:
                 ends.append(item)
-        touched = sorted(set(newest) | {r["match_id"] for r in keyframe_rows}
-                         | {p["match_id"] for p in player_rows} | {e.match_id for e in ends})
+        touched = sorted(
+            set(newest)
+            | {r["match_id"] for r in keyframe_rows}
+            | {p["match_id"] for p in player_rows}
+            | {e.match_id for e in ends}
+        )
         return Prepared(tick_rows, keyframe_rows, player_rows, ends, newest, touched)
 
-    def _mark_committed(self, prepared: Prepared) -> None:
-        """After a commit: count it, and tell each match its newest committed tick."""
+    def mark_committed(self, prepared: Prepared) -> None:
+        """After a group is committed: count it, and tell each match its newest committed tick."""
         self.commits += 1
         self.rows += len(prepared.ticks)
         for match_id, tick in prepared.newest.items():
@@ -571,25 +601,25 @@ class EventLog:
             self._watchers.pop(end.match_id, None)
             self._epochs.pop(end.match_id, None)
 
-    async def _commit(self, prepared: Prepared) -> None:
-        """Commit one group in one transaction, off the event loop.
+    async def commit(self, prepared: Prepared) -> None:
+        """Commit one group in one transaction, off the event loop, then :meth:`mark_committed`.
 
         SQLite: the whole transaction is one call into the pooled connection's
         aiosqlite thread (one round trip through the loop, not one per statement:
         under load each round trip waits for the busy loop's next turn).
         PostgreSQL: the same statements through asyncpg, awaited one by one.
+        (The writer's unit of work: a benchmark's subclass may measure or replace it.)
         """
-        if self.null_commits:
-            self._mark_committed(prepared)
-            return
         fence = (self.server_id, {m: self._epochs.get(m, -1) for m in prepared.touched})
         started = time.perf_counter()
         if self.engine.dialect.name == "sqlite":
             async with self.engine.connect() as conn:
                 pooled = await conn.get_raw_connection()
                 driver = pooled.driver_connection  # an aiosqlite.Connection
-                # Runs fn in the connection's own thread, as SQLAlchemy's aiosqlite
-                # dialect itself does to set the isolation level.
+                assert driver is not None
+                # aiosqlite's _execute runs fn in the connection's own thread: the one way to
+                # run a whole transaction there in one hop (aiosqlite has no public call for
+                # it; SQLAlchemy's aiosqlite dialect uses the same to set isolation levels).
                 try:
                     await driver._execute(_write_in_thread, pooled.info, driver, prepared, fence)
                 except ValueError as exc:  # aiosqlite's "Connection closed": retried on a new one
@@ -599,9 +629,7 @@ class EventLog:
                 await conn.run_sync(_write_group, prepared, fence)
         elapsed = time.perf_counter() - started
         self.commit_seconds.add(elapsed)
-        self._mark_committed(prepared)
-        if self.on_committed is not None:
-            self.on_committed(prepared)
+        self.mark_committed(prepared)
         if elapsed > 0.1:
             log.warning("event log commit of %d ticks took %.0f ms", len(prepared.ticks), elapsed * 1000)
 
@@ -684,10 +712,12 @@ def _write_group(conn: Connection, prepared: Prepared, fence: Fence) -> None:
     else:
         rowcount = conn.execute(
             update(matches)
-            .where(tuple_(matches.c.match_id, matches.c.epoch).in_(list(epochs.items())),
-                   matches.c.owner == server_id)
-            .values(last_tick=case(newest, value=matches.c.match_id, else_=matches.c.last_tick)
-                    if newest else matches.c.last_tick)
+            .where(tuple_(matches.c.match_id, matches.c.epoch).in_(list(epochs.items())), matches.c.owner == server_id)
+            .values(
+                last_tick=case(newest, value=matches.c.match_id, else_=matches.c.last_tick)
+                if newest
+                else matches.c.last_tick
+            )
         ).rowcount
     if rowcount != len(touched):
         rows = conn.execute(
@@ -703,8 +733,13 @@ def _write_group(conn: Connection, prepared: Prepared, fence: Fence) -> None:
         conn.execute(insert(players), prepared.players)
     for end in prepared.ends:
         conn.execute(
-            update(matches).where(matches.c.match_id == end.match_id).values(
-                status=end.status, last_tick=end.last_tick, final_hash=end.final_hash,
-                ended_at=time.time(), stats=orjson.dumps(end.stats).decode(),
+            update(matches)
+            .where(matches.c.match_id == end.match_id)
+            .values(
+                status=end.status,
+                last_tick=end.last_tick,
+                final_hash=end.final_hash,
+                ended_at=time.time(),
+                stats=orjson.dumps(end.stats).decode(),
             )
         )

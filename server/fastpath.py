@@ -51,11 +51,22 @@ CHALLENGE_PACKET = OVERHEAD + CHALLENGE_SIZE
 class Route:
     """One connection's fast path."""
 
-    __slots__ = ("keys", "sealer", "opener", "addr", "active", "deliver", "quic_addr",
-                 "_challenge", "_challenge_addr", "_challenged_at")
+    __slots__ = (
+        "_challenge",
+        "_challenge_addr",
+        "_challenged_at",
+        "active",
+        "addr",
+        "deliver",
+        "keys",
+        "opener",
+        "quic_addr",
+        "sealer",
+    )
 
-    def __init__(self, keys: FastKeys, deliver: Callable[[bytes], None],
-                 quic_addr: Callable[[], Address | None]) -> None:
+    def __init__(
+        self, keys: FastKeys, deliver: Callable[[bytes], None], quic_addr: Callable[[], Address | None]
+    ) -> None:
         self.keys = keys
         self.sealer, self.opener = server_ends(keys)
         self.addr: Address | None = None  # validated: deltas may go here

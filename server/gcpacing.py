@@ -5,14 +5,13 @@ Why: CPython starts a young (generation 0) collection once container allocations
 outnumber frees by 700, but dicts, lists and tuples that come from its free lists
 are not counted. A server builds views every tick, and each client's recent views
 live about two seconds as delta baselines, so between two automatic collections
-generation 0 grew to 10-40 thousand objects, and the collection then took 3-25 ms,
-in the middle of some match's tick: that was the tick lateness tail of
-``bench/eventlog.py`` (156 ticks over 6 ms in 13 000, against 3 when paced).
-Collected every 20 ms, generation 0 takes about 0.2 ms (0.8 at most) and the
-generation-1 collection of every tenth time about 1.3 ms (3.3 at most).
+generation 0 grows to tens of thousands of objects, and collecting them takes
+milliseconds in the middle of some match's tick (bench/README.md has the runs
+that showed it). Collected every 20 ms, a young collection stays well under one.
 
-The whole heap (generation 2: cycles that lived long) is collected once a minute,
-a pause of tens of milliseconds; ``gc.freeze()`` after start-up keeps what never
+This module owns when the collector runs; it knows nothing of matches. The whole
+heap (generation 2: cycles that lived long) is collected once a minute, a pause of
+tens of milliseconds; ``gc.freeze()`` after start-up keeps what never
 dies out of it. ``GcPacer.run`` turns automatic collection off while it runs and
 back on when it ends, so code outside a serving server is unaffected.
 """
@@ -32,9 +31,13 @@ FULL_EVERY_S = 60.0
 class GcPacer:
     """Runs the process's garbage collections; ``on_collect(generation, seconds)`` hears each."""
 
-    def __init__(self, young_every_s: float = YOUNG_EVERY_S, middle_every: int = MIDDLE_EVERY,
-                 full_every_s: float = FULL_EVERY_S,
-                 on_collect: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        young_every_s: float = YOUNG_EVERY_S,
+        middle_every: int = MIDDLE_EVERY,
+        full_every_s: float = FULL_EVERY_S,
+        on_collect: Callable[[int, float], None] | None = None,
+    ) -> None:
         self.young_every_s = young_every_s
         self.middle_every = middle_every
         self.full_every_s = full_every_s

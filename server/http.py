@@ -13,6 +13,7 @@ histograms observed once per tick.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -35,27 +36,40 @@ class Metrics:
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, memory
         self.tick_lateness = Histogram(
-            "tickline_tick_lateness_seconds", "How late each tick started against its deadline",
-            ["match"], buckets=TICK_BUCKETS, registry=self.registry,
+            "tickline_tick_lateness_seconds",
+            "How late each tick started against its deadline",
+            ["match"],
+            buckets=TICK_BUCKETS,
+            registry=self.registry,
         )
         self.tick_duration = Histogram(
-            "tickline_tick_duration_seconds", "Time the loop spent in one tick",
-            ["match"], buckets=TICK_BUCKETS, registry=self.registry,
+            "tickline_tick_duration_seconds",
+            "Time the loop spent in one tick",
+            ["match"],
+            buckets=TICK_BUCKETS,
+            registry=self.registry,
         )
         # The same over every match this server ever ran: per-match series go when
         # their match ends, and a window across a match's end must still add up.
         self.all_lateness = Histogram(
-            "tickline_server_tick_lateness_seconds", "How late each tick of any match started",
-            buckets=TICK_BUCKETS, registry=self.registry,
+            "tickline_server_tick_lateness_seconds",
+            "How late each tick of any match started",
+            buckets=TICK_BUCKETS,
+            registry=self.registry,
         )
         self.all_duration = Histogram(
-            "tickline_server_tick_duration_seconds", "Time the loop spent in one tick of any match",
-            buckets=TICK_BUCKETS, registry=self.registry,
+            "tickline_server_tick_duration_seconds",
+            "Time the loop spent in one tick of any match",
+            buckets=TICK_BUCKETS,
+            registry=self.registry,
         )
         # Pauses of the loop for garbage collection (server.gcpacing), by generation.
         self.gc_pause = Histogram(
-            "tickline_gc_pause_seconds", "Time the loop spent in one garbage collection",
-            ["generation"], buckets=TICK_BUCKETS, registry=self.registry,
+            "tickline_gc_pause_seconds",
+            "Time the loop spent in one garbage collection",
+            ["generation"],
+            buckets=TICK_BUCKETS,
+            registry=self.registry,
         )
         self.registry.register(_LiveCollector(server))
 
@@ -79,10 +93,8 @@ class Metrics:
     def forget(self, match_id: str) -> None:
         """Drop an ended match's series, so a long-running server's metrics do not grow."""
         for histogram in (self.tick_lateness, self.tick_duration):
-            try:
+            with contextlib.suppress(KeyError):
                 histogram.remove(match_id)
-            except KeyError:
-                pass
 
 
 class _LiveCollector(Collector):
@@ -93,15 +105,24 @@ class _LiveCollector(Collector):
         server = self._server
         matches = list(server.matches)
         players = GaugeMetricFamily("tickline_players", "Players connected to a match", labels=["match"])
-        away = GaugeMetricFamily("tickline_players_away", "Players whose connection dropped, within their grace window", labels=["match"])
+        away = GaugeMetricFamily(
+            "tickline_players_away", "Players whose connection dropped, within their grace window", labels=["match"]
+        )
         ticks = CounterMetricFamily("tickline_ticks", "Ticks run", labels=["match"])
         inputs = CounterMetricFamily("tickline_inputs_applied", "Inputs applied", labels=["match"])
         rejected = CounterMetricFamily("tickline_connections_kicked", "Connections closed for bad input", labels=[])
-        paused = CounterMetricFamily("tickline_match_paused_seconds", "Time a match waited for the event log", labels=["match"])
+        paused = CounterMetricFamily(
+            "tickline_match_paused_seconds", "Time a match waited for the event log", labels=["match"]
+        )
         down = CounterMetricFamily("tickline_bytes_down", "Bytes sent to clients", labels=["match"])
-        catch_ups = CounterMetricFamily("tickline_tick_catch_ups", "Times the tick schedule restarted after "
-                                        "the loop fell behind by more than a quarter second", labels=["match"])
-        lag_ticks = GaugeMetricFamily("tickline_eventlog_lag_ticks", "Ticks appended but not yet committed", labels=["match"])
+        catch_ups = CounterMetricFamily(
+            "tickline_tick_catch_ups",
+            "Times the tick schedule restarted after the loop fell behind by more than a quarter second",
+            labels=["match"],
+        )
+        lag_ticks = GaugeMetricFamily(
+            "tickline_eventlog_lag_ticks", "Ticks appended but not yet committed", labels=["match"]
+        )
         for match in matches:
             figures = match.live_figures()
             label = [match.match_id]
@@ -120,29 +141,53 @@ class _LiveCollector(Collector):
         # Server-wide totals, ended matches included, so that they only ever grow.
         ended = server.ended_totals
         live = [m.live_figures() for m in matches]
-        yield CounterMetricFamily("tickline_server_ticks", "Ticks run by every match",
-                                  value=ended["ticks"] + sum(m.tick - (m.resumed_at or 0) for m in matches))
-        yield CounterMetricFamily("tickline_server_inputs_applied", "Inputs applied in every match",
-                                  value=ended["inputs_applied"] + sum(m.inputs_applied for m in matches))
-        yield CounterMetricFamily("tickline_server_bytes_down", "Bytes sent to clients by every match",
-                                  value=ended["bytes_down"] + sum(f["bytes_down"] for f in live))
-        yield CounterMetricFamily("tickline_server_tick_catch_ups", "Tick schedule restarts in every match",
-                                  value=ended["catch_ups"] + sum(m.catch_ups for m in matches))
-        yield GaugeMetricFamily("tickline_server_players", "Players connected to any match",
-                                value=sum(f["players"] for f in live))
+        yield CounterMetricFamily(
+            "tickline_server_ticks",
+            "Ticks run by every match",
+            value=ended["ticks"] + sum(m.tick - (m.resumed_at or 0) for m in matches),
+        )
+        yield CounterMetricFamily(
+            "tickline_server_inputs_applied",
+            "Inputs applied in every match",
+            value=ended["inputs_applied"] + sum(m.inputs_applied for m in matches),
+        )
+        yield CounterMetricFamily(
+            "tickline_server_bytes_down",
+            "Bytes sent to clients by every match",
+            value=ended["bytes_down"] + sum(f["bytes_down"] for f in live),
+        )
+        yield CounterMetricFamily(
+            "tickline_server_tick_catch_ups",
+            "Tick schedule restarts in every match",
+            value=ended["catch_ups"] + sum(m.catch_ups for m in matches),
+        )
+        yield GaugeMetricFamily(
+            "tickline_server_players", "Players connected to any match", value=sum(f["players"] for f in live)
+        )
 
         yield from _fastpath_metrics(server)
         log = server.eventlog
         if log is None:
             return
-        yield GaugeMetricFamily("tickline_eventlog_lag_seconds", "Age of the oldest record not yet committed", value=log.lag_seconds())
-        yield GaugeMetricFamily("tickline_eventlog_queued_records", "Records waiting for the writer", value=log.queued())
-        yield GaugeMetricFamily("tickline_eventlog_failing", "1 while the database refuses writes", value=1 if log.failing else 0)
+        yield GaugeMetricFamily(
+            "tickline_eventlog_lag_seconds", "Age of the oldest record not yet committed", value=log.lag_seconds()
+        )
+        yield GaugeMetricFamily(
+            "tickline_eventlog_queued_records", "Records waiting for the writer", value=log.queued()
+        )
+        yield GaugeMetricFamily(
+            "tickline_eventlog_failing", "1 while the database refuses writes", value=1 if log.failing else 0
+        )
         yield CounterMetricFamily("tickline_eventlog_commits", "Transactions committed", value=log.commits)
         yield CounterMetricFamily("tickline_eventlog_rows", "Tick rows committed", value=log.rows)
-        yield CounterMetricFamily("tickline_eventlog_failed_commits", "Commits the database refused (each is retried)",
-                                  value=log.failed_commits)
-        commit = GaugeMetricFamily("tickline_eventlog_commit_seconds", "Commit duration over recent commits", labels=["quantile"])
+        yield CounterMetricFamily(
+            "tickline_eventlog_failed_commits",
+            "Commits the database refused (each is retried)",
+            value=log.failed_commits,
+        )
+        commit = GaugeMetricFamily(
+            "tickline_eventlog_commit_seconds", "Commit duration over recent commits", labels=["quantile"]
+        )
         for q in (50, 99):
             commit.add_metric([str(q / 100)], log.commit_seconds.percentile(q))
         yield commit
@@ -152,16 +197,24 @@ def _fastpath_metrics(server: Server) -> Iterator[Metric]:
     fast = server.fastpath
     if fast is None:
         return
-    yield GaugeMetricFamily("tickline_fastpath_sessions", "Connections whose deltas take the fast path",
-                            value=fast.active_routes())
+    yield GaugeMetricFamily(
+        "tickline_fastpath_sessions", "Connections whose deltas take the fast path", value=fast.active_routes()
+    )
     yield CounterMetricFamily("tickline_fastpath_packets_in", "Fast-path packets authenticated", value=fast.packets_in)
     yield CounterMetricFamily("tickline_fastpath_packets_out", "Fast-path packets sent", value=fast.packets_out)
-    yield CounterMetricFamily("tickline_fastpath_bytes_in", "Bytes of authenticated fast-path packets", value=fast.bytes_in)
+    yield CounterMetricFamily(
+        "tickline_fastpath_bytes_in", "Bytes of authenticated fast-path packets", value=fast.bytes_in
+    )
     yield CounterMetricFamily("tickline_fastpath_bytes_out", "Bytes of fast-path packets sent", value=fast.bytes_out)
-    yield CounterMetricFamily("tickline_fastpath_challenges", "Path challenges sent to new addresses", value=fast.challenges)
-    yield CounterMetricFamily("tickline_fastpath_migrations", "Routes moved to a new, validated address", value=fast.migrations)
-    dropped = CounterMetricFamily("tickline_fastpath_dropped", "Fast-path packets dropped unanswered, by reason",
-                                  labels=["reason"])
+    yield CounterMetricFamily(
+        "tickline_fastpath_challenges", "Path challenges sent to new addresses", value=fast.challenges
+    )
+    yield CounterMetricFamily(
+        "tickline_fastpath_migrations", "Routes moved to a new, validated address", value=fast.migrations
+    )
+    dropped = CounterMetricFamily(
+        "tickline_fastpath_dropped", "Fast-path packets dropped unanswered, by reason", labels=["reason"]
+    )
     for reason in DROP_REASONS:
         dropped.add_metric([reason], fast.dropped[reason])
     yield dropped
@@ -188,13 +241,20 @@ def make_app(server: Server, metrics: Metrics) -> web.Application:
 
     async def list_matches(_request: web.Request) -> web.Response:
         """The lobby's view: every match this server runs, and whether it has room."""
-        return web.json_response([
-            {
-                "match_id": m.match_id, "game": m.rules.name, "status": m.status, "tick": m.tick,
-                "players": len(m.sessions), "max_players": m.rules.max_players(), "open": m.is_open(),
-            }
-            for m in server.matches
-        ])
+        return web.json_response(
+            [
+                {
+                    "match_id": m.match_id,
+                    "game": m.rules.name,
+                    "status": m.status,
+                    "tick": m.tick,
+                    "players": len(m.sessions),
+                    "max_players": m.rules.max_players(),
+                    "open": m.is_open(),
+                }
+                for m in server.matches
+            ]
+        )
 
     async def metrics_text(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain", charset="utf-8")
@@ -212,5 +272,5 @@ async def start_http(server: Server, metrics: Metrics, host: str, port: int) -> 
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    return runner, sockets[0].getsockname()[1] if sockets else port
+    bound: int = runner.addresses[0][1] if runner.addresses else port
+    return runner, bound

@@ -34,6 +34,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from tickline.server.eventlog import (
@@ -93,7 +94,9 @@ def rebuild_state(rules: Rules, recovered: Recovered) -> State:
         replay_stored_tick(rules, state, expected, tick, payload, stored_hash)
         expected += 1
     if expected - 1 != recovered.last_tick:
-        raise Divergence(expected, f"the log says tick {recovered.last_tick} was committed, but it ends at {expected - 1}")
+        raise Divergence(
+            expected, f"the log says tick {recovered.last_tick} was committed, but it ends at {expected - 1}"
+        )
     return state
 
 
@@ -122,9 +125,14 @@ class Match:
             self.match_id = uuid.uuid4().hex
             self.seed = settings.seed if settings.seed is not None else secrets.randbits(63)
             self.header = MatchHeader(
-                match_id=self.match_id, game=self.rules.name, game_version=self.rules.version,
-                seed=self.seed, config=self.rules.config, tick_rate=settings.tick_rate,
-                send_rate=settings.send_rate, created_at=time.time(),
+                match_id=self.match_id,
+                game=self.rules.name,
+                game_version=self.rules.version,
+                seed=self.seed,
+                config=self.rules.config,
+                tick_rate=settings.tick_rate,
+                send_rate=settings.send_rate,
+                created_at=time.time(),
             )
             self.state = self.rules.initial_state(self.seed)
             self.tick = 0
@@ -180,12 +188,16 @@ class Match:
         self._joins.append((player_id, session.name))
         self.players_seen += 1
         self._seat(session, player_id, token, self.tick + 1)
-        log.info("match %s: player %d (%s) joined from %s", self.match_id[:8], player_id, session.name, session.channel.peer)
+        log.info(
+            "match %s: player %d (%s) joined from %s", self.match_id[:8], player_id, session.name, session.channel.peer
+        )
 
     def can_resume(self, player_id: int, token: str) -> bool:
         expected = self._tokens.get(player_id)
         return (
-            expected is not None and self._tg is not None and not self._stopping
+            expected is not None
+            and self._tg is not None
+            and not self._stopping
             and secrets.compare_digest(expected, token_hash(token))
             and (player_id in self.sessions or player_id in self._away)
         )
@@ -204,9 +216,15 @@ class Match:
         assert self._tg is not None
         self.sessions[player_id] = session
         welcome = Welcome(
-            version=PROTOCOL_VERSION, player_id=player_id, match_id=self.match_id,
-            game=self.rules.name, game_version=self.rules.version,
-            tick_rate=self._tick_rate, send_rate=self.header.send_rate, tick=tick, token=token,
+            version=PROTOCOL_VERSION,
+            player_id=player_id,
+            match_id=self.match_id,
+            game=self.rules.name,
+            game_version=self.rules.version,
+            tick_rate=self._tick_rate,
+            send_rate=self.header.send_rate,
+            tick=tick,
+            token=token,
             config=self.rules.config,
         )
         session.join(self, player_id)
@@ -225,8 +243,13 @@ class Match:
         if session.departure is Departure.LOST and not self._stopping and self.settings.grace_s > 0:
             self._away[player_id] = time.monotonic() + self.settings.grace_s
             self._idle.append(player_id)
-            log.info("match %s: player %d lost its connection (%s); its place is kept %g s",
-                     self.match_id[:8], player_id, session.close_reason, self.settings.grace_s)
+            log.info(
+                "match %s: player %d lost its connection (%s); its place is kept %g s",
+                self.match_id[:8],
+                player_id,
+                session.close_reason,
+                self.settings.grace_s,
+            )
         else:
             self._leaves.append(player_id)
             log.info("match %s: player %d left (%s)", self.match_id[:8], player_id, session.close_reason)
@@ -282,7 +305,12 @@ class Match:
         else:
             deadline = time.monotonic() + self.settings.grace_s
             self._away = {pid: deadline for pid in self._tokens if pid in self.state.get("players", {})}
-            log.info("match %s resumed at tick %d; %d players may reconnect", self.match_id[:8], self.tick + 1, len(self._away))
+            log.info(
+                "match %s resumed at tick %d; %d players may reconnect",
+                self.match_id[:8],
+                self.tick + 1,
+                len(self._away),
+            )
         self.status = "running"
         clock = asyncio.get_running_loop().time
         ticker = self.ticker = Ticker(self._tick_rate, clock())
@@ -306,10 +334,22 @@ class Match:
     async def _pause(self) -> None:
         began = time.monotonic()
         self.pauses += 1
-        log.warning("match %s paused at tick %d: the event log is %s", self.match_id[:8], self.tick,
-                    f"failing ({self._log.failing})" if self._log.failing else f"{self._log.queued()} records behind")
+        log.warning(
+            "match %s paused at tick %d: the event log is %s",
+            self.match_id[:8],
+            self.tick,
+            f"failing ({self._log.failing})" if self._log.failing else f"{self._log.queued()} records behind",
+        )
         while not self._log.has_room() and not self._stopping:
-            await asyncio.sleep(0.05)
+            # Until the writer has room again, or the match is told to stop (which wakes it).
+            self._wake.clear()
+            room = asyncio.ensure_future(self._log.wait_for_room())
+            woken = asyncio.ensure_future(self._wake.wait())
+            try:
+                await asyncio.wait((room, woken), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                room.cancel()
+                woken.cancel()
         self.paused_s += time.monotonic() - began
         log.warning("match %s resumed after a %.1f s pause", self.match_id[:8], time.monotonic() - began)
 
@@ -356,7 +396,7 @@ class Match:
             view = views.get(key)
             if view is None:
                 view = views[key] = self.rules.view(self.state, player_id)
-            self._deliver(tick, lambda s=session, v=view: s.send_view(tick, v, encoded, full))
+            self._deliver(tick, partial(session.send_view, tick, view, encoded, full))
 
     # ------------------------------------------------------------ delivery after commit
 
@@ -389,7 +429,9 @@ class Match:
                 async with asyncio.timeout(5):
                     await self._committed_event.wait()
             except TimeoutError:
-                log.warning("match %s: last ticks not committed within 5 s; their deltas are not sent", self.match_id[:8])
+                log.warning(
+                    "match %s: last ticks not committed within 5 s; their deltas are not sent", self.match_id[:8]
+                )
 
     async def _say_goodbye(self, reason: str, grace_s: float = 2.0) -> None:
         """Every client is told why on its control stream and closes; then the rest are closed."""
@@ -408,7 +450,7 @@ class Match:
         scores = {str(pid): p.get("score", 0) for pid, p in players.items()}
         data = {"winner": self.state.get("winner", 0), "scores": scores}
         for session in self.sessions.values():
-            self._deliver(self.tick, lambda s=session: s.send_event(self.tick, "over", data))
+            self._deliver(self.tick, partial(session.send_event, self.tick, "over", data))
 
     def _end_in_log(self) -> None:
         if self.rules.is_over(self.state):
@@ -421,10 +463,15 @@ class Match:
             self.status = "abandoned"
         if not self._logged or self._fenced:
             return
-        self._log.end_match(MatchEnd(
-            match_id=self.match_id, status=self.status, last_tick=self.tick,
-            final_hash=state_hash(self.state), stats=self.figures(),
-        ))
+        self._log.end_match(
+            MatchEnd(
+                match_id=self.match_id,
+                status=self.status,
+                last_tick=self.tick,
+                final_hash=state_hash(self.state),
+                stats=self.figures(),
+            )
+        )
         log.info("match %s %s at tick %d", self.match_id[:8], self.status, self.tick)
 
     # ------------------------------------------------------------ figures

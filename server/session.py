@@ -300,8 +300,9 @@ class Session:
         inputs = self._inputs
         for item in frame.inputs:
             if not (isinstance(item, list) and 2 <= len(item) <= 3 and type(item[0]) is int and item[0] > 0):
-                raise MalformedFrame("each input must be [seq, controls] or [seq, controls, ticks] "
-                                     "with a positive integer seq")
+                raise MalformedFrame(
+                    "each input must be [seq, controls] or [seq, controls, ticks] with a positive integer seq"
+                )
             seq, raw = item[0], item[1]
             ticks = item[2] if len(item) == 3 else 1
             if type(ticks) is not int or not 1 <= ticks <= MAX_INPUT_TICKS:
@@ -380,8 +381,9 @@ class Session:
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))
 
-    def send_view(self, tick: int, view: dict[str, Any], encoded: dict[Any, bytes] | None = None,
-                  full: bool = False) -> None:
+    def send_view(
+        self, tick: int, view: dict[str, Any], encoded: dict[Any, bytes] | None = None, full: bool = False
+    ) -> None:
         """Send ``view`` as a delta against the newest view this client acknowledged.
 
         ``encoded`` is the tick's cache of encoded diffs, shared by the match's
@@ -401,9 +403,9 @@ class Session:
             self.diffs_encoded += 1
         body = b""
         if self._packed:
-            packed = cache.get(key + (DEFLATE,))
+            packed = cache.get((*key, DEFLATE))
             if packed is None:
-                packed = cache[key + (DEFLATE,)] = pack_diff(diff_json)
+                packed = cache[(*key, DEFLATE)] = pack_diff(diff_json)
             body = encode_packed_delta(tick, base, self.applied_seq, packed)
         if not body or len(body) > MAX_DATAGRAM:
             body = encode_delta(tick, base, self.applied_seq, diff_json)

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from aioquic.asyncio import QuicConnectionProtocol
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import (
@@ -103,6 +103,8 @@ class ServerConnection(QuicConnectionProtocol):
             self._fast.close_route(self._route)
         self._route = None
 
+    # A Channel's close(reason, error) in place of aioquic's close(error_code, reason_phrase): the
+    # only caller that passes nothing, aioquic's server at shutdown, gets a normal close either way.
     def close(self, reason: str = "", error: bool = False) -> None:  # type: ignore[override]
         self._drop_route()
         super().close(
@@ -152,14 +154,18 @@ class Endpoint(QuicServer):
             self._fast.transport = self._transport
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
-        if self._fast is not None and is_fastpath(data):  # type: ignore[arg-type]
-            self._fast.datagram_received(data, addr)  # type: ignore[arg-type]
+        if self._fast is not None and isinstance(data, bytes) and is_fastpath(data):
+            self._fast.datagram_received(data, addr)
             return
         super().datagram_received(data, addr)
 
 
 async def start_endpoint(
-    host: str, port: int, configuration: QuicConfiguration, accept: Accept, fast: FastPath | None = None,
+    host: str,
+    port: int,
+    configuration: QuicConfiguration,
+    accept: Accept,
+    fast: FastPath | None = None,
 ) -> tuple[Endpoint, int]:
     """Listen on ``host:port`` (port 0 picks a free one); return the endpoint and its port.
 
@@ -169,9 +175,9 @@ async def start_endpoint(
         return ServerConnection(*args, accept=accept, fast=fast, **kwargs)
 
     loop = asyncio.get_running_loop()
-    _, endpoint = await loop.create_datagram_endpoint(
+    transport, endpoint = await loop.create_datagram_endpoint(
         lambda: Endpoint(fast=fast, configuration=configuration, create_protocol=create),
         local_addr=(host, port),
     )
-    bound = endpoint._transport.get_extra_info("sockname")[1]
+    bound: int = transport.get_extra_info("sockname")[1]
     return endpoint, bound

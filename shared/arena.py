@@ -90,7 +90,7 @@ class Arena(Rules):
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         super().__init__(config)
         c = self.config
-        rate = c["tick_rate"]
+        rate: int = c["tick_rate"]
 
         def ticks(ms: int) -> int:
             return max(1, ms * rate // 1000)
@@ -116,7 +116,7 @@ class Arena(Rules):
         self._views: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
         self.hitscan = c["weapon"] == "hitscan"
         self.hitscan_reach = c["hitscan_range"] * UNIT
-        self.hitscan_r2 = self.hitscan_reach ** 2
+        self.hitscan_r2 = self.hitscan_reach**2
         self.max_rewind = c["lag_comp_ms"] * rate // 1000
         self.q = c["view_step"]  # quantization of positions in views
 
@@ -140,7 +140,7 @@ class Arena(Rules):
 
     def load_state(self, data: bytes) -> State:
         self._generation += 1
-        state = orjson.loads(data)
+        state: State = orjson.loads(data)
         for table in ("players", "shots", "pickups"):
             state[table] = {int(k): v for k, v in sorted(state[table].items(), key=lambda kv: int(kv[0]))}
         return state
@@ -200,8 +200,16 @@ class Arena(Rules):
                 continue
             x, y = self._random_spot(state)
             players[pid] = {
-                "name": name, "x": x, "y": y, "hp": self.config["max_hp"], "score": 0,
-                "deaths": 0, "alive": True, "respawn": 0, "cool": 0, **_IDLE,
+                "name": name,
+                "x": x,
+                "y": y,
+                "hp": self.config["max_hp"],
+                "score": 0,
+                "deaths": 0,
+                "alive": True,
+                "respawn": 0,
+                "cool": 0,
+                **_IDLE,
             }
             events.append({"k": "join", "p": pid})
         for pid in sorted(inputs.inputs):
@@ -222,7 +230,7 @@ class Arena(Rules):
         self._check_end(state, tick, events)
         return events
 
-    def _move_player(self, state: State, pid: int, p: dict, tick: int, events: list[GameEvent]) -> bool:
+    def _move_player(self, state: State, pid: int, p: dict[str, Any], tick: int, events: list[GameEvent]) -> bool:
         """Move (or respawn) one player; True when it fires a hitscan weapon this tick."""
         if not p["alive"]:
             if tick >= p["respawn"]:
@@ -246,9 +254,15 @@ class Arena(Rules):
                 sid = state["next_id"]
                 state["next_id"] = sid + 1
                 state["shots"][sid] = {
-                    "x": p["x"], "y": p["y"], "x0": p["x"], "y0": p["y"], "born": tick,
-                    "vx": ax * self.shot_speed // length, "vy": ay * self.shot_speed // length,
-                    "owner": pid, "expires": tick + self.shot_ttl,
+                    "x": p["x"],
+                    "y": p["y"],
+                    "x0": p["x"],
+                    "y0": p["y"],
+                    "born": tick,
+                    "vx": ax * self.shot_speed // length,
+                    "vy": ay * self.shot_speed // length,
+                    "owner": pid,
+                    "expires": tick + self.shot_ttl,
                 }
                 p["cool"] = tick + self.cooldown
                 events.append({"k": "fire", "p": pid, "s": sid})
@@ -279,7 +293,7 @@ class Arena(Rules):
         best, best_d2 = 0, self.hitscan_r2 + 1
         sx, sy, reach = shooter["x"], shooter["y"], self.hitscan_reach
         it = iter(positions)
-        for target, x, y in zip(it, it, it):
+        for target, x, y in zip(it, it, it, strict=False):
             dx, dy = x - sx, y - sy
             if dx > reach or dx < -reach or dy > reach or dy < -reach:
                 continue  # out of range on one axis alone: most players, most shots
@@ -413,8 +427,11 @@ class Arena(Rules):
         if self.view_r2 and me is not None:
             cx, cy, r2 = me["x"], me["y"], self.view_r2
             return {
-                "players": {k: v for pid, k, v, x, y in players
-                            if pid == player_id or (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
+                "players": {
+                    k: v
+                    for pid, k, v, x, y in players
+                    if pid == player_id or (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2
+                },
                 "shots": {k: v for k, v, x, y in shots if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
                 "pickups": {k: v for k, v, x, y in pickups if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
                 "over": state["over"],
@@ -442,8 +459,14 @@ class Arena(Rules):
         q = self.q
         players = []
         for pid, p in state["players"].items():
-            v = {"name": p["name"], "x": p["x"] // q, "y": p["y"] // q, "hp": p["hp"],
-                 "score": p["score"], "alive": p["alive"]}
+            v = {
+                "name": p["name"],
+                "x": p["x"] // q,
+                "y": p["y"] // q,
+                "hp": p["hp"],
+                "score": p["score"],
+                "alive": p["alive"],
+            }
             old = before.get(("p", pid))
             if old == v:
                 v = old
@@ -454,8 +477,14 @@ class Arena(Rules):
             # A shot flies straight, so a client places it at any tick from where
             # and when it was fired: x0 + vx * (tick - born). Its view never
             # changes, and costs bytes only in the delta that spawns it.
-            v = before.get(("s", sid)) or {"x0": s["x0"] // q, "y0": s["y0"] // q, "vx": s["vx"], "vy": s["vy"],
-                                           "born": s["born"], "owner": s["owner"]}
+            v = before.get(("s", sid)) or {
+                "x0": s["x0"] // q,
+                "y0": s["y0"] // q,
+                "vx": s["vx"],
+                "vy": s["vy"],
+                "born": s["born"],
+                "owner": s["owner"],
+            }
             now[("s", sid)] = v
             shots.append((str(sid), v, s["x"], s["y"]))
         pickups = []

@@ -58,7 +58,9 @@ def diff(a: View, b: View) -> View:
                     updates = {}
                 updates[key] = sub
         elif (
-            old is _ABSENT or old != new or type(old) is not type(new)
+            old is _ABSENT
+            or old != new
+            or type(old) is not type(new)
             or (isinstance(new, list) and not _same(old, new))
         ):
             if sets is None:
@@ -135,4 +137,4 @@ def _same(a: Any, b: Any) -> bool:
         return len(a) == len(b) and all(map(_same, a, b))
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
-    return a == b
+    return bool(a == b)

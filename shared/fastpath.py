@@ -115,7 +115,7 @@ class ReplayWindow:
 
     SIZE = 64
 
-    __slots__ = ("newest", "_seen")
+    __slots__ = ("_seen", "newest")
 
     def __init__(self) -> None:
         self.newest = 0

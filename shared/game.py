@@ -98,14 +98,10 @@ class Rules(ABC):
         defaults = self.default_config()
         for key, value in config.items():
             if key not in defaults:
-                raise ConfigError(
-                    f"unknown {self.name} config key {key!r}; known keys: {', '.join(sorted(defaults))}"
-                )
+                raise ConfigError(f"unknown {self.name} config key {key!r}; known keys: {', '.join(sorted(defaults))}")
             want = type(defaults[key])
             if type(value) is not want:
-                raise ConfigError(
-                    f"{self.name} config key {key!r} must be {want.__name__}, not {type(value).__name__}"
-                )
+                raise ConfigError(f"{self.name} config key {key!r} must be {want.__name__}, not {type(value).__name__}")
         return {**defaults, **config}
 
     @abstractmethod
@@ -174,7 +170,7 @@ def rng_next(state: State, key: str = "rng") -> int:
     state[key] = x
     z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
     z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return z ^ (z >> 31)
+    return int(z ^ (z >> 31))
 
 
 def rng_below(state: State, n: int, key: str = "rng") -> int:

@@ -30,7 +30,6 @@ def make_rules(name: str, config: dict[str, Any] | None = None, version: int | N
     cls = game_class(name)
     if version is not None and version != cls.version:
         raise UnknownGame(
-            f"the match was played under {name} rules version {version}, "
-            f"but this build has version {cls.version}"
+            f"the match was played under {name} rules version {version}, but this build has version {cls.version}"
         )
     return cls(config)

@@ -1,11 +1,11 @@
 """The event log's record format: what the log's writer and its readers agree on.
 
 One row per (match, tick) holds that tick's inputs and events, compressed
-together: measured 4x smaller and faster to write than a
-row per event. Tick payloads are compressed with LZ4 (about 1 us for a
-16-player record, against 5 us for zstd at level 1, for rows 45 % larger) and
-carry a CRC-32 of the compressed bytes, so a damaged payload fails to decode
-rather than decoding wrong; keyframes, one a second, use zstd and its checksum.
+together (smaller and cheaper to write than a row per event; docs/design.md).
+Tick payloads are compressed with LZ4, which costs a fifth of zstd's time for
+rows a little larger, and carry a CRC-32 of the compressed bytes, so a damaged
+payload fails to decode rather than decoding wrong; keyframes, one a second,
+use zstd and its checksum.
 The tables themselves are the server's (``server/schema.py``, created and
 migrated there); readers name only the columns they read.
 """
@@ -79,7 +79,7 @@ def _pack(raw: bytes) -> bytes:
     # 0x78: each decodes as it is.
     if len(raw) < COMPRESS_FROM:
         return raw
-    block = lz4.block.compress(raw)
+    block: bytes = lz4.block.compress(raw)
     return _LZ4_MARK + zlib.crc32(block).to_bytes(4, "little") + block
 
 
@@ -112,8 +112,15 @@ def decode_payload(data: bytes) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         inputs, events = body["in"], body.get("ev", [])
     except CorruptRecord:
         raise
-    except (zlib.error, zstandard.ZstdError, lz4.block.LZ4BlockError, orjson.JSONDecodeError, KeyError, TypeError,
-            AttributeError) as exc:
+    except (
+        zlib.error,
+        zstandard.ZstdError,
+        lz4.block.LZ4BlockError,
+        orjson.JSONDecodeError,
+        KeyError,
+        TypeError,
+        AttributeError,
+    ) as exc:
         raise CorruptRecord(f"tick payload cannot be decoded: {exc}") from None
     if not isinstance(inputs, dict) or not isinstance(events, list):
         raise CorruptRecord("tick payload cannot be decoded: its inputs or events have the wrong type")
@@ -149,9 +156,13 @@ class MatchHeader:
     def to_row(self) -> dict[str, Any]:
         """The header as the columns of its ``matches`` row."""
         return {
-            "match_id": self.match_id, "game": self.game, "game_version": self.game_version,
-            "seed": self.seed, "config": orjson.dumps(self.config).decode(),
-            "tick_rate": self.tick_rate, "send_rate": self.send_rate,
+            "match_id": self.match_id,
+            "game": self.game,
+            "game_version": self.game_version,
+            "seed": self.seed,
+            "config": orjson.dumps(self.config).decode(),
+            "tick_rate": self.tick_rate,
+            "send_rate": self.send_rate,
             "created_at": self.created_at,
         }
 
@@ -159,9 +170,14 @@ class MatchHeader:
     def from_row(cls, row: Any) -> MatchHeader:
         """From a mapping with the ``matches`` row's columns."""
         return cls(
-            match_id=row["match_id"], game=row["game"], game_version=row["game_version"],
-            seed=row["seed"], config=orjson.loads(row["config"]), tick_rate=row["tick_rate"],
-            send_rate=row["send_rate"], created_at=row["created_at"],
+            match_id=row["match_id"],
+            game=row["game"],
+            game_version=row["game_version"],
+            seed=row["seed"],
+            config=orjson.loads(row["config"]),
+            tick_rate=row["tick_rate"],
+            send_rate=row["send_rate"],
+            created_at=row["created_at"],
         )
 
 

@@ -92,7 +92,7 @@ class Hello:
     token: str = ""
     # What the client can do beyond the base protocol: "fastpath" asks for the
     # fast path's keys (shared/fastpath.py).
-    caps: list[str] = field(default_factory=list)
+    caps: list[Any] = field(default_factory=list)  # decoded as a list; the server checks each is a short str
 
 
 @dataclass(slots=True)
@@ -127,7 +127,7 @@ class Input:
 
     TAG: ClassVar[str] = "in"
     ack: int
-    inputs: list[list[Any]]
+    inputs: list[Any]  # decoded as a list; the server checks each item's shape
 
 
 @dataclass(slots=True)
@@ -186,9 +186,16 @@ _TYPES: dict[str, type] = {cls.TAG: cls for cls in (Hello, Welcome, Input, Delta
 _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
     Hello: {"version": (int,), "name": (str,), "token": (str,), "caps": (list,)},
     Welcome: {
-        "version": (int,), "player_id": (int,), "match_id": (str,), "game": (str,),
-        "game_version": (int,), "tick_rate": (int,), "send_rate": (int,), "tick": (int,),
-        "token": (str,), "config": (dict,),
+        "version": (int,),
+        "player_id": (int,),
+        "match_id": (str,),
+        "game": (str,),
+        "game_version": (int,),
+        "tick_rate": (int,),
+        "send_rate": (int,),
+        "tick": (int,),
+        "token": (str,),
+        "config": (dict,),
     },
     Input: {"ack": (int,), "inputs": (list,)},
     Delta: {"tick": (int,), "base": (int,), "seq": (int,), "diff": (dict,)},
@@ -199,9 +206,7 @@ _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
 
 
 def _required_fields(cls: type) -> frozenset[str]:
-    return frozenset(
-        f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
-    )
+    return frozenset(f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING)
 
 
 _REQUIRED = {cls: _required_fields(cls) for cls in _TYPES.values()}
@@ -243,7 +248,7 @@ def split_packed_delta(data: bytes) -> tuple[int, int, int, bytes]:
     if len(data) < 1 + _PACKED_HEADER.size:
         raise MalformedFrame("packed delta is shorter than its header")
     tick, base, seq = _PACKED_HEADER.unpack_from(data, 1)
-    return tick, base, seq, data[1 + _PACKED_HEADER.size:]
+    return tick, base, seq, data[1 + _PACKED_HEADER.size :]
 
 
 def unpack_diff(packed: bytes, max_size: int = MAX_STREAM_FRAME) -> dict[str, Any]:
@@ -309,7 +314,8 @@ def decode(data: bytes, max_size: int = MAX_STREAM_FRAME) -> Frame:
         # bool is an int in Python; no field of this protocol is a bool.
         if not isinstance(value, types[name]) or isinstance(value, bool):
             raise MalformedFrame(f"{tag} frame field {name!r} has the wrong type")
-    return cls(**obj)
+    frame: Frame = cls(**obj)
+    return frame
 
 
 def decode_datagram(data: bytes, packed: bool = True) -> Frame:
@@ -336,13 +342,11 @@ class StreamDecoder:
         while len(self._buffer) >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(self._buffer)
             if length > self._max_size:
-                raise FrameTooLarge(
-                    f"frame of {length} bytes exceeds the {self._max_size}-byte cap"
-                )
+                raise FrameTooLarge(f"frame of {length} bytes exceeds the {self._max_size}-byte cap")
             end = _LENGTH.size + length
             if len(self._buffer) < end:
                 break
-            body = bytes(self._buffer[_LENGTH.size:end])
+            body = bytes(self._buffer[_LENGTH.size : end])
             del self._buffer[:end]
             frames.append(decode(body, self._max_size))
         return frames

@@ -4,18 +4,59 @@ PostgreSQL databases on the server that .ci/pg.sh started."""
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import os
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.support import PG_URL_ENV, pg_maintenance_connect
 from tickline.server.app import Server, ServerConfig
 from tickline.server.match import MatchSettings
 
-from tests.support import PG_URL_ENV, pg_maintenance_connect
+# --- asyncio: errors must reach someone, and the end-to-end tests run on both loops --------
+
+
+class _LoopErrors(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage().splitlines()[0])
+
+
+@pytest.fixture(autouse=True)
+def errors_reach_someone() -> Iterator[None]:
+    """Fail a test whose event loop had to report an error that nobody handled: a task or
+    future whose exception was never retrieved, an exception in a callback."""
+    caught = _LoopErrors()
+    logger = logging.getLogger("asyncio")
+    logger.addHandler(caught)
+    try:
+        yield
+        gc.collect()  # a task dropped with an exception reports it when it is collected
+    finally:
+        logger.removeHandler(caught)
+    if caught.messages:
+        pytest.fail(f"the event loop reported {len(caught.messages)} unhandled errors: {caught.messages[:3]}")
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> dict[str, Callable[[], Any]]:
+    """Async tests run on asyncio's own loop; those marked ``both_loops`` once more on uvloop."""
+    factories: dict[str, Callable[[], Any]] = {"asyncio": asyncio.new_event_loop}
+    if item.get_closest_marker("both_loops") is None:
+        return factories
+    try:
+        import uvloop
+    except ImportError:  # uvloop is the 'fast' extra; without it, asyncio's loop alone
+        return factories
+    factories["uvloop"] = uvloop.new_event_loop
+    return factories
 
 
 class RunningServer:
@@ -50,13 +91,18 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """``await start_server(game_config={...}, seed=..., ...)`` -> a RunningServer, stopped at teardown."""
     running: list[RunningServer] = []
 
-    async def start(game_config: dict[str, Any] | None = None, seed: int | None = 7,
-                    tick_rate: int = 60, send_rate: int = 30, **options: Any) -> RunningServer:
+    async def start(
+        game_config: dict[str, Any] | None = None,
+        seed: int | None = 7,
+        tick_rate: int = 60,
+        send_rate: int = 30,
+        **options: Any,
+    ) -> RunningServer:
         data_dir = tmp_path / f"server{len(running)}"
         config = ServerConfig(
-            port=0, data_dir=data_dir,
-            match=MatchSettings(game_config=game_config or {}, seed=seed,
-                                tick_rate=tick_rate, send_rate=send_rate),
+            port=0,
+            data_dir=data_dir,
+            match=MatchSettings(game_config=game_config or {}, seed=seed, tick_rate=tick_rate, send_rate=send_rate),
             **options,
         )
         server = Server(config)
@@ -116,7 +162,9 @@ async def make_pg_url() -> AsyncIterator[Callable[[], Awaitable[str]]]:
                 # Connections a test left open (an engine not disposed) must not keep it.
                 await conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
-                    " WHERE datname = $1 AND pid <> pg_backend_pid()", name)
+                    " WHERE datname = $1 AND pid <> pg_backend_pid()",
+                    name,
+                )
                 await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await conn.close()
@@ -135,4 +183,5 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     PostgreSQL database (skipped like ``pg_url`` when PostgreSQL is not configured)."""
     if request.param == "sqlite":
         return f"sqlite+aiosqlite:///{tmp_path}/log.db"
-    return request.getfixturevalue("pg_url")
+    url: str = request.getfixturevalue("pg_url")
+    return url

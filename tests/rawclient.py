@@ -7,19 +7,20 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from aioquic.asyncio import QuicConnectionProtocol, connect
+from aioquic.asyncio.client import connect
+from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, DatagramFrameReceived, QuicEvent, StreamDataReceived
 
-from tickline.shared.protocol import ALPN, QUIC_PACKET_SIZE, StreamDecoder, decode_datagram
+from tickline.shared.protocol import ALPN, QUIC_PACKET_SIZE, Frame, StreamDecoder, decode_datagram
 
 
 class RawClient(QuicConnectionProtocol):
-    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.decoder = StreamDecoder()
-        self.frames: list = []
-        self.datagrams: list = []
+        self.frames: list[Frame] = []
+        self.datagrams: list[Frame] = []
         self.terminated: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         self.stream_id = self._quic.get_next_available_stream_id()
         self.got_frame = asyncio.Event()
@@ -44,7 +45,7 @@ class RawClient(QuicConnectionProtocol):
     async def closed_reason(self, timeout: float = 5.0) -> str:
         return await asyncio.wait_for(asyncio.shield(self.terminated), timeout)
 
-    async def next_frame(self, timeout: float = 5.0):  # type: ignore[no-untyped-def]
+    async def next_frame(self, timeout: float = 5.0) -> Frame:
         async with asyncio.timeout(timeout):
             while not self.frames:
                 self.got_frame.clear()
@@ -54,8 +55,10 @@ class RawClient(QuicConnectionProtocol):
 
 @asynccontextmanager
 async def raw_client(port: int) -> AsyncIterator[RawClient]:
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536,
-                               max_datagram_size=QUIC_PACKET_SIZE)
+    config = QuicConfiguration(
+        is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536, max_datagram_size=QUIC_PACKET_SIZE
+    )
     config.verify_mode = ssl.CERT_NONE
     async with connect("127.0.0.1", port, configuration=config, create_protocol=RawClient) as client:
-        yield client  # type: ignore[misc]
+        assert isinstance(client, RawClient)
+        yield client

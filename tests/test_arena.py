@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -20,7 +21,9 @@ from tickline.shared.arena import AIM_LIMIT, UNIT, Arena
 from tickline.shared.delta import apply, diff
 from tickline.shared.game import (
     ConfigError,
+    GameEvent,
     InvalidInput,
+    State,
     TickInputs,
     rng_below,
     rng_seed,
@@ -33,8 +36,13 @@ ROOT = Path(__file__).resolve().parent.parent
 # A small, fast-paced arena where hits, kills, respawns and pickups all happen
 # within a few hundred ticks.
 BUSY = {
-    "width": 150, "height": 150, "respawn_ms": 300, "pickup_every_ms": 200,
-    "projectile_damage": 40, "fire_cooldown_ms": 50, "max_pickups": 3,
+    "width": 150,
+    "height": 150,
+    "respawn_ms": 300,
+    "pickup_every_ms": 200,
+    "projectile_damage": 40,
+    "fire_cooldown_ms": 50,
+    "max_pickups": 3,
 }
 
 
@@ -80,11 +88,15 @@ def busy_stream(rules, rng: random.Random, ticks: int, players: int = 4) -> list
                 present.discard(pid)
                 continue
             if rng.random() < 0.2:
-                ti.inputs[pid] = rules.validate_input({
-                    "mx": rng.choice((-1, 0, 1)), "my": rng.choice((-1, 0, 1)),
-                    "ax": rng.randint(-AIM_LIMIT, AIM_LIMIT), "ay": rng.randint(-AIM_LIMIT, AIM_LIMIT),
-                    "fire": rng.random() < 0.7,
-                })
+                ti.inputs[pid] = rules.validate_input(
+                    {
+                        "mx": rng.choice((-1, 0, 1)),
+                        "my": rng.choice((-1, 0, 1)),
+                        "ax": rng.randint(-AIM_LIMIT, AIM_LIMIT),
+                        "ay": rng.randint(-AIM_LIMIT, AIM_LIMIT),
+                        "fire": rng.random() < 0.7,
+                    }
+                )
         stream.append(ti)
     return stream
 
@@ -129,14 +141,22 @@ aims = st.integers(min_value=-AIM_LIMIT, max_value=AIM_LIMIT)
 raw_controls = st.fixed_dictionaries(
     {},
     optional={
-        "mx": st.sampled_from((-1, 0, 1)), "my": st.sampled_from((-1, 0, 1)),
-        "ax": aims, "ay": aims, "fire": st.booleans(),
+        "mx": st.sampled_from((-1, 0, 1)),
+        "my": st.sampled_from((-1, 0, 1)),
+        "ax": aims,
+        "ay": aims,
+        "fire": st.booleans(),
     },
 )
-full_controls = st.fixed_dictionaries({
-    "mx": st.sampled_from((-1, 0, 1)), "my": st.sampled_from((-1, 0, 1)),
-    "ax": aims, "ay": aims, "fire": st.booleans(),
-})
+full_controls = st.fixed_dictionaries(
+    {
+        "mx": st.sampled_from((-1, 0, 1)),
+        "my": st.sampled_from((-1, 0, 1)),
+        "ax": aims,
+        "ay": aims,
+        "fire": st.booleans(),
+    }
+)
 actions = st.one_of(
     st.tuples(st.just("join"), pids),
     st.tuples(st.just("leave"), pids),
@@ -172,7 +192,9 @@ def input_streams(draw, rules):
 # ----------------------------------------------------------------- determinism
 
 
-@pytest.mark.parametrize("config", [{}, BUSY, {**BUSY, "weapon": "hitscan", "hitscan_range": 400}], ids=["default", "busy", "hitscan"])
+@pytest.mark.parametrize(
+    "config", [{}, BUSY, {**BUSY, "weapon": "hitscan", "hitscan_range": 400}], ids=["default", "busy", "hitscan"]
+)
 @given(data=st.data(), seed=st.integers(min_value=0, max_value=2**64 - 1))
 @settings(max_examples=50, deadline=None)
 def test_same_seed_and_inputs_give_identical_hashes_every_tick(config, data, seed):
@@ -216,8 +238,10 @@ def test_busy_scenario_exercises_every_event_kind_deterministically():
 RECORDED = {
     "projectile": ({}, "e9964c65db622cb73c6e6da47ce4c28a"),
     "hitscan": ({"weapon": "hitscan", "hitscan_range": 60, "lag_comp_ms": 100}, "3bbd312f806e2f502c8e644582e5d2b2"),
-    "hitscan, no rewind, time limit": ({"weapon": "hitscan", "hitscan_range": 60, "lag_comp_ms": 0, "time_limit_s": 8},
-                                       "53afff10d06444207ea483b7fd99bf2e"),
+    "hitscan, no rewind, time limit": (
+        {"weapon": "hitscan", "hitscan_range": 60, "lag_comp_ms": 0, "time_limit_s": 8},
+        "53afff10d06444207ea483b7fd99bf2e",
+    ),
 }
 
 
@@ -247,7 +271,7 @@ def test_different_seed_gives_different_hashes_and_spawn_spots():
     assert spots_1 != spots_2
     full_1, _, _ = run(rules, 1, stream)
     full_2, _, _ = run(rules, 2, stream)
-    assert all(a != b for a, b in zip(full_1, full_2))
+    assert all(a != b for a, b in zip(full_1, full_2, strict=False))
 
 
 def test_state_hash_is_independent_of_dict_insertion_order():
@@ -255,8 +279,7 @@ def test_state_hash_is_independent_of_dict_insertion_order():
     state = rules.initial_state(3)
     rules.step(state, TickInputs(joins=[(2, "b"), (1, "a"), (10, "c")]))
     shuffled = {k: state[k] for k in reversed(list(state))}
-    shuffled["players"] = {pid: dict(reversed(list(p.items())))
-                           for pid, p in reversed(list(state["players"].items()))}
+    shuffled["players"] = {pid: dict(reversed(list(p.items()))) for pid, p in reversed(list(state["players"].items()))}
     assert state_hash(shuffled) == state_hash(state)
     shuffled["players"][1]["x"] += 1
     assert state_hash(shuffled) != state_hash(state)
@@ -282,8 +305,9 @@ def test_hashes_do_not_depend_on_the_python_hash_seed():
     code = _SUBPROCESS_SCENARIO.format(tests=str(ROOT / "tests"))
     for hash_seed in ("0", "4242"):
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
-        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60
+        )
         assert out.returncode == 0, out.stderr
         assert out.stdout.strip() == expected
 
@@ -331,7 +355,9 @@ def test_tick_inputs_record_round_trips_through_orjson(joins, leaves, raw):
 def test_tick_inputs_record_is_canonical_and_sorted():
     ti = TickInputs(joins=[(3, "c"), (1, "a")], leaves=[5, 2], inputs={9: {"mx": 1}, 4: {"mx": 0}})
     assert ti.to_record() == {
-        "j": [[1, "a"], [3, "c"]], "l": [2, 5], "i": [[4, {"mx": 0}], [9, {"mx": 1}]],
+        "j": [[1, "a"], [3, "c"]],
+        "l": [2, 5],
+        "i": [[4, {"mx": 0}], [9, {"mx": 1}]],
     }
     assert TickInputs().to_record() == {}
     assert TickInputs().is_empty()
@@ -443,7 +469,7 @@ def test_pickup_heals_a_damaged_player_and_disappears():
     rules.step(state, TickInputs(joins=[(1, "a")]))
     while not state["pickups"]:
         rules.step(state, TickInputs())
-    (kid, spot), = state["pickups"].items()
+    ((kid, spot),) = state["pickups"].items()
     player = state["players"][1]
     player["x"], player["y"], player["hp"] = spot["x"], spot["y"], 50
     events = rules.step(state, TickInputs())
@@ -520,8 +546,9 @@ def test_leave_removes_the_player_and_join_is_idempotent():
 def test_players_move_at_config_speed_and_stay_inside_the_walls():
     rules = Arena()
     state = two_players(rules, shooter_at=(500, 500), target_at=(100, 100))
-    rules.step(state, TickInputs(inputs={1: rules.validate_input({"mx": 1}),
-                                         2: rules.validate_input({"mx": 1, "my": 1})}))
+    rules.step(
+        state, TickInputs(inputs={1: rules.validate_input({"mx": 1}), 2: rules.validate_input({"mx": 1, "my": 1})})
+    )
     assert state["players"][1]["x"] == 500 * UNIT + 200 * UNIT // 60
     diag = (200 * UNIT // 60) * 181 // 256
     assert state["players"][2]["x"] == state["players"][2]["y"] == 100 * UNIT + diag
@@ -536,8 +563,8 @@ def test_view_is_json_with_string_keys_and_deltas_rebuild_it():
     rules = Arena(BUSY)
     stream = busy_stream(rules, random.Random(3), 200)
     state = rules.initial_state(3)
-    client: dict = {}
-    previous: dict = {}
+    client: dict[str, Any] = {}
+    previous: dict[str, Any] = {}
     for ti in stream:
         rules.step(state, ti)
         view = rules.view(state, 1)
@@ -590,7 +617,7 @@ def test_validate_input_normalises_partial_controls():
 
 
 @pytest.mark.parametrize(
-    "config, key",
+    ("config", "key"),
     [
         ({"nope": 1}, "nope"),
         ({"width": "1000"}, "width"),
@@ -638,15 +665,16 @@ def test_shared_imports_without_asyncio():
 @pytest.mark.parametrize("aim", [(1, 1), (3, 4), (1000, 1000), (-7, 2), (0, 1)])
 def test_shot_speed_does_not_depend_on_aim_vector_length(aim):
     rules = make_rules("arena")
+    assert isinstance(rules, Arena)
     state = rules.initial_state(3)
     rules.step(state, TickInputs(joins=[(1, "a")]))
     rules.step(state, TickInputs(inputs={1: rules.validate_input({"ax": aim[0], "ay": aim[1], "fire": True})}))
     [shot] = state["shots"].values()
     speed2 = shot["vx"] ** 2 + shot["vy"] ** 2
-    assert abs(speed2 ** 0.5 - rules.shot_speed) <= 2
+    assert abs(speed2**0.5 - rules.shot_speed) <= 2
 
 
-def _move_shots_by_scanning_everyone(rules: Arena, state: dict, tick: int, events: list) -> None:
+def _move_shots_by_scanning_everyone(rules: Arena, state: State, tick: int, events: list[GameEvent]) -> None:
     """The projectile step as it was before its grid: every shot against every player, in id order."""
     shots, players = state["shots"], state["players"]
     targets = sorted(players.items())
@@ -669,19 +697,30 @@ def _move_shots_by_scanning_everyone(rules: Arena, state: dict, tick: int, event
 @settings(max_examples=25, deadline=None)
 @given(st.integers(0, 2**32), st.integers(2, 40), st.sampled_from([1, 4, 30]))
 def test_the_projectile_grid_hits_whom_a_scan_of_every_player_hits(seed: int, n: int, player_radius: int) -> None:
-    rules = make_rules("arena", {"width": 300, "height": 300, "player_radius": player_radius,
-                                 "fire_cooldown_ms": 50, "max_players": 64})
+    rules = make_rules(
+        "arena",
+        {"width": 300, "height": 300, "player_radius": player_radius, "fire_cooldown_ms": 50, "max_players": 64},
+    )
+    assert isinstance(rules, Arena)
     state = rules.initial_state(seed)
     rules.step(state, TickInputs(joins=[(pid, f"p{pid}") for pid in range(1, n + 1)]))
     rng = random.Random(seed)
     hits = 0
     for tick in range(2, 90):
-        controls = {pid: {"mx": rng.choice((-1, 0, 1)), "my": rng.choice((-1, 0, 1)), "fire": True,
-                          "ax": rng.randint(-5, 5) or 1, "ay": rng.randint(-5, 5)} for pid in range(1, n + 1)}
+        controls = {
+            pid: {
+                "mx": rng.choice((-1, 0, 1)),
+                "my": rng.choice((-1, 0, 1)),
+                "fire": True,
+                "ax": rng.randint(-5, 5) or 1,
+                "ay": rng.randint(-5, 5),
+            }
+            for pid in range(1, n + 1)
+        }
         rules.step(state, TickInputs(inputs=controls))
         grid, scan = copy.deepcopy(state), copy.deepcopy(state)
-        grid_events: list = []
-        scan_events: list = []
+        grid_events: list[GameEvent] = []
+        scan_events: list[GameEvent] = []
         rules._move_shots(grid, tick + 1, grid_events)
         _move_shots_by_scanning_everyone(rules, scan, tick + 1, scan_events)
         assert grid == scan and grid_events == scan_events

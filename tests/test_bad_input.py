@@ -8,15 +8,14 @@ import struct
 import orjson
 import pytest
 
+from tests.rawclient import raw_client
 from tickline.bots.client import GameClient
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
 from tickline.shared.protocol import MAX_DATAGRAM, PROTOCOL_VERSION, Hello, Input, Welcome, encode, encode_stream
 
-from tests.rawclient import raw_client
 
-
-def _hello(name: str = "raw", version: int = PROTOCOL_VERSION, caps: list | None = None) -> bytes:
+def _hello(name: str = "raw", version: int = PROTOCOL_VERSION, caps: list[object] | None = None) -> bytes:
     return encode_stream(Hello(version=version, name=name, caps=caps or []))
 
 
@@ -40,7 +39,10 @@ BEFORE_HELLO = {
 # (datagram sent after the welcome, words the close reason must contain)
 AFTER_WELCOME = {
     "malformed_datagram": (b"\xff\xfe garbage", "not valid JSON"),
-    "oversized_datagram": (orjson.dumps({"t": "in", "ack": 0, "inputs": [], "pad": "x" * (MAX_DATAGRAM - 10)}), "exceeds"),
+    "oversized_datagram": (
+        orjson.dumps({"t": "in", "ack": 0, "inputs": [], "pad": "x" * (MAX_DATAGRAM - 10)}),
+        "exceeds",
+    ),
     "server_frame_from_client": (encode(Welcome(1, 1, "m", "arena", 1, 60, 30, 0)), "not allowed"),
     "input_out_of_range": (encode(Input(ack=0, inputs=[[1, {"mx": 5}]])), "'mx' must be -1, 0 or 1"),
     "input_unknown_control": (encode(Input(ack=0, inputs=[[1, {"teleport": True}]])), "unknown control"),
@@ -62,7 +64,9 @@ async def _bystander_keeps_playing(client: GameClient, updates: int = 10) -> Non
 
 
 def _session_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "tickline.server.session" and r.levelno >= logging.WARNING]
+    return [
+        r.getMessage() for r in caplog.records if r.name == "tickline.server.session" and r.levelno >= logging.WARNING
+    ]
 
 
 @pytest.mark.parametrize("case", sorted(BEFORE_HELLO))

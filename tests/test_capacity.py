@@ -90,19 +90,45 @@ def test_a_failure_the_generator_or_other_processes_may_have_caused_leaves_no_fi
 
 
 def test_judge_names_every_reason_and_passes_a_clean_probe() -> None:
-    ok: dict[str, Any] = dict(connected=10, errors=0, lost=0, failures=[], players_begin=10, players_end=10,
-                              late_p99_ms=2.0, ticks_per_s=60.0, recv_shares=[0.99] * 10, tick_rate=60, bound_ms=4.0)
+    ok: dict[str, Any] = {
+        "connected": 10,
+        "errors": 0,
+        "lost": 0,
+        "failures": [],
+        "players_begin": 10,
+        "players_end": 10,
+        "late_p99_ms": 2.0,
+        "ticks_per_s": 60.0,
+        "recv_shares": [0.99] * 10,
+        "tick_rate": 60,
+        "bound_ms": 4.0,
+    }
     assert judge(10, **ok) == []
     assert judge(10, **{**ok, "late_p99_ms": 4.0})[0].startswith("tick lateness p99 4.00 ms")
     assert judge(10, **{**ok, "ticks_per_s": 59.0})[0].startswith("59.0 ticks/s")
     assert "1 clients received" in judge(10, **{**ok, "recv_shares": [0.99] * 9 + [0.9]})[0]
     assert judge(10, **{**ok, "connected": 9, "players_end": 9, "recv_shares": [0.99] * 9})[:3] == [
-        "1 of 10 never connected", "players in the window 10..9 < 10", "receive rates known for 9 of 10 clients"]
+        "1 of 10 never connected",
+        "players in the window 10..9 < 10",
+        "receive rates known for 9 of 10 clients",
+    ]
 
 
 def test_a_failure_is_run_again_only_when_disturbed_or_a_lateness_tail_far_from_saturation() -> None:
-    late = judge(16, connected=16, errors=0, lost=0, failures=[], players_begin=16, players_end=16, late_p99_ms=6.4,
-                 ticks_per_s=60.0, recv_shares=[1.0] * 16, tick_rate=60, bound_ms=4.0)
+    late = judge(
+        16,
+        connected=16,
+        errors=0,
+        lost=0,
+        failures=[],
+        players_begin=16,
+        players_end=16,
+        late_p99_ms=6.4,
+        ticks_per_s=60.0,
+        recv_shares=[1.0] * 16,
+        tick_rate=60,
+        bound_ms=4.0,
+    )
     probe = {"pass": False, "why": late, "server_cpu_percent": 19.9, "disturbed": False}
     assert retry_reason(probe) == "lateness alone at 20% server CPU"
     assert retry_reason({**probe, "server_cpu_percent": 95.0}) is None  # saturated: the failure stands
@@ -125,30 +151,36 @@ def _contender(name: str, verdicts: dict[int, bool]) -> Contender:
         raise AssertionError("not probed")
 
     c = Contender(name, never)
-    c.search = search(lambda n: verdicts.get(n, n <= max(k for k, v in verdicts.items() if v)), start=16,
-                      cap=400, tolerance=0.10)
-    c.probes = [{"n": n, "pass": ok, "server_cpu_percent": 90.0, "delta_bytes": 250.0, "input_bytes": 60.0}
-                for n, ok in c.search.history]
+    c.search = search(
+        lambda n: verdicts.get(n, n <= max(k for k, v in verdicts.items() if v)), start=16, cap=400, tolerance=0.10
+    )
+    c.probes = [
+        {"n": n, "pass": ok, "server_cpu_percent": 90.0, "delta_bytes": 250.0, "input_bytes": 60.0}
+        for n, ok in c.search.history
+    ]
     return c
 
 
 def test_the_benchmark_gives_a_ratio_only_when_both_searches_answered() -> None:
     cfg = CapacityConfig()
     tickline, ceiling = _contender("tickline", {128: True}), _contender("ceiling", {160: True})
+    assert tickline.search is not None and ceiling.search is not None
     line = figure(cfg, tickline, ceiling, "no pinning", 1.0)
-    assert line["value"] == tickline.search.lo and line["baseline"] == ceiling.search.lo  # type: ignore[union-attr]
+    assert line["value"] == tickline.search.lo and line["baseline"] == ceiling.search.lo
     assert line["ratio"] == pytest.approx(line["value"] / line["baseline"], abs=0.001) and line["why"] is None
-    assert line["tickline_bracket"] == [tickline.search.lo, tickline.search.hi]  # type: ignore[union-attr]
+    assert line["tickline_bracket"] == [tickline.search.lo, tickline.search.hi]
     low, high = line["ratio_bounds"]
     assert low <= line["ratio"] <= high
-    ceiling.search.stopped = "out of time"  # type: ignore[union-attr]
+    ceiling.search.stopped = "out of time"
     cut = figure(cfg, tickline, ceiling, "no pinning", 1.0)
     assert cut["ratio"] is None and cut["holds"] is None and cut["why"].startswith("ceiling: the search did not")
 
 
 def test_ratio_bounds_follow_the_brackets_and_stay_open_where_a_bracket_is() -> None:
     assert ratio_bounds({"at_least": 100, "below": 110}, {"at_least": 150, "below": 160}) == [
-        round(100 / 159, 3), round(109 / 150, 3)]
+        round(100 / 159, 3),
+        round(109 / 150, 3),
+    ]
     assert ratio_bounds({"at_least": 100, "below": None}, {"at_least": 150, "below": None}) == [None, None]
 
 
@@ -156,9 +188,22 @@ def test_ratio_bounds_follow_the_brackets_and_stay_open_where_a_bracket_is() -> 
 async def test_tickline_capacity_runs_real_probes_and_prints_one_json_line(tmp_path: Path) -> None:
     out_file = tmp_path / "capacity.jsonl"
     proc = await asyncio.create_subprocess_exec(
-        *TICKLINE, "capacity", "--start", "4", "--max-players", "4", "--steady-s", "2",
-        "--settle-s", "0.5", "--quiet-wait-s", "1", "--json-out", str(out_file),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *TICKLINE,
+        "capacity",
+        "--start",
+        "4",
+        "--max-players",
+        "4",
+        "--steady-s",
+        "2",
+        "--settle-s",
+        "0.5",
+        "--quiet-wait-s",
+        "1",
+        "--json-out",
+        str(out_file),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 110)
     lines = out.decode().strip().splitlines()

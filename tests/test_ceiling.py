@@ -21,15 +21,30 @@ RATE = 30
 async def _run(tmp_path: Path, *flags: str) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """The ceiling server with ``flags`` and CLIENTS clients for SECONDS: (ready, final line, clients)."""
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "bench.ceiling", "serve", "--tick-rate", str(RATE),
-        "--send-rate", str(RATE), "--delta-bytes", "120", "--cert-dir", str(tmp_path / "tls"),
-        "--max-seconds", "60", *flags, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "bench.ceiling",
+        "serve",
+        "--tick-rate",
+        str(RATE),
+        "--send-rate",
+        str(RATE),
+        "--delta-bytes",
+        "120",
+        "--cert-dir",
+        str(tmp_path / "tls"),
+        "--max-seconds",
+        "60",
+        *flags,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     assert proc.stdout is not None
     try:
         ready = orjson.loads(await asyncio.wait_for(proc.stdout.readline(), 30))
         clients = await asyncio.wait_for(
-            run_clients(ready["port"], CLIENTS, SECONDS, ramp=20, send_rate=RATE, input_bytes=36, workers=1), 60)
+            run_clients(ready["port"], CLIENTS, SECONDS, ramp=20, send_rate=RATE, input_bytes=36, workers=1), 60
+        )
         proc.terminate()  # ours, by PID: the server closes every connection and prints its last line
         out, err = await asyncio.wait_for(proc.communicate(), 30)
     finally:
@@ -79,6 +94,6 @@ async def test_quic_mode_stays_on_quic_datagrams(tmp_path: Path) -> None:
 
 
 def test_the_window_starts_a_settling_time_after_every_client_is_in() -> None:
-    points = [(0.0, 3), (1.0, 8), (2.0, 10), (3.0, 10), (4.0, 10), (5.0, 10), (6.0, 10)]
+    points: list[tuple[float, float]] = [(0.0, 3), (1.0, 8), (2.0, 10), (3.0, 10), (4.0, 10), (5.0, 10), (6.0, 10)]
     assert choose_window(points, 10, settle_s=1.0, steady_s=3.0) == (3, 6)
     assert choose_window(points, 11, settle_s=1.0, steady_s=3.0) is None

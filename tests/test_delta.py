@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 import orjson
 import pytest
@@ -17,8 +18,11 @@ from tickline.shared.delta import DeltaError, apply, diff
 # sets, updates and removals all at once.
 keys = st.text(alphabet="abcd", min_size=1, max_size=2)
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(min_value=-2, max_value=2),
-    st.integers(min_value=-(2**63), max_value=2**63 - 1), st.text(alphabet="xy", max_size=2),
+    st.none(),
+    st.booleans(),
+    st.integers(min_value=-2, max_value=2),
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.text(alphabet="xy", max_size=2),
 )
 leaves = scalars | st.lists(scalars, max_size=3)
 
@@ -30,9 +34,9 @@ def views(depth: int = 3) -> st.SearchStrategy:
     return st.dictionaries(keys, leaves | views(depth - 1), max_size=5)
 
 
-def mutated(view: dict, draw, depth: int = 3) -> dict:
+def mutated(view: dict[str, Any], draw, depth: int = 3) -> dict[str, Any]:
     """A copy of ``view`` with a few random changes: views that are near each other."""
-    out = {}
+    out: dict[str, Any] = {}
     for key, value in view.items():
         choice = draw(st.integers(min_value=0, max_value=5))
         if choice == 0:
@@ -174,8 +178,15 @@ def test_integers_travel_as_increments_but_bools_and_floats_do_not():
     assert apply(a, d) == b and type(apply(a, d)["i"]) is float
 
 
-@pytest.mark.parametrize("base, bad", [({"x": "s"}, {"n": {"x": 1}}), ({}, {"n": {"x": 1}}),
-                                       ({"x": True}, {"n": {"x": 1}}), ({"x": 1}, {"n": {"x": 1.5}})])
+@pytest.mark.parametrize(
+    ("base", "bad"),
+    [
+        ({"x": "s"}, {"n": {"x": 1}}),
+        ({}, {"n": {"x": 1}}),
+        ({"x": True}, {"n": {"x": 1}}),
+        ({"x": 1}, {"n": {"x": 1.5}}),
+    ],
+)
 def test_an_increment_to_something_not_an_integer_is_refused(base, bad):
     with pytest.raises(DeltaError):
         apply(base, bad)
@@ -189,7 +200,7 @@ def test_apply_shares_unchanged_subtrees_with_the_base():
 
 
 @pytest.mark.parametrize(
-    "old, new",
+    ("old", "new"),
     [
         (1, True),
         (True, 1),
@@ -225,7 +236,7 @@ def test_type_change_inside_a_nested_dict_is_carried():
 
 
 @pytest.mark.parametrize(
-    "base, delta",
+    ("base", "delta"),
     [
         ({}, {"u": {"missing": {}}}),
         ({"k": 5}, {"u": {"k": {"s": {"x": 1}}}}),
@@ -257,8 +268,10 @@ def test_malformed_delta_raises_delta_error(base, delta):
 
 json_values = st.recursive(
     st.one_of(st.none(), st.booleans(), st.integers(), st.text(alphabet="suraxk", max_size=2)),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(st.sampled_from(["s", "u", "r", "k", "a"]), children, max_size=3),
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(st.sampled_from(["s", "u", "r", "k", "a"]), children, max_size=3)
+    ),
     max_leaves=10,
 )
 

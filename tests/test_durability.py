@@ -3,20 +3,18 @@ pauses the match instead of letting it run on unrecorded; nothing is lost either
 
 from __future__ import annotations
 
-import asyncio
 import os
 
 import pytest
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from tests.support import pg_maintenance_connect, until
 from tickline.bots.client import GameClient
 from tickline.bots.swarm import run_swarm
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
 from tickline.server.eventlog import EventLog, EventLogUnavailable, LogSettings
-
-from tests.support import pg_maintenance_connect
 
 
 async def _play(client: GameClient, updates: int, check=None) -> None:
@@ -27,24 +25,20 @@ async def _play(client: GameClient, updates: int, check=None) -> None:
         client.send_input({"mx": 1, "my": 1, "ax": 1, "ay": 0, "fire": True})
 
 
-async def _until(condition, timeout: float = 10.0) -> None:
-    async with asyncio.timeout(timeout):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
 async def _refused_again(log: EventLog, times: int) -> None:
     """Until the writer has had ``times`` more commits refused: time in which a match that
     ran unrecorded would have ticked."""
     refused = log.failed_commits
-    await _until(lambda: log.failed_commits >= refused + times)
+    await until(lambda: log.failed_commits >= refused + times)
 
 
 @pytest.mark.parametrize(("durability", "flush_ms", "ahead_expected"), [("tick", 50, False), ("batch", 400, True)])
 async def test_tick_durability_never_shows_a_client_an_uncommitted_tick(
-        start_server, durability: str, flush_ms: int, ahead_expected: bool) -> None:
-    srv = await start_server(game_config={"time_limit_s": 60},
-                             log=LogSettings(durability=durability, flush_ms=flush_ms))
+    start_server, durability: str, flush_ms: int, ahead_expected: bool
+) -> None:
+    srv = await start_server(
+        game_config={"time_limit_s": 60}, log=LogSettings(durability=durability, flush_ms=flush_ms)
+    )
     ahead: list[int] = []
     async with GameClient.connect("127.0.0.1", srv.port, "watcher", cafile=srv.cert) as client:
         log = srv.server.eventlog
@@ -74,7 +68,7 @@ async def test_match_pauses_while_sqlite_is_full_and_resumes_losing_nothing(star
         match = srv.server.matches[0]
         event.listen(engine.sync_engine, "connect", disk_full)
         await engine.dispose()  # every new connection now finds the disk full
-        await _until(lambda: match.pauses >= 1)
+        await until(lambda: match.pauses >= 1)
         paused_tick = match.tick
         await _refused_again(srv.server.eventlog, 3)
         assert match.tick == paused_tick  # no tick runs unrecorded
@@ -82,7 +76,7 @@ async def test_match_pauses_while_sqlite_is_full_and_resumes_losing_nothing(star
 
         event.remove(engine.sync_engine, "connect", disk_full)
         await engine.dispose()  # space again
-        await _until(lambda: match.tick > paused_tick + 30)
+        await until(lambda: match.tick > paused_tick + 30)
         await _play(client, 10)
         match_id = client.match_id
     await srv.stop()
@@ -107,12 +101,12 @@ async def test_match_pauses_while_postgresql_refuses_and_resumes_losing_nothing(
             # The database goes away: open connections are cut, new ones refused.
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
             await admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1", name)
-            await _until(lambda: match.pauses >= 1)
+            await until(lambda: match.pauses >= 1)
             paused_tick = match.tick
             await _refused_again(srv.server.eventlog, 3)
             assert match.tick == paused_tick
             await admin.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
-            await _until(lambda: match.tick > paused_tick + 30)
+            await until(lambda: match.tick > paused_tick + 30)
             await _play(client, 10)
             match_id = client.match_id
     finally:
@@ -126,8 +120,7 @@ async def test_match_pauses_while_postgresql_refuses_and_resumes_losing_nothing(
 
 
 async def test_bots_play_a_match_on_postgresql_and_it_verifies(start_server, pg_url) -> None:
-    srv = await start_server(game_config={"time_limit_s": 3}, db_url=pg_url,
-                             log=LogSettings(durability="tick"))
+    srv = await start_server(game_config={"time_limit_s": 3}, db_url=pg_url, log=LogSettings(durability="tick"))
     report = await run_swarm("127.0.0.1", srv.port, 4, duration=15, cafile=srv.cert)
     await srv.stop()
     assert report["closed_by_server"] == {"match over": 4}
@@ -143,7 +136,7 @@ async def test_a_removed_sqlite_file_pauses_the_match_and_is_reported(start_serv
         await _play(client, 5)
         match = srv.server.matches[0]
         db_file.unlink()
-        await _until(lambda: match.pauses >= 1)
+        await until(lambda: match.pauses >= 1)
         paused_tick = match.tick
         await _refused_again(srv.server.eventlog, 2)
         assert match.tick == paused_tick

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from tickline.bots.client import GameClient
 from tickline.bots.swarm import run_swarm
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
 from tickline.shared.logformat import decode_payload
+
+pytestmark = pytest.mark.both_loops  # the whole path, on asyncio's own loop and on uvloop
 
 
 async def test_four_bots_play_a_match_and_its_replay_verifies(start_server) -> None:
@@ -26,7 +30,7 @@ async def test_four_bots_play_a_match_and_its_replay_verifies(start_server) -> N
     async with await LogReader.open(srv.db_url) as reader:
         result = await verify_match(reader, match_id)
         _, summary = await reader.match(match_id)
-        kinds = []
+        kinds: list[str] = []
         async for stored in reader.ticks(match_id):
             _, events = decode_payload(stored.payload)
             kinds.extend(e["k"] for e in events)

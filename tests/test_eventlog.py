@@ -9,6 +9,7 @@ import sys
 import threading
 import zlib
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -16,6 +17,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.support import until
 from tickline.replays.reader import LogReader, LogUnavailable, MatchNotFound
 from tickline.replays.verify import state_at, verify_match
 from tickline.server import migrate
@@ -32,19 +34,39 @@ MATCH = "m" * 32
 def _inputs(rules, tick: int) -> TickInputs:
     inputs = TickInputs(joins=[(1, "a"), (2, "b")] if tick == 1 else [])
     for pid in (1, 2):
-        inputs.inputs[pid] = rules.validate_input({
-            "mx": (tick // 20 + pid) % 3 - 1, "my": (tick // 30) % 3 - 1,
-            "ax": 3 - pid * 2, "ay": 1, "fire": tick % 3 == 0,
-        })
+        inputs.inputs[pid] = rules.validate_input(
+            {
+                "mx": (tick // 20 + pid) % 3 - 1,
+                "my": (tick // 30) % 3 - 1,
+                "ax": 3 - pid * 2,
+                "ay": 1,
+                "fire": tick % 3 == 0,
+            }
+        )
     return inputs
 
 
-async def _write_match(url: str, match_id: str = MATCH, seed: int = 11, ticks: int = TICKS,
-                       keyframe_every: int = 60, end: bool = True, server_id: str = "A") -> dict[int, str]:
+async def _write_match(
+    url: str,
+    match_id: str = MATCH,
+    seed: int = 11,
+    ticks: int = TICKS,
+    keyframe_every: int = 60,
+    end: bool = True,
+    server_id: str = "A",
+) -> dict[int, str]:
     """Play a scripted arena match through the real writer; returns tick -> hash."""
     rules = make_rules("arena", {"time_limit_s": 60})
-    header = MatchHeader(match_id=match_id, game="arena", game_version=rules.version, seed=seed,
-                         config=rules.config, tick_rate=60, send_rate=30, created_at=1.0)
+    header = MatchHeader(
+        match_id=match_id,
+        game="arena",
+        game_version=rules.version,
+        seed=seed,
+        config=rules.config,
+        tick_rate=60,
+        send_rate=30,
+        created_at=1.0,
+    )
     log = await EventLog.open(url, server_id)
     writer = asyncio.create_task(log.run())
     await log.create_match(header)
@@ -68,7 +90,7 @@ async def _write_match(url: str, match_id: str = MATCH, seed: int = 11, ticks: i
     return hashes
 
 
-async def _sql(url: str, statement: str, **params: object) -> list:
+async def _sql(url: str, statement: str, **params: object) -> list[Any]:
     engine = create_async_engine(url)
     try:
         async with engine.begin() as conn:
@@ -162,8 +184,9 @@ async def test_other_rules_version_is_refused_plainly(db_url: str) -> None:
 async def test_a_tick_is_written_once(db_url: str) -> None:
     await _write_match(db_url)
     with pytest.raises(IntegrityError):
-        await _sql(db_url, "INSERT INTO ticks (match_id, tick, payload, hash) VALUES (:m, 1, :p, 'x')",
-                   m=MATCH, p=b"\x00")
+        await _sql(
+            db_url, "INSERT INTO ticks (match_id, tick, payload, hash) VALUES (:m, 1, :p, 'x')", m=MATCH, p=b"\x00"
+        )
 
 
 async def test_recovery_rebuilds_the_last_committed_state_from_the_newest_keyframe(db_url: str) -> None:
@@ -221,16 +244,21 @@ async def test_a_log_from_the_first_schema_opens_upgraded_and_verifies(tmp_path:
     engine = create_async_engine(url)
     await migrate.upgrade(engine, "0001")
     async with engine.begin() as conn:
-        await conn.execute(text(
-            "INSERT INTO matches (match_id, game, game_version, seed, config, tick_rate, send_rate, "
-            "created_at, status, last_tick) VALUES (:m, 'arena', 1, 5, :c, 60, 30, 1.0, 'finished', 90)"
-        ), {"m": MATCH, "c": orjson.dumps(rules.config).decode()})
+        await conn.execute(
+            text(
+                "INSERT INTO matches (match_id, game, game_version, seed, config, tick_rate, send_rate, "
+                "created_at, status, last_tick) VALUES (:m, 'arena', 1, 5, :c, 60, 30, 1.0, 'finished', 90)"
+            ),
+            {"m": MATCH, "c": orjson.dumps(rules.config).decode()},
+        )
         for tick in range(1, 91):
             inputs = _inputs(rules, tick)
             rules.step(state, inputs)
             payload = zlib.compress(orjson.dumps({"in": inputs.to_record()}), 1)  # 0.1's format
-            await conn.execute(text("INSERT INTO ticks VALUES (:m, :t, :p, :h)"),
-                               {"m": MATCH, "t": tick, "p": payload, "h": state_hash(state)})
+            await conn.execute(
+                text("INSERT INTO ticks VALUES (:m, :t, :p, :h)"),
+                {"m": MATCH, "t": tick, "p": payload, "h": state_hash(state)},
+            )
         await conn.execute(text("UPDATE matches SET final_hash = :h"), {"h": state_hash(state)})
     await engine.dispose()
 
@@ -287,12 +315,14 @@ async def test_sqlite_commits_run_in_a_thread_at_the_lowest_cpu_priority(tmp_pat
     rules = make_rules("arena")
     await log.create_match(MatchHeader(MATCH, "arena", rules.version, 1, rules.config, 60, 30, 1.0))
     log.append(TickRecord(MATCH, 1, TickInputs().to_record(), [], state_hash(rules.initial_state(1))))
-    async with asyncio.timeout(5):
-        while log.lag_ticks(MATCH):
-            await asyncio.sleep(0.01)
+    await until(lambda: not log.lag_ticks(MATCH), timeout=5)
     try:
-        threads = {t.native_id: os.getpriority(os.PRIO_PROCESS, t.native_id)
-                   for t in threading.enumerate() if t.native_id not in before}
+        threads: dict[int, int] = {}
+        for t in threading.enumerate():
+            if t.native_id in before:
+                continue
+            assert t.native_id is not None  # a thread that enumerate() lists has started, so has its id
+            threads[t.native_id] = os.getpriority(os.PRIO_PROCESS, t.native_id)
     finally:
         log.stop()
         await writer
@@ -319,4 +349,3 @@ async def test_writer_groups_ticks_into_few_commits_in_batch_mode(db_url: str) -
     assert log.rows == 120
     assert log.commits <= 120 // 2  # a commit takes every tick that waited up to 50 ms
     assert (await _verify(db_url)).ticks == 120
-

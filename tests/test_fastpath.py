@@ -10,13 +10,16 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support import until
 from tickline.bots.client import FALLBACK_S, ClientOptions, GameClient
 from tickline.bots.impair import Impairment, ImpairmentProxy
+from tickline.bots.metrics import sample_sum, scrape
 from tickline.bots.swarm import run_swarm
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
@@ -104,16 +107,13 @@ def test_any_change_to_a_packet_makes_it_fail(data: st.DataObject) -> None:
 def test_the_replay_window_accepts_only_sequences_newer_than_any_accepted(seqs: list[int]) -> None:
     window, newest, accepted = ReplayWindow(), 0, set()
     for seq in seqs:
-        try:
-            window.check(seq)
-        except Dropped as drop:
-            assert seq <= newest
-            if newest - seq > ReplayWindow.SIZE:
-                assert drop.reason == "too_old"
-            else:
-                assert drop.reason == ("replayed" if seq in accepted else "late")
+        if seq <= newest:
+            why = "too_old" if newest - seq > ReplayWindow.SIZE else "replayed" if seq in accepted else "late"
+            with pytest.raises(Dropped) as caught:
+                window.check(seq)
+            assert caught.value.reason == why
             continue
-        assert seq > newest
+        window.check(seq)
         window.accept(seq)
         newest = seq
         accepted.add(seq)
@@ -121,43 +121,47 @@ def test_the_replay_window_accepts_only_sequences_newer_than_any_accepted(seqs: 
 
 def test_keys_travel_as_hex_and_bad_ones_are_refused() -> None:
     keys = FastKeys.generate()
-    assert FastKeys.from_wire(keys.to_wire()) == keys
-    for bad in ({}, {"sid": "zz", "up": "00", "down": "00"}, {**keys.to_wire(), "up": "00" * 16}):
-        with pytest.raises(ValueError):
+    wire: dict[str, object] = dict(keys.to_wire())  # from_wire takes any values, to check them
+    assert FastKeys.from_wire(wire) == keys
+    bad_wires: list[dict[str, object]] = [{}, {"sid": "zz", "up": "00", "down": "00"}, {**wire, "up": "00" * 16}]
+    for bad in bad_wires:
+        with pytest.raises(ValueError, match="fast-path keys"):
             FastKeys.from_wire(bad)
 
 
 # ------------------------------------------------------------------ the server's routes
 
 
-class _Recorder:
+class _Recorder(asyncio.DatagramTransport):
     """Stands in for the UDP socket (this test is about what the route decides to send)."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.sent: list[tuple[bytes, object]] = []
 
-    def sendto(self, data: bytes, addr: object) -> None:
-        self.sent.append((data, addr))
+    def sendto(self, data: bytes | bytearray | memoryview, addr: Any = None) -> None:
+        self.sent.append((bytes(data), addr))
 
 
 async def test_a_new_address_is_challenged_with_no_more_bytes_than_it_sent() -> None:
     fast = FastPath()
-    fast.transport = _Recorder()  # type: ignore[assignment]
+    recorder = _Recorder()
+    fast.transport = recorder
     delivered: list[bytes] = []
     route = fast.open_route(delivered.append, lambda: ("127.0.0.1", 1000))
     sealer, opener = client_ends(route.keys)
 
     fast.datagram_received(sealer.seal(DATA, b"i" * 30), ("127.0.0.1", 1000))  # QUIC's own address
-    assert route.addr == ("127.0.0.1", 1000) and fast.transport.sent == []
+    assert route.addr == ("127.0.0.1", 1000) and recorder.sent == []
 
     small = sealer.seal(DATA, b"")  # smaller than a challenge: applied, never answered
     fast.datagram_received(small, ("127.0.0.1", 2000))
-    assert len(small) < CHALLENGE_PACKET and fast.transport.sent == []
+    assert len(small) < CHALLENGE_PACKET and recorder.sent == []
     assert delivered == [b"i" * 30, b""]
 
     prompt = sealer.seal(DATA, b"i" * 30)
     fast.datagram_received(prompt, ("127.0.0.1", 2000))
-    [(challenge, to)] = fast.transport.sent
+    [(challenge, to)] = recorder.sent
     assert to == ("127.0.0.1", 2000) and len(challenge) <= len(prompt)
     assert route.addr == ("127.0.0.1", 1000)  # not moved until the new address answers
     kind, token = opener.open(challenge)
@@ -200,11 +204,11 @@ async def test_bad_packets_on_the_quic_port_are_dropped_counted_and_never_answer
     async with GameClient.connect("127.0.0.1", srv.port, "target", cafile=srv.cert) as client:
         send_udp = client._send_udp
 
-        def capture(packet: bytes) -> None:
+        def capture(packet: bytes, addr: Any = None) -> None:
             sent.append(packet)
-            send_udp(packet)
+            send_udp(packet, addr)
 
-        client._send_udp = capture  # type: ignore[method-assign]
+        client._send_udp = capture  # type: ignore[method-assign]  # instruments the client: records what it sends
         await _play(client, 10)
         assert client.on_fastpath
         fast = srv.server.fastpath
@@ -215,6 +219,7 @@ async def test_bad_packets_on_the_quic_port_are_dropped_counted_and_never_answer
         target = ("127.0.0.1", srv.port)
         # Packets with sequences the server has not seen yet, sealed by the
         # client's own sealer, so that only what we break about them fails.
+        assert client._fast is not None
         sealer = client._fast[0]
         empty = encode(Input(ack=0, inputs=[]))
         earlier, later, cut, garbled = (sealer.seal(DATA, empty) for _ in range(4))
@@ -234,9 +239,7 @@ async def test_bad_packets_on_the_quic_port_are_dropped_counted_and_never_answer
         }
         accepted = fast.packets_in
         send_udp(later)  # from the client: accepted once, and it moves the window
-        async with asyncio.timeout(5):
-            while fast.packets_in == accepted:
-                await asyncio.sleep(0.005)
+        await until(lambda: fast.packets_in > accepted, timeout=5)
         for packets in attacks.values():
             for packet in packets:
                 attacker.sendto(packet, target)
@@ -246,15 +249,12 @@ async def test_bad_packets_on_the_quic_port_are_dropped_counted_and_never_answer
             assert fast.dropped[reason] - before.get(reason, 0) >= len(packets), reason
         # The player never noticed.
         await _play(client, 10)
-        assert client.on_fastpath and not client.closed.is_set()
+        assert client.on_fastpath
+        assert not client.closed.is_set()
 
-        import aiohttp
-
-        async with aiohttp.ClientSession() as http:
-            async with http.get(f"http://127.0.0.1:{srv.server.metrics_port}/metrics") as response:
-                text = await response.text()
-        assert 'tickline_fastpath_dropped_total{reason="auth"}' in text
-        assert "tickline_fastpath_sessions 1.0" in text
+        samples = await scrape(f"http://127.0.0.1:{srv.server.metrics_port}/metrics")
+        assert sample_sum(samples, "tickline_fastpath_dropped_total", reason="auth") >= 3
+        assert sample_sum(samples, "tickline_fastpath_sessions") == 1
     await srv.stop()
 
 
@@ -267,7 +267,8 @@ async def test_a_session_on_the_fast_path_survives_an_address_change(start_serve
         old = route.addr
         await client.rebind()
         await _play(client, 15)
-        assert client.on_fastpath and client.stats.fast_fallbacks == 0
+        assert client.on_fastpath
+        assert client.stats.fast_fallbacks == 0
         assert route.addr != old and srv.server.fastpath.migrations >= 1
     await srv.stop()
 
@@ -291,8 +292,9 @@ async def test_fast_path_and_quic_clients_share_a_match(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 60})
     async with (
         GameClient.connect("127.0.0.1", srv.port, "fast", cafile=srv.cert) as fast_client,
-        GameClient.connect("127.0.0.1", srv.port, "quic", cafile=srv.cert,
-                           options=ClientOptions(fast=False)) as quic_client,
+        GameClient.connect(
+            "127.0.0.1", srv.port, "quic", cafile=srv.cert, options=ClientOptions(fast=False)
+        ) as quic_client,
     ):
         for _ in range(15):
             for c in (fast_client, quic_client):

@@ -7,6 +7,7 @@ import asyncio
 import gc
 import weakref
 
+from tests.support import until
 from tickline.server.gcpacing import GcPacer
 
 
@@ -24,19 +25,16 @@ def _cycle() -> weakref.ref[_Node]:
 async def test_pacer_collects_cycles_on_its_schedule_and_restores_automatic_collection() -> None:
     assert gc.isenabled()
     seen: list[int] = []
-    pacer = GcPacer(young_every_s=0.005, middle_every=3, full_every_s=0.1,
-                    on_collect=lambda generation, _s: seen.append(generation))
+    pacer = GcPacer(
+        young_every_s=0.005, middle_every=3, full_every_s=0.1, on_collect=lambda generation, _s: seen.append(generation)
+    )
     task = asyncio.create_task(pacer.run())
     await asyncio.sleep(0)
     try:
         assert not gc.isenabled()  # CPython no longer picks the moment
         ref = _cycle()
-        async with asyncio.timeout(2):
-            while ref() is not None:
-                await asyncio.sleep(0.005)
-        async with asyncio.timeout(2):
-            while pacer.collections[2] == 0:
-                await asyncio.sleep(0.01)
+        await until(lambda: ref() is None, timeout=2)
+        await until(lambda: pacer.collections[2] > 0, timeout=2)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
@@ -51,9 +49,7 @@ async def test_pacer_leaves_collection_off_when_it_was_off_before() -> None:
     try:
         pacer = GcPacer(young_every_s=0.005)
         task = asyncio.create_task(pacer.run())
-        async with asyncio.timeout(2):
-            while pacer.collections[0] < 2:  # it ran, and collected on its own schedule
-                await asyncio.sleep(0.005)
+        await until(lambda: pacer.collections[0] >= 2, timeout=2)  # it ran, and collected on its own schedule
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         assert not gc.isenabled()

@@ -9,16 +9,16 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
+from tests.support import until
 from tickline.bots.client import GameClient
 
 
 async def _get(port: int, path: str) -> tuple[int, str]:
-    async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://127.0.0.1:{port}{path}") as response:
-            return response.status, await response.text()
+    async with aiohttp.ClientSession() as http, http.get(f"http://127.0.0.1:{port}{path}") as response:
+        return response.status, await response.text()
 
 
-def _samples(text: str) -> dict[tuple[str, tuple], float]:
+def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     out = {}
     for family in text_string_to_metric_families(text):
         for sample in family.samples:
@@ -65,16 +65,12 @@ async def test_healthz_turns_503_while_the_event_log_fails(start_server) -> None
         await client.wait_update(timeout=2)
         event.listen(engine.sync_engine, "connect", disk_full)
         await engine.dispose()
-        async with asyncio.timeout(10):
-            while srv.server.eventlog.failing is None:
-                await asyncio.sleep(0.02)
+        await until(lambda: srv.server.eventlog.failing is not None)
         status, body = await _get(port, "/healthz")
         assert status == 503 and "event log failing" in body and "full" in body
         event.remove(engine.sync_engine, "connect", disk_full)
         await engine.dispose()
-        async with asyncio.timeout(10):
-            while srv.server.eventlog.failing is not None:
-                await asyncio.sleep(0.02)
+        await until(lambda: srv.server.eventlog.failing is None)
         status, body = await _get(port, "/healthz")
         assert status == 200
 
@@ -82,12 +78,11 @@ async def test_healthz_turns_503_while_the_event_log_fails(start_server) -> None
 async def test_several_matches_share_players_by_placement_and_the_lobby_lists_them(start_server) -> None:
     from tickline.bots.swarm import run_swarm
 
-    srv = await start_server(game_config={"time_limit_s": 2, "max_players": 3}, matches=2, placement="spread",
-                             metrics_port=0)
+    srv = await start_server(
+        game_config={"time_limit_s": 2, "max_players": 3}, matches=2, placement="spread", metrics_port=0
+    )
     swarm = asyncio.create_task(run_swarm("127.0.0.1", srv.port, 6, duration=8, cafile=srv.cert))
-    async with asyncio.timeout(10):
-        while sum(len(m.sessions) for m in srv.server.matches) < 6:
-            await asyncio.sleep(0.05)
+    await until(lambda: sum(len(m.sessions) for m in srv.server.matches) == 6)
     status, body = await _get(srv.server.metrics_port, "/matches")
     listed = json.loads(body)
     assert status == 200 and len(listed) == 2

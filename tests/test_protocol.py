@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import struct
 
 import orjson
@@ -10,14 +11,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tickline.shared.protocol import (
-    PACKED_DELTA,
-    encode_packed_delta,
-    pack_diff,
     MAX_DATAGRAM,
     MAX_STREAM_FRAME,
+    PACKED_DELTA,
     Bye,
     Delta,
     Event,
+    Frame,
     FrameTooLarge,
     Hello,
     Input,
@@ -29,8 +29,10 @@ from tickline.shared.protocol import (
     decode,
     decode_datagram,
     encode,
+    encode_packed_delta,
     encode_stream,
     frame_for_stream,
+    pack_diff,
 )
 
 # ----------------------------------------------------------------- strategies
@@ -38,7 +40,10 @@ from tickline.shared.protocol import (
 ints = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 texts = st.text(max_size=20)
 json_scalars = st.one_of(
-    st.none(), st.booleans(), ints, texts,
+    st.none(),
+    st.booleans(),
+    ints,
+    texts,
     st.floats(allow_nan=False, allow_infinity=False),
 )
 json_values = st.recursive(
@@ -54,8 +59,16 @@ json_objects = st.dictionaries(texts, json_values, max_size=4)
 frames = st.one_of(
     st.builds(Hello, version=ints, name=texts, token=texts),
     st.builds(
-        Welcome, version=ints, player_id=ints, match_id=texts, game=texts,
-        game_version=ints, tick_rate=ints, send_rate=ints, tick=ints, token=texts,
+        Welcome,
+        version=ints,
+        player_id=ints,
+        match_id=texts,
+        game=texts,
+        game_version=ints,
+        tick_rate=ints,
+        send_rate=ints,
+        tick=ints,
+        token=texts,
     ),
     st.builds(Input, ack=ints, inputs=st.lists(st.lists(json_values, max_size=3), max_size=4)),
     st.builds(Delta, tick=ints, base=ints, seq=ints, diff=json_objects),
@@ -64,10 +77,19 @@ frames = st.one_of(
 )
 
 # One example of every frame type, for the explicit (non-hypothesis) tests.
-SAMPLES = [
+SAMPLES: list[Frame] = [
     Hello(version=1, name="ada", token="tok"),
-    Welcome(version=1, player_id=7, match_id="m-1", game="arena", game_version=1,
-            tick_rate=60, send_rate=20, tick=123, token="secret"),
+    Welcome(
+        version=1,
+        player_id=7,
+        match_id="m-1",
+        game="arena",
+        game_version=1,
+        tick_rate=60,
+        send_rate=20,
+        tick=123,
+        token="secret",
+    ),
     Input(ack=41, inputs=[[1, {"mx": 1, "my": 0, "ax": 5, "ay": -5, "fire": True}], [2, {}]]),
     Delta(tick=42, base=40, seq=2, diff={"s": {"over": False}, "u": {"players": {"r": ["3"]}}}),
     Event(tick=99, kind="over", data={"winner": 7}),
@@ -105,7 +127,10 @@ def test_every_frame_type_round_trips_as_a_datagram(frame):
 def test_encoded_frame_carries_its_type_tag_and_fields():
     assert orjson.loads(encode(Bye(reason="x"))) == {"t": "bye", "reason": "x"}
     assert orjson.loads(encode(Event(tick=3, kind="chat"))) == {
-        "t": "ev", "tick": 3, "kind": "chat", "data": {},
+        "t": "ev",
+        "tick": 3,
+        "kind": "chat",
+        "data": {},
     }
 
 
@@ -128,7 +153,7 @@ def test_stream_decoder_reassembles_every_frame_type_fed_byte_by_byte():
     dec = StreamDecoder()
     got = []
     for i in range(len(stream)):
-        got.extend(dec.feed(stream[i:i + 1]))
+        got.extend(dec.feed(stream[i : i + 1]))
     assert got == SAMPLES
     assert dec.pending == 0
 
@@ -173,7 +198,7 @@ def test_stream_decoder_reassembles_random_chunkings(frame_list, sizes):
     i = 0
     while pos < len(stream):
         size = sizes[i % len(sizes)]
-        got.extend(dec.feed(stream[pos:pos + size]))
+        got.extend(dec.feed(stream[pos : pos + size]))
         pos += size
         i += 1
     assert got == frame_list
@@ -184,13 +209,13 @@ def test_stream_decoder_reassembles_random_chunkings(frame_list, sizes):
 # ----------------------------------------------------------------- refusal
 
 
-@pytest.mark.parametrize("data", [b"", b"{", b"{\"t\": \"bye\",}", b"\xff\xfe", b"nul", b"{'t': 'bye'}"])
+@pytest.mark.parametrize("data", [b"", b"{", b'{"t": "bye",}', b"\xff\xfe", b"nul", b"{'t': 'bye'}"])
 def test_malformed_json_raises_malformed_frame(data):
     with pytest.raises(MalformedFrame):
         decode(data)
 
 
-@pytest.mark.parametrize("data", [b"[]", b"[\"bye\"]", b"1", b"\"bye\"", b"null", b"true"])
+@pytest.mark.parametrize("data", [b"[]", b'["bye"]', b"1", b'"bye"', b"null", b"true"])
 def test_non_object_json_raises_malformed_frame(data):
     with pytest.raises(MalformedFrame, match="not a JSON object"):
         decode(data)
@@ -217,7 +242,7 @@ def test_unknown_field_raises_malformed_frame():
 
 
 @pytest.mark.parametrize(
-    "fields, missing",
+    ("fields", "missing"),
     [
         ({"t": "bye"}, "reason"),
         ({"t": "hello", "name": "n"}, "version"),
@@ -313,19 +338,15 @@ def test_bad_frame_inside_the_stream_raises_a_protocol_error():
 @settings(max_examples=400)
 def test_random_bytes_into_decode_raise_only_protocol_errors(data):
     for fn in (decode, decode_datagram):
-        try:
+        with contextlib.suppress(ProtocolError):
             fn(data)
-        except ProtocolError:
-            pass
 
 
 @given(json_values)
 @settings(max_examples=150)
 def test_random_json_into_decode_raises_only_protocol_errors(value):
-    try:
+    with contextlib.suppress(ProtocolError):
         decode(orjson.dumps(value))
-    except ProtocolError:
-        pass
 
 
 FIELD_NAMES = sorted({name for f in SAMPLES for name in orjson.loads(encode(f))} - {"t"})
@@ -366,10 +387,8 @@ def test_valid_frames_then_garbage_yield_the_frames_then_only_protocol_errors(fr
     dec = StreamDecoder()
     stream = b"".join(encode_stream(f) for f in frame_list)
     assert dec.feed(stream) == frame_list
-    try:
+    with contextlib.suppress(ProtocolError):
         dec.feed(junk)
-    except ProtocolError:
-        pass
 
 
 # ----------------------------------------------------------------- packed deltas
@@ -396,8 +415,15 @@ def test_a_packed_delta_that_inflates_past_the_cap_is_refused() -> None:
         decode_datagram(encode_packed_delta(1, 0, 0, bomb))
 
 
-@pytest.mark.parametrize("body", [b"z", b"z" + bytes(12) + b"not deflate", b"z" + bytes(12) + pack_diff(b"[1]"),
-                                  b"z" + bytes(12) + pack_diff(b"{nope")])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"z",
+        b"z" + bytes(12) + b"not deflate",
+        b"z" + bytes(12) + pack_diff(b"[1]"),
+        b"z" + bytes(12) + pack_diff(b"{nope"),
+    ],
+)
 def test_broken_packed_deltas_raise_malformed_frame(body: bytes) -> None:
     with pytest.raises(MalformedFrame):
         decode_datagram(body)
@@ -406,7 +432,5 @@ def test_broken_packed_deltas_raise_malformed_frame(body: bytes) -> None:
 @given(st.binary(max_size=200))
 @settings(max_examples=300)
 def test_random_bytes_after_the_packed_tag_raise_only_protocol_errors(data: bytes) -> None:
-    try:
+    with contextlib.suppress(ProtocolError):
         decode_datagram(PACKED_DELTA + data)
-    except ProtocolError:
-        pass

@@ -7,15 +7,15 @@ import signal
 import socket
 import sys
 from pathlib import Path
+from typing import Any
 
 import orjson
 
+from tests.support import wait_for_tick
 from tickline.bots.swarm import run_swarm
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
 from tickline.shared.logformat import decode_payload
-
-from tests.support import wait_for_tick
 
 TICKLINE = [sys.executable, "-m", "tickline"]
 
@@ -23,13 +23,19 @@ TICKLINE = [sys.executable, "-m", "tickline"]
 def _free_udp_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-async def _serve(*args: str) -> tuple[asyncio.subprocess.Process, dict]:
+async def _serve(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     proc = await asyncio.create_subprocess_exec(
-        *TICKLINE, "serve", *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        *TICKLINE,
+        "serve",
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
+    assert proc.stdout is not None and proc.stderr is not None
     line = await asyncio.wait_for(proc.stdout.readline(), 30)
     assert line, (await proc.stderr.read()).decode()
     return proc, orjson.loads(line)
@@ -37,12 +43,23 @@ async def _serve(*args: str) -> tuple[asyncio.subprocess.Process, dict]:
 
 async def test_killed_server_resumes_its_match_and_bots_get_their_players_back(tmp_path: Path) -> None:
     port = _free_udp_port()
-    args = ["--port", str(port), "--data-dir", str(tmp_path), "--durability", "tick",
-            "--set", "time_limit_s=10", "--set", "score_limit=1000"]
+    args = [
+        "--port",
+        str(port),
+        "--data-dir",
+        str(tmp_path),
+        "--durability",
+        "tick",
+        "--set",
+        "time_limit_s=10",
+        "--set",
+        "score_limit=1000",
+    ]
     first, ready = await _serve(*args, "--metrics-port", "0")
     assert ready["resumed"] == []
-    swarm = asyncio.create_task(run_swarm("127.0.0.1", port, 4, duration=40, cafile=ready["cert"],
-                                          reconnect_s=20, details=True))
+    swarm = asyncio.create_task(
+        run_swarm("127.0.0.1", port, 4, duration=40, cafile=ready["cert"], reconnect_s=20, details=True)
+    )
     await wait_for_tick(ready["metrics_port"], 120)  # two seconds of play, then the crash
     first.kill()  # SIGKILL: no shutdown, no last flush
     assert await first.wait() == -signal.SIGKILL

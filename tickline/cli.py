@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import logging
 import os
 import signal
@@ -97,16 +98,29 @@ def _server_config(args: argparse.Namespace) -> Any:
     from tickline.server.match import MatchSettings
 
     return ServerConfig(
-        host=args.host, port=args.port, data_dir=Path(args.data_dir), db_url=args.db,
-        cert=Path(args.cert) if args.cert else None, key=Path(args.key) if args.key else None,
+        host=args.host,
+        port=args.port,
+        data_dir=Path(args.data_dir),
+        db_url=args.db,
+        cert=Path(args.cert) if args.cert else None,
+        key=Path(args.key) if args.key else None,
         match=MatchSettings(
-            game=args.game, game_config=_parse_settings(args.set), tick_rate=args.tick_rate,
-            send_rate=args.send_rate, seed=args.seed, keyframe_every=args.keyframe_every,
-            grace_s=args.grace, full_snapshots=args.full_snapshots,
+            game=args.game,
+            game_config=_parse_settings(args.set),
+            tick_rate=args.tick_rate,
+            send_rate=args.send_rate,
+            seed=args.seed,
+            keyframe_every=args.keyframe_every,
+            grace_s=args.grace,
+            full_snapshots=args.full_snapshots,
         ),
         log=LogSettings(durability=args.durability, flush_ms=args.flush_ms),
-        server_id=args.server_id, matches=args.matches, max_matches=args.max_matches, placement=args.placement,
-        metrics_port=args.metrics_port, fastpath=not args.no_fastpath,
+        server_id=args.server_id,
+        matches=args.matches,
+        max_matches=args.max_matches,
+        placement=args.placement,
+        metrics_port=args.metrics_port,
+        fastpath=not args.no_fastpath,
     )
 
 
@@ -116,16 +130,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
     server = Server(_server_config(args))
 
     def announce() -> None:
-        _print_json({
-            "event": "ready", "host": args.host, "port": server.port,
-            "cert": str(server.cert_path), "db": server.config.database_url(),
-            "server_id": server.config.resolve_server_id(),
-            "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
-            "fastpath": server.fastpath is not None,
-            "metrics_port": server.metrics_port if args.metrics_port is not None else None,
-            "resumed": [{"match_id": m.match_id, "tick": (m.resumed_at or 0) + 1} for m in server.resumed],
-            "start_s": round(server.recovery_s, 3),
-        })
+        _print_json(
+            {
+                "event": "ready",
+                "host": args.host,
+                "port": server.port,
+                "cert": str(server.cert_path),
+                "db": server.config.database_url(),
+                "server_id": server.config.resolve_server_id(),
+                "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
+                "fastpath": server.fastpath is not None,
+                "metrics_port": server.metrics_port if args.metrics_port is not None else None,
+                "resumed": [{"match_id": m.match_id, "tick": (m.resumed_at or 0) + 1} for m in server.resumed],
+                "start_s": round(server.recovery_s, 3),
+            }
+        )
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -148,25 +167,32 @@ def cmd_bots(args: argparse.Namespace) -> int:
 
     host, port = _host_port(args.server)
     if args.n < 1 or args.duration <= 0 or args.ramp <= 0 or args.workers < 0 or args.input_rate < 0:
-        raise UsageError("--n must be at least 1, --duration and --ramp positive, --workers and --input-rate "
-                         "0 or more")
+        raise UsageError("--n must be at least 1, --duration and --ramp positive, --workers and --input-rate 0 or more")
     try:
         parse_mix(args.behaviour)
     except ValueError as exc:
         raise UsageError(f"--behaviour: {exc}") from None
     if not 1 <= args.input_ticks <= MAX_INPUT_TICKS:
-        raise UsageError(f"--input-ticks must be 1 to {MAX_INPUT_TICKS} (ticks each input holds), "
-                         f"not {args.input_ticks}")
-    if args.plots:
-        try:
-            import matplotlib  # noqa: F401
-        except ImportError:
-            raise UsageError("--plots needs matplotlib: pip install 'tickline[plots]'") from None
+        raise UsageError(
+            f"--input-ticks must be 1 to {MAX_INPUT_TICKS} (ticks each input holds), not {args.input_ticks}"
+        )
+    if args.plots and importlib.util.find_spec("matplotlib") is None:
+        raise UsageError("--plots needs matplotlib: pip install 'tickline[plots]'")
     cfg = LoadConfig(
-        host=host, port=port, n=args.n, duration=args.duration, workers=args.workers, ramp=args.ramp,
-        behaviour=args.behaviour, cafile=args.cafile, seed=args.seed, reconnect_s=args.reconnect,
-        metrics_url=args.metrics, report_path=Path(args.report) if args.report else None,
-        plots_dir=Path(args.plots) if args.plots else None, progress=not args.quiet,
+        host=host,
+        port=port,
+        n=args.n,
+        duration=args.duration,
+        workers=args.workers,
+        ramp=args.ramp,
+        behaviour=args.behaviour,
+        cafile=args.cafile,
+        seed=args.seed,
+        reconnect_s=args.reconnect,
+        metrics_url=args.metrics,
+        report_path=Path(args.report) if args.report else None,
+        plots_dir=Path(args.plots) if args.plots else None,
+        progress=not args.quiet,
         client=ClientOptions(fast=not args.no_fastpath, input_rate=args.input_rate, input_ticks=args.input_ticks),
         loop_factory=loops.loop_factory(args.loop),
     )
@@ -192,10 +218,16 @@ def cmd_replay_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no matches in the log", file=sys.stderr)
     for m in rows:
-        _print_json({
-            "match_id": m.match_id, "game": f"{m.game}/{m.game_version}", "status": m.status,
-            "ticks": m.last_tick, "tick_rate": m.tick_rate, "final_state_hash": m.final_hash,
-        })
+        _print_json(
+            {
+                "match_id": m.match_id,
+                "game": f"{m.game}/{m.game_version}",
+                "status": m.status,
+                "ticks": m.last_tick,
+                "tick_rate": m.tick_rate,
+                "final_state_hash": m.final_hash,
+            }
+        )
     return 0
 
 
@@ -243,6 +275,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     if args.bots < 1 or args.seconds < 1:
         raise UsageError("--bots and --seconds must be at least 1")
+    Path(args.data_dir).mkdir(parents=True, exist_ok=True)
     return loops.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds), args.loop)
 
 
@@ -271,73 +304,154 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="tickline", description="An authoritative multiplayer game server with an event-sourced log.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    parser.add_argument("--loop", default="auto", choices=loops.LOOPS,
-                        help="event loop: uvloop where installed (auto), or insist on one (default: auto)")
+    parser.add_argument(
+        "--loop",
+        default="auto",
+        choices=loops.LOOPS,
+        help="event loop: uvloop where installed (auto), or insist on one (default: auto)",
+    )
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     def data_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--data-dir", default="data", help="folder for the SQLite log and the TLS certificate (default: data)")
-        p.add_argument("--db", metavar="URL", help="SQLAlchemy URL of the event log (default: SQLite in --data-dir), "
-                       "e.g. postgresql+asyncpg://user@host/db")
+        p.add_argument(
+            "--data-dir", default="data", help="folder for the SQLite log and the TLS certificate (default: data)"
+        )
+        p.add_argument(
+            "--db",
+            metavar="URL",
+            help="SQLAlchemy URL of the event log (default: SQLite in --data-dir), "
+            "e.g. postgresql+asyncpg://user@host/db",
+        )
 
-    serve = sub.add_parser("serve", help="run a game server until SIGINT or SIGTERM",
-                           description="Run a game server: QUIC on --host:--port, the event log in --db. "
-                           "Prints one JSON line {\"event\": \"ready\", ...} on stdout once it accepts players.")
+    serve = sub.add_parser(
+        "serve",
+        help="run a game server until SIGINT or SIGTERM",
+        description="Run a game server: QUIC on --host:--port, the event log in --db. "
+        'Prints one JSON line {"event": "ready", ...} on stdout once it accepts players.',
+    )
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"UDP port; 0 picks a free one (default: {DEFAULT_PORT})")
+    serve.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"UDP port; 0 picks a free one (default: {DEFAULT_PORT})"
+    )
     data_options(serve)
     serve.add_argument("--cert", help="TLS certificate (PEM); default: a self-signed one made under --data-dir/tls")
     serve.add_argument("--key", help="TLS private key (PEM), with --cert")
     serve.add_argument("--game", default="arena", help="the game to run (default: arena)")
-    serve.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="a game config value, e.g. --set time_limit_s=120 (repeatable)")
+    serve.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a game config value, e.g. --set time_limit_s=120 (repeatable)",
+    )
     serve.add_argument("--tick-rate", type=int, default=60, help="simulation ticks per second (default: 60)")
-    serve.add_argument("--send-rate", type=int, default=30, help="state updates per second to each client; divides the tick rate (default: 30)")
+    serve.add_argument(
+        "--send-rate",
+        type=int,
+        default=30,
+        help="state updates per second to each client; divides the tick rate (default: 30)",
+    )
     serve.add_argument("--matches", type=int, default=1, help="matches open at once (default: 1)")
-    serve.add_argument("--placement", default="fill", choices=["fill", "spread"],
-                       help="which open match a new player joins: the first with room, or the emptiest (default: fill)")
-    serve.add_argument("--max-matches", type=int, default=0, help="stop after this many matches have ended (default: 0, never)")
+    serve.add_argument(
+        "--placement",
+        default="fill",
+        choices=["fill", "spread"],
+        help="which open match a new player joins: the first with room, or the emptiest (default: fill)",
+    )
+    serve.add_argument(
+        "--max-matches", type=int, default=0, help="stop after this many matches have ended (default: 0, never)"
+    )
     serve.add_argument("--seed", type=int, help="seed for every match (default: a random seed per match)")
-    serve.add_argument("--durability", default="batch", choices=["batch", "tick"],
-                       help="batch: commit every --flush-ms, a crash loses at most that much play; "
-                       "tick: a tick's deltas are sent only once it is committed (default: batch)")
-    serve.add_argument("--flush-ms", type=int, default=50, help="longest wait before a commit in batch mode (default: 50)")
-    serve.add_argument("--keyframe-every", type=int, default=0, help="ticks between full-state keyframes (default: one per second)")
-    serve.add_argument("--grace", type=float, default=20.0, help="seconds a dropped player's place is kept (default: 20)")
-    serve.add_argument("--full-snapshots", action="store_true",
-                       help="send every client full snapshots instead of deltas (a baseline for benchmarks)")
-    serve.add_argument("--metrics-port", type=int, metavar="PORT",
-                       help="serve /healthz, Prometheus /metrics and the match list /matches over HTTP on "
-                       "--host:PORT; 0 picks a free port (default: off)")
-    serve.add_argument("--no-fastpath", action="store_true",
-                       help="keep every datagram on QUIC; do not offer clients the fast path")
-    serve.add_argument("--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)")
+    serve.add_argument(
+        "--durability",
+        default="batch",
+        choices=["batch", "tick"],
+        help="batch: commit every --flush-ms, a crash loses at most that much play; "
+        "tick: a tick's deltas are sent only once it is committed (default: batch)",
+    )
+    serve.add_argument(
+        "--flush-ms", type=int, default=50, help="longest wait before a commit in batch mode (default: 50)"
+    )
+    serve.add_argument(
+        "--keyframe-every", type=int, default=0, help="ticks between full-state keyframes (default: one per second)"
+    )
+    serve.add_argument(
+        "--grace", type=float, default=20.0, help="seconds a dropped player's place is kept (default: 20)"
+    )
+    serve.add_argument(
+        "--full-snapshots",
+        action="store_true",
+        help="send every client full snapshots instead of deltas (a baseline for benchmarks)",
+    )
+    serve.add_argument(
+        "--metrics-port",
+        type=int,
+        metavar="PORT",
+        help="serve /healthz, Prometheus /metrics and the match list /matches over HTTP on "
+        "--host:PORT; 0 picks a free port (default: off)",
+    )
+    serve.add_argument(
+        "--no-fastpath", action="store_true", help="keep every datagram on QUIC; do not offer clients the fast path"
+    )
+    serve.add_argument(
+        "--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)"
+    )
     serve.set_defaults(func=cmd_serve)
 
-    bots = sub.add_parser("bots", help="load-test a server with bots",
-                          description="Run N bots over worker processes against a server, with live progress on "
-                          "stderr; ends with a table (stderr) and one JSON report line (stdout).")
+    bots = sub.add_parser(
+        "bots",
+        help="load-test a server with bots",
+        description="Run N bots over worker processes against a server, with live progress on "
+        "stderr; ends with a table (stderr) and one JSON report line (stdout).",
+    )
     bots.add_argument("--server", required=True, metavar="HOST:PORT", help="the server to play on")
     bots.add_argument("--n", type=int, default=8, help="number of bots (default: 8)")
     bots.add_argument("--duration", type=float, default=30.0, help="seconds each bot plays at most (default: 30)")
-    bots.add_argument("--workers", type=int, default=0, help="worker processes; 0: as the machine's cores allow (default: 0)")
+    bots.add_argument(
+        "--workers", type=int, default=0, help="worker processes; 0: as the machine's cores allow (default: 0)"
+    )
     bots.add_argument("--ramp", type=float, default=50.0, help="bots started per second (default: 50)")
-    bots.add_argument("--behaviour", default="arena", metavar="MIX",
-                      help="arena, wander or idle, or a weighted mix such as arena=3,idle=1 (default: arena)")
-    bots.add_argument("--metrics", metavar="URL", help="the server's /metrics URL, read for its own figures over the same window")
-    bots.add_argument("--report", metavar="FILE.json", help="also write the full report, with its per-second timeline, here")
-    bots.add_argument("--plots", metavar="DIR", help="write PNG charts (tick lateness, input latency, bytes per client) here")
+    bots.add_argument(
+        "--behaviour",
+        default="arena",
+        metavar="MIX",
+        help="arena, wander or idle, or a weighted mix such as arena=3,idle=1 (default: arena)",
+    )
+    bots.add_argument(
+        "--metrics", metavar="URL", help="the server's /metrics URL, read for its own figures over the same window"
+    )
+    bots.add_argument(
+        "--report", metavar="FILE.json", help="also write the full report, with its per-second timeline, here"
+    )
+    bots.add_argument(
+        "--plots", metavar="DIR", help="write PNG charts (tick lateness, input latency, bytes per client) here"
+    )
     bots.add_argument("--quiet", action="store_true", help="no live progress and no table: only the JSON line")
     bots.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
     bots.add_argument("--no-fastpath", action="store_true", help="bots keep every datagram on QUIC")
-    bots.add_argument("--input-rate", type=int, default=0, metavar="HZ",
-                      help="input datagrams per second per bot (default: 0, one per state update the server sends)")
-    bots.add_argument("--input-ticks", type=int, default=1, metavar="N",
-                      help="ticks each bot input holds: the bots read their controls every N ticks "
-                           "(default: 1; 2 at 60 Hz ticks is 30 inputs a second)")
+    bots.add_argument(
+        "--input-rate",
+        type=int,
+        default=0,
+        metavar="HZ",
+        help="input datagrams per second per bot (default: 0, one per state update the server sends)",
+    )
+    bots.add_argument(
+        "--input-ticks",
+        type=int,
+        default=1,
+        metavar="N",
+        help="ticks each bot input holds: the bots read their controls every N ticks "
+        "(default: 1; 2 at 60 Hz ticks is 30 inputs a second)",
+    )
     bots.add_argument("--seed", type=int, default=1, help="seed for the bots' own choices (default: 1)")
-    bots.add_argument("--reconnect", type=float, default=20.0, metavar="S",
-                      help="a bot whose connection drops comes back as the same player for up to S seconds; 0: never (default: 20)")
+    bots.add_argument(
+        "--reconnect",
+        type=float,
+        default=20.0,
+        metavar="S",
+        help="a bot whose connection drops comes back as the same player for up to S seconds; 0: never (default: 20)",
+    )
     bots.set_defaults(func=cmd_bots)
 
     replay = sub.add_parser("replay", help="read matches back from the event log")
@@ -345,9 +459,12 @@ def build_parser() -> argparse.ArgumentParser:
     rlist = rsub.add_parser("list", help="list the matches in the log, newest first, one JSON line each")
     data_options(rlist)
     rlist.set_defaults(func=cmd_replay_list)
-    verify = rsub.add_parser("verify", help="re-simulate a match and check every stored state hash",
-                             description="Re-simulate a match from its header and inputs and compare every stored "
-                             "state hash. Last line: JSON with verified and, on failure, first_bad_tick and reason.")
+    verify = rsub.add_parser(
+        "verify",
+        help="re-simulate a match and check every stored state hash",
+        description="Re-simulate a match from its header and inputs and compare every stored "
+        "state hash. Last line: JSON with verified and, on failure, first_bad_tick and reason.",
+    )
     verify.add_argument("match_id", help="the match's id, or a unique prefix of it")
     data_options(verify)
     verify.set_defaults(func=cmd_replay_verify)
@@ -358,9 +475,12 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(upgrade)
     upgrade.set_defaults(func=cmd_db_upgrade)
 
-    demo = sub.add_parser("demo", help="server, bots and replay verification end to end",
-                          description="Start a server on 127.0.0.1 with the SQLite log, play one match with bots over "
-                          "QUIC, stop the server with SIGTERM, then verify the match from the log.")
+    demo = sub.add_parser(
+        "demo",
+        help="server, bots and replay verification end to end",
+        description="Start a server on 127.0.0.1 with the SQLite log, play one match with bots over "
+        "QUIC, stop the server with SIGTERM, then verify the match from the log.",
+    )
     demo.add_argument("--bots", type=int, default=8, help="number of bots (default: 8)")
     demo.add_argument("--seconds", type=int, default=15, help="match length in seconds (default: 15)")
     demo.add_argument("--data-dir", default="data", help="where the log and certificate go (default: data)")
@@ -369,12 +489,14 @@ def build_parser() -> argparse.ArgumentParser:
     from tickline.bots.capacity.run import add_arguments as capacity_arguments
 
     capacity = sub.add_parser(
-        "capacity", help="how many players one server process holds on this machine",
+        "capacity",
+        help="how many players one server process holds on this machine",
         description="Find the largest number of players one `tickline serve` process holds at --tick-rate and "
         "--send-rate with its tick lateness p99 under --bound-ms, no tick or send skipped and every bot kept: "
         "real servers, real bots, a doubling then bisecting search whose edges are probed twice. Progress on "
         "stderr; one JSON line on stdout: players (null when the run cannot stand behind a figure, with why), "
-        "at_least and below. Exit status 1 when there is no figure.")
+        "at_least and below. Exit status 1 when there is no figure.",
+    )
     capacity_arguments(capacity)
     capacity.set_defaults(func=cmd_capacity)
     return parser
@@ -396,14 +518,15 @@ def main(argv: list[str] | None = None) -> int:
 
     prog = f"tickline {args.command}"
     try:
-        return args.func(args)
+        status: int = args.func(args)
+        return status
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:
         # The reader of our output went away (`tickline replay list | head`).
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
-    except BaseException as caught:  # noqa: BLE001 - sorted below; the unknown re-raised
+    except BaseException as caught:
         exc = _leaf(caught)
         if isinstance(exc, usage_errors):
             print(f"{prog}: error: {exc}", file=sys.stderr)

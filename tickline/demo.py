@@ -28,13 +28,26 @@ class DemoError(RuntimeError):
     pass
 
 
-async def _start_server(data_dir: Path, seconds: int, log_path: Path) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+async def _start_server(
+    data_dir: Path, seconds: int, log_path: Path
+) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     log_file = log_path.open("ab")
     try:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tickline", "serve", "--port", "0", "--data-dir", str(data_dir),
-            "--set", f"time_limit_s={seconds}", "--set", "score_limit=1000",
-            stdout=asyncio.subprocess.PIPE, stderr=log_file,
+            sys.executable,
+            "-m",
+            "tickline",
+            "serve",
+            "--port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--set",
+            f"time_limit_s={seconds}",
+            "--set",
+            "score_limit=1000",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
         )
     finally:
         log_file.close()
@@ -52,13 +65,17 @@ async def _start_server(data_dir: Path, seconds: int, log_path: Path) -> tuple[a
     return proc, orjson.loads(line)
 
 
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
 async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15) -> int:
-    data_dir.mkdir(parents=True, exist_ok=True)
+    """The demo in ``data_dir`` (which must exist); 0 when the match verified and everything ended cleanly."""
     log_path = data_dir / "demo-server.log"
-    say = lambda text: print(text, flush=True)  # noqa: E731
 
     proc, ready = await _start_server(data_dir, seconds, log_path)
-    say(f"server ready on {ready['host']}:{ready['port']} (pid {proc.pid}); certificate {ready['cert']}; log {ready['db']}")
+    say(f"server ready on {ready['host']}:{ready['port']} (pid {proc.pid}); certificate {ready['cert']}")
+    say(f"event log {ready['db']}")
     try:
         say(f"{bots} bots playing a {seconds} s arena match (QUIC handshake, then the fast path) ...")
         report = await run_swarm(ready["host"], ready["port"], bots, seconds + 10, cafile=ready["cert"])
@@ -71,9 +88,11 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15) -> int:
         except TimeoutError:
             proc.kill()
             status = await proc.wait()
-    say(f"bots: {report['connected']}/{bots} connected, {report['deltas_per_s_per_bot']} deltas/s and "
+    say(
+        f"bots: {report['connected']}/{bots} connected, {report['deltas_per_s_per_bot']} deltas/s and "
         f"{report['bytes_down_per_s_per_bot']:.0f} B/s down per bot, {report['fastpath_share']:.0%} of "
-        f"datagrams by the fast path, {report['errors']} errors")
+        f"datagrams by the fast path, {report['errors']} errors"
+    )
     say(f"server stopped with SIGTERM, exit status {status} (its log: {log_path})")
     if not report["match_ids"]:
         raise DemoError(f"no bot joined a match: {report['error_reasons']}")
@@ -83,8 +102,10 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15) -> int:
         verification = await verify_match(reader, match_id)
         _, summary = await reader.match(match_id)
     stats = summary.stats
-    say(f"match {match_id}: {summary.status} after {verification.ticks} ticks; replay "
-        + ("verified every state hash" if verification.verified else f"FAILED: {verification.reason}"))
+    say(
+        f"match {match_id}: {summary.status} after {verification.ticks} ticks; replay "
+        + ("verified every state hash" if verification.verified else f"FAILED: {verification.reason}")
+    )
     result = {
         "match_id": match_id,
         "ticks": verification.ticks,

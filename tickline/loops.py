@@ -27,8 +27,10 @@ def loop_factory(choice: str = "auto") -> Callable[[], asyncio.AbstractEventLoop
         import uvloop
     except ImportError:
         if choice == "uvloop":
-            raise LoopUnavailable("--loop uvloop: uvloop is not installed; install tickline's 'fast' extra "
-                                  "(pip install -e '.[fast]') or use --loop asyncio") from None
+            raise LoopUnavailable(
+                "--loop uvloop: uvloop is not installed; install tickline's 'fast' extra "
+                "(pip install -e '.[fast]') or use --loop asyncio"
+            ) from None
         return None
     return uvloop.new_event_loop
 

@@ -15,18 +15,19 @@ the server is stopped with SIGTERM (its goodbye ends the bots) and waited for.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from tickline.bots.capacity.search import cpu_verdicts, judge, window_shares
+from tickline.bots.capacity.search import verdict, window_shares
 from tickline.bots.client import ClientOptions
 from tickline.bots.loadtest import LoadConfig, LoadTest
 from tickline.bots.metrics import sample_sum, scrape, scrape_at, server_window
@@ -49,10 +50,8 @@ class ProbeSettings:
 async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 20.0) -> int:
     """SIGTERM our child by PID and wait for it; SIGKILL after ``timeout``."""
     if proc.returncode is None:
-        try:
+        with contextlib.suppress(ProcessLookupError):
             proc.send_signal(signal.SIGTERM)
-        except ProcessLookupError:
-            pass
     try:
         async with asyncio.timeout(timeout):
             return await proc.wait()
@@ -64,14 +63,13 @@ async def stop_process(proc: asyncio.subprocess.Process, timeout: float = 20.0) 
 def stop_workers() -> None:
     """Stop load workers this process started and left behind (after a cancelled probe), by PID."""
     for pid in children(marker=b"spawn_main"):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
 
 
-async def read_ready_line(proc: asyncio.subprocess.Process, what: str, log_path: Path,
-                          timeout: float = 30.0) -> dict[str, Any]:
+async def read_ready_line(
+    proc: asyncio.subprocess.Process, what: str, log_path: Path, timeout: float = 30.0
+) -> dict[str, Any]:
     """The JSON line a server prints once it is ready; a clear error if it never comes."""
     assert proc.stdout is not None
     try:
@@ -87,21 +85,47 @@ async def read_ready_line(proc: asyncio.subprocess.Process, what: str, log_path:
     return ready
 
 
-async def _start_server(n: int, ps: ProbeSettings, data_dir: Path, log_path: Path,
-                        cpus: set[int] | None) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+async def _start_server(
+    n: int, ps: ProbeSettings, data_dir: Path, log_path: Path, cpus: set[int] | None
+) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     # Started while this thread is on ``cpus``: the child and every thread it makes stay there.
     with log_path.open("ab") as log_file, affinity(cpus):
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "tickline", "--loop", ps.serve_loop, "serve", "--port", "0", "--metrics-port", "0",
-            "--data-dir", str(data_dir), "--tick-rate", str(ps.tick_rate), "--send-rate", str(ps.send_rate),
-            "--set", "time_limit_s=3600", "--set", "score_limit=100000", "--set", f"max_players={n + 1}",
-            stdout=asyncio.subprocess.PIPE, stderr=log_file,
+            sys.executable,
+            "-m",
+            "tickline",
+            "--loop",
+            ps.serve_loop,
+            "serve",
+            "--port",
+            "0",
+            "--metrics-port",
+            "0",
+            "--data-dir",
+            str(data_dir),
+            "--tick-rate",
+            str(ps.tick_rate),
+            "--send-rate",
+            str(ps.send_rate),
+            "--set",
+            "time_limit_s=3600",
+            "--set",
+            "score_limit=100000",
+            "--set",
+            f"max_players={n + 1}",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
         )
     return proc, await read_ready_line(proc, "tickline serve", log_path)
 
 
-async def probe_tickline(n: int, ps: ProbeSettings, workdir: Path, index: int,
-                         on_window: Callable[[int, float], Awaitable[Any]] | None = None) -> dict[str, Any]:
+async def probe_tickline(
+    n: int,
+    ps: ProbeSettings,
+    workdir: Path,
+    index: int,
+    on_window: Callable[[int, float], Coroutine[Any, Any, Any]] | None = None,
+) -> dict[str, Any]:
     """One probe at ``n`` players; its verdict (``pass``, ``why``) and figures. ``on_window(pid,
     seconds)`` runs beside the window (a profiler)."""
     began = time.monotonic()
@@ -112,9 +136,18 @@ async def probe_tickline(n: int, ps: ProbeSettings, workdir: Path, index: int,
     url = f"http://127.0.0.1:{ready['metrics_port']}/metrics"
     # Generous: the bots end when the server stops, right after the window.
     duration = n / ps.ramp + ps.settle_s + ps.steady_s + 30.0
-    load_cfg = LoadConfig(host="127.0.0.1", port=ready["port"], n=n, duration=duration, ramp=ps.ramp,
-                          behaviour="wander", cafile=ready["cert"], metrics_url=url, progress=False,
-                          client=ClientOptions(local_host="127.0.0.1"))
+    load_cfg = LoadConfig(
+        host="127.0.0.1",
+        port=ready["port"],
+        n=n,
+        duration=duration,
+        ramp=ps.ramp,
+        behaviour="wander",
+        cafile=ready["cert"],
+        metrics_url=url,
+        progress=False,
+        client=ClientOptions(local_host="127.0.0.1"),
+    )
     snaps: Snaps = {}
     datagram_snaps: Snaps = {}
 
@@ -159,14 +192,18 @@ async def probe_tickline(n: int, ps: ProbeSettings, workdir: Path, index: int,
                     stage = "the bot workers to finish after the server stopped"
                     report = await running
     except TimeoutError:
-        raise RuntimeError(f"the probe took over {limit_s:.0f} s, waiting for {stage}; "
-                           f"its server log: {log_path} (kept with --keep-dir)") from None
+        raise RuntimeError(
+            f"the probe took over {limit_s:.0f} s, waiting for {stage}; "
+            f"its server log: {log_path} (kept with --keep-dir)"
+        ) from None
     finally:
         if proc.returncode is None:
             status = await stop_process(proc, 5)
         stop_workers()
     return _verdict(n, ps, window, report, load, snaps, datagram_snaps, stop_at, load_cpus) | {
-        "server_exit": status, "seconds": round(time.monotonic() - began, 1)}
+        "server_exit": status,
+        "seconds": round(time.monotonic() - began, 1),
+    }
 
 
 async def _wait_all_in(url: str, n: int, load: asyncio.Task[Any], give_up: float) -> tuple[bool, float]:
@@ -182,8 +219,17 @@ async def _wait_all_in(url: str, n: int, load: asyncio.Task[Any], give_up: float
     return False, time.monotonic()
 
 
-def _verdict(n: int, ps: ProbeSettings, window: dict[str, Any], report: dict[str, Any], load: LoadTest,
-             snaps: Snaps, datagram_snaps: Snaps, stop_at: float, load_cpus: set[int] | None) -> dict[str, Any]:
+def _verdict(
+    n: int,
+    ps: ProbeSettings,
+    window: dict[str, Any],
+    report: dict[str, Any],
+    load: LoadTest,
+    snaps: Snaps,
+    datagram_snaps: Snaps,
+    stop_at: float,
+    load_cpus: set[int] | None,
+) -> dict[str, Any]:
     connected = [r for r in load.results if r.connected]
     shares: list[float] = []
     span = stream_share = None
@@ -197,24 +243,23 @@ def _verdict(n: int, ps: ProbeSettings, window: dict[str, Any], report: dict[str
     # The load test scrapes /metrics once more after its bots end, which is after we stopped
     # the server: that scrape fails by design. The window's figures are our own scrapes.
     failures = [f for f in report.get("failures", []) if not f.startswith("metrics scrape of")]
-    why = judge(
-        n, connected=report.get("connected", 0), errors=report.get("errors", 0), lost=lost,
-        failures=failures, players_begin=window.get("players_begin", 0),
-        players_end=window.get("players_end", 0), late_p99_ms=window.get("tick_late_ms_p99"),
-        ticks_per_s=window.get("ticks_per_s", 0.0), recv_shares=shares, tick_rate=ps.tick_rate,
-        bound_ms=ps.bound_ms, window_ok=window.get("all_in", False),
-    )
     batch = max(1, ps.tick_rate // ps.send_rate)
     deltas = sum(r.deltas for r in connected)
     datagrams_up = sum(r.inputs_sent for r in connected) / batch
-    return {
-        "n": n, "pass": not why, "why": why,
-        "tick_late_ms_p99": window.get("tick_late_ms_p99"), "tick_late_ms_p50": window.get("tick_late_ms_p50"),
+    return verdict(
+        n,
+        window,
+        shares,
+        span,
+        connected=report.get("connected", 0),
+        errors=report.get("errors", 0),
+        lost=lost,
+        failures=failures,
+        tick_rate=ps.tick_rate,
+        bound_ms=ps.bound_ms,
+        load_cpus=load_cpus,
+    ) | {
         "tick_catch_ups": window.get("tick_catch_ups"),
-        "ticks_per_s": window.get("ticks_per_s"), "server_cpu_percent": window.get("cpu_percent"),
-        "recv_share_min": round(min(shares), 4) if shares else None,
-        "recv_share_mean": round(sum(shares) / len(shares), 4) if shares else None,
-        "connected": report.get("connected", 0), "errors": report.get("errors", 0), "lost": lost,
         "error_reasons": report.get("error_reasons") or None,
         "delta_bytes": round(sum(r.bytes_down for r in connected) / deltas, 1) if deltas else None,
         "input_bytes": round(sum(r.bytes_up for r in connected) / datagrams_up, 1) if datagrams_up else None,
@@ -222,5 +267,4 @@ def _verdict(n: int, ps: ProbeSettings, window: dict[str, Any], report: dict[str
         # Deltas over the datagram limit go on the control stream, one at a time:
         # while one is unacknowledged the server skips that player's sends.
         "stream_delta_share": stream_share,
-        "window_s": window.get("window_s"), "recv_span_s": span, **cpu_verdicts(window, load_cpus),
     }

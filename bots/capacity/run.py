@@ -113,9 +113,16 @@ async def run_searches(cfg: CapacityConfig, contenders: list[Contender]) -> None
                 try:
                     p = await c.probe(n, index)
                 except Exception as exc:  # noqa: BLE001 - a probe that breaks is a failed probe, said why
-                    p = {"n": n, "pass": False, "why": [f"probe error: {type(exc).__name__}: {exc}"],
-                         "tick_late_ms_p99": None, "ticks_per_s": None, "server_cpu_percent": None,
-                         "recv_share_min": None, "seconds": 0.0}
+                    p = {
+                        "n": n,
+                        "pass": False,
+                        "why": [f"probe error: {type(exc).__name__}: {exc}"],
+                        "tick_late_ms_p99": None,
+                        "ticks_per_s": None,
+                        "server_cpu_percent": None,
+                        "recv_share_min": None,
+                        "seconds": 0.0,
+                    }
                 p["machine_busy_before_percent"] = busy_before
                 attempts.append(p)
                 again = retry_reason(p)
@@ -123,8 +130,16 @@ async def run_searches(cfg: CapacityConfig, contenders: list[Contender]) -> None
                     break
                 say(brief(c.name, p) + f"  ({again}: once more)")
             if len(attempts) > 1:
-                p["first_attempt"] = {k: attempts[0].get(k) for k in (
-                    "pass", "why", "tick_late_ms_p99", "other_on_server_cpu_percent", "other_on_load_cpus_percent")}
+                p["first_attempt"] = {
+                    k: attempts[0].get(k)
+                    for k in (
+                        "pass",
+                        "why",
+                        "tick_late_ms_p99",
+                        "other_on_server_cpu_percent",
+                        "other_on_load_cpus_percent",
+                    )
+                }
             c.overhead_s = max(c.overhead_s, p["seconds"] - (expected_s(cfg, c, n) - c.overhead_s))
             s.record(n, p["pass"])
             c.probes.append(p)
@@ -136,16 +151,20 @@ async def run_searches(cfg: CapacityConfig, contenders: list[Contender]) -> None
 
 def brief(kind: str, p: dict[str, Any]) -> str:
     """One probe, one line, for people."""
+
     def f(v: Any, unit: str = "") -> str:
         return "-" if v is None else (f"{v:.2f}{unit}" if isinstance(v, float) else f"{v}{unit}")
 
-    return (f"  {kind:9s} n={p['n']:<4d} {'PASS' if p['pass'] else 'fail'}  late p99={f(p['tick_late_ms_p99'], 'ms')} "
-            f"ticks/s={f(p['ticks_per_s'])} server cpu={f(p['server_cpu_percent'], '%')} "
-            f"recv min={f(p['recv_share_min'])} gen cpu={f(p.get('generator_cpu_percent'), '%')} "
-            f"others cpu={f(p.get('other_on_server_cpu_percent'), '%')}/{f(p.get('other_on_load_cpus_percent'), '%')} "
-            + (f"stream deltas={p['stream_delta_share']:.0%} " if p.get("stream_delta_share") else "")
-            + ("GENERATOR SATURATED " if p.get("generator_saturated") else "")
-            + f"({p['seconds']:.0f} s)" + ("" if p["pass"] else f"  [{'; '.join(p['why'])}]"))
+    return (
+        f"  {kind:9s} n={p['n']:<4d} {'PASS' if p['pass'] else 'fail'}  late p99={f(p['tick_late_ms_p99'], 'ms')} "
+        f"ticks/s={f(p['ticks_per_s'])} server cpu={f(p['server_cpu_percent'], '%')} "
+        f"recv min={f(p['recv_share_min'])} gen cpu={f(p.get('generator_cpu_percent'), '%')} "
+        f"others cpu={f(p.get('other_on_server_cpu_percent'), '%')}/{f(p.get('other_on_load_cpus_percent'), '%')} "
+        + (f"stream deltas={p['stream_delta_share']:.0%} " if p.get("stream_delta_share") else "")
+        + ("GENERATOR SATURATED " if p.get("generator_saturated") else "")
+        + f"({p['seconds']:.0f} s)"
+        + ("" if p["pass"] else f"  [{'; '.join(p['why'])}]")
+    )
 
 
 def at_capacity(c: Contender) -> dict[str, Any] | None:
@@ -173,12 +192,24 @@ def common_json(cfg: CapacityConfig, pinning: str) -> dict[str, Any]:
     """What every capacity result says about how it was measured."""
     ps = cfg.probe
     return {
-        "cores": CORES, "python": platform.python_version(), "quick": cfg.quick,
-        "tick_rate": ps.tick_rate, "send_rate": ps.send_rate, "bound_ms": ps.bound_ms,
-        "criteria": CRITERIA, "pinning": pinning,
-        "settings": {"start": cfg.start, "max_players": cfg.max_players, "tolerance": cfg.tolerance,
-                     "ramp_per_s": ps.ramp, "steady_s": ps.steady_s, "settle_s": ps.settle_s,
-                     "behaviour": "wander", "budget_s": cfg.budget_s},
+        "cores": CORES,
+        "python": platform.python_version(),
+        "quick": cfg.quick,
+        "tick_rate": ps.tick_rate,
+        "send_rate": ps.send_rate,
+        "bound_ms": ps.bound_ms,
+        "criteria": CRITERIA,
+        "pinning": pinning,
+        "settings": {
+            "start": cfg.start,
+            "max_players": cfg.max_players,
+            "tolerance": cfg.tolerance,
+            "ramp_per_s": ps.ramp,
+            "steady_s": ps.steady_s,
+            "settle_s": ps.settle_s,
+            "behaviour": "wander",
+            "budget_s": cfg.budget_s,
+        },
     }
 
 
@@ -190,9 +221,11 @@ def workdir_for(cfg: CapacityConfig) -> Path:
 
 def announce(cfg: CapacityConfig, what: str, pinning: str) -> None:
     ps = cfg.probe
-    say(f"{what}: {ps.tick_rate} Hz ticks, {ps.send_rate} Hz sends, lateness p99 bound {ps.bound_ms:g} ms, "
+    say(
+        f"{what}: {ps.tick_rate} Hz ticks, {ps.send_rate} Hz sends, lateness p99 bound {ps.bound_ms:g} ms, "
         f"start {cfg.start}, cap {cfg.max_players}, tolerance {cfg.tolerance:.0%}, window {ps.steady_s:g} s, "
-        f"budget {cfg.budget_s:.0f} s; {pinning}")
+        f"budget {cfg.budget_s:.0f} s; {pinning}"
+    )
 
 
 async def run_capacity(cfg: CapacityConfig) -> dict[str, Any]:
@@ -208,10 +241,14 @@ async def run_capacity(cfg: CapacityConfig) -> dict[str, Any]:
         found = search_json(tickline)
         cap = at_capacity(tickline)
         result: dict[str, Any] = {
-            "players": found["players"], "at_least": found["at_least"], "below": found["below"],
-            "why": found["why"], **common_json(cfg, pinning),
+            "players": found["players"],
+            "at_least": found["at_least"],
+            "below": found["below"],
+            "why": found["why"],
+            **common_json(cfg, pinning),
             "server_cpu_percent_at_capacity": cap and cap["server_cpu_percent"],
-            "delta_bytes": cap and cap["delta_bytes"], "input_bytes": cap and cap["input_bytes"],
+            "delta_bytes": cap and cap["delta_bytes"],
+            "input_bytes": cap and cap["input_bytes"],
             "search": found,
         }
         if cfg.profile_out is not None:
@@ -243,31 +280,47 @@ async def _profile(cfg: CapacityConfig, c: Contender, workdir: Path, index: int)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true",
-                   help="a shorter run (about 2.5 min): 4 s windows, a 150 s budget")
+    p.add_argument("--quick", action="store_true", help="a shorter run (about 2.5 min): 4 s windows, a 150 s budget")
     p.add_argument("--tick-rate", type=int, default=60, help="simulation ticks per second (default: 60)")
     p.add_argument("--send-rate", type=int, default=30, help="deltas per second to each player (default: 30)")
     p.add_argument("--bound-ms", type=float, default=4.0, help="tick lateness p99 must stay under this (default: 4)")
-    p.add_argument("--start", type=int, default=16,
-                   help="the first probe's player count; doubled from there (default: 16)")
+    p.add_argument(
+        "--start", type=int, default=16, help="the first probe's player count; doubled from there (default: 16)"
+    )
     p.add_argument("--max-players", type=int, default=400, help="the largest count probed (default: 400)")
-    p.add_argument("--tolerance", type=float, default=0.10,
-                   help="bisect until the bracket is within this share of its lower end (default: 0.10)")
+    p.add_argument(
+        "--tolerance",
+        type=float,
+        default=0.10,
+        help="bisect until the bracket is within this share of its lower end (default: 0.10)",
+    )
     p.add_argument("--ramp", type=float, default=40.0, help="players started per second (default: 40)")
     p.add_argument("--steady-s", type=float, help="seconds of the judged window (default: 8; --quick 4)")
-    p.add_argument("--settle-s", type=float, default=1.0,
-                   help="seconds after the last player is in before the window (default: 1)")
+    p.add_argument(
+        "--settle-s", type=float, default=1.0, help="seconds after the last player is in before the window (default: 1)"
+    )
     p.add_argument("--budget-s", type=float, help="stop probing past this many seconds (default: 480; --quick 150)")
-    p.add_argument("--quiet-wait-s", type=float, metavar="S",
-                   help="before each probe, wait up to S seconds for other processes to leave the CPUs mostly "
-                   "idle (default: 15; --quick 5)")
-    p.add_argument("--serve-loop", default="auto", choices=["auto", "uvloop", "asyncio"],
-                   help="the server's event loop (default: auto, uvloop where installed)")
+    p.add_argument(
+        "--quiet-wait-s",
+        type=float,
+        metavar="S",
+        help="before each probe, wait up to S seconds for other processes to leave the CPUs mostly "
+        "idle (default: 15; --quick 5)",
+    )
+    p.add_argument(
+        "--serve-loop",
+        default="auto",
+        choices=["auto", "uvloop", "asyncio"],
+        help="the server's event loop (default: auto, uvloop where installed)",
+    )
     p.add_argument("--json-out", metavar="FILE", help="also write the JSON line to FILE")
     p.add_argument("--keep-dir", metavar="DIR", help="keep the probes' server logs and data in DIR")
-    p.add_argument("--profile-out", metavar="FILE",
-                   help="after the search, probe once more at the capacity with py-spy recording the server "
-                   "(raw format) into FILE, and print where its time went on stderr")
+    p.add_argument(
+        "--profile-out",
+        metavar="FILE",
+        help="after the search, probe once more at the capacity with py-spy recording the server "
+        "(raw format) into FILE, and print where its time went on stderr",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> CapacityConfig:
@@ -281,14 +334,21 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
     quick = args.quick
     return CapacityConfig(
         probe=ProbeSettings(
-            tick_rate=args.tick_rate, send_rate=args.send_rate, bound_ms=args.bound_ms, ramp=args.ramp,
+            tick_rate=args.tick_rate,
+            send_rate=args.send_rate,
+            bound_ms=args.bound_ms,
+            ramp=args.ramp,
             steady_s=args.steady_s if args.steady_s is not None else (4.0 if quick else 8.0),
-            settle_s=args.settle_s, serve_loop=args.serve_loop,
+            settle_s=args.settle_s,
+            serve_loop=args.serve_loop,
         ),
-        start=args.start, max_players=args.max_players, tolerance=args.tolerance,
+        start=args.start,
+        max_players=args.max_players,
+        tolerance=args.tolerance,
         budget_s=args.budget_s if args.budget_s is not None else (150.0 if quick else 480.0),
         quiet_wait_s=args.quiet_wait_s if args.quiet_wait_s is not None else (5.0 if quick else 15.0),
-        quick=quick, profile_out=Path(args.profile_out) if args.profile_out else None,
+        quick=quick,
+        profile_out=Path(args.profile_out) if args.profile_out else None,
         keep_dir=Path(args.keep_dir) if args.keep_dir else None,
     )
 

@@ -121,8 +121,13 @@ class Search:
         return self.next() is None
 
     def summary(self) -> dict[str, Any]:
-        return {"capacity": self.lo, "bracket": [self.lo, self.hi], "capped": self.capped,
-                "stopped_early": self.stopped or None, "probes_run": len(self.history)}
+        return {
+            "capacity": self.lo,
+            "bracket": [self.lo, self.hi],
+            "capped": self.capped,
+            "stopped_early": self.stopped or None,
+            "probes_run": len(self.history),
+        }
 
 
 def search(judge: Callable[[int], bool], start: int = 16, cap: int = 400, tolerance: float = 0.10) -> Search:
@@ -137,8 +142,14 @@ def outcome(s: Search, probes: list[dict[str, Any]]) -> dict[str, Any]:
     """What a search adds up to: ``players`` when it can stand behind a figure, else None and
     ``why``; ``at_least`` and ``below`` bound the capacity either way."""
     lo, hi = s.lo, s.hi
-    out: dict[str, Any] = {"players": None, "at_least": lo, "below": hi, "bracket": [lo, hi], "why": None,
-                           "capped": s.capped}
+    out: dict[str, Any] = {
+        "players": None,
+        "at_least": lo,
+        "below": hi,
+        "bracket": [lo, hi],
+        "why": None,
+        "capped": s.capped,
+    }
     failures_at_hi = [p for p in probes if p["n"] == hi and not p["pass"]]
     if s.stopped:
         out["why"] = f"the search did not finish: {s.stopped}"
@@ -147,11 +158,12 @@ def outcome(s: Search, probes: list[dict[str, Any]]) -> dict[str, Any]:
     elif lo == 0:
         out["why"] = f"no probe passed, not even at {hi}"
     elif failures_at_hi and all(p.get("generator_saturated") for p in failures_at_hi):
-        out["why"] = (f"the load generator's CPUs were saturated when {hi} players failed: the limit may be "
-                      "the generator's, not the server's")
+        out["why"] = (
+            f"the load generator's CPUs were saturated when {hi} players failed: the limit may be "
+            "the generator's, not the server's"
+        )
     elif failures_at_hi and all(p.get("disturbed") for p in failures_at_hi):
-        out["why"] = (f"other processes took CPU whenever {hi} players failed: the machine was too busy "
-                      "to tell")
+        out["why"] = f"other processes took CPU whenever {hi} players failed: the machine was too busy to tell"
     else:
         out["players"] = lo
     return out
@@ -160,9 +172,22 @@ def outcome(s: Search, probes: list[dict[str, Any]]) -> dict[str, Any]:
 # ---------------------------------------------------------------------- judging one probe
 
 
-def judge(n: int, *, connected: int, errors: int, lost: int, failures: list[str], players_begin: float,
-          players_end: float, late_p99_ms: float | None, ticks_per_s: float, recv_shares: list[float],
-          tick_rate: int, bound_ms: float, window_ok: bool = True) -> list[str]:
+def judge(
+    n: int,
+    *,
+    connected: int,
+    errors: int,
+    lost: int,
+    failures: list[str],
+    players_begin: float,
+    players_end: float,
+    late_p99_ms: float | None,
+    ticks_per_s: float,
+    recv_shares: list[float],
+    tick_rate: int,
+    bound_ms: float,
+    window_ok: bool = True,
+) -> list[str]:
     """Why a probe at ``n`` failed; an empty list when it passed."""
     why = []
     if not window_ok:
@@ -191,8 +216,65 @@ def judge(n: int, *, connected: int, errors: int, lost: int, failures: list[str]
     return why
 
 
-def window_shares(snaps: dict[int, list[tuple[float, list[int | None]]]], begin: float, end: float,
-                  earliest: float, latest: float, send_rate: int) -> tuple[list[float], float | None]:
+def verdict(
+    n: int,
+    window: dict[str, Any],
+    shares: list[float],
+    span: float | None,
+    *,
+    connected: int,
+    errors: int,
+    lost: int,
+    failures: list[str],
+    tick_rate: int,
+    bound_ms: float,
+    load_cpus: set[int] | None,
+) -> dict[str, Any]:
+    """A probe's verdict and the figures every probe reports: ``window`` is what the server said
+    of itself over the steady window (lateness, ticks, CPU, players at both ends), ``shares``
+    each client's received rate over it (:func:`window_shares`)."""
+    why = judge(
+        n,
+        connected=connected,
+        errors=errors,
+        lost=lost,
+        failures=failures,
+        players_begin=window.get("players_begin", 0),
+        players_end=window.get("players_end", 0),
+        late_p99_ms=window.get("tick_late_ms_p99"),
+        ticks_per_s=window.get("ticks_per_s", 0.0),
+        recv_shares=shares,
+        tick_rate=tick_rate,
+        bound_ms=bound_ms,
+        window_ok=window.get("all_in", False),
+    )
+    return {
+        "n": n,
+        "pass": not why,
+        "why": why,
+        "tick_late_ms_p99": window.get("tick_late_ms_p99"),
+        "tick_late_ms_p50": window.get("tick_late_ms_p50"),
+        "ticks_per_s": window.get("ticks_per_s"),
+        "server_cpu_percent": window.get("cpu_percent"),
+        "recv_share_min": round(min(shares), 4) if shares else None,
+        "recv_share_mean": round(sum(shares) / len(shares), 4) if shares else None,
+        "connected": connected,
+        "errors": errors,
+        "lost": lost,
+        "window_s": window.get("window_s"),
+        "recv_span_s": span,
+        **cpu_verdicts(window, load_cpus),
+    }
+
+
+def window_shares(
+    snaps: dict[int, list[tuple[float, list[int | None]]]],
+    begin: float,
+    end: float,
+    earliest: float,
+    latest: float,
+    send_rate: int,
+) -> tuple[list[float], float | None]:
     """Each client's received count per second over the window, as a share of ``send_rate``.
 
     ``snaps`` holds, per worker, ``(time.monotonic(), [count or None per client])`` snapshots.
@@ -223,14 +305,20 @@ def window_shares(snaps: dict[int, list[tuple[float, list[int | None]]]], begin:
 
 def cpu_verdicts(window: dict[str, Any], load_cpus: set[int] | None) -> dict[str, Any]:
     """Whether other processes disturbed a window, and whether the load generator was saturated."""
-    keys = ("generator_cpu_percent", "load_cpus_busy_percent", "other_on_server_cpu_percent",
-            "other_on_load_cpus_percent")
+    keys = (
+        "generator_cpu_percent",
+        "load_cpus_busy_percent",
+        "other_on_server_cpu_percent",
+        "other_on_load_cpus_percent",
+    )
     out = {k: window.get(k) for k in keys}
-    out["disturbed"] = ((window.get("other_on_server_cpu_percent") or 0) > DISTURBED_SERVER_PERCENT
-                        or (window.get("other_on_load_cpus_percent") or 0) > DISTURBED_LOAD_PERCENT)
+    out["disturbed"] = (window.get("other_on_server_cpu_percent") or 0) > DISTURBED_SERVER_PERCENT or (
+        window.get("other_on_load_cpus_percent") or 0
+    ) > DISTURBED_LOAD_PERCENT
     busy = window.get("load_cpus_busy_percent")
-    out["generator_saturated"] = (None if busy is None or not load_cpus
-                                  else busy >= 100 * SATURATED_SHARE * len(load_cpus))
+    out["generator_saturated"] = (
+        None if busy is None or not load_cpus else busy >= 100 * SATURATED_SHARE * len(load_cpus)
+    )
     return out
 
 
@@ -242,6 +330,11 @@ def retry_reason(p: dict[str, Any]) -> str | None:
         return "disturbed by other processes"
     why = p.get("why") or []
     cpu = p.get("server_cpu_percent")
-    if why and all(w.startswith("tick lateness p99") for w in why) and cpu is not None and cpu < MARGINAL_SERVER_PERCENT:
+    if (
+        why
+        and all(w.startswith("tick lateness p99") for w in why)
+        and cpu is not None
+        and cpu < MARGINAL_SERVER_PERCENT
+    ):
         return f"lateness alone at {cpu:.0f}% server CPU"
     return None

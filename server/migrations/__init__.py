@@ -1,0 +1,1 @@
+"""Alembic migrations of the event log's schema (``tickline.server.migrate`` runs them)."""

@@ -1,0 +1,1 @@
+"""One migration of the event log's schema per module, applied in order by Alembic."""
