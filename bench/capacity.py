@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
         cfg = config_from_args(args)
     except ValueError as exc:
         parser.error(str(exc))
+    if args.budget_s is None:
+        cfg.budget_s *= 2  # two searches share the time: each gets what `tickline capacity` gives one
     result = asyncio.run(run(cfg, args.ceiling_loop))
     write_json_line(orjson.dumps(result).decode(), args.json_out)
     say(

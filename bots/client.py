@@ -22,7 +22,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -170,6 +170,12 @@ async def quic_connect(
 
 class _Protocol(ClientProtocol):
     client: GameClient
+    udp: asyncio.DatagramTransport | None = None  # the socket QUIC sends from (and the fast path)
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # (asyncio's own UDP transport does not subclass DatagramTransport; it has its methods)
+        self.udp = cast(asyncio.DatagramTransport, transport)
+        super().connection_made(transport)
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         client = getattr(self, "client", None)
@@ -362,7 +368,9 @@ class GameClient:
 
     def _send_udp(self, packet: bytes, addr: Any = None) -> None:
         """One fast-path packet from our QUIC socket, to ``addr`` (default: the server's)."""
-        transport = self._protocol._transport
+        transport = self._protocol.udp
+        # The server's address as QUIC knows it: aioquic keeps it only in its connection's
+        # private _network_paths (the current path first) and has no public accessor.
         paths = self._quic._network_paths
         if transport is not None and (addr is not None or paths):
             transport.sendto(packet, addr if addr is not None else paths[0].addr)
@@ -382,7 +390,7 @@ class GameClient:
 
         QUIC moves the connection (with a fresh connection id), the fast path
         its route; the server validates the new address and the session goes on."""
-        old = self._protocol._transport
+        old = self._protocol.udp
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(("::", 0, 0, 0))

@@ -311,6 +311,7 @@ async def run_swarm(
                 "player_id": r.player_id,
                 "match_id": r.match_id,
                 "reconnects": r.reconnects,
+                "inputs_sent": r.inputs_sent,
                 "ticks_held": r.ticks_held,
                 "close_reason": r.close_reason,
                 "error": r.error,

@@ -14,11 +14,12 @@ import asyncio
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
@@ -54,6 +55,14 @@ def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConf
 
 
 Accept = Callable[[Channel], Receiver]
+
+
+def quic_peer(quic: QuicConnection) -> tuple[Address | None, bool]:
+    """The address a QUIC connection sends to, and whether QUIC validated it. aioquic keeps
+    both only in ``QuicConnection._network_paths`` (the current path first) and offers no
+    public accessor: this is the one place the server reads them."""
+    paths = quic._network_paths
+    return (paths[0].addr, paths[0].is_validated) if paths else (None, False)
 
 
 class ServerConnection(QuicConnectionProtocol):
@@ -95,8 +104,8 @@ class ServerConnection(QuicConnectionProtocol):
         return self._route.keys
 
     def _validated_addr(self) -> Address | None:
-        paths = self._quic._network_paths
-        return paths[0].addr if paths and paths[0].is_validated else None
+        addr, validated = quic_peer(self._quic)
+        return addr if validated else None
 
     def _drop_route(self) -> None:
         if self._route is not None and self._fast is not None:
@@ -117,7 +126,7 @@ class ServerConnection(QuicConnectionProtocol):
     def quic_event_received(self, event: QuicEvent) -> None:
         session = self._session
         if isinstance(event, HandshakeCompleted):
-            addr = self._quic._network_paths[0].addr if self._quic._network_paths else None
+            addr, _ = quic_peer(self._quic)
             self.peer = f"{addr[0]}:{addr[1]}" if addr else "?"
             self._session = self._accept(self)
         elif isinstance(event, StreamDataReceived) and session is not None:
@@ -151,7 +160,8 @@ class Endpoint(QuicServer):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._fast is not None:
-            self._fast.transport = self._transport
+            # (asyncio's own UDP transport does not subclass DatagramTransport; it has its methods)
+            self._fast.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
         if self._fast is not None and isinstance(data, bytes) and is_fastpath(data):

@@ -49,6 +49,7 @@ async def _serve(data_dir: Path, *args: str, loop: str = "auto") -> tuple[asynci
     return proc, orjson.loads(line)
 
 
+@pytest.mark.slow
 async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
     proc, ready = await _serve(tmp_path, "--set", "time_limit_s=60", "--metrics-port", "0")
     assert ready["event"] == "ready" and ready["port"] > 0
@@ -86,6 +87,7 @@ async def test_serve_runs_on_the_event_loop_asked_for_and_bots_use_its_fast_path
         assert await asyncio.wait_for(proc.wait(), 15) == 0
 
 
+@pytest.mark.slow
 async def test_replay_verify_exits_nonzero_and_names_the_first_bad_tick(tmp_path: Path) -> None:
     code, out, err = await _run("demo", "--bots", "2", "--seconds", "2", "--data-dir", str(tmp_path))
     assert code == 0, err
@@ -99,6 +101,7 @@ async def test_replay_verify_exits_nonzero_and_names_the_first_bad_tick(tmp_path
     assert "tick 42" in err
 
 
+@pytest.mark.slow
 async def test_demo_ends_with_a_verified_json_line(tmp_path: Path) -> None:
     code, out, err = await _run("demo", "--bots", "4", "--seconds", "3", "--data-dir", str(tmp_path))
     assert code == 0, err
@@ -156,6 +159,7 @@ async def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> No
     assert len(err.strip().splitlines()) == 1 and "cannot open the event log" in err and "does not exist" in err
 
 
+@pytest.mark.slow
 async def test_ports_and_data_folders_in_use_are_one_line_naming_the_flag_and_exit_1(tmp_path: Path) -> None:
     proc, ready = await _serve(tmp_path / "a", "--metrics-port", "0")
     try:

@@ -17,6 +17,7 @@ from tickline.bots.metrics import histogram_quantile
 TICKLINE = [sys.executable, "-m", "tickline"]
 
 
+@pytest.mark.slow
 async def test_load_test_over_two_workers_reports_server_figures_and_draws_charts(start_server, tmp_path: Path) -> None:
     srv = await start_server(game_config={"time_limit_s": 120}, metrics_port=0)
     report_file, plots = tmp_path / "report.json", tmp_path / "plots"

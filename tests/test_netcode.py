@@ -62,11 +62,12 @@ async def _applied_seqs(db_url: str, match_id: str) -> dict[int, list[int]]:
     return seqs
 
 
+@pytest.mark.slow
 async def test_bots_play_on_at_100ms_rtt_and_5pct_loss_and_every_input_applies_once_in_order(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 5})
     proxy, port = await _through_proxy(srv.port)
     try:
-        report = await run_swarm("127.0.0.1", port, 4, duration=30, cafile=srv.cert)
+        report = await run_swarm("127.0.0.1", port, 4, duration=30, cafile=srv.cert, details=True)
     finally:
         proxy.close()
     await srv.stop()
@@ -81,7 +82,12 @@ async def test_bots_play_on_at_100ms_rtt_and_5pct_loss_and_every_input_applies_o
         assert all(b > a for a, b in itertools.pairwise(applied)), (
             f"player {player}: an input applied twice or out of order"
         )
-        assert len(applied) > 60 * 3  # one input a tick, nearly every tick, despite the loss
+        # Despite the loss, nearly every input the bot made was applied (each datagram repeats the
+        # unconfirmed ones); what was not: the last ones in flight at the end, and merges by the
+        # jitter buffer. (Counted against what this bot sent, so that a slow machine, which makes
+        # bots send fewer, changes nothing.)
+        sent = next(bot["inputs_sent"] for bot in report["per_bot"] if bot["player_id"] == player)
+        assert sent > 0 and len(applied) >= 0.75 * sent, (player, len(applied), sent)
     async with await LogReader.open(srv.db_url) as reader:
         result = await verify_match(reader, match_id)
     assert result.verified, result.reason

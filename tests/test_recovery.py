@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from tests.support import wait_for_tick
 from tickline.bots.swarm import run_swarm
@@ -41,6 +42,7 @@ async def _serve(*args: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]
     return proc, orjson.loads(line)
 
 
+@pytest.mark.slow
 async def test_killed_server_resumes_its_match_and_bots_get_their_players_back(tmp_path: Path) -> None:
     port = _free_udp_port()
     args = [

@@ -25,12 +25,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 
 from tickline.bots.capacity.search import verdict, window_shares
 from tickline.bots.client import ClientOptions
 from tickline.bots.loadtest import LoadConfig, LoadTest
-from tickline.bots.metrics import sample_sum, scrape, scrape_at, server_window
+from tickline.bots.metrics import Scrape, sample_sum, scrape, scrape_at, server_window
 from tickline.bots.procstat import CpuSampler, affinity, children, cpu_plan
 
 Snaps = dict[int, list[tuple[float, list[int | None]]]]  # worker -> [(monotonic, per-bot counts)]
@@ -170,12 +171,12 @@ async def probe_tickline(
                     all_in, all_in_at = await _wait_all_in(url, n, running, time.monotonic() + 11.0 + n / ps.ramp)
                     stage = "the steady window"
                     await asyncio.sleep(ps.settle_s)
-                    first = await scrape_at(url)
+                    first = await _scrape_window_end(url)
                     async with asyncio.TaskGroup() as beside:
                         if on_window is not None:
                             beside.create_task(on_window(proc.pid, ps.steady_s))
                         await asyncio.sleep(max(0.0, first.t + ps.steady_s - time.monotonic()))
-                        last = await scrape_at(url)
+                        last = await _scrape_window_end(url)
                         cpu.sample()
                         stage = "the profiler"
                     window = server_window(first, last, [first, last])
@@ -204,6 +205,14 @@ async def probe_tickline(
         "server_exit": status,
         "seconds": round(time.monotonic() - began, 1),
     }
+
+
+async def _scrape_window_end(url: str) -> Scrape:
+    """A scrape that bounds the window; a server too busy to answer it fails the probe, saying so."""
+    try:
+        return await scrape_at(url)
+    except (OSError, TimeoutError, aiohttp.ClientError) as exc:
+        raise RuntimeError(f"the server's /metrics did not answer ({type(exc).__name__}): it is overloaded") from None
 
 
 async def _wait_all_in(url: str, n: int, load: asyncio.Task[Any], give_up: float) -> tuple[bool, float]:

@@ -116,7 +116,7 @@ async def run_searches(cfg: CapacityConfig, contenders: list[Contender]) -> None
                     p = {
                         "n": n,
                         "pass": False,
-                        "why": [f"probe error: {type(exc).__name__}: {exc}"],
+                        "why": [f"probe error: {_said(exc)}"],
                         "tick_late_ms_p99": None,
                         "ticks_per_s": None,
                         "server_cpu_percent": None,
@@ -147,6 +147,13 @@ async def run_searches(cfg: CapacityConfig, contenders: list[Contender]) -> None
             ran = True
         if not ran:
             return
+
+
+def _said(exc: BaseException) -> str:
+    """An error as one line: the one error inside (nested) groups, its type, and its message."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def brief(kind: str, p: dict[str, Any]) -> str:
@@ -280,7 +287,7 @@ async def _profile(cfg: CapacityConfig, c: Contender, workdir: Path, index: int)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--quick", action="store_true", help="a shorter run (about 2.5 min): 4 s windows, a 150 s budget")
+    p.add_argument("--quick", action="store_true", help="a shorter run (about 4 min): 4 s windows, a 240 s budget")
     p.add_argument("--tick-rate", type=int, default=60, help="simulation ticks per second (default: 60)")
     p.add_argument("--send-rate", type=int, default=30, help="deltas per second to each player (default: 30)")
     p.add_argument("--bound-ms", type=float, default=4.0, help="tick lateness p99 must stay under this (default: 4)")
@@ -299,7 +306,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--settle-s", type=float, default=1.0, help="seconds after the last player is in before the window (default: 1)"
     )
-    p.add_argument("--budget-s", type=float, help="stop probing past this many seconds (default: 480; --quick 150)")
+    p.add_argument("--budget-s", type=float, help="stop probing past this many seconds (default: 480; --quick 240)")
     p.add_argument(
         "--quiet-wait-s",
         type=float,
@@ -345,7 +352,7 @@ def config_from_args(args: argparse.Namespace) -> CapacityConfig:
         start=args.start,
         max_players=args.max_players,
         tolerance=args.tolerance,
-        budget_s=args.budget_s if args.budget_s is not None else (150.0 if quick else 480.0),
+        budget_s=args.budget_s if args.budget_s is not None else (240.0 if quick else 480.0),
         quiet_wait_s=args.quiet_wait_s if args.quiet_wait_s is not None else (5.0 if quick else 15.0),
         quick=quick,
         profile_out=Path(args.profile_out) if args.profile_out else None,
