@@ -136,6 +136,9 @@ async def test_demo_ends_with_a_verified_json_line(tmp_path: Path) -> None:
         (["bots"], "--server"),
         (["bots", "--server", "127.0.0.1:4433", "--input-ticks", "9"], "--input-ticks must be 1 to 8"),
         (["frobnicate"], "invalid choice"),
+        (["capacity", "--tolerance", "2"], "--tolerance must be between 0 and 1"),
+        (["capacity", "--send-rate", "7"], "the send rate dividing the tick rate"),
+        (["replay", "list", "--db", "sqlite:///x.db"], "--db sqlite://... is not a database tickline can log to"),
     ],
 )
 async def test_bad_arguments_give_one_line_and_exit_2(args: list[str], words: str) -> None:
@@ -276,6 +279,8 @@ async def test_every_subcommand_has_help() -> None:
         ["replay", "verify", "--help"],
         ["replay", "list", "--help"],
         ["demo", "--help"],
+        ["capacity", "--help"],
+        ["db", "upgrade", "--help"],
     ):
         code, out, _err = await _run(*args)
         assert code == 0 and "usage: tickline" in out
