@@ -1,23 +1,32 @@
 """What a bot does each tick: the behaviours a load test can choose and mix.
 
-- ``arena``: plays to win (``bots.arena_bot.ArenaBot``);
-- ``wander``: the Colyseus peer scenario's bot: a new random direction every
-  0.8-1.2 s, fire held half the time;
-- ``idle``: connected, acknowledging, touching nothing.
+Every game gets two behaviours for free, from its declarations:
 
-A mix such as ``arena=3,idle=1`` gives each bot a behaviour by weight,
-decided by the bot's index so the same command makes the same crowd.
+- ``idle``: connected, acknowledging, touching nothing;
+- ``random``: a random valid input every decision (``Inputs.random``): a
+  load test for a game on the day it is written, and a fuzzer of its rules.
+
+A game adds its own by name in its ``Rules.behaviours`` (``"name":
+"package.module:Class"``), each made as ``Class(player_id, seed, config, rate)``
+with a ``decide(world, now) -> controls`` method. Arena's are ``arena`` (plays to
+win, ``bots.arena_bot.ArenaBot``) and ``wander`` (the Colyseus peer scenario's
+bot: a new random direction every 0.8-1.2 s, fire held half the time).
+
+A mix such as ``arena=3,idle=1`` gives each bot a behaviour by weight, decided
+by the bot's index so the same command makes the same crowd; ``default`` is the
+game's first own behaviour, or ``random`` when it has none.
 """
 
 from __future__ import annotations
 
+import importlib
 import random
 from typing import Any, Protocol
 
-from tickline.bots.arena_bot import ArenaBot
 from tickline.bots.world import ClientWorld
+from tickline.shared.game import Rules
 
-BEHAVIOURS = ("arena", "wander", "idle")
+DEFAULT = "default"
 
 
 class Behaviour(Protocol):
@@ -25,12 +34,33 @@ class Behaviour(Protocol):
 
 
 class IdleBot:
+    def __init__(
+        self, player_id: int = 0, seed: int = 0, config: dict[str, Any] | None = None, rate: float = 60
+    ) -> None:
+        pass
+
     def decide(self, world: ClientWorld, now: float) -> dict[str, Any]:
         return {}
 
 
+class RandomBot:
+    """A random valid input each decision, drawn from the game's declared inputs."""
+
+    def __init__(
+        self, player_id: int = 0, seed: int = 0, config: dict[str, Any] | None = None, rate: float = 60
+    ) -> None:
+        self._rng = random.Random(seed)
+
+    def decide(self, world: ClientWorld, now: float) -> dict[str, Any]:
+        if world.rules is None:  # a game this client does not know: nothing to draw from
+            return {}
+        return world.rules.input_schema().random(self._rng)
+
+
 class WanderBot:
-    def __init__(self, seed: int, rate: float = 60) -> None:
+    def __init__(
+        self, player_id: int = 0, seed: int = 0, config: dict[str, Any] | None = None, rate: float = 60
+    ) -> None:
         self._rng = random.Random(seed)
         self._rate = rate  # decisions a second
         self._left = 0
@@ -47,13 +77,29 @@ class WanderBot:
         return {**self._controls, "vt": int(world.render_tick(now))}
 
 
-def parse_mix(spec: str) -> list[tuple[str, float]]:
-    """``arena`` or ``arena=3,idle=1`` -> [(name, weight)]; ValueError on anything else."""
+GENERIC: dict[str, type[IdleBot] | type[RandomBot]] = {"idle": IdleBot, "random": RandomBot}
+
+
+def behaviour_names(game: type[Rules] | None = None) -> list[str]:
+    """The behaviours a bot may have: the generic ones, and ``game``'s own (every installed
+    game's when ``game`` is None)."""
+    from tickline.shared.games import load, names
+
+    own: set[str] = set()
+    for cls in [game] if game is not None else [load(name) for name in names()]:
+        own |= set(cls.behaviours)
+    return [DEFAULT, *sorted(GENERIC), *sorted(own - set(GENERIC))]
+
+
+def parse_mix(spec: str, known: list[str] | None = None) -> list[tuple[str, float]]:
+    """``arena`` or ``arena=3,idle=1`` -> [(name, weight)]; ValueError on anything else
+    (a name outside ``known``, when given, included)."""
     mix = []
     for part in spec.split(","):
         name, _, weight = part.strip().partition("=")
-        if name not in BEHAVIOURS:
-            raise ValueError(f"unknown behaviour {name!r}; choose from {', '.join(BEHAVIOURS)} (e.g. arena=3,idle=1)")
+        if not name or (known is not None and name not in known):
+            choices = ", ".join(known or [])
+            raise ValueError(f"unknown behaviour {name!r}; choose from {choices} (e.g. random=3,idle=1)")
         try:
             w = float(weight) if weight else 1.0
         except ValueError:
@@ -80,11 +126,22 @@ def behaviours_for(first: int, count: int, mix: list[tuple[str, float]]) -> list
     return out
 
 
-def make_behaviour(name: str, player_id: int, seed: int, config: dict[str, Any] | None, rate: float = 60) -> Behaviour:
-    """``rate``: how many times a second the bot decides (the tick rate, or less
-    for inputs that hold for several ticks)."""
-    if name == "arena":
-        return ArenaBot(player_id, seed, config, rate)
-    if name == "wander":
-        return WanderBot(seed, rate)
-    return IdleBot()
+def make_behaviour(
+    name: str, game: type[Rules] | None, player_id: int, seed: int, config: dict[str, Any] | None, rate: float = 60
+) -> Behaviour:
+    """Bot ``name`` for ``game`` (the server's, from its welcome). ``rate``: how many times a
+    second the bot decides (the tick rate, or less for inputs that hold for several ticks)."""
+    own = dict(game.behaviours) if game is not None else {}
+    if name == DEFAULT:
+        name = next(iter(own), "random")
+    if name in GENERIC:
+        return GENERIC[name](player_id, seed, config, rate)
+    path = own.get(name)
+    if path is None:
+        offered = ", ".join([*GENERIC, *own])
+        what = f"game {game.name!r}" if game is not None else "a game this client does not know"
+        raise ValueError(f"behaviour {name!r} is not one for {what}; it has {offered}")
+    module, _, attr = path.partition(":")
+    cls = getattr(importlib.import_module(module), attr)
+    bot: Behaviour = cls(player_id, seed, config, rate)
+    return bot

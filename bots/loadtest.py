@@ -26,9 +26,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from tickline.bots.behaviours import DEFAULT
 from tickline.bots.client import ClientOptions
 from tickline.bots.metrics import Scrape, percentile, scrape, server_window
 from tickline.bots.swarm import BotResult, Swarm, summarize
+from tickline.shared.games import load
 
 
 @dataclass(slots=True)
@@ -39,7 +41,8 @@ class LoadConfig:
     duration: float
     workers: int = 0  # 0: what the machine's cores allow
     ramp: float = 50.0  # bots started per second
-    behaviour: str = "arena"
+    behaviour: str = DEFAULT
+    game: str | None = None  # a game to load in every worker (package.module:Class, or a name)
     cafile: str | None = None
     seed: int = 1
     reconnect_s: float = 20.0
@@ -65,6 +68,8 @@ class LoadConfig:
 def _worker(cfg: dict[str, Any], index: int, first: int, count: int, start_at: float, out: Any) -> None:
     """A worker process: its share of the bots, one snapshot a second to ``out``."""
     try:
+        if cfg["game"]:
+            load(cfg["game"])  # a game given as package.module:Class: known by name in this process too
         with asyncio.Runner(loop_factory=cfg["loop_factory"]) as runner:
             results = runner.run(_worker_main(cfg, index, first, count, start_at, out))
         out.put(("done", index, [_plain(r) for r in results]))
@@ -227,6 +232,7 @@ class LoadTest:
             "seed": cfg.seed,
             "reconnect_s": cfg.reconnect_s,
             "behaviour": cfg.behaviour,
+            "game": cfg.game,
             "client": cfg.client,
             "loop_factory": cfg.loop_factory,
         }

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tickline.bots.behaviours import Behaviour, behaviours_for, make_behaviour, parse_mix
+from tickline.bots.behaviours import DEFAULT, Behaviour, behaviours_for, make_behaviour, parse_mix
 from tickline.bots.client import ClientError, ClientOptions, ClientStats, GameClient
 from tickline.bots.world import ClientWorld, SharedViews
+from tickline.shared.games import UnknownGame, game_class
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ NORMAL_ENDS = ("match over", "server shutting down")
 
 @dataclass(slots=True)
 class BotResult:
-    behaviour: str = "arena"
+    behaviour: str = DEFAULT
     connected: bool = False
     seconds: float = 0.0
     deltas: int = 0
@@ -79,7 +80,7 @@ async def run_bot(
     cafile: Path | str | None = None,
     reconnect_s: float = 0.0,
     stall_s: float = 4.0,
-    behaviour: str = "arena",
+    behaviour: str = DEFAULT,
     result: BotResult | None = None,
     options: ClientOptions = ClientOptions(),
     views: SharedViews | None = None,
@@ -118,13 +119,18 @@ async def run_bot(
                 if not token:
                     result.connected = True
                     result.match_id, result.player_id = client.match_id, client.player_id
-                    bot = make_behaviour(
-                        behaviour,
-                        client.player_id,
-                        seed,
-                        welcome.config,
-                        welcome.tick_rate / client.options.input_ticks,
-                    )
+                    try:
+                        game = game_class(welcome.game, welcome.game_version)
+                        bot = make_behaviour(
+                            behaviour,
+                            game,
+                            client.player_id,
+                            seed,
+                            welcome.config,
+                            welcome.tick_rate / client.options.input_ticks,
+                        )
+                    except (UnknownGame, ValueError) as exc:  # said as this bot's error
+                        raise ClientError(str(exc)) from None
                 else:
                     result.reconnects += 1
                 token, world = client.token, client.world
@@ -191,7 +197,7 @@ class Swarm:
         name_prefix: str = "bot",
         seed: int = 1,
         reconnect_s: float = 0.0,
-        behaviour: str = "arena",
+        behaviour: str = DEFAULT,
         first_index: int = 0,
         options: ClientOptions = ClientOptions(),
     ) -> None:
@@ -285,7 +291,7 @@ async def run_swarm(
     name_prefix: str = "bot",
     seed: int = 1,
     reconnect_s: float = 0.0,
-    behaviour: str = "arena",
+    behaviour: str = DEFAULT,
     details: bool = False,
     options: ClientOptions = ClientOptions(),
 ) -> dict[str, Any]:

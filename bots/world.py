@@ -202,7 +202,8 @@ class ClientWorld:
 
     def predicted_self(self) -> dict[str, Any] | None:
         """Our own entity: the server's newest view of it, plus the inputs it has not applied yet."""
-        me: dict[str, Any] | None = self.view.get("players", {}).get(str(self.player_id))
+        table = self.rules.view_schema().players if self.rules is not None else "players"
+        me: dict[str, Any] | None = self.view.get(table, {}).get(str(self.player_id))
         if me is None or self.rules is None:
             return me
         return self.rules.predict_self(me, [c for _, c, ticks in self._pending for _ in range(ticks)])

@@ -5,6 +5,13 @@ every recomputed state hash equals the stored one, every keyframe holds the
 state the replay reaches at its tick, and, for a match that ended, N is the
 last tick its end record names and the final hash matches. The first tick
 where any of that fails is reported, with why.
+
+A match can also be re-simulated under another version of its game's rules
+(``rules_version``): then the first tick whose state differs from the recorded
+one is where the new rules change what happened, which makes every stored
+match a regression test for a change to the rules. A game (or version) this
+installation lacks raises :class:`~tickline.shared.games.GameNotInstalled`: that
+is not a verdict on the log.
 """
 
 from __future__ import annotations
@@ -12,10 +19,10 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from tickline.replays.reader import LogReader
+from tickline.replays.reader import LogReader, MatchSummary
 from tickline.shared.game import Rules, State, state_hash
-from tickline.shared.games import UnknownGame, make_rules
-from tickline.shared.logformat import CorruptRecord, Divergence, decode_state, replay_stored_tick
+from tickline.shared.games import game_class, make_rules
+from tickline.shared.logformat import CorruptRecord, Divergence, MatchHeader, decode_state, replay_stored_tick
 
 
 @dataclass(slots=True)
@@ -28,6 +35,7 @@ class VerifyReport:
     final_state_hash: str
     first_bad_tick: int | None = None
     reason: str = ""
+    rules_version: int = 0  # the version of the game's rules the match was re-simulated under
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -37,16 +45,36 @@ class VerifyReport:
         return out
 
 
-async def verify_match(reader: LogReader, match_id: str) -> VerifyReport:
+async def verify_match(reader: LogReader, match_id: str, rules_version: int | None = None) -> VerifyReport:
+    """Re-simulate ``match_id`` under the rules it was recorded with (or ``rules_version``)."""
     header, summary = await reader.match(match_id)
     report = VerifyReport(
-        match_id=header.match_id, verified=False, ticks=0, keyframes=0, status=summary.status, final_state_hash=""
+        match_id=header.match_id,
+        verified=False,
+        ticks=0,
+        keyframes=0,
+        status=summary.status,
+        final_state_hash="",
+        rules_version=header.game_version if rules_version is None else rules_version,
     )
+    cls = game_class(header.game, report.rules_version)  # GameNotInstalled propagates: not a verdict
     try:
-        rules = make_rules(header.game, header.config, version=header.game_version)
-    except (UnknownGame, ValueError) as exc:
-        report.reason = str(exc)
+        rules = cls(header.config)
+    except ValueError as exc:  # the stored config does not fit these rules
+        report.reason = f"the match's config does not fit {header.game} rules version {cls.version}: {exc}"
         return report
+    report = await _verify(reader, header, summary, rules, report)
+    if cls.version != header.game_version and not report.verified:
+        report.reason = (
+            f"under {header.game} rules version {cls.version} (recorded under {header.game_version}), "
+            f"tick {report.first_bad_tick} differs: {report.reason}"
+        )
+    return report
+
+
+async def _verify(
+    reader: LogReader, header: MatchHeader, summary: MatchSummary, rules: Rules, report: VerifyReport
+) -> VerifyReport:
     state = rules.initial_state(header.seed)
     keyframes = await reader.keyframe_ticks(header.match_id)
     expected = 1

@@ -51,7 +51,7 @@ from tickline.server.session import Departure, Session
 from tickline.server.stats import Samples
 from tickline.server.ticker import Ticker
 from tickline.shared.game import Rules, State, TickInputs, state_hash
-from tickline.shared.games import game_class
+from tickline.shared.games import game_class, load
 from tickline.shared.logformat import Divergence, MatchHeader, decode_state, replay_stored_tick
 from tickline.shared.protocol import PROTOCOL_VERSION, Welcome
 
@@ -72,7 +72,7 @@ class MatchSettings:
 
 def rules_for(settings: MatchSettings) -> Rules:
     """The match's rules; a game whose config has a tick rate gets the match's."""
-    cls = game_class(settings.game)
+    cls = load(settings.game)
     config = dict(settings.game_config)
     if "tick_rate" in cls.default_config():
         config["tick_rate"] = settings.tick_rate
@@ -140,7 +140,7 @@ class Match:
             self._next_player = 1
         else:
             self.header = recovered.header
-            self.rules = game_class(self.header.game)(self.header.config)
+            self.rules = game_class(self.header.game, self.header.game_version)(self.header.config)
             self.match_id, self.seed = self.header.match_id, self.header.seed
             self.state = rebuild_state(self.rules, recovered)
             self.tick = self.committed = recovered.last_tick
@@ -304,7 +304,8 @@ class Match:
             self._logged = True
         else:
             deadline = time.monotonic() + self.settings.grace_s
-            self._away = {pid: deadline for pid in self._tokens if pid in self.state.get("players", {})}
+            present = set(self.rules.players(self.state))
+            self._away = {pid: deadline for pid in self._tokens if pid in present}
             log.info(
                 "match %s resumed at tick %d; %d players may reconnect",
                 self.match_id[:8],
@@ -446,9 +447,7 @@ class Match:
             pass
 
     def _announce_end(self) -> None:
-        players = self.state.get("players", {})
-        scores = {str(pid): p.get("score", 0) for pid, p in players.items()}
-        data = {"winner": self.state.get("winner", 0), "scores": scores}
+        data = self.rules.result(self.state)
         for session in self.sessions.values():
             self._deliver(self.tick, partial(session.send_event, self.tick, "over", data))
 

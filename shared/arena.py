@@ -17,7 +17,7 @@ order.
 from __future__ import annotations
 
 from math import isqrt
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
 
@@ -25,19 +25,31 @@ from tickline.shared.game import (
     ConfigError,
     Controls,
     GameEvent,
-    InvalidInput,
     Rules,
     State,
     TickInputs,
     rng_below,
     rng_seed,
 )
+from tickline.shared.schema import Bool, Choice, Inputs, Int, Table, Text, View
 
 UNIT = 100  # fixed units per world unit
 AIM_LIMIT = 1_000_000
-_CONTROL_KEYS = frozenset({"mx", "my", "ax", "ay", "fire", "vt"})
 TICK_LIMIT = 2**31
-_IDLE: Controls = {"mx": 0, "my": 0, "ax": 0, "ay": 0, "fire": False}
+
+INPUTS = Inputs(
+    controls={
+        "mx": Choice((-1, 0, 1), default=0, doc="move left (-1) or right (1)"),
+        "my": Choice((-1, 0, 1), default=0, doc="move up (-1) or down (1)"),
+        "ax": Int(-AIM_LIMIT, AIM_LIMIT, doc="aim: x of a vector from the player (any length)"),
+        "ay": Int(-AIM_LIMIT, AIM_LIMIT, doc="aim: y of the same vector"),
+        "fire": Bool(doc="fire along the aim (at most once per fire_cooldown_ms)"),
+        "vt": Int(0, TICK_LIMIT - 1, doc="the tick the player sees (hitscan rewinds to it)", unit="tick"),
+    },
+    optional=frozenset({"vt"}),
+    doc="One input per tick (or per input_ticks); a player without a new input keeps its controls.",
+)
+_IDLE: Controls = INPUTS.idle()
 # 181/256 ~ 1/sqrt(2): diagonal moves are no faster than straight ones.
 _DIAG_NUM, _DIAG_DEN = 181, 256
 
@@ -45,6 +57,11 @@ _DIAG_NUM, _DIAG_DEN = 181, 256
 class Arena(Rules):
     name = "arena"
     version = 1
+    inputs = INPUTS
+    behaviours: ClassVar[dict[str, str]] = {
+        "arena": "tickline.bots.arena_bot:ArenaBot",
+        "wander": "tickline.bots.behaviours:WanderBot",
+    }
 
     @classmethod
     def default_config(cls) -> dict[str, Any]:
@@ -119,6 +136,7 @@ class Arena(Rules):
         self.hitscan_r2 = self.hitscan_reach**2
         self.max_rewind = c["lag_comp_ms"] * rate // 1000
         self.q = c["view_step"]  # quantization of positions in views
+        self._view_schema: View | None = None
 
     # ------------------------------------------------------------------ state
 
@@ -150,36 +168,50 @@ class Arena(Rules):
 
     # ------------------------------------------------------------------ input
 
-    def validate_input(self, raw: Any) -> Controls:
-        if not isinstance(raw, dict):
-            raise InvalidInput("arena input must be an object")
-        unknown = raw.keys() - _CONTROL_KEYS
-        if unknown:
-            raise InvalidInput(f"arena input has unknown control {str(sorted(map(str, unknown))[0])[:32]!r}")
-        out = dict(_IDLE)
-        for key in ("mx", "my"):
-            value = raw.get(key, 0)
-            if type(value) is not int or value not in (-1, 0, 1):
-                raise InvalidInput(f"arena input {key!r} must be -1, 0 or 1")
-            out[key] = value
-        for key in ("ax", "ay"):
-            value = raw.get(key, 0)
-            if type(value) is not int or not -AIM_LIMIT <= value <= AIM_LIMIT:
-                raise InvalidInput(f"arena input {key!r} must be an integer within +-{AIM_LIMIT}")
-            out[key] = value
-        fire = raw.get("fire", False)
-        if type(fire) is not bool:
-            raise InvalidInput("arena input 'fire' must be true or false")
-        out["fire"] = fire
-        if "vt" in raw:
-            vt = raw["vt"]
-            if type(vt) is not int or not 0 <= vt < TICK_LIMIT:
-                raise InvalidInput("arena input 'vt' (the tick the player sees) must be a non-negative integer")
-            out["vt"] = vt
-        return out
+    def view_schema(self) -> View:
+        """The view's units depend on the config: positions travel in view_step fixed units."""
+        if self._view_schema is None:
+            self._view_schema = self._declare_view()
+        return self._view_schema
 
-    def idle_input(self) -> Controls:
-        return dict(_IDLE)
+    def _declare_view(self) -> View:
+        step = self.q / UNIT  # world units per position step
+        per_tick = 1 / UNIT  # world units per fixed unit
+        pos = {"unit": "world units", "scale": step}
+        big = 2**31 - 1
+        return View(
+            tables={
+                "players": Table(
+                    {
+                        "name": Text(32, doc="the name the player joined with"),
+                        "x": Int(0, big, doc="position, from the left edge", **pos),
+                        "y": Int(0, big, doc="position, from the top edge", **pos),
+                        "hp": Int(0, big, doc="health; 0 while dead"),
+                        "score": Int(0, big, doc="kills"),
+                        "alive": Bool(doc="false while waiting to respawn"),
+                    },
+                    doc="Every player within view_radius (and the player itself).",
+                    interpolate=("x", "y"),
+                ),
+                "shots": Table(
+                    {
+                        "x0": Int(0, big, doc="where it was fired", **pos),
+                        "y0": Int(0, big, doc="where it was fired", **pos),
+                        "vx": Int(-big, big, doc="velocity", unit="world units per tick", scale=per_tick),
+                        "vy": Int(-big, big, doc="velocity", unit="world units per tick", scale=per_tick),
+                        "born": Int(0, big, doc="the tick it was fired: it is at x0 + vx * (tick - born)", unit="tick"),
+                        "owner": Int(0, big, doc="the player who fired it"),
+                    },
+                    doc="Projectiles in flight; each flies straight, so its entry never changes.",
+                ),
+                "pickups": Table(
+                    {"x": Int(0, big, doc="position", **pos), "y": Int(0, big, doc="position", **pos)},
+                    doc="Health pickups.",
+                ),
+            },
+            values={"over": Bool(doc="the match has ended"), "winner": Int(0, big, doc="the winner's player id")},
+            doc="Positions are quantized to view_step fixed units (a tenth of a world unit by default).",
+        )
 
     # ------------------------------------------------------------------ the tick
 

@@ -20,13 +20,12 @@ from typing import Any, ClassVar
 
 import orjson
 
+from tickline.shared.schema import Controls, Inputs, InvalidInput, View
+
+__all__ = ["ConfigError", "Controls", "GameEvent", "InvalidInput", "Rules", "State", "TickInputs", "state_hash"]
+
 State = dict[str, Any]
-Controls = dict[str, Any]
 GameEvent = dict[str, Any]
-
-
-class InvalidInput(ValueError):
-    """An input the rules refuse; its message is a one-line close reason."""
 
 
 class ConfigError(ValueError):
@@ -84,6 +83,19 @@ class Rules(ABC):
 
     name: ClassVar[str]
     version: ClassVar[int]
+    # The declarations (shared/schema.py): what an input may hold, what a view holds.
+    # Set them on the class, or override input_schema / view_schema when they depend
+    # on the config.
+    inputs: ClassVar[Inputs | None] = None
+    views: ClassVar[View | None] = None
+    # The game's own bot behaviours for load tests, by name: "package.module:Class"
+    # (imported only by the bots; each is made as Class(player_id, seed, config, rate)).
+    behaviours: ClassVar[dict[str, str]] = {}
+    # Earlier versions of these rules, still importable, so that every log replays
+    # under the rules that wrote it (newest first).
+    previous_versions: ClassVar[tuple[type[Rules], ...]] = ()
+    # The tick rate and send rate a server uses for this game unless told otherwise.
+    default_rates: ClassVar[tuple[int, int]] = (60, 30)
 
     def __init__(self, config: dict[str, Any] | None = None) -> None:
         self.config = self.validate_config(dict(config or {}))
@@ -108,13 +120,26 @@ class Rules(ABC):
     def initial_state(self, seed: int) -> State:
         """The state before tick 1."""
 
-    @abstractmethod
-    def validate_input(self, raw: Any) -> Controls:
-        """Normalised controls from a client's raw input, or InvalidInput."""
+    def input_schema(self) -> Inputs:
+        """The declaration of this game's inputs."""
+        if self.inputs is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no inputs: set inputs = Inputs(...)")
+        return self.inputs
 
-    @abstractmethod
+    def view_schema(self) -> View:
+        """The declaration of this game's views."""
+        if self.views is None:
+            raise NotImplementedError(f"{type(self).__name__} declares no views: set views = View(...)")
+        return self.views
+
+    def validate_input(self, raw: Any) -> Controls:
+        """Normalised controls from a client's raw input, or InvalidInput (by the declared inputs).
+        A game whose inputs need more than their declaration can say overrides this."""
+        return self.input_schema().decode(raw)
+
     def idle_input(self) -> Controls:
         """The controls of a player who is not touching anything (used while disconnected)."""
+        return self.input_schema().idle()
 
     @abstractmethod
     def step(self, state: State, inputs: TickInputs) -> list[GameEvent]:
@@ -137,6 +162,17 @@ class Rules(ABC):
     @abstractmethod
     def is_over(self, state: State) -> bool:
         """Whether the match has ended."""
+
+    def players(self, state: State) -> list[int]:
+        """The ids of the players in the match. By default the keys of ``state["players"]``:
+        a game that keeps its players elsewhere says where by overriding this."""
+        return sorted(state.get("players", {}))
+
+    def result(self, state: State) -> dict[str, Any]:
+        """What the match's end tells every client: by default the winner and each player's
+        score, from ``state["winner"]`` and each ``state["players"][id]["score"]``."""
+        players = state.get("players", {})
+        return {"winner": state.get("winner", 0), "scores": {str(pid): p.get("score", 0) for pid, p in players.items()}}
 
     def max_players(self) -> int:
         return int(self.config.get("max_players", 64))

@@ -91,7 +91,8 @@ async def test_bad_behaviour_is_one_line_and_exit_2() -> None:
     _, err = await proc.communicate()
     assert proc.returncode == 2
     assert err.decode().strip().splitlines() == [
-        "tickline bots: error: --behaviour: unknown behaviour 'dance'; choose from arena, wander, idle (e.g. arena=3,idle=1)"
+        "tickline bots: error: --behaviour: unknown behaviour 'dance'; choose from default, idle, random, arena, bidder, wander "
+        "(e.g. random=3,idle=1)"
     ]
 
 

@@ -92,11 +92,22 @@ def _db_url(args: argparse.Namespace) -> str:
 # ---------------------------------------------------------------------- serve
 
 
+def _rates(game: tuple[int, int], tick_rate: int | None, send_rate: int | None) -> tuple[int, int]:
+    """The rates a server runs at: those given, else the game's; a send rate left to the
+    game that does not divide a tick rate given is the tick rate."""
+    tick = tick_rate or game[0]
+    if send_rate:
+        return tick, send_rate
+    return tick, game[1] if game[1] <= tick and tick % game[1] == 0 else tick
+
+
 def _server_config(args: argparse.Namespace) -> Any:
     from tickline.server.app import ServerConfig
     from tickline.server.eventlog import LogSettings
     from tickline.server.match import MatchSettings
+    from tickline.shared.games import load
 
+    tick_rate, send_rate = _rates(load(args.game).default_rates, args.tick_rate, args.send_rate)
     return ServerConfig(
         host=args.host,
         port=args.port,
@@ -107,8 +118,8 @@ def _server_config(args: argparse.Namespace) -> Any:
         match=MatchSettings(
             game=args.game,
             game_config=_parse_settings(args.set),
-            tick_rate=args.tick_rate,
-            send_rate=args.send_rate,
+            tick_rate=tick_rate,
+            send_rate=send_rate,
             seed=args.seed,
             keyframe_every=args.keyframe_every,
             grace_s=args.grace,
@@ -160,16 +171,18 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bots(args: argparse.Namespace) -> int:
-    from tickline.bots.behaviours import parse_mix
+    from tickline.bots.behaviours import behaviour_names, parse_mix
     from tickline.bots.client import ClientOptions
     from tickline.bots.loadtest import LoadConfig, print_table, report_json, run_load
+    from tickline.shared.games import load
     from tickline.shared.protocol import MAX_INPUT_TICKS
 
     host, port = _host_port(args.server)
     if args.n < 1 or args.duration <= 0 or args.ramp <= 0 or args.workers < 0 or args.input_rate < 0:
         raise UsageError("--n must be at least 1, --duration and --ramp positive, --workers and --input-rate 0 or more")
+    game = load(args.game) if args.game else None
     try:
-        parse_mix(args.behaviour)
+        parse_mix(args.behaviour, behaviour_names(game))
     except ValueError as exc:
         raise UsageError(f"--behaviour: {exc}") from None
     if not 1 <= args.input_ticks <= MAX_INPUT_TICKS:
@@ -186,6 +199,7 @@ def cmd_bots(args: argparse.Namespace) -> int:
         workers=args.workers,
         ramp=args.ramp,
         behaviour=args.behaviour,
+        game=args.game,
         cafile=args.cafile,
         seed=args.seed,
         reconnect_s=args.reconnect,
@@ -234,10 +248,16 @@ def cmd_replay_list(args: argparse.Namespace) -> int:
 def cmd_replay_verify(args: argparse.Namespace) -> int:
     from tickline.replays.reader import LogReader
     from tickline.replays.verify import verify_match
+    from tickline.shared.games import load
+
+    if args.game:
+        load(args.game)  # rules given as package.module:Class: found by name from here on
+    if args.rules is not None and args.rules < 1:
+        raise UsageError(f"--rules takes a rules version (1 or more), not {args.rules}")
 
     async def main() -> Any:
         async with await LogReader.open(_db_url(args)) as reader:
-            return await verify_match(reader, args.match_id)
+            return await verify_match(reader, args.match_id, rules_version=args.rules)
 
     report = loops.run(main(), args.loop)
     if not report.verified:
@@ -276,7 +296,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.bots < 1 or args.seconds < 1:
         raise UsageError("--bots and --seconds must be at least 1")
     Path(args.data_dir).mkdir(parents=True, exist_ok=True)
-    return loops.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds), args.loop)
+    from tickline.shared.games import load
+
+    load(args.game)  # an unknown game is a usage error before anything starts
+    return loops.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds, game=args.game), args.loop)
 
 
 # ---------------------------------------------------------------------- capacity
@@ -336,7 +359,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_options(serve)
     serve.add_argument("--cert", help="TLS certificate (PEM); default: a self-signed one made under --data-dir/tls")
     serve.add_argument("--key", help="TLS private key (PEM), with --cert")
-    serve.add_argument("--game", default="arena", help="the game to run (default: arena)")
+    serve.add_argument(
+        "--game",
+        default="arena",
+        help="the game to run: an installed game's name, or package.module:Class (default: arena)",
+    )
     serve.add_argument(
         "--set",
         action="append",
@@ -344,12 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a game config value, e.g. --set time_limit_s=120 (repeatable)",
     )
-    serve.add_argument("--tick-rate", type=int, default=60, help="simulation ticks per second (default: 60)")
+    serve.add_argument("--tick-rate", type=int, help="simulation ticks per second (default: the game's, 60 for arena)")
     serve.add_argument(
         "--send-rate",
         type=int,
-        default=30,
-        help="state updates per second to each client; divides the tick rate (default: 30)",
+        help="state updates per second to each client; divides the tick rate (default: the game's, 30 for arena)",
     )
     serve.add_argument("--matches", type=int, default=1, help="matches open at once (default: 1)")
     serve.add_argument(
@@ -413,9 +439,13 @@ def build_parser() -> argparse.ArgumentParser:
     bots.add_argument("--ramp", type=float, default=50.0, help="bots started per second (default: 50)")
     bots.add_argument(
         "--behaviour",
-        default="arena",
+        default="default",
         metavar="MIX",
-        help="arena, wander or idle, or a weighted mix such as arena=3,idle=1 (default: arena)",
+        help="a behaviour, or a weighted mix such as arena=3,idle=1: idle and random (random valid inputs) for "
+        "any game, and the game's own (arena: arena, wander); default: the game's first own behaviour",
+    )
+    bots.add_argument(
+        "--game", metavar="GAME", help="the server's game, when it is not installed here: package.module:Class"
     )
     bots.add_argument(
         "--metrics", metavar="URL", help="the server's /metrics URL, read for its own figures over the same window"
@@ -466,6 +496,16 @@ def build_parser() -> argparse.ArgumentParser:
         "state hash. Last line: JSON with verified and, on failure, first_bad_tick and reason.",
     )
     verify.add_argument("match_id", help="the match's id, or a unique prefix of it")
+    verify.add_argument(
+        "--rules",
+        type=int,
+        metavar="VERSION",
+        help="re-simulate under this version of the game's rules instead of the recorded one, and report the "
+        "first tick whose state differs (a regression test for a rules change)",
+    )
+    verify.add_argument(
+        "--game", metavar="GAME", help="the match's game, when it is not installed here: package.module:Class"
+    )
     data_options(verify)
     verify.set_defaults(func=cmd_replay_verify)
 
@@ -482,7 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
         "QUIC, stop the server with SIGTERM, then verify the match from the log.",
     )
     demo.add_argument("--bots", type=int, default=8, help="number of bots (default: 8)")
-    demo.add_argument("--seconds", type=int, default=15, help="match length in seconds (default: 15)")
+    demo.add_argument(
+        "--seconds", type=int, default=15, help="match length in seconds, for games with a time limit (default: 15)"
+    )
+    demo.add_argument("--game", default="arena", help="the game: a name, or package.module:Class (default: arena)")
     demo.add_argument("--data-dir", default="data", help="where the log and certificate go (default: data)")
     demo.set_defaults(func=cmd_demo)
 
@@ -510,11 +553,13 @@ def main(argv: list[str] | None = None) -> int:
     from tickline.server.app import ConfigurationError, ServerUnavailable
     from tickline.server.eventlog import EventLogUnavailable
     from tickline.shared.game import ConfigError
-    from tickline.shared.games import UnknownGame
+    from tickline.shared.games import GameNotInstalled, UnknownGame
     from tickline.shared.logformat import UnsupportedLogUrl
 
+    # A stored match that needs a game (or version) this installation lacks fails at run time;
+    # a command that names an unknown game is a usage error.
+    runtime_errors = (EventLogUnavailable, LogUnavailable, MatchNotFound, ServerUnavailable, GameNotInstalled)
     usage_errors = (UsageError, ConfigurationError, ConfigError, UnknownGame, UnsupportedLogUrl, loops.LoopUnavailable)
-    runtime_errors = (EventLogUnavailable, LogUnavailable, MatchNotFound, ServerUnavailable)
 
     prog = f"tickline {args.command}"
     try:
@@ -528,12 +573,12 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except BaseException as caught:
         exc = _leaf(caught)
-        if isinstance(exc, usage_errors):
-            print(f"{prog}: error: {exc}", file=sys.stderr)
-            return 2
         if isinstance(exc, runtime_errors):
             print(f"{prog}: error: {exc}", file=sys.stderr)
             return 1
+        if isinstance(exc, usage_errors):
+            print(f"{prog}: error: {exc}", file=sys.stderr)
+            return 2
         raise
 
 

@@ -22,14 +22,28 @@ import orjson
 from tickline.bots.swarm import run_swarm
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
+from tickline.shared.game import Rules
+from tickline.shared.games import load
 
 
 class DemoError(RuntimeError):
     pass
 
 
+def _game_settings(game: type[Rules], seconds: int) -> list[str]:
+    """``--set`` arguments that make a match of ``game`` last ``seconds`` where its config
+    has a time limit (a game without one plays to its own end)."""
+    defaults = game.default_config()
+    out = []
+    if "time_limit_s" in defaults:
+        out += ["--set", f"time_limit_s={seconds}"]
+    if "score_limit" in defaults:
+        out += ["--set", "score_limit=1000"]  # the time limit, not a score, ends a demo
+    return out
+
+
 async def _start_server(
-    data_dir: Path, seconds: int, log_path: Path
+    data_dir: Path, game: str, settings: list[str], log_path: Path
 ) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     log_file = log_path.open("ab")
     try:
@@ -42,10 +56,9 @@ async def _start_server(
             "0",
             "--data-dir",
             str(data_dir),
-            "--set",
-            f"time_limit_s={seconds}",
-            "--set",
-            "score_limit=1000",
+            "--game",
+            game,
+            *settings,
             stdout=asyncio.subprocess.PIPE,
             stderr=log_file,
         )
@@ -69,16 +82,21 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
-async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15) -> int:
+async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15, game: str = "arena") -> int:
     """The demo in ``data_dir`` (which must exist); 0 when the match verified and everything ended cleanly."""
     log_path = data_dir / "demo-server.log"
+    rules = load(game)
+    settings = _game_settings(rules, seconds)
+    # A game without a time limit plays to its own end: the bots stay as long as that takes.
+    stay_s = seconds + 10 if settings else 600
 
-    proc, ready = await _start_server(data_dir, seconds, log_path)
+    proc, ready = await _start_server(data_dir, game, settings, log_path)
     say(f"server ready on {ready['host']}:{ready['port']} (pid {proc.pid}); certificate {ready['cert']}")
     say(f"event log {ready['db']}")
     try:
-        say(f"{bots} bots playing a {seconds} s arena match (QUIC handshake, then the fast path) ...")
-        report = await run_swarm(ready["host"], ready["port"], bots, seconds + 10, cafile=ready["cert"])
+        length = f"a {seconds} s" if settings else "a whole"
+        say(f"{bots} bots playing {length} {rules.name} match (QUIC handshake, then the fast path) ...")
+        report = await run_swarm(ready["host"], ready["port"], bots, stay_s, cafile=ready["cert"])
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

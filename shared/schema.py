@@ -1,0 +1,297 @@
+"""Declared schemas: the shape of a game's inputs and of its views, said once.
+
+A game declares its controls (:class:`Inputs`: each a typed field with bounds
+and a default) and its views (:class:`View`: entity tables of typed fields with
+units, plus top-level values). Everything around the rules reads the
+declaration instead of asking the game for code:
+
+- the server decodes and validates every input with :meth:`Inputs.decode`,
+  refusing what does not fit with a reason that names the control;
+- idle controls (a disconnected player's) are the fields' defaults;
+- a random-valid-input bot draws from :meth:`Inputs.random`, and property tests
+  draw from the same bounds (``tickline.testing``);
+- the client SDK reads the units of a view's fields (:meth:`Field.to_units`);
+- a game's wire reference is generated from it (:func:`describe`).
+
+Sans-I/O and pure: fields check and draw values; nothing here knows a socket.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+Controls = dict[str, Any]
+
+
+class InvalidInput(ValueError):
+    """An input the rules refuse; its message is a one-line close reason."""
+
+
+@dataclass(frozen=True, slots=True)
+class Int:
+    """An integer in ``[lo, hi]``. ``unit`` names what one step of it is; ``scale`` turns
+    a value into that unit (``value * scale``), for fields sent in coarser steps."""
+
+    lo: int
+    hi: int
+    default: int = 0
+    doc: str = ""
+    unit: str = ""
+    scale: float = 1.0
+
+    def check(self, value: Any, name: str) -> int:
+        if type(value) is not int or not self.lo <= value <= self.hi:
+            raise InvalidInput(f"input control {name!r} must be an integer from {self.lo} to {self.hi}")
+        return value
+
+    def random(self, rng: random.Random) -> int:
+        return rng.randint(self.lo, self.hi)
+
+    def kind(self) -> str:
+        return f"integer {self.lo} to {self.hi}"
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """One of a few values (ints or strings), such as a direction -1, 0 or 1."""
+
+    values: tuple[Any, ...]
+    default: Any = None
+    doc: str = ""
+    unit: str = ""
+    scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.default is None:
+            object.__setattr__(self, "default", self.values[0])
+
+    def check(self, value: Any, name: str) -> Any:
+        # type() as well as ==: 1.0 and True are not 1 on this wire.
+        if not any(type(value) is type(v) and value == v for v in self.values):
+            raise InvalidInput(f"input control {name!r} must be {_or(self.values)}")
+        return value
+
+    def random(self, rng: random.Random) -> Any:
+        return rng.choice(self.values)
+
+    def kind(self) -> str:
+        return f"one of {_or(self.values)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Bool:
+    default: bool = False
+    doc: str = ""
+    unit: str = ""
+    scale: float = 1.0
+
+    def check(self, value: Any, name: str) -> bool:
+        if type(value) is not bool:
+            raise InvalidInput(f"input control {name!r} must be true or false")
+        return value
+
+    def random(self, rng: random.Random) -> bool:
+        return rng.random() < 0.5
+
+    def kind(self) -> str:
+        return "true or false"
+
+
+@dataclass(frozen=True, slots=True)
+class Text:
+    """A string of at most ``max_len`` characters (in views: names, labels)."""
+
+    max_len: int = 32
+    default: str = ""
+    doc: str = ""
+    unit: str = ""
+    scale: float = 1.0
+
+    def check(self, value: Any, name: str) -> str:
+        if type(value) is not str or len(value) > self.max_len:
+            raise InvalidInput(f"input control {name!r} must be a string of at most {self.max_len} characters")
+        return value
+
+    def random(self, rng: random.Random) -> str:
+        return "".join(rng.choice("abcdefghijklmnopqrstuvwxyz") for _ in range(rng.randint(0, self.max_len)))
+
+    def kind(self) -> str:
+        return f"string, at most {self.max_len} characters"
+
+
+@dataclass(frozen=True, slots=True)
+class ListOf:
+    """A list of at most ``max_len`` items, each an ``item`` (in views: a hand of cards)."""
+
+    item: Int | Choice | Bool | Text
+    max_len: int
+    doc: str = ""
+    unit: str = ""
+    scale: float = 1.0
+
+    @property
+    def default(self) -> list[Any]:
+        return []
+
+    def check(self, value: Any, name: str) -> list[Any]:
+        if type(value) is not list or len(value) > self.max_len:
+            raise InvalidInput(f"input control {name!r} must be a list of at most {self.max_len} items")
+        return [self.item.check(v, name) for v in value]
+
+    def random(self, rng: random.Random) -> list[Any]:
+        return [self.item.random(rng) for _ in range(rng.randint(0, self.max_len))]
+
+    def kind(self) -> str:
+        return f"list of at most {self.max_len}: {self.item.kind()}"
+
+
+Field = Int | Choice | Bool | Text | ListOf
+
+
+def to_units(spec: Field, value: Any) -> Any:
+    """``value`` of a field in its declared unit (numbers times ``scale``); other values as they are."""
+    if spec.scale != 1.0 and type(value) is int:
+        return value * spec.scale
+    return value
+
+
+def _or(values: tuple[Any, ...]) -> str:
+    shown = [str(v).lower() if isinstance(v, bool) else repr(v) if isinstance(v, str) else str(v) for v in values]
+    return shown[0] if len(shown) == 1 else f"{', '.join(shown[:-1])} or {shown[-1]}"
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A game's controls: what one input may hold.
+
+    ``decode`` accepts an object whose keys are controls; each present control is
+    checked, each absent one takes its default, except ``optional`` controls,
+    which stay absent (arena's ``vt``, the tick the player was looking at, is only
+    there when the client says it). The decoded controls keep the declaration's
+    order, so equal inputs encode to equal bytes in the log.
+    """
+
+    controls: Mapping[str, Field]
+    optional: frozenset[str] = frozenset()
+    doc: str = ""
+    _decode: Callable[[Any], Controls] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        unknown = self.optional - self.controls.keys()
+        if unknown:
+            raise ValueError(f"optional controls {sorted(unknown)} are not declared")
+        object.__setattr__(self, "_decode", _compile(self))
+
+    def decode(self, raw: Any) -> Controls:
+        """Checked controls from a client's raw input; InvalidInput naming the control otherwise."""
+        return self._decode(raw)
+
+    def idle(self) -> Controls:
+        """The controls of a player who touches nothing: every default (optional ones absent)."""
+        return {name: spec.default for name, spec in self.controls.items() if name not in self.optional}
+
+    def random(self, rng: random.Random, optional: bool = False) -> Controls:
+        """A random valid input: each control drawn within its bounds (``optional`` ones too when asked)."""
+        return {name: spec.random(rng) for name, spec in self.controls.items() if optional or name not in self.optional}
+
+
+def _compile(schema: Inputs) -> Callable[[Any], Controls]:
+    """One function that decodes an input for ``schema``: the per-input path, so it does the
+    least that checks everything (one pass over the declared controls, the raw keys
+    compared as a set only when their count says some may be unknown)."""
+    declared = tuple(schema.controls.items())
+    names = frozenset(schema.controls)
+    required = tuple((name, spec) for name, spec in declared if name not in schema.optional)
+    optional = tuple((name, spec) for name, spec in declared if name in schema.optional)
+    defaults = {name: spec.default for name, spec in required}
+
+    def decode(raw: Any) -> Controls:
+        if type(raw) is not dict:
+            raise InvalidInput("an input must be an object of controls")
+        out = dict(defaults)
+        seen = 0
+        for name, spec in required:
+            if name in raw:
+                out[name] = spec.check(raw[name], name)
+                seen += 1
+        for name, spec in optional:
+            if name in raw:
+                out[name] = spec.check(raw[name], name)
+                seen += 1
+        if seen != len(raw):
+            extra = sorted(str(k) for k in raw.keys() - names)
+            raise InvalidInput(f"input has unknown control {extra[0][:32]!r}")
+        return out
+
+    return decode
+
+
+# ---------------------------------------------------------------------- views
+
+
+@dataclass(frozen=True)
+class Table:
+    """An entity table of a view: ``view[name]`` maps an entity id (a string) to its fields.
+
+    ``interpolate`` names the fields a client may interpolate between snapshots
+    (positions); the others it shows as the newest snapshot has them.
+    """
+
+    fields: Mapping[str, Field]
+    doc: str = ""
+    interpolate: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class View:
+    """What a player is sent each tick: entity ``tables`` and top-level ``values``.
+
+    ``players`` names the table whose ids are player ids: a client finds its own
+    entity there (and predicts it, where the rules can)."""
+
+    tables: Mapping[str, Table]
+    values: Mapping[str, Field] = field(default_factory=dict)
+    players: str = "players"
+    doc: str = ""
+
+
+# ---------------------------------------------------------------------- reference
+
+
+def describe(name: str, version: int, inputs: Inputs, view: View) -> str:
+    """A game's wire reference in Markdown, from its declarations."""
+    lines = [f"# {name} (rules version {version}): inputs and views", ""]
+    if inputs.doc:
+        lines += [inputs.doc, ""]
+    lines += ["## Inputs", "", "| control | values | default | meaning |", "|---|---|---|---|"]
+    for control, spec in inputs.controls.items():
+        default = "absent" if control in inputs.optional else repr(spec.default)
+        lines.append(f"| `{control}` | {spec.kind()} | {default} | {spec.doc} |")
+    lines += ["", "## Views", ""]
+    if view.doc:
+        lines += [view.doc, ""]
+    if view.values:
+        lines += ["| value | type | unit | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{k}` | {s.kind()} | {_unit(s)} | {s.doc} |" for k, s in view.values.items()]
+        lines.append("")
+    for table, entity in view.tables.items():
+        mine = " (keyed by player id)" if table == view.players else " (keyed by entity id)"
+        lines += [f"### `{table}`{mine}", ""]
+        if entity.doc:
+            lines += [entity.doc, ""]
+        lines += ["| field | type | unit | meaning |", "|---|---|---|---|"]
+        lines += [f"| `{k}` | {s.kind()} | {_unit(s)} | {s.doc} |" for k, s in entity.fields.items()]
+        lines.append("")
+    return "\n".join(lines)
+
+
+def _unit(spec: Field) -> str:
+    if not spec.unit:
+        return ""
+    return spec.unit if spec.scale == 1.0 else f"{spec.unit} (value x {spec.scale:g})"
