@@ -30,8 +30,9 @@ import orjson
 from tickline.shared import delta
 from tickline.shared.game import Controls, Rules
 from tickline.shared.protocol import Delta, Input, unpack_diff
+from tickline.shared.schema import to_units
 
-# Views kept for baselines and interpolation; the server's ring is 32 sends.
+# Views kept for baselines and interpolation (the server keeps 64 views per client).
 VIEW_RING = 64
 # Unconfirmed inputs repeated in each datagram.
 REDUNDANT_INPUTS = 8
@@ -237,15 +238,36 @@ class ClientWorld:
             return dict(older[1].get(table, {}))
         (t0, v0), (t1, v1) = older, newer
         f = (at - t0) / (t1 - t0)
+        blend = self._interpolated_fields(table)
         out: dict[str, dict[str, Any]] = {}
         after = v1.get(table, {})
         for key, a in v0.get(table, {}).items():
             b = after.get(key)
-            if b is None or "x" not in a or "x" not in b:
+            if b is None or not blend:
                 out[key] = a
             else:
-                out[key] = {**a, "x": a["x"] + (b["x"] - a["x"]) * f, "y": a["y"] + (b["y"] - a["y"]) * f}
+                out[key] = {**a, **{k: a[k] + (b[k] - a[k]) * f for k in blend if k in a and k in b}}
         return out
+
+    def _interpolated_fields(self, table: str) -> tuple[str, ...]:
+        """The fields of ``table`` the game declares smooth (positions); x and y when the game is unknown."""
+        if self.rules is None:
+            return ("x", "y")
+        spec = self.rules.view_schema().tables.get(table)
+        return spec.interpolate if spec is not None else ()
+
+    # ------------------------------------------------------------ units
+
+    def in_units(self, table: str, entity: dict[str, Any]) -> dict[str, Any]:
+        """An entity of view table ``table`` with every number in the unit its game declares
+        (arena's positions: world units rather than view steps). Without the game's rules,
+        as it came."""
+        if self.rules is None:
+            return dict(entity)
+        spec = self.rules.view_schema().tables.get(table)
+        if spec is None:
+            return dict(entity)
+        return {k: to_units(spec.fields[k], v) if k in spec.fields else v for k, v in entity.items()}
 
     # ------------------------------------------------------------ reconnecting
 

@@ -302,6 +302,50 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return loops.run(run_demo(Path(args.data_dir), bots=args.bots, seconds=args.seconds, game=args.game), args.loop)
 
 
+# ---------------------------------------------------------------------- games
+
+
+def cmd_new_game(args: argparse.Namespace) -> int:
+    from tickline.scaffold import ScaffoldError, new_game
+
+    folder = Path(args.dir) if args.dir else Path(args.name)
+    try:
+        written = new_game(args.name, folder)
+    except ScaffoldError as exc:
+        raise UsageError(str(exc)) from None
+    for path in written:
+        print(path)
+    print(f"next: pip install -e '{folder}[dev]' && tickline serve --game {args.name}", file=sys.stderr)
+    return 0
+
+
+def cmd_game_list(args: argparse.Namespace) -> int:
+    from tickline.shared.games import load, names, versions
+
+    for name in names():
+        cls = load(name)
+        _print_json(
+            {
+                "game": name,
+                "version": cls.version,
+                "versions": sorted(versions(cls)),
+                "rules": f"{cls.__module__}:{cls.__qualname__}",
+                "behaviours": sorted(cls.behaviours),
+                "rates": list(cls.default_rates),
+            }
+        )
+    return 0
+
+
+def cmd_game_doc(args: argparse.Namespace) -> int:
+    from tickline.shared.games import load
+    from tickline.shared.schema import describe
+
+    rules = load(args.game)(_parse_settings(args.set))
+    sys.stdout.write(describe(rules.name, rules.version, rules.input_schema(), rules.view_schema()))
+    return 0
+
+
 # ---------------------------------------------------------------------- capacity
 
 
@@ -528,6 +572,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--game", default="arena", help="the game: a name, or package.module:Class (default: arena)")
     demo.add_argument("--data-dir", default="data", help="where the log and certificate go (default: data)")
     demo.set_defaults(func=cmd_demo)
+
+    new = sub.add_parser("new", help="start something new: `tickline new game NAME [DIR]`")
+    nsub = new.add_subparsers(dest="new_command", required=True, parser_class=_Parser)
+    new_game = nsub.add_parser(
+        "game",
+        help="write a small installable package with a working game in it",
+        description="Write a package for a new game: its rules with declared inputs and views, a bot, tests "
+        "that replay it and verify a real match, and a README. Install it with pip and tickline finds it by name.",
+    )
+    new_game.add_argument("name", help="the game's name, a Python package name (e.g. coinrush)")
+    new_game.add_argument("dir", nargs="?", help="the folder to write (default: ./NAME); new or empty")
+    new_game.set_defaults(func=cmd_new_game)
+
+    game = sub.add_parser("game", help="the games this installation can run")
+    gsub = game.add_subparsers(dest="game_command", required=True, parser_class=_Parser)
+    glist = gsub.add_parser("list", help="every installed game, one JSON line each")
+    glist.set_defaults(func=cmd_game_list)
+    gdoc = gsub.add_parser(
+        "doc", help="a game's wire reference (inputs, views, units) in Markdown, from its declarations"
+    )
+    gdoc.add_argument("game", help="an installed game's name, or package.module:Class")
+    gdoc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a game config value")
+    gdoc.set_defaults(func=cmd_game_doc)
 
     from tickline.bots.capacity.run import add_arguments as capacity_arguments
 
