@@ -54,7 +54,8 @@ class RandomBot:
     def decide(self, world: ClientWorld, now: float) -> dict[str, Any]:
         if world.rules is None:  # a game this client does not know: nothing to draw from
             return {}
-        return world.rules.input_schema().random(self._rng)
+        # Optional controls (arena's vt) half the time: absent and present are both valid.
+        return world.rules.input_schema().random(self._rng, optional=self._rng.random() < 0.5)
 
 
 class WanderBot:

@@ -35,10 +35,6 @@ class Goofspiel(Rules):
     name = "goofspiel"
     version = 1
     default_rates = (10, 10)
-    inputs = Inputs(
-        controls={"bid": Int(0, MAX_CARDS, doc="the card to bid this round; 0: none chosen (yet)")},
-        doc="The newest bid before the round's deadline stands; the others are forgotten.",
-    )
     behaviours: ClassVar[dict[str, str]] = {"bidder": "tickline.bots.goofspiel_bot:Bidder"}
 
     @classmethod
@@ -63,6 +59,10 @@ class Goofspiel(Rules):
         super().__init__(config)
         self.cards = self.config["cards"]
         self.round_ticks = max(1, self.config["round_ms"] * self.config["tick_rate"] // 1000)
+        self._inputs = Inputs(
+            controls={"bid": Int(0, self.cards, doc="the card to bid this round; 0: none chosen (yet)")},
+            doc="The newest bid before the round's deadline stands; a card no longer in hand plays the lowest.",
+        )
         big = 2**31 - 1
         self._view = View(
             tables={
@@ -95,8 +95,11 @@ class Goofspiel(Rules):
             doc="Each player's view holds its own hand; the others' hands and bids stay hidden.",
         )
 
+    def input_schema(self) -> Inputs:
+        return self._inputs  # a bid's bounds depend on the config's number of cards
+
     def view_schema(self) -> View:
-        return self._view  # its bounds depend on the config's number of cards
+        return self._view  # and so do the view's
 
     # ------------------------------------------------------------------ state
 

@@ -63,16 +63,22 @@ class Choice:
     doc: str = ""
     unit: str = ""
     scale: float = 1.0
+    # (type, value) of each allowed value: one set lookup per check, and 1.0 and True
+    # (equal to 1 in Python) are not 1 on this wire.
+    _allowed: frozenset[tuple[type, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.default is None:
             object.__setattr__(self, "default", self.values[0])
+        object.__setattr__(self, "_allowed", frozenset((type(v), v) for v in self.values))
 
     def check(self, value: Any, name: str) -> Any:
-        # type() as well as ==: 1.0 and True are not 1 on this wire.
-        if not any(type(value) is type(v) and value == v for v in self.values):
-            raise InvalidInput(f"input control {name!r} must be {_or(self.values)}")
-        return value
+        try:
+            if (type(value), value) in self._allowed:
+                return value
+        except TypeError:  # an unhashable value (a list, an object) is no choice
+            pass
+        raise InvalidInput(f"input control {name!r} must be {_or(self.values)}")
 
     def random(self, rng: random.Random) -> Any:
         return rng.choice(self.values)
@@ -152,8 +158,9 @@ Field = Int | Choice | Bool | Text | ListOf
 
 
 def to_units(spec: Field, value: Any) -> Any:
-    """``value`` of a field in its declared unit (numbers times ``scale``); other values as they are."""
-    if spec.scale != 1.0 and type(value) is int:
+    """``value`` of a field in its declared unit (numbers, interpolated ones too, times ``scale``);
+    other values as they are."""
+    if spec.scale != 1.0 and type(value) in (int, float):
         return value * spec.scale
     return value
 
@@ -202,34 +209,56 @@ class Inputs:
 
 
 def _compile(schema: Inputs) -> Callable[[Any], Controls]:
-    """One function that decodes an input for ``schema``: the per-input path, so it does the
-    least that checks everything (one pass over the declared controls, the raw keys
-    compared as a set only when their count says some may be unknown)."""
-    declared = tuple(schema.controls.items())
-    names = frozenset(schema.controls)
-    required = tuple((name, spec) for name, spec in declared if name not in schema.optional)
-    optional = tuple((name, spec) for name, spec in declared if name in schema.optional)
-    defaults = {name: spec.default for name, spec in required}
-
-    def decode(raw: Any) -> Controls:
-        if type(raw) is not dict:
-            raise InvalidInput("an input must be an object of controls")
-        out = dict(defaults)
-        seen = 0
-        for name, spec in required:
-            if name in raw:
-                out[name] = spec.check(raw[name], name)
-                seen += 1
-        for name, spec in optional:
-            if name in raw:
-                out[name] = spec.check(raw[name], name)
-                seen += 1
-        if seen != len(raw):
-            extra = sorted(str(k) for k in raw.keys() - names)
-            raise InvalidInput(f"input has unknown control {extra[0][:32]!r}")
-        return out
-
+    """One function that decodes an input for ``schema``: the per-input path, written out as
+    source for these controls (as dataclasses writes ``__init__``), so that each control costs
+    an inline test; a value that fails it goes to the field's ``check`` for the refusal's words."""
+    env: dict[str, Any] = {"InvalidInput": InvalidInput, "names": frozenset(schema.controls)}
+    lines = [
+        "def decode(raw):",
+        "    if type(raw) is not dict:",
+        "        raise InvalidInput('an input must be an object of controls')",
+        "    out = {"
+        + ", ".join(f"{name!r}: {i}" for i, name in enumerate(schema.controls) if name not in schema.optional)
+        + "}",
+        "    seen = 0",
+    ]
+    for i, (name, spec) in enumerate(schema.controls.items()):
+        env[f"spec{i}"] = spec
+        if name not in schema.optional:
+            env[f"default{i}"] = spec.default
+            fresh = "[]" if isinstance(spec, ListOf) else f"default{i}"  # no list shared between inputs
+            lines[3] = lines[3].replace(f"{name!r}: {i}", f"{name!r}: {fresh}", 1)
+        guard = _guard(spec, i, env)
+        lines += [
+            f"    if {name!r} in raw:",
+            f"        v = raw[{name!r}]",
+            f"        out[{name!r}] = v if {guard} else spec{i}.check(v, {name!r})",
+            "        seen += 1",
+        ]
+    lines += [
+        "    if seen != len(raw):",
+        "        extra = sorted(str(k) for k in raw.keys() - names)",
+        "        raise InvalidInput(f'input has unknown control {extra[0][:32]!r}')",
+        "    return out",
+    ]
+    exec("\n".join(lines), env)  # the source above, built from the declaration alone
+    decode: Callable[[Any], Controls] = env["decode"]
     return decode
+
+
+def _guard(spec: Field, i: int, env: dict[str, Any]) -> str:
+    """A Python expression over ``v`` that is true when ``spec`` accepts it as it is."""
+    if isinstance(spec, Int):
+        return f"(type(v) is int and {spec.lo} <= v <= {spec.hi})"
+    if isinstance(spec, Bool):
+        return "(type(v) is bool)"
+    if isinstance(spec, Text):
+        return f"(type(v) is str and len(v) <= {spec.max_len})"
+    if isinstance(spec, Choice) and {type(x) for x in spec.values} in ({int}, {str}):
+        kind = type(spec.values[0]).__name__
+        env[f"values{i}"] = frozenset(spec.values)
+        return f"(type(v) is {kind} and v in values{i})"
+    return "False"  # every value through the field's own check
 
 
 # ---------------------------------------------------------------------- views

@@ -281,6 +281,10 @@ async def test_every_subcommand_has_help() -> None:
         ["demo", "--help"],
         ["capacity", "--help"],
         ["db", "upgrade", "--help"],
+        ["play", "--help"],
+        ["new", "game", "--help"],
+        ["game", "list", "--help"],
+        ["game", "doc", "--help"],
     ):
         code, out, _err = await _run(*args)
         assert code == 0 and "usage: tickline" in out

@@ -5,6 +5,8 @@
     tickline replay   list matches in the event log; verify one by re-simulation
     tickline demo     all of the above, end to end, on this machine
     tickline capacity how many players one server process holds on this machine
+    tickline play     play arena in a window (pygame)
+    tickline new game write a package for a new game; tickline game list|doc: the installed ones
 
 Bad arguments and bad configuration end with one line on stderr that says what
 is wrong and what to do, and exit status 2; a failure at run time (database
@@ -346,6 +348,12 @@ def cmd_game_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_play(args: argparse.Namespace) -> int:
+    from tickline.play import play
+
+    return loops.run(play(args), args.loop)
+
+
 # ---------------------------------------------------------------------- capacity
 
 
@@ -595,6 +603,17 @@ def build_parser() -> argparse.ArgumentParser:
     gdoc.add_argument("game", help="an installed game's name, or package.module:Class")
     gdoc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a game config value")
     gdoc.set_defaults(func=cmd_game_doc)
+
+    from tickline.play import add_arguments as play_arguments
+
+    play = sub.add_parser(
+        "play",
+        help="play arena in a window, with keyboard and mouse (needs the 'play' extra: pygame)",
+        description="A desktop client: W A S D or the arrow keys move, the mouse aims, the left button fires, "
+        "Esc leaves. Built on the Python client SDK (docs/client.md).",
+    )
+    play_arguments(play)
+    play.set_defaults(func=cmd_play)
 
     from tickline.bots.capacity.run import add_arguments as capacity_arguments
 
