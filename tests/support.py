@@ -3,10 +3,54 @@
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import orjson
+
 PG_URL_ENV = "TICKLINE_TEST_PG_URL"
+TICKLINE = [sys.executable, "-m", "tickline"]
+
+
+async def run(*argv: str, cwd: Path | None = None, timeout: float = 120) -> tuple[int, str, str]:
+    """Run a command to its end: (exit status, stdout, stderr)."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    return proc.returncode or 0, out.decode(), err.decode()
+
+
+async def tickline(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+    """The `tickline` command, as a user runs it."""
+    return await run(*TICKLINE, *args, timeout=timeout)
+
+
+async def serve(
+    data_dir: Path, *args: str, loop: str | None = None, python: str = sys.executable
+) -> tuple[asyncio.subprocess.Process, Any]:
+    """`tickline [--loop LOOP] serve --port 0 --data-dir DATA_DIR ARGS` until its ready line:
+    (the process, the line)."""
+    proc = await asyncio.create_subprocess_exec(
+        python,
+        "-m",
+        "tickline",
+        *(["--loop", loop] if loop else []),
+        "serve",
+        "--port",
+        "0",
+        "--data-dir",
+        str(data_dir),
+        *args,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    line = await asyncio.wait_for(proc.stdout.readline(), 30)
+    assert line, (await proc.stderr.read()).decode()
+    return proc, orjson.loads(line)
 
 
 async def until(condition: Callable[[], object], timeout: float = 10.0, every: float = 0.01) -> None:

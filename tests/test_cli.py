@@ -5,53 +5,18 @@ from __future__ import annotations
 import asyncio
 import signal
 import sqlite3
-import sys
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from tests.support import wait_for_tick
+from tests.support import serve, tickline, wait_for_tick
 from tickline.bots.swarm import run_swarm
-
-TICKLINE = [sys.executable, "-m", "tickline"]
-
-
-async def _run(*args: str, timeout: float = 60) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *TICKLINE,
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
-
-
-async def _serve(data_dir: Path, *args: str, loop: str = "auto") -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
-    proc = await asyncio.create_subprocess_exec(
-        *TICKLINE,
-        "--loop",
-        loop,
-        "serve",
-        "--port",
-        "0",
-        "--data-dir",
-        str(data_dir),
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stdout is not None and proc.stderr is not None
-    line = await asyncio.wait_for(proc.stdout.readline(), 30)
-    assert line, (await proc.stderr.read()).decode()
-    return proc, orjson.loads(line)
 
 
 @pytest.mark.slow
 async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    proc, ready = await _serve(tmp_path, "--set", "time_limit_s=60", "--metrics-port", "0")
+    proc, ready = await serve(tmp_path, "--set", "time_limit_s=60", "--metrics-port", "0")
     assert ready["event"] == "ready" and ready["port"] > 0
     assert Path(ready["cert"]).exists()
     bots = asyncio.create_task(run_swarm("127.0.0.1", ready["port"], 3, duration=20, cafile=ready["cert"]))
@@ -65,10 +30,10 @@ async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     assert report["closed_by_server"] == {"server shutting down": 3}
     assert "Traceback" not in stderr
 
-    code, out, err = await _run("replay", "list", "--data-dir", str(tmp_path))
+    code, out, err = await tickline("replay", "list", "--data-dir", str(tmp_path))
     [listed] = [orjson.loads(line) for line in out.splitlines()]
     assert code == 0 and listed["status"] == "stopped" and listed["ticks"] >= 90, err
-    code, out, _err = await _run("replay", "verify", listed["match_id"][:8], "--data-dir", str(tmp_path))
+    code, out, _err = await tickline("replay", "verify", listed["match_id"][:8], "--data-dir", str(tmp_path))
     result = orjson.loads(out.splitlines()[-1])
     assert code == 0 and result["verified"] is True and result["ticks"] == listed["ticks"]
 
@@ -76,7 +41,7 @@ async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_serve_runs_on_the_event_loop_asked_for_and_bots_use_its_fast_path(tmp_path: Path, loop: str) -> None:
     pytest.importorskip(loop)
-    proc, ready = await _serve(tmp_path, "--set", "time_limit_s=2", loop=loop)
+    proc, ready = await serve(tmp_path, "--set", "time_limit_s=2", loop=loop)
     try:
         assert ready["loop"] == loop and ready["fastpath"] is True
         report = await run_swarm("127.0.0.1", ready["port"], 2, duration=10, cafile=ready["cert"])
@@ -89,12 +54,12 @@ async def test_serve_runs_on_the_event_loop_asked_for_and_bots_use_its_fast_path
 
 @pytest.mark.slow
 async def test_replay_verify_exits_nonzero_and_names_the_first_bad_tick(tmp_path: Path) -> None:
-    code, out, err = await _run("demo", "--bots", "2", "--seconds", "2", "--data-dir", str(tmp_path))
+    code, out, err = await tickline("demo", "--bots", "2", "--seconds", "2", "--data-dir", str(tmp_path))
     assert code == 0, err
     match_id = orjson.loads(out.splitlines()[-1])["match_id"]
     with sqlite3.connect(tmp_path / "tickline.db") as conn:
         conn.execute("UPDATE ticks SET hash = 'bad' WHERE tick = 42")
-    code, out, err = await _run("replay", "verify", match_id, "--data-dir", str(tmp_path))
+    code, out, err = await tickline("replay", "verify", match_id, "--data-dir", str(tmp_path))
     result = orjson.loads(out.splitlines()[-1])
     assert code == 1
     assert result["verified"] is False and result["first_bad_tick"] == 42
@@ -103,7 +68,7 @@ async def test_replay_verify_exits_nonzero_and_names_the_first_bad_tick(tmp_path
 
 @pytest.mark.slow
 async def test_demo_ends_with_a_verified_json_line(tmp_path: Path) -> None:
-    code, out, err = await _run("demo", "--bots", "4", "--seconds", "3", "--data-dir", str(tmp_path))
+    code, out, err = await tickline("demo", "--bots", "4", "--seconds", "3", "--data-dir", str(tmp_path))
     assert code == 0, err
     result = orjson.loads(out.splitlines()[-1])
     for key in (
@@ -142,14 +107,14 @@ async def test_demo_ends_with_a_verified_json_line(tmp_path: Path) -> None:
     ],
 )
 async def test_bad_arguments_give_one_line_and_exit_2(args: list[str], words: str) -> None:
-    code, _out, err = await _run(*args)
+    code, _out, err = await tickline(*args)
     assert code == 2
     assert len(err.strip().splitlines()) == 1, err
     assert words in err
 
 
 async def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> None:
-    code, _out, err = await _run(
+    code, _out, err = await tickline(
         "serve",
         "--port",
         "0",
@@ -164,7 +129,7 @@ async def test_unreachable_database_is_one_line_and_exit_1(tmp_path: Path) -> No
 
 @pytest.mark.slow
 async def test_ports_and_data_folders_in_use_are_one_line_naming_the_flag_and_exit_1(tmp_path: Path) -> None:
-    proc, ready = await _serve(tmp_path / "a", "--metrics-port", "0")
+    proc, ready = await serve(tmp_path / "a", "--metrics-port", "0")
     try:
         taken = [
             ("--port", ["--port", str(ready["port"]), "--data-dir", str(tmp_path / "b")]),
@@ -174,18 +139,18 @@ async def test_ports_and_data_folders_in_use_are_one_line_naming_the_flag_and_ex
             ),
         ]
         for flag, args in taken:
-            code, _, err = await _run("serve", *args)
+            code, _, err = await tickline("serve", *args)
             assert code == 1 and len(err.strip().splitlines()) == 1, err
             assert f"{flag} " in err and "already in use" in err and f"pick another {flag}" in err
         # The same data folder (and so the same server id) while the first server holds it.
-        code, _out, err = await _run("serve", "--port", "0", "--data-dir", str(tmp_path / "a"))
+        code, _out, err = await tickline("serve", "--port", "0", "--data-dir", str(tmp_path / "a"))
         assert code == 1 and len(err.strip().splitlines()) == 1, err
         assert f"pid {proc.pid}" in err and ready["server_id"] in err and "--data-dir" in err
     finally:
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 15) == 0
     # Once it has stopped, the folder is free again.
-    again, ready = await _serve(tmp_path / "a")
+    again, ready = await serve(tmp_path / "a")
     again.send_signal(signal.SIGTERM)
     assert await asyncio.wait_for(again.wait(), 15) == 0
 
@@ -243,7 +208,7 @@ async def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path, case: st
         _garbage(data / "tls" / "key.pem", b"garbage")
     if case == "a binary server-id file":
         _garbage(data / "server-id", bytes(range(200, 256)))
-    code, _out, err = await _run("serve", "--port", "0", *args)
+    code, _out, err = await tickline("serve", "--port", "0", *args)
     assert code == 2, err
     assert len(err.strip().splitlines()) == 1, err
     assert words.format(tmp=tmp_path) in err
@@ -254,19 +219,19 @@ async def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path, case: st
 )
 @pytest.mark.parametrize("command", [["replay", "list"], ["replay", "verify", "abc"]])
 async def test_replay_on_an_unreachable_postgresql_is_one_line_and_exit_1(command: list[str], url: str) -> None:
-    code, _out, err = await _run(*command, "--db", url)
+    code, _out, err = await tickline(*command, "--db", url)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert "cannot read an event log at postgresql+asyncpg://tickline@" in err
 
 
 async def test_replay_of_an_unsupported_database_is_one_line_and_exit_2() -> None:
-    code, _out, err = await _run("replay", "list", "--db", "mysql://user@db.example/tl")
+    code, _out, err = await tickline("replay", "list", "--db", "mysql://user@db.example/tl")
     assert code == 2 and len(err.strip().splitlines()) == 1, err
     assert "postgresql+asyncpg://" in err
 
 
 async def test_replay_on_a_missing_log_says_what_to_do(tmp_path: Path) -> None:
-    code, _out, err = await _run("replay", "list", "--data-dir", str(tmp_path))
+    code, _out, err = await tickline("replay", "list", "--data-dir", str(tmp_path))
     assert code == 1 and "tickline demo" in err and len(err.strip().splitlines()) == 1
 
 
@@ -286,5 +251,5 @@ async def test_every_subcommand_has_help() -> None:
         ["game", "list", "--help"],
         ["game", "doc", "--help"],
     ):
-        code, out, _err = await _run(*args)
+        code, out, _err = await tickline(*args)
         assert code == 0 and "usage: tickline" in out

@@ -13,15 +13,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-TICKLINE = [sys.executable, "-m", "tickline"]
-
-
-async def _run(*argv: str, cwd: Path | None = None, timeout: float = 120) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return proc.returncode or 0, out.decode(), err.decode()
+from tests.support import run, tickline
 
 
 def _venv_with_tickline(where: Path) -> Path:
@@ -43,7 +35,7 @@ def _venv_with_tickline(where: Path) -> Path:
 @pytest.mark.slow
 async def test_a_scaffolded_game_installs_serves_load_tests_and_verifies(tmp_path: Path) -> None:
     game = tmp_path / "coinrush"
-    code, out, err = await _run(*TICKLINE, "new", "game", "coinrush", str(game))
+    code, out, err = await tickline("new", "game", "coinrush", str(game))
     assert code == 0, err
     assert {Path(line).relative_to(game).as_posix() for line in out.splitlines()} == {
         "pyproject.toml",
@@ -54,9 +46,9 @@ async def test_a_scaffolded_game_installs_serves_load_tests_and_verifies(tmp_pat
         "tests/test_coinrush.py",
     }
     python = await asyncio.to_thread(_venv_with_tickline, tmp_path / "venv")
-    code, out, err = await _run(str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(game))
+    code, out, err = await run(str(python), "-m", "pip", "install", "--quiet", "--no-deps", "-e", str(game))
     assert code == 0, err
-    code, out, err = await _run(str(python), "-m", "tickline", "game", "list")
+    code, out, err = await run(str(python), "-m", "tickline", "game", "list")
     listed = {line["game"]: line for line in map(orjson.loads, out.splitlines())}
     assert listed["coinrush"]["rules"] == "coinrush.rules:Coinrush" and listed["coinrush"]["behaviours"] == ["walker"]
 
@@ -82,7 +74,7 @@ async def test_a_scaffolded_game_installs_serves_load_tests_and_verifies(tmp_pat
     assert line, (await server.stderr.read()).decode()
     ready = orjson.loads(line)
     try:
-        code, out, err = await _run(
+        code, out, err = await run(
             str(python),
             "-m",
             "tickline",
@@ -106,10 +98,10 @@ async def test_a_scaffolded_game_installs_serves_load_tests_and_verifies(tmp_pat
     assert code == 0 and report["connected"] == 3 and report["errors"] == 0, err
     assert report["closed_by_server"] == {"match over": 3} and report["behaviours"] == {"walker": 2, "random": 1}
     [match_id] = report["match_ids"]
-    code, out, err = await _run(str(python), "-m", "tickline", "replay", "verify", match_id, "--data-dir", str(data))
+    code, out, err = await run(str(python), "-m", "tickline", "replay", "verify", match_id, "--data-dir", str(data))
     assert code == 0 and orjson.loads(out.splitlines()[-1])["verified"] is True, err
     # The scaffold's own tests pass in the user's venv.
-    code, out, err = await _run(str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=game, timeout=300)
+    code, out, err = await run(str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", cwd=game, timeout=300)
     assert code == 0 and "3 passed" in out, out + err
 
 
@@ -121,12 +113,12 @@ async def test_a_scaffolded_game_installs_serves_load_tests_and_verifies(tmp_pat
     ],
 )
 async def test_a_bad_game_name_is_one_line_and_exit_2(args: list[str], words: str) -> None:
-    code, _out, err = await _run(*TICKLINE, "new", "game", *args)
+    code, _out, err = await tickline("new", "game", *args)
     assert code == 2 and len(err.strip().splitlines()) == 1 and words in err
 
 
 async def test_scaffolding_into_a_folder_in_use_is_refused(tmp_path: Path) -> None:
     (tmp_path / "keep.txt").write_text("mine")
-    code, _out, err = await _run(*TICKLINE, "new", "game", "coinrush", str(tmp_path))
+    code, _out, err = await tickline("new", "game", "coinrush", str(tmp_path))
     assert code == 2 and "already exists and is not an empty folder" in err
     assert [p.name for p in tmp_path.iterdir()] == ["keep.txt"]
