@@ -127,14 +127,20 @@ def behaviours_for(first: int, count: int, mix: list[tuple[str, float]]) -> list
     return out
 
 
+def resolve(name: str, game: type[Rules] | None) -> str:
+    """The behaviour ``name`` stands for with ``game``: ``default`` is the game's first own one."""
+    if name != DEFAULT:
+        return name
+    return next(iter(game.behaviours), "random") if game is not None else "random"
+
+
 def make_behaviour(
     name: str, game: type[Rules] | None, player_id: int, seed: int, config: dict[str, Any] | None, rate: float = 60
 ) -> Behaviour:
     """Bot ``name`` for ``game`` (the server's, from its welcome). ``rate``: how many times a
     second the bot decides (the tick rate, or less for inputs that hold for several ticks)."""
     own = dict(game.behaviours) if game is not None else {}
-    if name == DEFAULT:
-        name = next(iter(own), "random")
+    name = resolve(name, game)
     if name in GENERIC:
         return GENERIC[name](player_id, seed, config, rate)
     path = own.get(name)

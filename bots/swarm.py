@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tickline.bots.behaviours import DEFAULT, Behaviour, behaviours_for, make_behaviour, parse_mix
+from tickline.bots.behaviours import DEFAULT, Behaviour, behaviours_for, make_behaviour, parse_mix, resolve
 from tickline.bots.client import ClientError, ClientOptions, ClientStats, GameClient
 from tickline.bots.world import ClientWorld, SharedViews
 from tickline.shared.games import UnknownGame, game_class
@@ -121,6 +121,7 @@ async def run_bot(
                     result.match_id, result.player_id = client.match_id, client.player_id
                     try:
                         game = game_class(welcome.game, welcome.game_version)
+                        result.behaviour = behaviour = resolve(behaviour, game)  # as reported
                         bot = make_behaviour(
                             behaviour,
                             game,

@@ -50,7 +50,7 @@ from tickline.server.eventlog import (
 from tickline.server.session import Departure, Session
 from tickline.server.stats import Samples
 from tickline.server.ticker import Ticker
-from tickline.shared.game import Rules, State, TickInputs, state_hash
+from tickline.shared.game import ConfigError, Rules, State, TickInputs, state_hash
 from tickline.shared.games import game_class, load
 from tickline.shared.logformat import Divergence, MatchHeader, decode_state, replay_stored_tick
 from tickline.shared.protocol import PROTOCOL_VERSION, Welcome
@@ -75,6 +75,10 @@ def rules_for(settings: MatchSettings) -> Rules:
     cls = load(settings.game)
     config = dict(settings.game_config)
     if "tick_rate" in cls.default_config():
+        if config.get("tick_rate", settings.tick_rate) != settings.tick_rate:
+            raise ConfigError(
+                f"the match's tick rate is {settings.tick_rate}: set it with --tick-rate, not --set tick_rate"
+            )
         config["tick_rate"] = settings.tick_rate
     return cls(config)
 
@@ -371,6 +375,12 @@ class Match:
             if taken is not None:
                 inputs.seqs[player_id], inputs.inputs[player_id] = taken
                 self.inputs_applied += 1
+        # In the order a replay reads them back (by player id), so that rules that iterate
+        # them as given step the same live and in replay.
+        inputs.joins.sort()
+        inputs.leaves.sort()
+        if len(inputs.inputs) > 1:
+            inputs.inputs = dict(sorted(inputs.inputs.items()))
         events = self.rules.step(self.state, inputs)
         self.tick = tick = self.tick + 1
         digest = state_hash(self.state)

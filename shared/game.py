@@ -26,6 +26,7 @@ __all__ = ["ConfigError", "Controls", "GameEvent", "InvalidInput", "Rules", "Sta
 
 State = dict[str, Any]
 GameEvent = dict[str, Any]
+_UNDECLARED_VIEW = View(tables={}, doc="(not declared)")
 
 
 class ConfigError(ValueError):
@@ -36,8 +37,10 @@ class ConfigError(ValueError):
 class TickInputs:
     """Everything from outside that a tick applies: players joining, leaving, and new controls.
 
-    ``inputs`` maps a player id to the controls that player sent since the
-    previous tick (validated); a player with no entry keeps its last controls.
+    ``inputs`` maps a player id to the controls that player sent for this tick
+    (decoded by the game's declaration); a player with no entry sent nothing new,
+    and games usually keep its last controls in their state (arena does). Joins,
+    leaves and inputs come in player-id order, live and in replay alike.
     ``seqs`` gives the client's sequence number of each such input: not
     simulated, but kept in the log as an audit trail (each applied once, in order).
     """
@@ -127,10 +130,9 @@ class Rules(ABC):
         return self.inputs
 
     def view_schema(self) -> View:
-        """The declaration of this game's views."""
-        if self.views is None:
-            raise NotImplementedError(f"{type(self).__name__} declares no views: set views = View(...)")
-        return self.views
+        """The declaration of this game's views (none declared: an empty one; clients then
+        find their own entity in a "players" table and interpolate nothing)."""
+        return self.views if self.views is not None else _UNDECLARED_VIEW
 
     def validate_input(self, raw: Any) -> Controls:
         """Normalised controls from a client's raw input, or InvalidInput (by the declared inputs).

@@ -21,6 +21,8 @@ that touches a file, as importing a module does.
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -59,28 +61,50 @@ def names() -> list[str]:
 def load(spec: str) -> type[Rules]:
     """The newest rules of the game ``spec``: an installed or registered name, or ``package.module:Class``."""
     if ":" in spec:
-        module_name, _, attr = spec.partition(":")
-        try:
-            obj: Any = importlib.import_module(module_name)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except (ImportError, AttributeError) as exc:
-            raise UnknownGame(f"cannot load game {spec!r}: {exc}") from None
-        return register(_check(obj, spec))
+        return register(_check(_import(spec), spec))
     if spec in _registered:
         return _registered[spec]
     found = [ep for ep in entry_points(group=GROUP) if ep.name == spec]
     if not found:
         known = ", ".join(names()) or "none"
         raise UnknownGame(f"unknown game {spec!r}; installed games: {known} (or give package.module:Class)")
-    return _check(found[0].load(), f"{found[0].value} (entry point {spec!r})")
+    cls = _check(found[0].load(), f"{found[0].value} (entry point {spec!r})")
+    if cls.name != spec:  # a stored match names cls.name: the entry point must find it by that
+        raise UnknownGame(f"entry point {spec!r} in {GROUP!r} gives rules named {cls.name!r}; the two must match")
+    return cls
 
 
 def versions(cls: type[Rules]) -> dict[int, type[Rules]]:
-    """Every version of a game's rules this installation has: version -> class."""
-    out = {old.version: old for old in cls.previous_versions}
-    out[cls.version] = cls
+    """Every version of a game's rules this installation has: version -> class (each version's
+    ``previous_versions`` followed, so a chain of versions needs to list only its predecessor)."""
+    out: dict[int, type[Rules]] = {}
+    waiting = [cls]
+    while waiting:
+        rules = waiting.pop()
+        if rules.version not in out:
+            out[rules.version] = rules
+            waiting += rules.previous_versions
     return out
+
+
+def _import(spec: str) -> Any:
+    """The object ``package.module:Attr`` names. As ``python -m`` would, the current folder is
+    also looked in (last), so a game in the folder one works in is found by the command too."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        try:
+            obj: Any = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            here = os.getcwd()
+            if exc.name != module_name.split(".")[0] or here in sys.path:
+                raise
+            sys.path.append(here)
+            obj = importlib.import_module(module_name)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except (ImportError, AttributeError) as exc:
+        raise UnknownGame(f"cannot load game {spec!r}: {exc}") from None
+    return obj
 
 
 def game_class(name: str, version: int | None = None) -> type[Rules]:

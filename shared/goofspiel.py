@@ -77,7 +77,8 @@ class Goofspiel(Rules):
                 ),
                 "revealed": Table(
                     {"bid": Int(1, self.cards, doc="the card this player bid")},
-                    doc="The bids of the last resolved round, keyed by player id.",
+                    doc="The bids of the last resolved round.",
+                    key="player id",
                 ),
             },
             values={

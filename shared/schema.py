@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 Controls = dict[str, Any]
 
 
@@ -37,10 +39,18 @@ class Int:
 
     lo: int
     hi: int
-    default: int = 0
+    default: int = None  # type: ignore[assignment]  # set in __post_init__: 0 if in range, else lo
     doc: str = ""
     unit: str = ""
     scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.lo > self.hi:
+            raise ValueError(f"Int({self.lo}, {self.hi}): lo is above hi")
+        if self.default is None:
+            object.__setattr__(self, "default", 0 if self.lo <= 0 <= self.hi else self.lo)
+        elif type(self.default) is not int or not self.lo <= self.default <= self.hi:
+            raise ValueError(f"Int({self.lo}, {self.hi}): default {self.default!r} is outside its bounds")
 
     def check(self, value: Any, name: str) -> int:
         if type(value) is not int or not self.lo <= value <= self.hi:
@@ -68,9 +78,13 @@ class Choice:
     _allowed: frozenset[tuple[type, Any]] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        if not self.values:
+            raise ValueError("a Choice needs at least one value")
+        object.__setattr__(self, "_allowed", frozenset((type(v), v) for v in self.values))
         if self.default is None:
             object.__setattr__(self, "default", self.values[0])
-        object.__setattr__(self, "_allowed", frozenset((type(v), v) for v in self.values))
+        elif (type(self.default), self.default) not in self._allowed:
+            raise ValueError(f"Choice{self.values}: default {self.default!r} is not one of its values")
 
     def check(self, value: Any, name: str) -> Any:
         try:
@@ -266,15 +280,22 @@ def _guard(spec: Field, i: int, env: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Table:
-    """An entity table of a view: ``view[name]`` maps an entity id (a string) to its fields.
+    """An entity table of a view: ``view[name]`` maps an id (a string) to an entity's fields.
 
     ``interpolate`` names the fields a client may interpolate between snapshots
-    (positions); the others it shows as the newest snapshot has them.
+    (positions); the others it shows as the newest snapshot has them. ``key`` says
+    what the ids are (``"player id"`` for a table of per-player entries).
     """
 
     fields: Mapping[str, Field]
     doc: str = ""
     interpolate: tuple[str, ...] = ()
+    key: str = "entity id"
+
+    def __post_init__(self) -> None:
+        unknown = set(self.interpolate) - set(self.fields)
+        if unknown:
+            raise ValueError(f"interpolated fields {sorted(unknown)} are not declared")
 
 
 @dataclass(frozen=True)
@@ -300,7 +321,7 @@ def describe(name: str, version: int, inputs: Inputs, view: View) -> str:
         lines += [inputs.doc, ""]
     lines += ["## Inputs", "", "| control | values | default | meaning |", "|---|---|---|---|"]
     for control, spec in inputs.controls.items():
-        default = "absent" if control in inputs.optional else repr(spec.default)
+        default = "absent" if control in inputs.optional else _json(spec.default)
         lines.append(f"| `{control}` | {spec.kind()} | {default} | {spec.doc} |")
     lines += ["", "## Views", ""]
     if view.doc:
@@ -310,7 +331,7 @@ def describe(name: str, version: int, inputs: Inputs, view: View) -> str:
         lines += [f"| `{k}` | {s.kind()} | {_unit(s)} | {s.doc} |" for k, s in view.values.items()]
         lines.append("")
     for table, entity in view.tables.items():
-        mine = " (keyed by player id)" if table == view.players else " (keyed by entity id)"
+        mine = f" (keyed by {'player id' if table == view.players else entity.key})"
         lines += [f"### `{table}`{mine}", ""]
         if entity.doc:
             lines += [entity.doc, ""]
@@ -318,6 +339,11 @@ def describe(name: str, version: int, inputs: Inputs, view: View) -> str:
         lines += [f"| `{k}` | {s.kind()} | {_unit(s)} | {s.doc} |" for k, s in entity.fields.items()]
         lines.append("")
     return "\n".join(lines)
+
+
+def _json(value: Any) -> str:
+    """A value as it travels (true, "", [])."""
+    return orjson.dumps(value).decode()
 
 
 def _unit(spec: Field) -> str:

@@ -102,6 +102,7 @@ async def test_demo_ends_with_a_verified_json_line(tmp_path: Path) -> None:
         (["bots", "--server", "127.0.0.1:4433", "--input-ticks", "9"], "--input-ticks must be 1 to 8"),
         (["frobnicate"], "invalid choice"),
         (["capacity", "--tolerance", "2"], "--tolerance must be between 0 and 1"),
+        (["serve", "--set", "tick_rate=10"], "set it with --tick-rate, not --set tick_rate"),
         (["capacity", "--send-rate", "7"], "the send rate dividing the tick rate"),
         (["replay", "list", "--db", "sqlite:///x.db"], "--db sqlite://... is not a database tickline can log to"),
     ],

@@ -4,17 +4,21 @@ property tests that any game gets from its declarations."""
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickline.shared.arena import Arena
-from tickline.shared.game import GameEvent, InvalidInput, State, TickInputs
+from tickline.shared.game import GameEvent, InvalidInput, Rules, State, TickInputs
 from tickline.shared.games import GameNotInstalled, UnknownGame, game_class, load, names, unregister, versions
 from tickline.shared.goofspiel import Goofspiel
-from tickline.shared.schema import Choice, Inputs, Int, describe
+from tickline.shared.schema import Choice, Inputs, Int, Table, describe
 from tickline.testing import check_replays, controls, tick_streams
 
 # ----------------------------------------------------------------- the registry
@@ -49,6 +53,27 @@ def test_unknown_games_and_missing_versions_say_what_there_is() -> None:
         game_class("chess", 3)
     with pytest.raises(GameNotInstalled, match="installed with rules versions 1 only"):
         game_class("arena", 7)
+
+
+def test_a_chain_of_versions_needs_each_to_name_only_the_one_before() -> None:
+    class V3(Arena):
+        version = 3
+        previous_versions: ClassVar[tuple[type[Rules], ...]] = (load("tests.games:ArenaV2"),)
+
+    assert sorted(versions(V3)) == [1, 2, 3] and versions(V3)[1] is Arena
+
+
+def test_a_game_module_in_the_folder_the_command_runs_in_is_found_without_pythonpath() -> None:
+    script = Path(sys.executable).parent / "tickline"  # the console script: its folder, not ours, on sys.path
+    ran = subprocess.run(
+        [str(script), "game", "doc", "tests.games:Tally"],
+        capture_output=True,
+        text=True,
+        cwd=Path(__file__).parent.parent,
+        timeout=60,
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("# tally (rules version 1): inputs and views")
 
 
 def test_older_versions_of_a_game_stay_reachable_by_version() -> None:
@@ -100,6 +125,16 @@ def test_arena_keeps_its_decoded_inputs_exactly_as_before_schemas() -> None:
         "vt": 9,
     }
     assert list(rules.idle_input()) == ["mx", "my", "ax", "ay", "fire"]
+
+
+def test_a_declaration_refuses_defaults_its_own_checks_would_refuse() -> None:
+    assert Int(1, 9).default == 1 and Int(-5, 5).default == 0 and Int(-9, -2).default == -9
+    with pytest.raises(ValueError, match="default 12 is outside its bounds"):
+        Int(0, 9, default=12)
+    with pytest.raises(ValueError, match="default 2 is not one of its values"):
+        Choice((-1, 0, 1), default=2)
+    with pytest.raises(ValueError, match="interpolated fields"):
+        Table({"x": Int(0, 9)}, interpolate=("y",))
 
 
 def test_a_games_wire_reference_is_generated_from_its_declarations() -> None:

@@ -1,8 +1,8 @@
 """The ``tickline`` command: the one place that composes server, bots and replays.
 
     tickline serve    run a server until SIGINT/SIGTERM
-    tickline bots     run arena bots against a server; one JSON report line
-    tickline replay   list matches in the event log; verify one by re-simulation
+    tickline bots     load-test a server with bots of any game; one JSON report line
+    tickline replay   list matches in the event log; verify one by re-simulation (under any rules version)
     tickline demo     all of the above, end to end, on this machine
     tickline capacity how many players one server process holds on this machine
     tickline play     play arena in a window (pygame)
