@@ -11,6 +11,11 @@ fast path's keys, as fast-path packets on the same socket (shared/fastpath.py).
 When no fast-path packet arrives for ``FALLBACK_S`` the client goes back to
 QUIC datagrams by itself, and the server follows. ``client.world`` (a
 :class:`bots.world.ClientWorld`) holds the newest view and does the acks.
+
+A spectator (``GameClient.spectate``) is the same client that never sends
+inputs: it acknowledges each view it applies with an input datagram that
+carries only the ack, so that the server can send it deltas; its views are
+the server's, ``client.welcome.spectator_delay`` ticks behind the match.
 """
 
 from __future__ import annotations
@@ -18,8 +23,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -215,6 +220,8 @@ class GameClient:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.welcome: Welcome | None = None
+        # Called after each view is applied, with its tick and the view (which is never changed later).
+        self.on_view: Callable[[int, dict[str, Any]], None] | None = None
         self.options = ClientOptions()
         # The fast path, once the server sent its keys; "off" after falling back.
         self._fast: tuple[fastpath.Sealer, fastpath.Opener] | None = None
@@ -226,8 +233,7 @@ class GameClient:
     # ------------------------------------------------------------ connect
 
     @classmethod
-    @asynccontextmanager
-    async def connect(
+    def connect(
         cls,
         host: str,
         port: int,
@@ -238,7 +244,7 @@ class GameClient:
         token: str = "",
         world: ClientWorld | None = None,
         options: ClientOptions = ClientOptions(),
-    ) -> AsyncIterator[GameClient]:
+    ) -> AbstractAsyncContextManager[GameClient]:
         """Connect, say hello, and yield once welcomed; leave politely on exit.
 
         Without ``cafile`` the server's certificate is not verified (for load
@@ -248,6 +254,49 @@ class GameClient:
         numbering); the server gives the same player back. ``options`` says
         whether to take the fast path and how often to send inputs.
         """
+        hello = Hello(version=PROTOCOL_VERSION, name=name, token=token)
+        return cls._open(host, port, hello, cafile=cafile, timeout=timeout, world=world, options=options)
+
+    @classmethod
+    def spectate(
+        cls,
+        host: str,
+        port: int,
+        match_id: str,
+        follow: int = 0,
+        *,
+        name: str = "spectator",
+        cafile: Path | str | None = None,
+        timeout: float = 10.0,
+        options: ClientOptions = ClientOptions(),
+    ) -> AbstractAsyncContextManager[GameClient]:
+        """Watch match ``match_id`` (or the one match whose id starts with it) as a spectator,
+        and yield once welcomed; leave politely on exit.
+
+        ``follow`` names a player whose views to watch, as that player was shown
+        them; 0 watches the whole match (``Rules.spectator_view``: hidden
+        information too). Every view is the server's own, held back
+        ``client.welcome.spectator_delay`` ticks; ``client.server_tick`` is the
+        server's tick when the newest view was sent. The client never sends
+        inputs (``send_input`` raises). A match the server does not run, or a
+        player it does not have, raises :class:`ClientError` with the server's reason.
+        """
+        hello = Hello(version=PROTOCOL_VERSION, name=name, spectate=match_id, follow=follow)
+        return cls._open(host, port, hello, cafile=cafile, timeout=timeout, world=None, options=options)
+
+    @classmethod
+    @asynccontextmanager
+    async def _open(
+        cls,
+        host: str,
+        port: int,
+        hello: Hello,
+        *,
+        cafile: Path | str | None,
+        timeout: float,
+        world: ClientWorld | None,
+        options: ClientOptions,
+    ) -> AsyncIterator[GameClient]:
         config = QuicConfiguration(
             is_client=True,
             alpn_protocols=[ALPN],
@@ -268,10 +317,10 @@ class GameClient:
         except (TimeoutError, ConnectionError, OSError) as exc:
             raise ClientError(f"cannot connect to {host}:{port}: {str(exc) or 'timed out'}") from None
         try:
-            client = cls(protocol, name, world)
+            client = cls(protocol, hello.name, world)
             client.options = options
-            caps = [DEFLATE] + ([fastpath.CAPABILITY] if options.fast else [])
-            client._send_stream(Hello(version=PROTOCOL_VERSION, name=name, token=token, caps=caps))
+            hello.caps = [DEFLATE] + ([fastpath.CAPABILITY] if options.fast else [])
+            client._send_stream(hello)
             try:
                 async with asyncio.timeout(timeout):
                     client._welcomed(await client._welcome)
@@ -301,6 +350,17 @@ class GameClient:
         """The credentials that get this player back after a dropped connection."""
         return self.welcome.token if self.welcome else ""
 
+    @property
+    def spectating(self) -> bool:
+        """Whether this client watches the match rather than plays in it."""
+        return self.welcome is not None and self.welcome.player_id == 0
+
+    @property
+    def server_tick(self) -> int:
+        """A spectator's: the server's tick when it sent the newest view (its deltas carry
+        it where a player's carry the applied input's number); 0 for a player."""
+        return self.world.server_seq if self.spectating else 0
+
     def _welcomed(self, welcome: Welcome) -> None:
         self.welcome = welcome
         try:
@@ -322,6 +382,8 @@ class GameClient:
         datagram repeating every input the server has not confirmed, and acking
         the newest tick we hold.
         """
+        if self.spectating:
+            raise ClientError("spectators cannot send inputs")
         seq = self.world.next_input(controls, self._loop.time(), self.options.input_ticks)
         self.stats.inputs_sent += 1
         self._unsent += 1
@@ -520,6 +582,10 @@ class GameClient:
         if applied:
             self._heard_at = self._loop.time()
             self.stats.deltas_applied += 1
+            if self.spectating:
+                self.flush_inputs(always=True)  # an ack alone: the next delta is against this view
+            if self.on_view is not None:
+                self.on_view(self.world.tick, self.world.view)
             self._updated.set()
 
     def _fail(self, reason: str) -> None:

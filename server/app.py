@@ -9,7 +9,7 @@ Task tree (structured concurrency: every task has an owner that awaits it)::
         ├── resumed matches           those a crash interrupted, rebuilt from the log
         ├── slot 0..N-1               each runs one match after another
         │   └── Match.run             the tick loop; its TaskGroup owns
-        │       └── Session.run       one task per player
+        │       └── Session.run       one task per player (and per spectator)
         └── admission tasks           a new connection until its hello
 
 Beside them, when asked, the HTTP side (``server.http``: health, metrics).
@@ -51,6 +51,8 @@ from tickline.shared.protocol import ALPN
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.001
+# A spectator's delay, at most: every tick of it is a view each match with spectators keeps.
+MAX_SPECTATOR_DELAY_S = 300
 
 
 class ConfigurationError(ValueError):
@@ -116,6 +118,10 @@ class ServerConfig:
             raise ConfigurationError("--matches must be at least 1")
         if self.placement not in ("fill", "spread"):
             raise ConfigurationError(f"--placement {self.placement} is unknown; use fill or spread")
+        if not 0 <= m.spectator_delay_s <= MAX_SPECTATOR_DELAY_S:  # (NaN fails this too)
+            raise ConfigurationError(
+                f"--spectator-delay {m.spectator_delay_s:g} is out of range; use 0 to {MAX_SPECTATOR_DELAY_S} seconds"
+            )
         if self.log.durability not in DURABILITIES:
             raise ConfigurationError(f"--durability {self.log.durability} is unknown; use {' or '.join(DURABILITIES)}")
         if not 1 <= self.log.flush_ms <= 10_000:
@@ -228,10 +234,12 @@ class Server:
             resumed = await self._recover(eventlog)
             if cfg.metrics_port is not None:
                 try:
-                    http, self.metrics_port = await start_http(self, self.metrics, cfg.host, cfg.metrics_port)
+                    http, self.metrics_port = await start_http(
+                        self, self.metrics, cfg.host, cfg.metrics_port, cfg.database_url()
+                    )
                 except OSError as exc:
                     raise _port_problem(exc, "--metrics-port", cfg.metrics_port) from None
-                log.info("health and metrics on http://%s:%d/ (/healthz, /metrics)", cfg.host, self.metrics_port)
+                log.info("HTTP on http://%s:%d/ (/healthz, /metrics, /replays)", cfg.host, self.metrics_port)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
                 self.fastpath = FastPath() if cfg.fastpath else None
@@ -344,6 +352,22 @@ class Server:
             session.fail("unknown or expired reconnect token; join again without one")
             self._count_kick()
 
+    def _spectate(self, session: Session, prefix: str, follow: int) -> None:
+        """A spectator: seat it in the match its hello names, or say plainly why not."""
+        found = [m for m in self.matches if m.match_id.startswith(prefix)]
+        if len(found) == 1:
+            match = found[0]
+            why = match.can_spectate(follow)
+            if not why:
+                match.spectate(session, follow)
+                return
+        elif found:
+            why = f"match id prefix {prefix} names {len(found)} matches; give more of the id"
+        else:
+            why = f"no match {prefix} is running on this server; the lobby (/matches) lists those that are"
+        log.info("refused spectator from %s: %s", session.channel.peer, why)
+        session.close(why)
+
     def _accept(self, channel: Channel) -> Session:
         """Called by the transport for each new connection: its session."""
         session = Session(channel)
@@ -369,6 +393,9 @@ class Server:
                 self._count_kick()  # refused before it joined a match
         if hello.token:
             self._resume(session, hello.token)
+            return
+        if hello.spectate:
+            self._spectate(session, hello.spectate, hello.follow)
             return
         # A match that just ended is replaced within moments; wait that long.
         for _ in range(40):

@@ -333,6 +333,12 @@ class EventLog:
         self.committed[header.match_id] = 0
         self.appended[header.match_id] = 0
 
+    async def has_match(self, match_id: str) -> bool:
+        """Whether the log holds a match with this id."""
+        async with self.engine.connect() as conn:
+            found = await conn.execute(select(matches.c.match_id).where(matches.c.match_id == match_id))
+            return found.first() is not None
+
     async def running_matches(self) -> list[str]:
         """Matches this server owned that never ended: a crash, or a kill, stopped them."""
         query = (

@@ -5,6 +5,9 @@ answers 200 while the server can record play, 503 (with the reason) while
 its event log refuses writes or it is shutting down. ``/metrics`` is the
 Prometheus text format from a registry of this server's own, so that several
 servers in one process (tests, benchmarks) never share figures.
+``/replays`` lists the event log's matches and ``/replays/{match_id}`` plays one
+in the browser (``tickline.replays.player``): the page is rendered in a worker
+thread, one at a time, so the tick loops keep the event loop.
 
 Most figures are read when scraped (a collector over the live server), so
 the tick loop pays nothing for them; tick lateness and duration are
@@ -13,7 +16,10 @@ histograms observed once per tick.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import html
+import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -22,7 +28,11 @@ from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, ge
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from tickline.replays.player import render_html
+from tickline.replays.reader import LogReader, MatchNotFound, MatchSummary
+from tickline.replays.replay import Replay
 from tickline.shared.fastpath import DROP_REASONS
+from tickline.shared.games import UnknownGame
 
 if TYPE_CHECKING:
     from tickline.server.app import Server
@@ -108,6 +118,9 @@ class _LiveCollector(Collector):
         away = GaugeMetricFamily(
             "tickline_players_away", "Players whose connection dropped, within their grace window", labels=["match"]
         )
+        spectators = GaugeMetricFamily(
+            "tickline_spectators", "Spectators watching a match (not counted as players)", labels=["match"]
+        )
         ticks = CounterMetricFamily("tickline_ticks", "Ticks run", labels=["match"])
         inputs = CounterMetricFamily("tickline_inputs_applied", "Inputs applied", labels=["match"])
         rejected = CounterMetricFamily("tickline_connections_kicked", "Connections closed for bad input", labels=[])
@@ -128,6 +141,7 @@ class _LiveCollector(Collector):
             label = [match.match_id]
             players.add_metric(label, figures["players"])
             away.add_metric(label, figures["away"])
+            spectators.add_metric(label, figures["spectators"])
             ticks.add_metric(label, match.tick)
             inputs.add_metric(label, match.inputs_applied)
             paused.add_metric(label, match.paused_s)
@@ -137,7 +151,7 @@ class _LiveCollector(Collector):
                 lag_ticks.add_metric(label, server.eventlog.lag_ticks(match.match_id))
         rejected.add_metric([], server.kicked)
         yield GaugeMetricFamily("tickline_matches", "Matches open on this server", value=len(matches))
-        yield from (players, away, ticks, inputs, rejected, paused, down, catch_ups, lag_ticks)
+        yield from (players, away, spectators, ticks, inputs, rejected, paused, down, catch_ups, lag_ticks)
         # Server-wide totals, ended matches included, so that they only ever grow.
         ended = server.ended_totals
         live = [m.live_figures() for m in matches]
@@ -163,6 +177,9 @@ class _LiveCollector(Collector):
         )
         yield GaugeMetricFamily(
             "tickline_server_players", "Players connected to any match", value=sum(f["players"] for f in live)
+        )
+        yield GaugeMetricFamily(
+            "tickline_server_spectators", "Spectators watching any match", value=sum(f["spectators"] for f in live)
         )
 
         yield from _fastpath_metrics(server)
@@ -220,7 +237,81 @@ def _fastpath_metrics(server: Server) -> Iterator[Metric]:
     yield dropped
 
 
-def make_app(server: Server, metrics: Metrics) -> web.Application:
+class _ReplayPages:
+    """``/replays`` and ``/replays/{match_id}``: the log's matches, and the replay player."""
+
+    def __init__(self, log_url: str) -> None:
+        self.log_url = log_url
+        self._reader: LogReader | None = None
+        self._opening = asyncio.Lock()
+        # One render at a time: each is seconds of CPU for a long match, in a thread
+        # that shares the GIL with the tick loops.
+        self._rendering = asyncio.Semaphore(1)
+
+    async def reader(self) -> LogReader:
+        async with self._opening:
+            if self._reader is None:
+                self._reader = await LogReader.open(self.log_url)
+            return self._reader
+
+    async def close(self, _app: web.Application) -> None:
+        if self._reader is not None:
+            await self._reader.close()
+
+    async def index(self, _request: web.Request) -> web.Response:
+        matches = await (await self.reader()).matches()
+        return web.Response(text=_replay_list(matches), content_type="text/html", charset="utf-8")
+
+    async def match(self, request: web.Request) -> web.Response:
+        match_id = request.match_info["match_id"]
+        try:
+            replay = await Replay.from_log(await self.reader(), match_id)
+        except MatchNotFound as exc:
+            raise web.HTTPNotFound(text=f"{exc}; /replays lists them\n") from None
+        except UnknownGame as exc:  # a game, or a rules version, this server lacks
+            raise web.HTTPNotImplemented(text=f"match {match_id} cannot be replayed here: {exc}\n") from None
+        if replay.ticks == 0:
+            raise web.HTTPNotFound(text=f"match {match_id} has no ticks recorded yet; try again in a moment\n")
+        try:
+            async with self._rendering:
+                page = await asyncio.to_thread(render_html, replay)
+        except ValueError as exc:  # Divergence: the log does not replay to its own hashes
+            raise web.HTTPInternalServerError(text=f"match {match_id} cannot be replayed: {exc}\n") from None
+        return web.Response(text=page, content_type="text/html", charset="utf-8")
+
+
+def _replay_list(matches: list[MatchSummary]) -> str:
+    """The /replays page: one row per match, newest first, each linking to its player."""
+    rows = []
+    for m in matches:
+        players = m.stats.get("players_seen", "")
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(m.created_at))
+        rows.append(
+            "<tr>"
+            f'<td><a href="/replays/{html.escape(m.match_id)}">{html.escape(m.match_id[:12])}</a></td>'
+            f"<td>{html.escape(m.game)} v{m.game_version}</td><td>{html.escape(m.status)}</td>"
+            f'<td class="n">{m.last_tick}</td><td class="n">{m.last_tick / max(1, m.tick_rate):.1f} s</td>'
+            f'<td>{created} UTC</td><td class="n">{html.escape(str(players))}</td>'
+            "</tr>"
+        )
+    body = "\n".join(rows) or '<tr><td colspan="7">no matches in the event log yet</td></tr>'
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>tickline replays</title><link rel="icon" href="data:,">
+<style>
+body {{ font: 14px/1.4 system-ui, sans-serif; margin: 2em; background: #0f1117; color: #e6e6e6; }}
+a {{ color: #3ea6ff; }} table {{ border-collapse: collapse; }}
+th, td {{ text-align: left; padding: 0.2em 1em 0.2em 0; border-bottom: 1px solid #2a2f3c; }}
+.n {{ text-align: right; font-variant-numeric: tabular-nums; }}
+</style></head>
+<body><h1>Replays</h1>
+<table><tr><th>match</th><th>game</th><th>status</th><th class="n">ticks</th><th class="n">duration</th>
+<th>created</th><th class="n">players</th></tr>
+{body}
+</table></body></html>
+"""
+
+
+def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> web.Application:
     async def healthz(_request: web.Request) -> web.Response:
         log = server.eventlog
         body = {
@@ -249,6 +340,7 @@ def make_app(server: Server, metrics: Metrics) -> web.Application:
                     "status": m.status,
                     "tick": m.tick,
                     "players": len(m.sessions),
+                    "spectators": len(m.spectators),
                     "max_players": m.rules.max_players(),
                     "open": m.is_open(),
                 }
@@ -263,12 +355,20 @@ def make_app(server: Server, metrics: Metrics) -> web.Application:
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     app.router.add_get("/matches", list_matches)
+    if log_url is not None:
+        pages = _ReplayPages(log_url)
+        app.router.add_get("/replays", pages.index)
+        app.router.add_get("/replays/{match_id}", pages.match)
+        app.on_cleanup.append(pages.close)
     return app
 
 
-async def start_http(server: Server, metrics: Metrics, host: str, port: int) -> tuple[web.AppRunner, int]:
-    """Serve the app on ``host:port`` (0: a free port); returns the runner and the bound port."""
-    runner = web.AppRunner(make_app(server, metrics), access_log=None)
+async def start_http(
+    server: Server, metrics: Metrics, host: str, port: int, log_url: str | None = None
+) -> tuple[web.AppRunner, int]:
+    """Serve the app on ``host:port`` (0: a free port), with the replay pages of the event log
+    at ``log_url`` when given; returns the runner and the bound port."""
+    runner = web.AppRunner(make_app(server, metrics, log_url), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -22,6 +22,21 @@ A player whose connection drops (not one that said bye or was kicked) keeps
 its place for ``grace_s`` with idle controls, and gets it back by presenting
 the token from its welcome. Session tasks belong to the match's TaskGroup;
 when the match ends, its sessions are told why and closed.
+
+**Spectators** watch a match ``spectator_delay`` ticks behind it, and the
+delay is the server's to keep, not the client's: a spectator is never sent a
+view of a tick newer than the current tick minus the delay. While a match has
+spectators, a ring (``_watched``) holds the last delay + 1 ticks and, for each
+tick that is a send tick, the views spectators want of it: the whole-match
+view (``rules.spectator_view``) if anyone watches the whole match, and
+``rules.view(state, pid)`` (what that player was shown) for each player
+someone follows. Each tick, spectators are sent the oldest entry, exactly
+``delay`` ticks old, as deltas like a player's. A match without spectators
+builds nothing. A spectator is not a player: it has no
+place in ``sessions`` or the log, does not count towards ``max_players`` and
+does not keep a match going. When the match ends its spectators get the
+"over" event and the goodbye at once, not the delayed ticks still in the ring
+(the result is no secret once the match is over).
 """
 
 from __future__ import annotations
@@ -68,6 +83,7 @@ class MatchSettings:
     keyframe_every: int = 0  # ticks between keyframes; 0: one per second
     grace_s: float = 20.0  # how long a dropped player's place is kept
     full_snapshots: bool = False  # send full snapshots, never deltas (a benchmark baseline)
+    spectator_delay_s: float = 2.0  # how far behind the match spectators watch it
 
 
 def rules_for(settings: MatchSettings) -> Rules:
@@ -104,6 +120,15 @@ def rebuild_state(rules: Rules, recovered: Recovered) -> State:
     return state
 
 
+@dataclass(slots=True)
+class _Watched:
+    """One tick's views for spectators: the whole match's, and those of followed players."""
+
+    tick: int
+    whole: dict[str, Any] | None = None
+    followed: dict[int, dict[str, Any]] = field(default_factory=dict)
+
+
 class Match:
     def __init__(self, settings: MatchSettings, eventlog: EventLog, recovered: Recovered | None = None) -> None:
         self.settings = settings
@@ -116,6 +141,8 @@ class Match:
         self._idle: list[int] = []  # players whose controls go idle at the next tick
         self._new_players: list[PlayerRecord] = []
         self._outbox: deque[tuple[int, Callable[[], None]]] = deque()
+        self.spectators: dict[Session, int] = {}  # -> its number, for the logs
+        self._next_spectator = 1
         self._tg: asyncio.TaskGroup | None = None
         self._wake = asyncio.Event()
         self.opened = asyncio.Event()  # set once players can be admitted
@@ -154,6 +181,9 @@ class Match:
         self._tick_rate = self.header.tick_rate
         self._send_every = max(1, self.header.tick_rate // self.header.send_rate)
         self._keyframe_every = settings.keyframe_every or self.header.tick_rate
+        self.spectator_delay = round(settings.spectator_delay_s * self._tick_rate)  # in ticks
+        # The spectators' views of the last spectator_delay + 1 ticks, oldest first (while any watch).
+        self._watched: deque[_Watched] = deque(maxlen=self.spectator_delay + 1)
         self.resumed_at = self.tick if recovered is not None else None
         self.status = "waiting"
         # figures
@@ -161,6 +191,7 @@ class Match:
         self.tick_work = Samples()
         self.inputs_applied = 0
         self.players_seen = 0
+        self.spectators_seen = 0
         self.ticker: Ticker | None = None  # the schedule, once the first tick is due
         self.pauses = 0
         self.paused_s = 0.0
@@ -237,8 +268,90 @@ class Match:
         self._tg.create_task(session.run(), name=f"session-{self.match_id[:8]}-{player_id}")
         self._wake.set()
 
+    # ------------------------------------------------------------ spectators
+
+    def can_spectate(self, follow: int) -> str:
+        """Why a spectator of ``follow`` (0: the whole match) cannot watch now; "" when it can."""
+        if self._stopping or self.rules.is_over(self.state):
+            return f"match {self.match_id} is over; replay it from the event log"
+        if self._tg is None:
+            return f"match {self.match_id} is not open yet; try again shortly"
+        if follow and follow not in self._tokens:
+            return f"match {self.match_id} has no player {follow} to follow"
+        return ""
+
+    def spectate(self, session: Session, follow: int) -> None:
+        """Seat a spectator: a welcome with player id 0 and the delay, a task in this match."""
+        assert self._tg is not None and not self.can_spectate(follow)
+        number = self._next_spectator
+        self._next_spectator += 1
+        self.spectators_seen += 1
+        self.spectators[session] = number
+        session.watch(self, follow)
+        session.send_welcome(
+            Welcome(
+                version=PROTOCOL_VERSION,
+                player_id=0,
+                match_id=self.match_id,
+                game=self.rules.name,
+                game_version=self.rules.version,
+                tick_rate=self._tick_rate,
+                send_rate=self.header.send_rate,
+                tick=self.tick,
+                config=self.rules.config,
+                spectator_delay=self.spectator_delay,
+            )
+        )
+        self._tg.create_task(session.run(), name=f"spectator-{self.match_id[:8]}-{number}")
+        log.info(
+            "match %s: spectator %d (%s) watching %s, %d ticks behind, from %s",
+            self.match_id[:8],
+            number,
+            session.name,
+            f"player {follow}" if follow else "the whole match",
+            self.spectator_delay,
+            session.channel.peer,
+        )
+
+    def _watch(self, tick: int, views: dict[Any, dict[str, Any]], encoded: dict[Any, bytes]) -> None:
+        """Keep this tick's spectator views; send each spectator the views of ``delay`` ticks ago."""
+        # Views go out every send_every ticks: those of the ticks between are never built.
+        self._watched.append(self._spectator_views(tick, views) if tick % self._send_every == 0 else _Watched(tick))
+        # Only the oldest entry is sent: the ring holds delay + 1 ticks, so once it is
+        # full its oldest is exactly delay ticks old, and before that it is too new.
+        oldest = self._watched[0]
+        shown = tick - self.spectator_delay
+        if oldest.tick != shown:
+            return
+        full = self.settings.full_snapshots
+        for session in self.spectators:
+            view = oldest.whole if session.follow == 0 else oldest.followed.get(session.follow)
+            if view is not None:  # None: not a send tick, or a view nobody watched delay ticks ago
+                self._deliver(shown, partial(session.send_view, shown, view, encoded, full, tick))
+
+    def _spectator_views(self, tick: int, views: dict[Any, dict[str, Any]]) -> _Watched:
+        """This tick's views for the spectators: the whole match's and each followed player's, as wanted."""
+        state, rules = self.state, self.rules
+        watched = _Watched(tick)
+        for session in self.spectators:
+            pid = session.follow
+            if pid == 0:
+                if watched.whole is None:
+                    watched.whole = rules.spectator_view(state)
+            elif pid not in watched.followed:
+                # The very view the player got, when it got one at this tick (``views``).
+                key = rules.view_key(state, pid)
+                view = views.get(key)
+                if view is None:
+                    view = views[key] = rules.view(state, pid)
+                watched.followed[pid] = view
+        return watched
+
     def leave(self, session: Session) -> None:
         """Called by the session task when its connection ends."""
+        if session.spectating:
+            self._spectator_left(session)
+            return
         player_id = session.player_id
         if self.sessions.get(player_id) is not session:
             return  # replaced by a newer connection of the same player
@@ -257,6 +370,19 @@ class Match:
         else:
             self._leaves.append(player_id)
             log.info("match %s: player %d left (%s)", self.match_id[:8], player_id, session.close_reason)
+        self._count_kick(session)
+
+    def _spectator_left(self, session: Session) -> None:
+        number = self.spectators.pop(session, None)
+        if number is None:
+            return
+        self._bytes_down_gone += session.bytes_down
+        if not self.spectators:
+            self._watched.clear()  # nobody watches: the ring's memory goes, and its cost
+        log.info("match %s: spectator %d left (%s)", self.match_id[:8], number, session.close_reason)
+        self._count_kick(session)
+
+    def _count_kick(self, session: Session) -> None:
         if session.departure is Departure.KICKED:
             self.kicked += 1
             if self.on_kick is not None:
@@ -290,7 +416,7 @@ class Match:
                     await self._say_goodbye(reason)
                 finally:
                     self._tg = None
-                    for session in list(self.sessions.values()):
+                    for session in [*self.sessions.values(), *self.spectators]:
                         session.close(reason)
         finally:
             self._end_in_log()
@@ -408,6 +534,8 @@ class Match:
             if view is None:
                 view = views[key] = self.rules.view(self.state, player_id)
             self._deliver(tick, partial(session.send_view, tick, view, encoded, full))
+        if self.spectators:
+            self._watch(tick, views, encoded)
 
     # ------------------------------------------------------------ delivery after commit
 
@@ -446,7 +574,7 @@ class Match:
 
     async def _say_goodbye(self, reason: str, grace_s: float = 2.0) -> None:
         """Every client is told why on its control stream and closes; then the rest are closed."""
-        sessions = list(self.sessions.values())
+        sessions = [*self.sessions.values(), *self.spectators]
         for session in sessions:
             session.say_goodbye(reason)
         try:
@@ -458,7 +586,7 @@ class Match:
 
     def _announce_end(self) -> None:
         data = self.rules.result(self.state)
-        for session in self.sessions.values():
+        for session in [*self.sessions.values(), *self.spectators]:
             self._deliver(self.tick, partial(session.send_event, self.tick, "over", data))
 
     def _end_in_log(self) -> None:
@@ -494,16 +622,21 @@ class Match:
         return {
             "players": len(self.sessions),
             "away": len(self._away),
-            "bytes_down": self._bytes_down_gone + sum(s.bytes_down for s in self.sessions.values()),
+            "spectators": len(self.spectators),
+            "bytes_down": self._bytes_down_gone + self._bytes_down_live(),
         }
 
+    def _bytes_down_live(self) -> int:
+        return sum(s.bytes_down for s in self.sessions.values()) + sum(s.bytes_down for s in self.spectators)
+
     def figures(self) -> dict[str, Any]:
-        bytes_down = self._bytes_down_gone + sum(s.bytes_down for s in self.sessions.values())
+        bytes_down = self._bytes_down_gone + self._bytes_down_live()
         return {
             "ticks": self.tick,
             "tick_rate": self._tick_rate,
             "send_rate": self.header.send_rate,
             "players_seen": self.players_seen,
+            "spectators_seen": self.spectators_seen,
             "inputs_applied": self.inputs_applied,
             "tick_late_ms": self.tick_late.summary(1000),
             "tick_work_ms": self.tick_work.summary(1000),

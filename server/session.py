@@ -1,4 +1,4 @@
-"""One player's connection as the match sees it, whatever carries its bytes.
+"""One player's (or spectator's) connection as the match sees it, whatever carries its bytes.
 
 A :class:`Session` is fed by a :class:`Channel` (QUIC today; WebTransport later
 carries the same frames) through three callbacks: control-stream bytes,
@@ -9,6 +9,10 @@ client acknowledged.
 
 Anything a peer sends that the protocol or the rules refuse closes that one
 connection with a reason and one log line; the match plays on.
+
+A spectator's session is the same but for two things: it has no player id
+and its input datagrams may only acknowledge views (an input closes it), and
+the match, not the session, decides which (delayed) views it is sent.
 """
 
 from __future__ import annotations
@@ -73,6 +77,8 @@ MAX_NAME = 32
 # Capabilities a hello may name, at most, and their longest name.
 MAX_CAPS = 16
 MAX_CAP = 32
+# A match id is 32 hex digits; a spectator may name a prefix of one.
+MAX_MATCH_ID = 32
 
 
 class Channel(Protocol):
@@ -130,6 +136,8 @@ class Session:
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.player_id = 0
+        self.spectating = False
+        self.follow = 0  # the player a spectator watches; 0: the whole match
         self.name = ""
         self.caps: frozenset[str] = frozenset()
         self._packed = False  # deltas as packed datagrams (shared/protocol.py)
@@ -216,7 +224,7 @@ class Session:
         """Close this connection because of what the peer sent; log one line."""
         if self.closed.is_set():
             return
-        who = f"player {self.player_id}" if self.player_id else "before joining"
+        who = f"player {self.player_id}" if self.player_id else "spectator" if self.spectating else "before joining"
         log.warning("closing %s (%s): %s", self.channel.peer, who, reason)
         self.close(reason, error=True, departure=Departure.KICKED)
 
@@ -260,6 +268,15 @@ class Session:
                 raise MalformedFrame(f"player name must be 1-{MAX_NAME} printable characters")
             if len(frame.caps) > MAX_CAPS or not all(isinstance(c, str) and len(c) <= MAX_CAP for c in frame.caps):
                 raise MalformedFrame(f"caps must be at most {MAX_CAPS} strings of up to {MAX_CAP} characters")
+            spectate = frame.spectate
+            if spectate and not (len(spectate) <= MAX_MATCH_ID and spectate.isascii() and spectate.isalnum()):
+                raise MalformedFrame(
+                    f"spectate takes a match id or a prefix of one: 1-{MAX_MATCH_ID} letters and digits"
+                )
+            if frame.follow < 0 or (frame.follow and not frame.spectate):
+                raise MalformedFrame("follow names a player id (0: the whole match) and goes with spectate")
+            if frame.spectate and frame.token:
+                raise MalformedFrame("a hello either spectates or comes back with a token, not both")
         except ProtocolError as exc:
             self.fail(str(exc))
             raise SessionClosed(self.close_reason) from None
@@ -272,6 +289,13 @@ class Session:
         self.match = match
         self._rules = match.rules
         self.player_id = player_id
+
+    def watch(self, match: Match, follow: int) -> None:
+        """Join ``match`` as a spectator of ``follow`` (0: the whole match)."""
+        self.match = match
+        self._rules = match.rules
+        self.spectating = True
+        self.follow = follow
 
     async def run(self) -> None:
         """The session task, owned by its match: serve control frames until the connection ends."""
@@ -292,6 +316,8 @@ class Session:
     # ------------------------------------------------------------ inputs
 
     def _take_input(self, frame: Input) -> None:
+        if self.spectating and frame.inputs:
+            raise MalformedFrame("spectators cannot send inputs")
         if len(frame.inputs) > MAX_INPUTS_PER_DATAGRAM:
             raise MalformedFrame(f"input datagram carries more than {MAX_INPUTS_PER_DATAGRAM} inputs")
         if frame.ack > self.acked and frame.ack in self._sent:
@@ -382,14 +408,21 @@ class Session:
         self.send_frame(Event(tick=tick, kind=kind, data=data))
 
     def send_view(
-        self, tick: int, view: dict[str, Any], encoded: dict[Any, bytes] | None = None, full: bool = False
+        self,
+        tick: int,
+        view: dict[str, Any],
+        encoded: dict[Any, bytes] | None = None,
+        full: bool = False,
+        seq: int | None = None,
     ) -> None:
         """Send ``view`` as a delta against the newest view this client acknowledged.
 
         ``encoded`` is the tick's cache of encoded diffs, shared by the match's
         sessions: clients with the same view and the same baseline share one
         diff, encoded (and packed) once. ``full`` sends a full snapshot whatever
-        was acked (the baseline that benchmarks compare deltas against).
+        was acked (the baseline that benchmarks compare deltas against). ``seq``
+        replaces the applied input's sequence number (a spectator's deltas carry
+        the server's tick there).
         """
         if self.closed.is_set():
             return
@@ -402,13 +435,14 @@ class Session:
             diff_json = cache[key] = orjson.dumps(delta.diff(base_view or {}, view))
             self.diffs_encoded += 1
         body = b""
+        seq = self.applied_seq if seq is None else seq
         if self._packed:
             packed = cache.get((*key, DEFLATE))
             if packed is None:
                 packed = cache[(*key, DEFLATE)] = pack_diff(diff_json)
-            body = encode_packed_delta(tick, base, self.applied_seq, packed)
+            body = encode_packed_delta(tick, base, seq, packed)
         if not body or len(body) > MAX_DATAGRAM:
-            body = encode_delta(tick, base, self.applied_seq, diff_json)
+            body = encode_delta(tick, base, seq, diff_json)
         if len(body) <= MAX_DATAGRAM:
             self.channel.send_datagram(body)
         elif self._reliable_pending and self.acked < self._reliable_pending:

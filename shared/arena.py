@@ -31,7 +31,7 @@ from tickline.shared.game import (
     rng_below,
     rng_seed,
 )
-from tickline.shared.schema import Bool, Choice, Inputs, Int, Table, Text, View
+from tickline.shared.schema import Bool, Choice, Draw, Inputs, Int, Table, Text, View
 
 UNIT = 100  # fixed units per world unit
 AIM_LIMIT = 1_000_000
@@ -58,6 +58,7 @@ class Arena(Rules):
     name = "arena"
     version = 1
     inputs = INPUTS
+    marks = ("kill",)
     behaviours: ClassVar[dict[str, str]] = {
         "arena": "tickline.bots.arena_bot:ArenaBot",
         "wander": "tickline.bots.behaviours:WanderBot",
@@ -175,6 +176,7 @@ class Arena(Rules):
         return self._view_schema
 
     def _declare_view(self) -> View:
+        c = self.config
         step = self.q / UNIT  # world units per position step
         per_tick = 1 / UNIT  # world units per fixed unit
         pos = {"unit": "world units", "scale": step}
@@ -192,6 +194,14 @@ class Arena(Rules):
                     },
                     doc="Every player within view_radius (and the player itself).",
                     interpolate=("x", "y"),
+                    key="player id",
+                    draw=Draw(
+                        size=c["player_radius"],
+                        label="name",
+                        bar="hp",
+                        bar_max=c["max_hp"],
+                        hidden_when="alive",
+                    ),
                 ),
                 "shots": Table(
                     {
@@ -203,14 +213,19 @@ class Arena(Rules):
                         "owner": Int(0, big, doc="the player who fired it"),
                     },
                     doc="Projectiles in flight; each flies straight, so its entry never changes.",
+                    draw=Draw(
+                        x="x0", y="y0", vx="vx", vy="vy", since="born", size=c["projectile_radius"], colour_by="owner"
+                    ),
                 ),
                 "pickups": Table(
                     {"x": Int(0, big, doc="position", **pos), "y": Int(0, big, doc="position", **pos)},
                     doc="Health pickups.",
+                    draw=Draw(shape="square", size=c["pickup_radius"], colour="#2e9e44"),
                 ),
             },
             values={"over": Bool(doc="the match has ended"), "winner": Int(0, big, doc="the winner's player id")},
             doc="Positions are quantized to view_step fixed units (a tenth of a world unit by default).",
+            world=(c["width"], c["height"]),
         )
 
     # ------------------------------------------------------------------ the tick
@@ -374,8 +389,9 @@ class Arena(Rules):
         """Move every shot; a shot hits the lowest-numbered other live player within reach.
 
         Players sit in a grid of cells as wide as the reach (built once per tick:
-        nobody moves while shots do), so a shot looks at the 3x3 cells around it
-        rather than at every player; the same player is hit as by a scan of all.
+        nobody moves while shots do), each listed in the 3x3 cells around its own,
+        so a shot looks up its one cell rather than scanning every player; the same
+        player is hit as by a scan of all.
         """
         shots, players = state["shots"], state["players"]
         if not shots:
@@ -384,7 +400,12 @@ class Arena(Rules):
         cell = self.hit_cell
         grid: dict[tuple[int, int], list[tuple[int, dict[str, Any]]]] = {}
         for pid, p in players.items():
-            grid.setdefault((p["x"] // cell, p["y"] // cell), []).append((pid, p))
+            if not p["alive"]:
+                continue  # nothing hits the dead
+            cx, cy = p["x"] // cell, p["y"] // cell
+            for gx in (cx - 1, cx, cx + 1):
+                for gy in (cy - 1, cy, cy + 1):
+                    grid.setdefault((gx, gy), []).append((pid, p))
         for sid in sorted(shots):
             s = shots[sid]
             x, y = s["x"] + s["vx"], s["y"] + s["vy"]
@@ -392,17 +413,18 @@ class Arena(Rules):
             if tick >= s["expires"] or not (0 <= x <= w and 0 <= y <= h):
                 del shots[sid]
                 continue
+            near = grid.get((x // cell, y // cell))
+            if near is None:
+                continue
             owner = s["owner"]
-            cx, cy = x // cell, y // cell
             hit: int | None = None
-            for gx in (cx - 1, cx, cx + 1):
-                for gy in (cy - 1, cy, cy + 1):
-                    for pid, p in grid.get((gx, gy), ()):
-                        if pid == owner or not p["alive"] or (hit is not None and pid > hit):
-                            continue
-                        ddx, ddy = p["x"] - x, p["y"] - y
-                        if ddx * ddx + ddy * ddy <= hit_r2:
-                            hit = pid
+            for pid, p in near:
+                # A player killed by an earlier shot this tick is no longer alive.
+                if pid == owner or not p["alive"] or (hit is not None and pid > hit):
+                    continue
+                ddx, ddy = p["x"] - x, p["y"] - y
+                if ddx * ddx + ddy * ddy <= hit_r2:
+                    hit = pid
             if hit is not None:
                 del shots[sid]
                 self._damage(state, hit, owner, tick, events)
@@ -415,11 +437,13 @@ class Arena(Rules):
             x, y = self._random_spot(state)
             pickups[kid] = {"x": x, "y": y}
         max_hp = self.config["max_hp"]
+        hurt = [(pid, players[pid]) for pid in sorted(players) if players[pid]["hp"] < max_hp]
+        if not hurt:
+            return  # pickups only heal
         for kid in sorted(pickups):
             k = pickups[kid]
-            for pid in sorted(players):
-                p = players[pid]
-                if not p["alive"] or p["hp"] >= max_hp:
+            for pid, p in hurt:
+                if not p["alive"] or p["hp"] >= max_hp:  # healed by an earlier pickup this tick
                     continue
                 ddx, ddy = p["x"] - k["x"], p["y"] - k["y"]
                 if ddx * ddx + ddy * ddy <= self.pick_r2:

@@ -97,6 +97,11 @@ class Rules(ABC):
     # Earlier versions of these rules, still importable, so that every log replays
     # under the rules that wrote it (newest first).
     previous_versions: ClassVar[tuple[type[Rules], ...]] = ()
+    # The kinds of event (their "k") worth a mark on a replay's timeline, such as kills.
+    marks: ClassVar[tuple[str, ...]] = ()
+    # JavaScript source of a function (ctx, view, info) => void that the replay player calls
+    # after its own drawing, to draw what draw hints cannot say (cards); "" for none.
+    draw_hook: ClassVar[str] = ""
     # The tick rate and send rate a server uses for this game unless told otherwise.
     default_rates: ClassVar[tuple[int, int]] = (60, 30)
 
@@ -150,6 +155,13 @@ class Rules(ABC):
     @abstractmethod
     def view(self, state: State, player_id: int) -> dict[str, Any]:
         """What ``player_id`` may see, in wire form (string keys, JSON values)."""
+
+    def spectator_view(self, state: State) -> dict[str, Any]:
+        """What a spectator (and a replay's whole-map view) sees: the whole match, hidden
+        information included (spectators see it only after the server's delay). The
+        default is the view of a player who is not in the match; a game whose views
+        hide something from everyone but its owner overrides this."""
+        return self.view(state, 0)
 
     def view_key(self, state: State, player_id: int) -> Any:
         """Players with equal keys get equal views at a tick, so the server builds and

@@ -30,10 +30,57 @@ from tickline.shared.schema import Bool, Inputs, Int, ListOf, Table, Text, View
 
 MAX_CARDS = 20
 
+# The replay player's drawing of a round (Rules.draw_hook): the prize card, the last
+# round's bids as cards in their bidders' colours, and a followed player's hand.
+DRAW_HOOK = """(ctx, view, info) => {
+  const d = info.dpr, w = Math.max(24 * d, Math.min(info.width / 9, info.height / 3.5));
+  const name = (pid) => info.players[pid] ?? `#${pid}`;
+  const text = (s, x, y, size, colour) => {
+    ctx.font = `${Math.round(size)}px system-ui, sans-serif`;
+    ctx.fillStyle = colour;
+    ctx.fillText(s, x, y);
+  };
+  const card = (x, y, cw, value, colour, caption, bright) => {
+    ctx.beginPath();
+    ctx.roundRect(x, y, cw, cw * 1.4, cw / 10);
+    ctx.fillStyle = bright ? "#f4f1de" : "#202532";
+    ctx.fill();
+    ctx.lineWidth = Math.max(2, cw / 20);
+    ctx.strokeStyle = colour;
+    ctx.stroke();
+    ctx.textAlign = "center";
+    text(String(value), x + cw / 2, y + cw * 0.9, cw * 0.5, bright ? "#0f1117" : colour);
+    if (caption) text(caption, x + cw / 2, y + cw * 1.4 + 16 * d, 12 * d, "#8b93a7");
+    ctx.textAlign = "left";
+  };
+  const top = 40 * d;
+  const head = view.over ? `match over: ${name(view.winner)} wins` : `round ${view.round} of ${view.rounds}`;
+  text(head, 16 * d, 24 * d, 15 * d, "#e6e6e6");
+  if (view.prize) card(16 * d, top, w, view.prize, "#ffc107", "prize", true);
+  let x = 16 * d + w * 1.5;
+  const bids = Object.entries(view.revealed || {});
+  if (bids.length) {
+    const won = view.last_winner ? `${name(view.last_winner)} won it` : "a tie: nobody won it";
+    text(`last round: prize ${view.last_prize}, ${won}`, x, 24 * d, 13 * d, "#8b93a7");
+  }
+  for (const [pid, r] of bids) {
+    card(x, top, w * 0.8, r.bid, info.colourOf(pid), name(pid), Number(pid) === view.last_winner);
+    x += w;
+  }
+  if (view.hand && view.hand.length) {
+    const y = top + w * 1.4 + 56 * d;
+    text(`${name(info.follow)}'s hand`, 16 * d, y - 8 * d, 13 * d, "#8b93a7");
+    const mine = info.colourOf(info.follow);
+    view.hand.forEach((c, i) => card(16 * d + i * w * 0.5, y, w * 0.45, c, mine, "", c === view.bid));
+  }
+}"""
+
 
 class Goofspiel(Rules):
     name = "goofspiel"
     version = 1
+    marks = ("resolved",)
+    draw_hook = DRAW_HOOK
     default_rates = (10, 10)
     behaviours: ClassVar[dict[str, str]] = {"bidder": "tickline.bots.goofspiel_bot:Bidder"}
 
@@ -78,6 +125,14 @@ class Goofspiel(Rules):
                 "revealed": Table(
                     {"bid": Int(1, self.cards, doc="the card this player bid")},
                     doc="The bids of the last resolved round.",
+                    key="player id",
+                ),
+                "hands": Table(
+                    {
+                        "hand": ListOf(Int(1, self.cards), self.cards, doc="the cards in this player's hand"),
+                        "bid": Int(0, self.cards, doc="its sealed bid this round; 0: none yet"),
+                    },
+                    doc="Every player's hand and sealed bid: in spectator views only (players never get it).",
                     key="player id",
                 ),
             },
@@ -218,3 +273,10 @@ class Goofspiel(Rules):
             "over": state["over"],
             "winner": state["winner"],
         }
+
+    def spectator_view(self, state: State) -> dict[str, Any]:
+        """Everything, hands and sealed bids included: a spectator sees it only after the
+        server's spectator delay, and a replay when the match is over."""
+        view = self.view(state, 0)
+        view["hands"] = {str(pid): {"hand": list(p["hand"]), "bid": p["bid"]} for pid, p in state["players"].items()}
+        return view

@@ -93,11 +93,15 @@ class Hello:
     # What the client can do beyond the base protocol: "fastpath" asks for the
     # fast path's keys (shared/fastpath.py).
     caps: list[Any] = field(default_factory=list)  # decoded as a list; the server checks each is a short str
+    # A match id (or a unique prefix of one) to watch as a spectator rather than play;
+    # ``follow`` then names the player whose views to watch (0: the whole match).
+    spectate: str = ""
+    follow: int = 0
 
 
 @dataclass(slots=True)
 class Welcome:
-    """Server -> client: the player is in the match."""
+    """Server -> client: the player is in the match (``player_id`` 0: a spectator is watching it)."""
 
     TAG: ClassVar[str] = "welcome"
     version: int
@@ -112,6 +116,9 @@ class Welcome:
     token: str = ""
     # The game's config, so that the client can predict with the same rules.
     config: dict[str, Any] = field(default_factory=dict)
+    # For a spectator: ticks its views are held back (each is of a tick at least this
+    # far behind the server's). 0 for players.
+    spectator_delay: int = 0
 
 
 @dataclass(slots=True)
@@ -122,7 +129,7 @@ class Input:
     the newest tick whose snapshot the client holds (0 for none). An input may
     name how many ticks it holds, ``[seq, controls, ticks]`` (1 to
     ``MAX_INPUT_TICKS``; default 1), for a client that reads its controls less
-    often than the server ticks.
+    often than the server ticks. A spectator's carry only the ack: ``inputs`` empty.
     """
 
     TAG: ClassVar[str] = "in"
@@ -135,7 +142,8 @@ class Delta:
     """Server -> client: the player's view at ``tick`` as a delta against ``base``.
 
     ``base`` 0 means a full snapshot. ``seq`` is the newest input sequence the
-    server has applied for this player.
+    server has applied for this player; a spectator sends no inputs, and its
+    deltas carry in ``seq`` the server's tick when the (delayed) view was sent.
     """
 
     TAG: ClassVar[str] = "d"
@@ -184,7 +192,14 @@ _TYPES: dict[str, type] = {cls.TAG: cls for cls in (Hello, Welcome, Input, Delta
 # Field name -> the Python types its value may have, checked on decode so that
 # a frame that parses is also well-typed.
 _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
-    Hello: {"version": (int,), "name": (str,), "token": (str,), "caps": (list,)},
+    Hello: {
+        "version": (int,),
+        "name": (str,),
+        "token": (str,),
+        "caps": (list,),
+        "spectate": (str,),
+        "follow": (int,),
+    },
     Welcome: {
         "version": (int,),
         "player_id": (int,),
@@ -196,6 +211,7 @@ _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
         "tick": (int,),
         "token": (str,),
         "config": (dict,),
+        "spectator_delay": (int,),
     },
     Input: {"ack": (int,), "inputs": (list,)},
     Delta: {"tick": (int,), "base": (int,), "seq": (int,), "diff": (dict,)},
@@ -210,6 +226,12 @@ def _required_fields(cls: type) -> frozenset[str]:
 
 
 _REQUIRED = {cls: _required_fields(cls) for cls in _TYPES.values()}
+# Fields added after version 1 shipped: left out while at their defaults, so that a peer
+# whose decoder predates them (it refuses unknown fields) still reads what it knows.
+_NEWER_FIELDS: dict[type, dict[str, Any]] = {
+    Hello: {"spectate": "", "follow": 0},
+    Welcome: {"spectator_delay": 0},
+}
 
 
 # --------------------------------------------------------------------------- encode
@@ -219,6 +241,11 @@ def encode(frame: Frame) -> bytes:
     """One frame as its orjson body (a datagram's whole payload)."""
     # asdict() deep-copies; a delta's diff can be large and is never mutated.
     body = {f.name: getattr(frame, f.name) for f in fields(frame)}
+    newer = _NEWER_FIELDS.get(type(frame))
+    if newer:
+        for name, default in newer.items():
+            if body[name] == default:
+                del body[name]
     body["t"] = frame.TAG
     return orjson.dumps(body)
 

@@ -279,23 +279,73 @@ def _guard(spec: Field, i: int, env: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Draw:
+    """How a replay player (and a picture of a match) draws a table's entities.
+
+    Positions are the fields ``x`` and ``y`` in their declared units (world
+    units, after ``scale``). An entity that moves in a straight line and says so
+    once (arena's shots) names its velocity fields ``vx``/``vy`` (units per
+    tick, after scale) and ``since``, the field holding the tick it was at
+    (``x``, ``y``): it is drawn at ``x + vx * (tick - since)``.
+
+    ``colour`` is a CSS colour, or ``"player"``: one colour per player, the
+    player's id being the entity's id (``colour_by`` empty) or the value of the
+    field ``colour_by`` (a shot's owner). ``label`` names a field written beside
+    the entity; ``bar`` a field drawn as a small bar over it, full at ``bar_max``.
+    ``hidden_when`` names a boolean field that, when false, draws the entity faded
+    (a dead player). ``size`` is the radius (or half the side) in world units.
+    """
+
+    shape: str = "circle"  # "circle", "square" or "ring"
+    x: str = "x"
+    y: str = "y"
+    size: float = 5.0
+    colour: str = "player"
+    colour_by: str = ""
+    label: str = ""
+    bar: str = ""
+    bar_max: float = 100.0
+    hidden_when: str = ""
+    vx: str = ""
+    vy: str = ""
+    since: str = ""
+
+    def fields(self) -> set[str]:
+        """The fields this drawing reads."""
+        named = (self.x, self.y, self.colour_by, self.label, self.bar, self.hidden_when, self.vx, self.vy, self.since)
+        return {name for name in named if name}
+
+
+SHAPES = ("circle", "square", "ring")
+
+
+@dataclass(frozen=True)
 class Table:
     """An entity table of a view: ``view[name]`` maps an id (a string) to an entity's fields.
 
     ``interpolate`` names the fields a client may interpolate between snapshots
     (positions); the others it shows as the newest snapshot has them. ``key`` says
-    what the ids are (``"player id"`` for a table of per-player entries).
+    what the ids are (``"player id"`` for a table of per-player entries). ``draw``
+    says how to draw its entities on a map (None: a table with no place on a map,
+    shown as text).
     """
 
     fields: Mapping[str, Field]
     doc: str = ""
     interpolate: tuple[str, ...] = ()
     key: str = "entity id"
+    draw: Draw | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.interpolate) - set(self.fields)
         if unknown:
             raise ValueError(f"interpolated fields {sorted(unknown)} are not declared")
+        if self.draw is not None:
+            missing = self.draw.fields() - set(self.fields)
+            if missing:
+                raise ValueError(f"drawn fields {sorted(missing)} are not declared")
+            if self.draw.shape not in SHAPES:
+                raise ValueError(f"draw shape {self.draw.shape!r} is not one of {', '.join(SHAPES)}")
 
 
 @dataclass(frozen=True)
@@ -309,6 +359,8 @@ class View:
     values: Mapping[str, Field] = field(default_factory=dict)
     players: str = "players"
     doc: str = ""
+    # The map's size in world units (width, height), for drawing; None: no map.
+    world: tuple[float, float] | None = None
 
 
 # ---------------------------------------------------------------------- reference

@@ -88,7 +88,8 @@ class RunningServer:
 
 @pytest.fixture
 async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_server(game_config={...}, seed=..., ...)`` -> a RunningServer, stopped at teardown."""
+    """``await start_server(game_config={...}, seed=..., ...)`` -> a RunningServer, stopped at teardown.
+    ``match_options`` are further MatchSettings (``{"game": "goofspiel"}``); the rest, ServerConfig's."""
     running: list[RunningServer] = []
 
     async def start(
@@ -96,13 +97,20 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         seed: int | None = 7,
         tick_rate: int = 60,
         send_rate: int = 30,
+        match_options: dict[str, Any] | None = None,
         **options: Any,
     ) -> RunningServer:
         data_dir = tmp_path / f"server{len(running)}"
         config = ServerConfig(
             port=0,
             data_dir=data_dir,
-            match=MatchSettings(game_config=game_config or {}, seed=seed, tick_rate=tick_rate, send_rate=send_rate),
+            match=MatchSettings(
+                game_config=game_config or {},
+                seed=seed,
+                tick_rate=tick_rate,
+                send_rate=send_rate,
+                **(match_options or {}),
+            ),
             **options,
         )
         server = Server(config)

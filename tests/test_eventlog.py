@@ -17,77 +17,18 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from tests.recording import MATCH, TICKS
+from tests.recording import scripted_inputs as _inputs
+from tests.recording import write_match as _write_match
 from tests.support import until
 from tickline.replays.reader import LogReader, LogUnavailable, MatchNotFound
 from tickline.replays.verify import state_at, verify_match
 from tickline.server import migrate
-from tickline.server.eventlog import WRITER_NICE, EventLog, FencedOut, KeyframeRecord, LogSettings, MatchEnd, TickRecord
+from tickline.server.eventlog import WRITER_NICE, EventLog, FencedOut, LogSettings, TickRecord
 from tickline.server.match import rebuild_state
 from tickline.shared.game import TickInputs, state_hash
 from tickline.shared.games import GameNotInstalled, make_rules
 from tickline.shared.logformat import MatchHeader
-
-TICKS = 240
-MATCH = "m" * 32
-
-
-def _inputs(rules, tick: int) -> TickInputs:
-    inputs = TickInputs(joins=[(1, "a"), (2, "b")] if tick == 1 else [])
-    for pid in (1, 2):
-        inputs.inputs[pid] = rules.validate_input(
-            {
-                "mx": (tick // 20 + pid) % 3 - 1,
-                "my": (tick // 30) % 3 - 1,
-                "ax": 3 - pid * 2,
-                "ay": 1,
-                "fire": tick % 3 == 0,
-            }
-        )
-    return inputs
-
-
-async def _write_match(
-    url: str,
-    match_id: str = MATCH,
-    seed: int = 11,
-    ticks: int = TICKS,
-    keyframe_every: int = 60,
-    end: bool = True,
-    server_id: str = "A",
-) -> dict[int, str]:
-    """Play a scripted arena match through the real writer; returns tick -> hash."""
-    rules = make_rules("arena", {"time_limit_s": 60})
-    header = MatchHeader(
-        match_id=match_id,
-        game="arena",
-        game_version=rules.version,
-        seed=seed,
-        config=rules.config,
-        tick_rate=60,
-        send_rate=30,
-        created_at=1.0,
-    )
-    log = await EventLog.open(url, server_id)
-    writer = asyncio.create_task(log.run())
-    await log.create_match(header)
-    state = rules.initial_state(seed)
-    hashes = {}
-    for tick in range(1, ticks + 1):
-        inputs = _inputs(rules, tick)
-        events = rules.step(state, inputs)
-        hashes[tick] = state_hash(state)
-        log.append(TickRecord(match_id, tick, inputs.to_record(), events, hashes[tick]))
-        if tick % keyframe_every == 0:
-            log.add_keyframe(KeyframeRecord(match_id, tick, rules.dump_state(state), hashes[tick]))
-        if tick % 50 == 0:
-            await asyncio.sleep(0)  # let the writer commit in groups, as the server's loop does
-    if end:
-        log.end_match(MatchEnd(match_id, "finished", ticks, state_hash(state), {"ticks": ticks}))
-    log.stop()
-    await writer
-    assert log.lag_ticks(match_id) == 0
-    await log.dispose()
-    return hashes
 
 
 async def _sql(url: str, statement: str, **params: object) -> list[Any]:

@@ -34,6 +34,8 @@ def test_installing_tickline_adds_one_top_level_package_and_it_imports_whole(tmp
         "bots/client.py",
         "bots/capacity/search.py",
         "replays/verify.py",
+        "replays/player.html",
+        "replays/player.js",
         "cli.py",
         "py.typed",
     ):

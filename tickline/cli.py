@@ -2,10 +2,11 @@
 
     tickline serve    run a server until SIGINT/SIGTERM
     tickline bots     load-test a server with bots of any game; one JSON report line
-    tickline replay   list matches in the event log; verify one by re-simulation (under any rules version)
+    tickline replay   list, verify (under any rules version), export, import, render and clip matches
     tickline demo     all of the above, end to end, on this machine
     tickline capacity how many players one server process holds on this machine
     tickline play     play arena in a window (pygame)
+    tickline spectate watch a live match, behind it by the server's spectator delay; one JSON line per view
     tickline new game write a package for a new game; tickline game list|doc: the installed ones
 
 Bad arguments and bad configuration end with one line on stderr that says what
@@ -30,6 +31,7 @@ import orjson
 from tickline import loops
 
 DEFAULT_PORT = 4433
+MATCH_HELP = "a replay file, or a match's id in the event log (a unique prefix will do)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -126,6 +128,7 @@ def _server_config(args: argparse.Namespace) -> Any:
             keyframe_every=args.keyframe_every,
             grace_s=args.grace,
             full_snapshots=args.full_snapshots,
+            spectator_delay_s=args.spectator_delay,
         ),
         log=LogSettings(durability=args.durability, flush_ms=args.flush_ms),
         server_id=args.server_id,
@@ -248,8 +251,9 @@ def cmd_replay_list(args: argparse.Namespace) -> int:
 
 
 def cmd_replay_verify(args: argparse.Namespace) -> int:
+    from tickline.replays.file import header_claims, read_replay
     from tickline.replays.reader import LogReader
-    from tickline.replays.verify import verify_match
+    from tickline.replays.verify import verify_match, verify_replay
     from tickline.shared.games import load
 
     if args.game:
@@ -258,14 +262,219 @@ def cmd_replay_verify(args: argparse.Namespace) -> int:
         raise UsageError(f"--rules takes a rules version (1 or more), not {args.rules}")
 
     async def main() -> Any:
+        if _is_file(args.match):
+            replay = await read_replay(Path(args.match), rules_version=args.rules)
+            report = await asyncio.to_thread(verify_replay, replay, os.cpu_count() or 1)
+            if report.verified and args.rules is None:
+                wrong = header_claims(replay)  # a forged header with a fresh checksum
+                if wrong:
+                    report.verified, report.first_bad_tick, report.reason = False, replay.ticks, "; ".join(wrong)
+            return report
         async with await LogReader.open(_db_url(args)) as reader:
-            return await verify_match(reader, args.match_id, rules_version=args.rules)
+            return await verify_match(reader, args.match, rules_version=args.rules, workers=os.cpu_count() or 1)
 
     report = loops.run(main(), args.loop)
     if not report.verified:
         print(f"not verified: {report.reason}", file=sys.stderr)
     _print_json(report.to_json())
     return 0 if report.verified else 1
+
+
+def _is_file(source: str) -> bool:
+    """Whether a replay command's MATCH names a replay file (a path that exists) rather than a match id."""
+    return os.path.isfile(source)
+
+
+async def _open(args: argparse.Namespace) -> Any:
+    from tickline.replays.replay import open_replay
+
+    return await open_replay(args.match, _db_url(args))
+
+
+def cmd_replay_export(args: argparse.Namespace) -> int:
+    from tickline.replays.file import write_replay
+
+    out = Path(args.output)
+    if not out.parent.is_dir():
+        raise UsageError(f"-o {args.output}: the folder {out.parent} does not exist")
+
+    async def main() -> dict[str, Any]:
+        replay = await _open(args)
+        size = await write_replay(replay, out)
+        return {"match_id": replay.header.match_id, "file": str(out), "bytes": size, "ticks": replay.ticks}
+
+    _print_json(loops.run(main(), args.loop))
+    return 0
+
+
+def cmd_replay_info(args: argparse.Namespace) -> int:
+    from tickline.replays.file import read_header
+
+    async def main() -> dict[str, Any]:
+        if _is_file(args.match):
+            return await read_header(Path(args.match))  # the header alone: the body stays unread
+        replay = await _open(args)
+        summary = await asyncio.to_thread(lambda: replay.summary)
+        h = replay.header
+        return {
+            "match_id": h.match_id,
+            "game": h.game,
+            "rules_version": h.game_version,
+            "status": replay.status,
+            "ticks": replay.ticks,
+            "duration_s": round(replay.duration_s, 3),
+            "tick_rate": h.tick_rate,
+            "players": {str(pid): name for pid, name in sorted(summary.players.items())},
+            "result": summary.result,
+            "marks": [[mark.tick, mark.event] for mark in summary.marks],
+        }
+
+    _print_json(loops.run(main(), args.loop))
+    return 0
+
+
+def cmd_replay_import(args: argparse.Namespace) -> int:
+    from tickline.replays.file import header_claims, read_replay
+    from tickline.server.eventlog import EventLog, KeyframeRecord, MatchEnd, PlayerRecord, TickRecord
+
+    if not _is_file(args.file):
+        raise UsageError(f"{args.file} is not a file; give a replay file written by `tickline replay export`")
+
+    async def main() -> dict[str, Any]:
+        replay = await read_replay(Path(args.file))
+        h = replay.header
+        records: list[Any] = []
+
+        def collect(frame: Any) -> None:  # every tick re-simulated and checked before anything is written
+            records.append(TickRecord(h.match_id, frame.tick, frame.inputs.to_record(), frame.events, frame.hash))
+            if frame.tick % h.tick_rate == 0:
+                records.append(KeyframeRecord(h.match_id, frame.tick, replay.rules.dump_state(frame.state), frame.hash))
+
+        summary = await asyncio.to_thread(replay.scan, collect)
+        wrong = header_claims(replay)
+        if wrong:
+            raise UsageError(f"{args.file} is not imported: {'; '.join(wrong)}")
+        eventlog = await EventLog.open(_db_url(args), server_id="import")
+        try:
+            if await eventlog.has_match(h.match_id):
+                raise UsageError(f"match {h.match_id} is already in the log at {_db_url(args)}")
+            await eventlog.create_match(h)
+            records += [PlayerRecord(h.match_id, pid, name, "") for pid, name in sorted(summary.players.items())]
+            # A match exported while it ran is not running here: nothing will resume it.
+            status = "stopped" if replay.status == "running" else replay.status
+            end = MatchEnd(
+                h.match_id, status, replay.ticks, summary.final_hash, {"imported_from": Path(args.file).name}
+            )
+            await eventlog.commit_group([*records, end])
+        finally:
+            await eventlog.dispose()
+        return {"match_id": h.match_id, "db": _db_url(args), "ticks": replay.ticks, "status": status}
+
+    if not args.db:
+        Path(args.data_dir).mkdir(parents=True, exist_ok=True)
+    _print_json(loops.run(main(), args.loop))
+    return 0
+
+
+def _seconds(text: str) -> float:
+    """A duration such as ``5s``, ``5`` or ``1.5s``, for argparse."""
+    try:
+        value = float(text.removesuffix("s"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration in seconds, such as 5s") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a duration cannot be negative")
+    return value
+
+
+def _check_output(path: str | None, flag: str) -> None:
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise UsageError(f"{flag} {path}: the folder {Path(path).parent} does not exist")
+
+
+async def _render_in_thread(render: Any, replay: Any) -> dict[str, Any]:
+    """``render(replay)`` in a worker thread; a ValueError of what was asked (a tick range, a player
+    or an event the match lacks, a game with no map) is a usage error, a broken replay is not."""
+    from tickline.replays.file import ReplayFileError
+    from tickline.shared.logformat import Divergence
+
+    try:
+        out: dict[str, Any] = await asyncio.to_thread(render, replay)
+    except (Divergence, ReplayFileError):
+        raise
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return out
+
+
+def cmd_replay_render(args: argparse.Namespace) -> int:
+    from tickline.replays.pictures import render_gif, render_pngs
+    from tickline.replays.player import render_html
+
+    if not (args.output or args.png or args.gif):
+        raise UsageError("say what to render: -o FILE.html, --png DIR and/or --gif FILE.gif")
+    _check_output(args.output, "-o")
+    _check_output(args.gif, "--gif")
+    if args.png:
+        Path(args.png).mkdir(parents=True, exist_ok=True)
+    if not 1 <= args.fps <= 50 or args.size < 64 or args.speed <= 0:
+        raise UsageError("--fps takes 1 to 50, --size at least 64 (pixels), --speed more than 0")
+
+    def render(replay: Any) -> dict[str, Any]:  # plain computation: run in a worker thread
+        out: dict[str, Any] = {"match_id": replay.header.match_id}
+        stop = args.to if args.to is not None else replay.ticks
+        if args.output:
+            page = render_html(replay, start=args.start, stop=stop, follow=args.follow)
+            Path(args.output).write_text(page, encoding="utf-8")
+            out["html"] = args.output
+        if args.png:
+            out["png"] = [str(p) for p in render_pngs(replay, Path(args.png))]
+        if args.gif:
+            render_gif(
+                replay,
+                Path(args.gif),
+                start=args.start,
+                stop=stop,
+                size=args.size,
+                speed=args.speed,
+                fps=args.fps,
+                follow=args.follow,
+            )
+            out["gif"] = args.gif
+        return out
+
+    async def main() -> dict[str, Any]:
+        return await _render_in_thread(render, await _open(args))
+
+    _print_json(loops.run(main(), args.loop))
+    return 0
+
+
+def cmd_replay_clip(args: argparse.Namespace) -> int:
+    from tickline.replays.clip import clip_follow, clip_range, find_event, render_clip
+    from tickline.replays.player import render_html
+
+    if bool(args.output) == bool(args.gif):
+        raise UsageError("give one of -o FILE.html or --gif FILE.gif")
+    _check_output(args.output or args.gif, "-o" if args.output else "--gif")
+
+    def render(replay: Any) -> dict[str, Any]:
+        mark = find_event(replay, args.event)
+        start, stop = clip_range(replay, mark, args.before, args.after)
+        out = {"match_id": replay.header.match_id, "event": mark.event, "tick": mark.tick, "from": start, "to": stop}
+        if args.gif:
+            render_clip(replay, args.event, Path(args.gif), before_s=args.before, after_s=args.after, pov=args.pov)
+            return {**out, "gif": args.gif}
+        follow = clip_follow(mark, args.pov)
+        page = render_html(replay, start=start, stop=stop, follow=follow, title=f"{args.event} ({args.pov})")
+        Path(args.output).write_text(page, encoding="utf-8")
+        return {**out, "html": args.output}
+
+    async def main() -> dict[str, Any]:
+        return await _render_in_thread(render, await _open(args))
+
+    _print_json(loops.run(main(), args.loop))
+    return 0
 
 
 # ---------------------------------------------------------------------- db
@@ -352,6 +561,12 @@ def cmd_play(args: argparse.Namespace) -> int:
     from tickline.play import play
 
     return loops.run(play(args), args.loop)
+
+
+def cmd_spectate(args: argparse.Namespace) -> int:
+    from tickline.spectate import spectate
+
+    return loops.run(spectate(args), args.loop)
 
 
 # ---------------------------------------------------------------------- capacity
@@ -457,6 +672,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace", type=float, default=20.0, help="seconds a dropped player's place is kept (default: 20)"
     )
     serve.add_argument(
+        "--spectator-delay",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="how far behind the match spectators watch it; 0 for practice (default: 2)",
+    )
+    serve.add_argument(
         "--full-snapshots",
         action="store_true",
         help="send every client full snapshots instead of deltas (a baseline for benchmarks)",
@@ -536,7 +758,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bots.set_defaults(func=cmd_bots)
 
-    replay = sub.add_parser("replay", help="read matches back from the event log")
+    replay = sub.add_parser("replay", help="replay matches: list, verify, export, import, render, clip")
     rsub = replay.add_subparsers(dest="replay_command", required=True, parser_class=_Parser)
     rlist = rsub.add_parser("list", help="list the matches in the log, newest first, one JSON line each")
     data_options(rlist)
@@ -547,7 +769,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Re-simulate a match from its header and inputs and compare every stored "
         "state hash. Last line: JSON with verified and, on failure, first_bad_tick and reason.",
     )
-    verify.add_argument("match_id", help="the match's id, or a unique prefix of it")
+    verify.add_argument("match", metavar="MATCH", help=MATCH_HELP)
     verify.add_argument(
         "--rules",
         type=int,
@@ -560,6 +782,71 @@ def build_parser() -> argparse.ArgumentParser:
     )
     data_options(verify)
     verify.set_defaults(func=cmd_replay_verify)
+    export = rsub.add_parser(
+        "export",
+        help="write a match to one portable replay file",
+        description="Write a match (re-simulated and checked on the way) to a self-contained replay file: "
+        "a header readable on its own, the compressed inputs, hashes and keyframes, and checksums "
+        "(docs/replays.md). Prints one JSON line: file, bytes, ticks.",
+    )
+    export.add_argument("match", metavar="MATCH", help=MATCH_HELP)
+    export.add_argument("-o", "--output", required=True, metavar="FILE", help="the replay file to write")
+    data_options(export)
+    export.set_defaults(func=cmd_replay_export)
+    info = rsub.add_parser(
+        "info",
+        help="one JSON line about a match: game, players, duration, result, marks",
+        description="A replay file's header (its body is not read), or the same facts of a match in the log.",
+    )
+    info.add_argument("match", metavar="MATCH", help=MATCH_HELP)
+    data_options(info)
+    info.set_defaults(func=cmd_replay_info)
+    imp = rsub.add_parser(
+        "import",
+        help="add a replay file's match to the event log (verified first)",
+        description="Re-simulate a replay file, checking every tick and its header, then write the match "
+        "to the event log (--db) as if it had been played there.",
+    )
+    imp.add_argument("file", metavar="FILE", help="a replay file")
+    data_options(imp)
+    imp.set_defaults(func=cmd_replay_import)
+    render = rsub.add_parser(
+        "render",
+        help="draw a match: a self-contained HTML player, PNG pictures, an animated GIF",
+        description="-o writes one HTML file that plays the match in any browser, with no network: play, "
+        "pause, scrub, speeds, step a tick, follow a player. --png DIR writes a heat map, kill locations "
+        "and score over time; --gif FILE an animation of --from..--to. Prints one JSON line of what it wrote.",
+    )
+    render.add_argument("match", metavar="MATCH", help=MATCH_HELP)
+    render.add_argument("-o", "--output", metavar="FILE.html", help="the HTML replay player to write")
+    render.add_argument("--png", metavar="DIR", help="write heatmap.png, kills.png and scores.png here")
+    render.add_argument("--gif", metavar="FILE.gif", help="write an animated GIF of the tick range")
+    render.add_argument("--from", dest="start", type=int, default=1, metavar="TICK", help="first tick (default: 1)")
+    render.add_argument("--to", type=int, metavar="TICK", help="last tick (default: the match's last)")
+    render.add_argument("--follow", type=int, default=0, metavar="PLAYER", help="open on this player's own view")
+    render.add_argument("--size", type=int, default=480, metavar="PX", help="the GIF's width (default: 480)")
+    render.add_argument("--speed", type=float, default=1.0, help="the GIF's speed, 1: real time (default: 1)")
+    render.add_argument("--fps", type=int, default=15, help="the GIF's frames per second (default: 15)")
+    data_options(render)
+    render.set_defaults(func=cmd_replay_render)
+    clip = rsub.add_parser(
+        "clip",
+        help="a kill-cam: a few seconds around one event, from the killer's or the victim's view",
+        description="Re-simulate around one event (kill:3, the third kill) from the nearest keyframe, and "
+        "write it as an HTML player (-o) or an animated GIF (--gif). With arena's hitscan weapon, the "
+        "killer's GIF holds on what the killer saw when it fired (lag compensation).",
+    )
+    clip.add_argument("match", metavar="MATCH", help=MATCH_HELP)
+    clip.add_argument("--event", required=True, metavar="KIND:N", help="the N-th event of a kind, e.g. kill:1")
+    clip.add_argument("--before", type=_seconds, default=5.0, metavar="S", help="seconds before it (default: 5s)")
+    clip.add_argument("--after", type=_seconds, default=2.0, metavar="S", help="seconds after it (default: 2s)")
+    clip.add_argument(
+        "--pov", choices=("killer", "victim", "map"), default="killer", help="whose view (default: killer)"
+    )
+    clip.add_argument("-o", "--output", metavar="FILE.html", help="write the clip as an HTML player")
+    clip.add_argument("--gif", metavar="FILE.gif", help="write the clip as an animated GIF")
+    data_options(clip)
+    clip.set_defaults(func=cmd_replay_clip)
 
     db = sub.add_parser("db", help="manage the event log's schema")
     dsub = db.add_subparsers(dest="db_command", required=True, parser_class=_Parser)
@@ -615,6 +902,18 @@ def build_parser() -> argparse.ArgumentParser:
     play_arguments(play)
     play.set_defaults(func=cmd_play)
 
+    from tickline.spectate import add_arguments as spectate_arguments
+
+    spectate = sub.add_parser(
+        "spectate",
+        help="watch a live match as a spectator, behind it by the server's spectator delay",
+        description="Watch a match the server runs, as the server delays it for spectators (serve "
+        "--spectator-delay): one JSON line per view received, with its tick, the server's tick, how far "
+        "behind that is, and the scoreboard. Stops after --ticks views, after --seconds, or when the match ends.",
+    )
+    spectate_arguments(spectate)
+    spectate.set_defaults(func=cmd_spectate)
+
     from tickline.bots.capacity.run import add_arguments as capacity_arguments
 
     capacity = sub.add_parser(
@@ -635,16 +934,25 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(args.log_level)
+    from tickline.replays.file import ReplayFileError
     from tickline.replays.reader import LogUnavailable, MatchNotFound
     from tickline.server.app import ConfigurationError, ServerUnavailable
     from tickline.server.eventlog import EventLogUnavailable
     from tickline.shared.game import ConfigError
     from tickline.shared.games import GameNotInstalled, UnknownGame
-    from tickline.shared.logformat import UnsupportedLogUrl
+    from tickline.shared.logformat import Divergence, UnsupportedLogUrl
 
     # A stored match that needs a game (or version) this installation lacks fails at run time;
     # a command that names an unknown game is a usage error.
-    runtime_errors = (EventLogUnavailable, LogUnavailable, MatchNotFound, ServerUnavailable, GameNotInstalled)
+    runtime_errors = (
+        EventLogUnavailable,
+        LogUnavailable,
+        MatchNotFound,
+        ServerUnavailable,
+        GameNotInstalled,
+        ReplayFileError,
+        Divergence,
+    )
     usage_errors = (UsageError, ConfigurationError, ConfigError, UnknownGame, UnsupportedLogUrl, loops.LoopUnavailable)
 
     prog = f"tickline {args.command}"

@@ -4,7 +4,9 @@
    SQLite log under the data folder), and wait for its ready line;
 2. connect N arena bots over QUIC; they play until the match ends;
 3. stop the server with SIGTERM and check that it exits 0;
-4. re-simulate the match from the event log and check every state hash.
+4. re-simulate the match from the event log and check every state hash;
+5. export it as a replay file and render the HTML replay player beside it
+   (``DATA_DIR/replays/MATCH.tlr`` and ``.html``).
 
 A short summary goes to stdout, then one JSON line, last.
 """
@@ -20,7 +22,10 @@ from typing import Any
 import orjson
 
 from tickline.bots.swarm import run_swarm
+from tickline.replays.file import write_replay
+from tickline.replays.player import render_html
 from tickline.replays.reader import LogReader
+from tickline.replays.replay import Replay
 from tickline.replays.verify import verify_match
 from tickline.shared.game import Rules
 from tickline.shared.games import load
@@ -119,11 +124,21 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15, game: str =
     async with await LogReader.open(ready["db"]) as reader:
         verification = await verify_match(reader, match_id)
         _, summary = await reader.match(match_id)
+        replay = await Replay.from_log(reader, match_id)
     stats = summary.stats
     say(
         f"match {match_id}: {summary.status} after {verification.ticks} ticks; replay "
         + ("verified every state hash" if verification.verified else f"FAILED: {verification.reason}")
     )
+    replay_file = html_file = None
+    if verification.verified:
+        folder = data_dir / "replays"
+        await asyncio.to_thread(folder.mkdir, exist_ok=True)
+        replay_file, html_file = folder / f"{match_id}.tlr", folder / f"{match_id}.html"
+        size = await write_replay(replay, replay_file)
+        page = await asyncio.to_thread(render_html, replay)
+        await asyncio.to_thread(html_file.write_text, page, encoding="utf-8")
+        say(f"replay file {replay_file} ({size} bytes); open {html_file} in a browser to watch the match")
     result = {
         "match_id": match_id,
         "ticks": verification.ticks,
@@ -138,6 +153,8 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15, game: str =
         "tick_work_ms_p99": stats.get("tick_work_ms", {}).get("p99"),
         "server_exit_status": status,
         "replay_verified": verification.verified,
+        "replay_file": str(replay_file) if replay_file else None,
+        "replay_html": str(html_file) if html_file else None,
         "final_state_hash": verification.final_state_hash,
     }
     print(orjson.dumps(result).decode(), flush=True)
