@@ -49,12 +49,27 @@ def render_html(
 ) -> str:
     """The page that plays ticks ``start`` to ``stop`` (default: the last) of ``replay``,
     following player ``follow`` (0: the whole map), sampled at most ``fps`` times a second
-    (default: the tick rate, at most 30). ValueError for a range or player the match lacks."""
+    (default: the tick rate, at most 30; fewer for a match longer than 10 minutes, at least 10:
+    ``default_fps``). ValueError for a range or player the match lacks."""
     data = page_data(replay, start=start, stop=stop, follow=follow, fps=fps)
     packed = base64.b64encode(gzip.compress(orjson.dumps(data), compresslevel=6, mtime=0)).decode("ascii")
     name = title or f"{data['game']} match {data['match_id'][:8]}".strip()
     slots = {"title": html.escape(name), "data": packed, "script": _script()}
     return _SLOT.sub(lambda m: slots[m.group(1)], _template())
+
+
+# A page holds at most about this many seconds of samples at 30 a second, per stream: a longer
+# match is sampled more sparsely (and interpolated), down to 10 a second, so that a
+# 30-minute match's page stays a few tens of MB rather than a hundred.
+SAMPLED_S = 600
+MIN_DEFAULT_FPS = 10
+
+
+def default_fps(tick_rate: int, ticks: int) -> int:
+    """Samples a second for ``ticks`` of a match: up to 30 (the tick rate, if lower), fewer for
+    long matches (at least 10)."""
+    seconds = max(1.0, ticks / tick_rate)
+    return max(min(tick_rate, MIN_DEFAULT_FPS), min(tick_rate, 30, int(30 * SAMPLED_S / seconds)))
 
 
 def page_data(
@@ -68,7 +83,7 @@ def page_data(
     if not 1 <= start <= stop <= last:
         raise ValueError(f"ticks {start} to {stop} are not within the match (1 to {last})")
     rate = replay.tick_rate
-    fps = min(rate, 30) if fps is None else fps
+    fps = default_fps(rate, stop - start + 1) if fps is None else fps
     if not 1 <= fps <= MAX_FPS:
         raise ValueError(f"fps {fps} is out of range; use 1 to {MAX_FPS}")
     players = {str(pid): name for pid, name in replay.players(stop).items()}

@@ -10,9 +10,11 @@ Task tree (structured concurrency: every task has an owner that awaits it)::
         ├── slot 0..N-1               each runs one match after another
         │   └── Match.run             the tick loop; its TaskGroup owns
         │       └── Session.run       one task per player (and per spectator)
-        └── admission tasks           a new connection until its hello
+        └── admission tasks           a new connection until its hello; for a spectator
+            └── Rebroadcast.run       of a match that is over, its stream from the log
+                └── Session.run       (server.rebroadcast)
 
-Beside them, when asked, the HTTP side (``server.http``: health, metrics).
+Beside them, when asked, the HTTP side (``server.http``: health, metrics, /replays).
 Shutdown is :meth:`Server.stop`: matches end after their current tick and tell
 their players why; pending connections are closed; the writer commits what is
 queued; then the endpoint closes.
@@ -37,15 +39,18 @@ from pathlib import Path
 
 from aioquic.quic.configuration import QuicConfiguration
 
+from tickline.replays.reader import LogReader, MatchNotFound
+from tickline.replays.replay import Replay
 from tickline.server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
 from tickline.server.fastpath import FastPath
 from tickline.server.gcpacing import GcPacer
 from tickline.server.http import Metrics, start_http
 from tickline.server.match import Match, MatchSettings, rules_for
+from tickline.server.rebroadcast import Rebroadcast
 from tickline.server.session import Channel, Departure, Session, SessionClosed
 from tickline.server.tls import ensure_certificate
 from tickline.server.transport import server_configuration, start_endpoint
-from tickline.shared.games import UnknownGame
+from tickline.shared.games import GameNotInstalled, UnknownGame
 from tickline.shared.logformat import Divergence, UnsupportedLogUrl, check_log_url
 from tickline.shared.protocol import ALPN
 
@@ -166,6 +171,7 @@ class Server:
         self._stopping = asyncio.Event()
         self._games: asyncio.TaskGroup | None = None
         self._admitting: set[Session] = set()
+        self._streams: set[Rebroadcast] = set()  # recorded matches streamed to spectators
 
     @property
     def stopping(self) -> bool:
@@ -181,6 +187,8 @@ class Server:
             match.stop()
         for session in list(self._admitting):
             session.close("server shutting down")
+        for stream in list(self._streams):
+            stream.stop()
 
     async def run(self, on_ready: Callable[[], None] | None = None) -> None:
         """Serve until :meth:`stop`; ``on_ready`` is called once players can join."""
@@ -352,21 +360,45 @@ class Server:
             session.fail("unknown or expired reconnect token; join again without one")
             self._count_kick()
 
-    def _spectate(self, session: Session, prefix: str, follow: int) -> None:
-        """A spectator: seat it in the match its hello names, or say plainly why not."""
+    async def _spectate(self, session: Session, prefix: str, follow: int) -> None:
+        """A spectator: seat it in the running match its hello names, or stream it the match
+        from the event log when it is over; or say plainly why not."""
         found = [m for m in self.matches if m.match_id.startswith(prefix)]
-        if len(found) == 1:
+        if len(found) == 1 and not found[0].rules.is_over(found[0].state):
             match = found[0]
             why = match.can_spectate(follow)
             if not why:
                 match.spectate(session, follow)
                 return
-        elif found:
+        elif len(found) > 1:
             why = f"match id prefix {prefix} names {len(found)} matches; give more of the id"
         else:
-            why = f"no match {prefix} is running on this server; the lobby (/matches) lists those that are"
+            why = await self._rebroadcast(session, prefix, follow)
+            if not why:
+                return
         log.info("refused spectator from %s: %s", session.channel.peer, why)
         session.close(why)
+
+    async def _rebroadcast(self, session: Session, prefix: str, follow: int) -> str:
+        """Stream a recorded match to a spectator, as if live, until it ends; or why not."""
+        assert self.eventlog is not None
+        try:
+            # The server's own engine: not disposed here (the reader does not own it).
+            replay = await Replay.from_log(LogReader(self.eventlog.engine), prefix)
+        except MatchNotFound:
+            return f"no match {prefix} is running on this server or in its event log; /matches lists the running ones"
+        except GameNotInstalled as exc:
+            return str(exc)
+        stream = Rebroadcast(replay, session, follow)
+        why = stream.why_not()
+        if why:
+            return why
+        self._streams.add(stream)
+        try:
+            await stream.run(asyncio.get_running_loop().time)
+        finally:
+            self._streams.discard(stream)
+        return ""
 
     def _accept(self, channel: Channel) -> Session:
         """Called by the transport for each new connection: its session."""
@@ -395,7 +427,7 @@ class Server:
             self._resume(session, hello.token)
             return
         if hello.spectate:
-            self._spectate(session, hello.spectate, hello.follow)
+            await self._spectate(session, hello.spectate, hello.follow)
             return
         # A match that just ended is replaced within moments; wait that long.
         for _ in range(40):

@@ -119,6 +119,16 @@ class Receiver(Protocol):
         """Close the connection normally, telling the peer ``reason``."""
 
 
+class Watched(Protocol):
+    """What a session belongs to: a live match, or a recorded one streamed to a spectator."""
+
+    tick: int
+    rules: Rules
+
+    def leave(self, session: Session) -> None:
+        """The session's connection ended."""
+
+
 class SessionClosed(Exception):
     pass
 
@@ -141,7 +151,7 @@ class Session:
         self.name = ""
         self.caps: frozenset[str] = frozenset()
         self._packed = False  # deltas as packed datagrams (shared/protocol.py)
-        self.match: Match | None = None
+        self.match: Watched | None = None
         self._rules: Rules | None = None
         self._decoder = StreamDecoder()
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
@@ -290,8 +300,8 @@ class Session:
         self._rules = match.rules
         self.player_id = player_id
 
-    def watch(self, match: Match, follow: int) -> None:
-        """Join ``match`` as a spectator of ``follow`` (0: the whole match)."""
+    def watch(self, match: Watched, follow: int) -> None:
+        """Join ``match`` (live or recorded) as a spectator of ``follow`` (0: the whole match)."""
         self.match = match
         self._rules = match.rules
         self.spectating = True

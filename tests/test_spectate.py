@@ -19,7 +19,7 @@ from tests.support import tickline, until
 from tickline.bots.client import ClientError, GameClient
 from tickline.bots.swarm import run_swarm
 from tickline.replays.reader import LogReader
-from tickline.replays.verify import state_at
+from tickline.replays.replay import Replay
 from tickline.server.match import Match
 from tickline.shared.logformat import decode_payload
 from tickline.shared.protocol import PROTOCOL_VERSION, Delta, Hello, Input, Welcome, decode, encode, encode_stream
@@ -55,14 +55,15 @@ async def _assert_shown_as_the_replay_has_it(db_url: str, match_id: str, seen: S
     ticks = [tick for tick, *_ in seen.views]
     assert ticks == sorted(set(ticks))  # each tick once, in order
     async with await LogReader.open(db_url) as reader:
-        for tick, server_tick, match_tick, view in seen.views:
-            # The delay held: the view is `delay` ticks older than the server's tick when sent,
-            # and no newer than the match's tick minus the delay when it arrived.
-            assert server_tick - tick == delay, (tick, server_tick)
-            assert tick <= match_tick - delay, (tick, match_tick)
-            rules, state = await state_at(reader, match_id, tick)
-            expected = rules.spectator_view(state) if follow == 0 else rules.view(state, follow)
-            assert view == _as_sent(expected), f"tick {tick}"
+        replay = await Replay.from_log(reader, match_id)
+    for tick, server_tick, match_tick, view in seen.views:
+        # The delay held: the view is `delay` ticks older than the server's tick when sent,
+        # and no newer than the match's tick minus the delay when it arrived.
+        assert server_tick - tick == delay, (tick, server_tick)
+        assert tick <= match_tick - delay, (tick, match_tick)
+        state = replay.state_at(tick)
+        expected = replay.full_view(state) if follow == 0 else replay.view(state, follow)
+        assert view == _as_sent(expected), f"tick {tick}"
 
 
 async def test_spectators_watch_arena_behind_the_delay_and_see_what_the_replay_holds(start_server) -> None:
@@ -213,7 +214,7 @@ async def _metrics(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], f
 @pytest.mark.parametrize(
     ("prefix", "follow", "words"),
     [
-        ("0000", 0, "no match 0000 is running on this server"),
+        ("0000", 0, "no match 0000 is running on this server or in its event log"),
         (None, 9, "has no player 9 to follow"),
     ],
 )
@@ -248,7 +249,7 @@ async def test_tickline_spectate_of_no_such_match_is_one_line_and_exit_1(start_s
     srv = await start_server(game_config={"time_limit_s": 60})
     code, out, err = await tickline("spectate", f"127.0.0.1:{srv.port}", "--match", "abc", "--seconds", "5")
     assert code == 1 and not out
-    assert len(err.strip().splitlines()) == 1 and "no match abc is running on this server" in err
+    assert len(err.strip().splitlines()) == 1 and "no match abc is running on this server or in its event log" in err
 
 
 @pytest.mark.parametrize("value", ["-1", "-0.5", "nan", "301"])
@@ -272,3 +273,30 @@ async def test_old_clients_are_not_sent_the_new_fields_they_do_not_know() -> Non
         Welcome(1, 0, "m", "arena", 1, 60, 30, 5, spectator_delay=120),
     ):
         assert decode(encode(frame)) == frame
+
+
+async def test_a_recorded_match_streams_to_a_spectator_as_if_live(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 2})
+    report = await run_swarm("127.0.0.1", srv.port, 2, duration=15, cafile=srv.cert)
+    match_id = report["match_ids"][0]
+    await until(lambda: all(m.match_id != match_id for m in srv.server.matches))  # over, and replaced
+    whole, follower = Seen(), Seen()
+    async with (
+        GameClient.spectate("127.0.0.1", srv.port, match_id[:8], cafile=srv.cert) as watcher,
+        GameClient.spectate("127.0.0.1", srv.port, match_id, follow=1, cafile=srv.cert) as fan,
+    ):
+        assert watcher.spectating and watcher.match_id == match_id
+        assert watcher.welcome is not None and watcher.welcome.spectator_delay == 0 and watcher.welcome.tick == 0
+        # (the match's tick is the view's: nothing is held back of a match that is over)
+        watcher.on_view = lambda tick, view: whole.views.append((tick, watcher.server_tick, tick, view))
+        fan.on_view = lambda tick, view: follower.views.append((tick, fan.server_tick, tick, view))
+        with pytest.raises(ClientError, match="spectators cannot send inputs"):
+            fan.send_input({"mx": 1})
+        await asyncio.wait_for(watcher.closed.wait(), 15)
+        await asyncio.wait_for(fan.closed.wait(), 15)
+        assert watcher.close_reason == fan.close_reason == "recorded match over"
+        assert [e.kind for e in watcher.events] == ["over"]
+    await srv.stop()
+    assert whole.views[-1][0] == 2 * 60  # to the last tick
+    await _assert_shown_as_the_replay_has_it(srv.db_url, match_id, whole, 0, 0)
+    await _assert_shown_as_the_replay_has_it(srv.db_url, match_id, follower, 1, 0)

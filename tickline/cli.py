@@ -6,7 +6,7 @@
     tickline demo     all of the above, end to end, on this machine
     tickline capacity how many players one server process holds on this machine
     tickline play     play arena in a window (pygame)
-    tickline spectate watch a live match, behind it by the server's spectator delay; one JSON line per view
+    tickline spectate watch a match (live: behind it by the server's spectator delay); one JSON line per view
     tickline new game write a package for a new game; tickline game list|doc: the installed ones
 
 Bad arguments and bad configuration end with one line on stderr that says what
