@@ -78,6 +78,14 @@
     if (!memo) memos.set(stream, (memo = new Map()));
     if (memo.has(i)) return memo.get(i);
     const frames = data.streams[stream];
+    if (stream !== "full") {
+      // A player's frame is its difference from the whole map's view at the same sample.
+      const frame = frames[i];
+      const view = frame === 0 ? viewAt("full", i) : applyDelta(viewAt("full", i), frame);
+      memo.set(i, view);
+      if (memo.size > MEMO_LIMIT) memo.delete(memo.keys().next().value);
+      return view;
+    }
     const every = data.keyframe_every;
     let j = i - (i % every);
     let view = null;

@@ -2,9 +2,10 @@
 
 This module owns the page's data and its assembly. The data is what each player
 was shown, and the whole map, at sampled ticks (at most ``fps`` a second):
-every stream a whole view once a second, for seeking, and between those the
-delta from the sample before (``shared/delta.py``'s format), or ``0`` where a
-player's view is the whole map's. With the view schema (draw hints, units,
+the whole map's stream holds a whole view every 5 seconds, for seeking, and
+between those the delta from the sample before (``shared/delta.py``'s format);
+each player's stream holds, per sample, the delta from the whole map's view at
+that sample to the player's, or ``0`` where they are equal. With the view schema (draw hints, units,
 interpolated fields), the players, the timeline's marks and the game's draw
 hook, it is JSON, gzip'd and base64'd into the page, which decompresses it
 with the browser's own ``DecompressionStream``. The page's HTML and script are
@@ -32,7 +33,7 @@ from tickline.replays.replay import Replay
 from tickline.shared.delta import diff
 from tickline.shared.schema import View
 
-FORMAT = 1  # the embedded data's layout; player.js reads this version
+FORMAT = 2  # the embedded data's layout; player.js reads this version
 MAX_FPS = 1000
 _DATA = re.compile(r'<script type="application/octet-stream" id="tickline-data">([A-Za-z0-9+/=]*)</script>')
 _SLOT = re.compile(r"\{\{(title|data|script)\}\}")
@@ -62,6 +63,7 @@ def render_html(
 # match is sampled more sparsely (and interpolated), down to 10 a second, so that a
 # 30-minute match's page stays a few tens of MB rather than a hundred.
 SAMPLED_S = 600
+KEYFRAME_S = 5
 MIN_DEFAULT_FPS = 10
 
 
@@ -91,7 +93,9 @@ def page_data(
         raise ValueError(f"player {follow} is not in this match; its players are {', '.join(players) or 'none'}")
 
     every = -(-rate // fps)  # ticks per sample, rounded up: at most fps samples a second
-    keyframe_every = max(1, round(rate / every))  # samples per second: a whole view each second
+    # A whole view every KEYFRAME_S seconds of samples: seeking applies at most that many
+    # deltas in the page (a few milliseconds), and whole views were most of a long match's bytes.
+    keyframe_every = max(1, round(KEYFRAME_S * rate / every))
     sampled = list(range(start, stop + 1, every))
     if sampled[-1] != stop:
         sampled.append(stop)
@@ -112,12 +116,10 @@ def page_data(
         _add(streams["full"], before, "full", full, whole)
         for pid in players:
             view = replay.view(frame.state, int(pid))
-            if view == full:
-                # Seen as the whole map (no fog, or not yet joined): said in one byte.
-                streams[pid].append(0)
-                before[pid] = view
-            else:
-                _add(streams[pid], before, pid, view, whole)
+            # A player's view is told as its difference from the whole map's at the same sample
+            # (fog: mostly entities removed; arena's views share the entity dicts, so the diff
+            # skips them by identity), or 0 where they are equal (no fog, not yet joined).
+            streams[pid].append(0 if view == full else diff(full, view))
 
     header = replay.header
     return {

@@ -376,7 +376,7 @@ async def test_the_page_is_one_file_holding_every_view_as_keyframes_and_deltas(a
     assert "http://" not in page and "https://" not in page and "@import" not in page
     data = read_data(page)
     assert data["ticks"] == [*range(1, ARENA_TICKS, 2), ARENA_TICKS]  # every other tick, and the last
-    assert data["keyframe_every"] == 30  # 60 Hz sampled at 30 a second: a whole view every second
+    assert data["keyframe_every"] == 150  # 60 Hz sampled at 30 a second: a whole view every 5 seconds
     assert data["players"] == {str(pid): name for pid, name in NAMES.items()}
     assert data["schema"]["world"] == [1000, 1000] and data["schema"]["tables"]["players"]["draw"]["label"] == "name"
 
@@ -393,6 +393,9 @@ async def test_the_page_is_one_file_holding_every_view_as_keyframes_and_deltas(a
             f = frames[i]
             if f == 0:
                 views[stream] = full
+            elif stream != "full":  # a player's view: its difference from the whole map's
+                assert set(f) <= {"s", "n", "u", "r"}
+                views[stream] = apply(views["full"], f)
             elif i % data["keyframe_every"] == 0:
                 views[stream] = f
             else:
