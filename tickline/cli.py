@@ -684,11 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="send every client full snapshots instead of deltas (a baseline for benchmarks)",
     )
     serve.add_argument(
+        "--http-port",
         "--metrics-port",
+        dest="metrics_port",
         type=int,
         metavar="PORT",
-        help="serve /healthz, Prometheus /metrics and the match list /matches over HTTP on "
-        "--host:PORT; 0 picks a free port (default: off)",
+        help="serve HTTP on --host:PORT: /healthz, Prometheus /metrics, the match list /matches and the "
+        "log's replays /replays; 0 picks a free port (default: off; --metrics-port is the same flag)",
     )
     serve.add_argument(
         "--no-fastpath", action="store_true", help="keep every datagram on QUIC; do not offer clients the fast path"
