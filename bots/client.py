@@ -12,6 +12,11 @@ When no fast-path packet arrives for ``FALLBACK_S`` the client goes back to
 QUIC datagrams by itself, and the server follows. ``client.world`` (a
 :class:`bots.world.ClientWorld`) holds the newest view and does the acks.
 
+Where UDP cannot go, ``transport="websocket"`` (with the server's ``http_port``)
+carries the same frames on a WebSocket to the server's HTTP side (server/websocket.py):
+each message a kind byte and a control-stream chunk or a datagram; no fast path
+there. ``client.transport`` says which one a client uses.
+
 A spectator (``GameClient.spectate``) is the same client that never sends
 inputs: it acknowledges each view it applies with an input datagram that
 carries only the ack, so that the server can send it deltas; its views are
@@ -23,11 +28,12 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, Literal, Protocol, cast
 
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -47,9 +53,13 @@ from tickline.shared.protocol import (
     ALPN,
     DEFLATE,
     MAX_INPUT_TICKS,
+    MAX_STREAM_FRAME,
     PACKED_DELTA,
     PROTOCOL_VERSION,
     QUIC_PACKET_SIZE,
+    WEBSOCKET_PATH,
+    WS_CONTROL,
+    WS_DATAGRAM,
     Bye,
     Delta,
     Event,
@@ -64,6 +74,9 @@ from tickline.shared.protocol import (
     encode_stream,
     split_packed_delta,
 )
+
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class ClientError(Exception):
@@ -201,12 +214,228 @@ class _Protocol(ClientProtocol):
             client._on_closed(event.reason_phrase or f"connection closed (code {event.error_code})")
 
 
+Transport = Literal["quic", "websocket"]
+# A WebSocket close frame's reason is at most 123 bytes (RFC 6455 5.5).
+_MAX_WS_REASON = 123
+# Seconds a WebSocket close waits for the server's close frame.
+_WS_CLOSE_S = 2.0
+
+
+class _Wire(Protocol):
+    """How a client's frames travel: what GameClient asks of a transport."""
+
+    transport: Transport
+
+    def attach(self, client: GameClient) -> None:
+        """From now on, what arrives goes to ``client``."""
+
+    def send_stream(self, data: bytes) -> None:
+        """Bytes for the control stream (length-prefixed frames)."""
+
+    def send_datagram(self, body: bytes) -> None:
+        """One datagram frame."""
+
+    def close(self, reason: str, error: bool = False) -> None:
+        """Close the connection, telling the server ``reason``."""
+
+
+class _QuicWire:
+    """A QUIC connection: the control stream is the client's first bidirectional stream."""
+
+    transport: Transport = "quic"
+
+    def __init__(self, protocol: _Protocol) -> None:
+        self.protocol = protocol
+        self.quic = protocol._quic
+        self._stream_id = self.quic.get_next_available_stream_id()
+
+    def attach(self, client: GameClient) -> None:
+        self.protocol.client = client
+
+    def send_stream(self, data: bytes) -> None:
+        self.quic.send_stream_data(self._stream_id, data)
+        self.protocol.transmit()
+
+    def send_datagram(self, body: bytes) -> None:
+        self.quic.send_datagram_frame(body)
+        self.protocol.transmit()
+
+    def close(self, reason: str, error: bool = False) -> None:
+        self.protocol.close(error_code=1 if error else 0, reason_phrase=reason[:200])
+
+    def ping(self) -> None:
+        self.quic.send_ping(0)
+        self.protocol.transmit()
+
+    def send_udp(self, packet: bytes, addr: Any = None) -> None:
+        """One fast-path packet from our QUIC socket, to ``addr`` (default: the server's)."""
+        transport = self.protocol.udp
+        # The server's address as QUIC knows it: aioquic keeps it only in its connection's
+        # private _network_paths (the current path first) and has no public accessor.
+        paths = self.quic._network_paths
+        if transport is not None and (addr is not None or paths):
+            transport.sendto(packet, addr if addr is not None else paths[0].addr)
+
+
+class _WebSocketWire:
+    """A WebSocket to the server's HTTP side: each binary message is a kind byte and a
+    control-stream chunk or one datagram (server/websocket.py). Sends are queued and a
+    writer task sends them in order; :meth:`run` is that task's owner."""
+
+    transport: Transport = "websocket"
+
+    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
+        self._ws = ws
+        self._client: GameClient | None = None
+        self._out: deque[bytes] = deque()
+        self._wake = asyncio.Event()
+        self._close: tuple[int, bytes] | None = None
+        self._ended: str | None = None  # why the WebSocket closed, once it has
+
+    def attach(self, client: GameClient) -> None:
+        self._client = client
+        if self._ended is not None:  # the server closed it before we said hello
+            client._on_closed(self._ended)
+
+    def send_stream(self, data: bytes) -> None:
+        self._queue(WS_CONTROL + data)
+
+    def send_datagram(self, body: bytes) -> None:
+        self._queue(WS_DATAGRAM + body)
+
+    def close(self, reason: str, error: bool = False) -> None:
+        if self._close is None:
+            cut = reason.encode()[:_MAX_WS_REASON].decode(errors="ignore").encode()
+            self._close = (1008 if error else 1000, cut)
+            self._wake.set()
+
+    def _queue(self, message: bytes) -> None:
+        if self._close is None and self._ended is None:
+            self._out.append(message)
+            self._wake.set()
+
+    async def run(self) -> None:
+        """Read into the client and send what it queued, until the WebSocket closes."""
+        reason = "connection lost"
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._write())
+                try:
+                    reason = await self._read()
+                finally:
+                    self._ended = reason
+                    self._wake.set()
+        finally:
+            if self._client is not None:
+                self._client._on_closed(reason)
+
+    async def _read(self) -> str:
+        import aiohttp
+
+        ws = self._ws
+        while True:
+            msg = await ws.receive()
+            client = self._client
+            if msg.type is aiohttp.WSMsgType.CLOSE:
+                return msg.extra or f"connection closed (code {msg.data})"
+            if msg.type is aiohttp.WSMsgType.ERROR:
+                return f"connection lost ({msg.data})"
+            if msg.type in (aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.CLOSED):
+                return "connection closed"
+            if client is None:
+                continue  # (the server sends nothing before our hello)
+            data = msg.data if msg.type is aiohttp.WSMsgType.BINARY else b""
+            if data[:1] == WS_CONTROL:
+                client._on_stream(data[1:])
+            elif data[:1] == WS_DATAGRAM:
+                client._on_datagram(data[1:])
+            else:
+                client._fail(f"bad message from server: {msg.type.name.lower()} message of kind {data[:1].hex()!r}")
+
+    async def _write(self) -> None:
+        ws = self._ws
+        try:
+            while True:
+                self._wake.clear()
+                while self._out:
+                    await ws.send_bytes(self._out.popleft())
+                if self._close is not None:
+                    code, reason = self._close
+                    await ws.close(code=code, message=reason)
+                    return
+                if self._ended is not None:
+                    return
+                await self._wake.wait()
+        except ConnectionResetError:
+            return  # the server went away; the read side says so
+
+
+@asynccontextmanager
+async def _quic_wire(
+    host: str, port: int, *, cafile: Path | str | None, timeout: float, local_host: str | None
+) -> AsyncIterator[_QuicWire]:
+    """A QUIC connection to ``host:port``, closed on exit."""
+    config = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[ALPN],
+        max_datagram_frame_size=65536,
+        max_datagram_size=QUIC_PACKET_SIZE,
+        idle_timeout=15.0,
+    )
+    if cafile is not None:
+        config.load_verify_locations(cafile=str(cafile))
+    else:
+        config.verify_mode = ssl.CERT_NONE
+    try:
+        async with asyncio.timeout(timeout):
+            connection = quic_connect(
+                host, port, configuration=config, create_protocol=_Protocol, local_host=local_host
+            )
+            protocol = await connection.__aenter__()
+    except (TimeoutError, ConnectionError, OSError) as exc:
+        raise ClientError(f"cannot connect to {host}:{port}: {str(exc) or 'timed out'}") from None
+    try:
+        yield _QuicWire(protocol)
+    finally:
+        await connection.__aexit__(None, None, None)
+
+
+@asynccontextmanager
+async def _websocket_wire(
+    host: str, port: int, *, timeout: float, local_host: str | None
+) -> AsyncIterator[_WebSocketWire]:
+    """A WebSocket to ``ws://host:port/ws``, closed on exit (a goodbye queued before goes first)."""
+    import aiohttp
+    from yarl import URL
+
+    url = URL.build(scheme="ws", host=host, port=port, path=WEBSOCKET_PATH)
+    connector = aiohttp.TCPConnector(local_addr=(local_host, 0) if local_host else None)
+    async with aiohttp.ClientSession(connector=connector) as http:
+        try:
+            async with asyncio.timeout(timeout):
+                ws = await http.ws_connect(
+                    url,
+                    max_msg_size=1 + 4 + MAX_STREAM_FRAME,  # a kind byte and the largest control frame
+                    timeout=aiohttp.ClientWSTimeout(ws_close=_WS_CLOSE_S),
+                )
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+            raise ClientError(f"cannot connect to {url}: {str(exc) or 'timed out'}") from None
+        wire = _WebSocketWire(ws)
+        running = asyncio.create_task(wire.run(), name=f"websocket {url}")
+        try:
+            yield wire
+        finally:
+            wire.close("client done")
+            await running  # ends once the close is done: within _WS_CLOSE_S of a silent server
+
+
 class GameClient:
-    def __init__(self, protocol: _Protocol, name: str, world: ClientWorld | None = None) -> None:
-        self._protocol = protocol
-        self._quic = protocol._quic
+    def __init__(self, wire: _Wire, name: str, world: ClientWorld | None = None) -> None:
+        self._wire = wire
+        # The fast path runs beside QUIC only.
+        self._quic = wire if isinstance(wire, _QuicWire) else None
+        self.transport: Transport = wire.transport
         self.name = name
-        self._stream_id = self._quic.get_next_available_stream_id()
         self._decoder = StreamDecoder()
         self._welcome: asyncio.Future[Welcome] = asyncio.get_running_loop().create_future()
         self._updated = asyncio.Event()
@@ -228,7 +457,7 @@ class GameClient:
         self.fast_state = "none"  # none | trying | on | off
         self._fast_heard_at = 0.0
         self._quic_sent_at = 0.0
-        protocol.client = self
+        wire.attach(self)
 
     # ------------------------------------------------------------ connect
 
@@ -244,6 +473,8 @@ class GameClient:
         token: str = "",
         world: ClientWorld | None = None,
         options: ClientOptions = ClientOptions(),
+        transport: Transport = "quic",
+        http_port: int | None = None,
     ) -> AbstractAsyncContextManager[GameClient]:
         """Connect, say hello, and yield once welcomed; leave politely on exit.
 
@@ -253,9 +484,21 @@ class GameClient:
         earlier welcome (and that client's ``world`` to keep its input
         numbering); the server gives the same player back. ``options`` says
         whether to take the fast path and how often to send inputs.
+        ``transport="websocket"`` connects to ``ws://host:http_port/ws`` (the
+        server's HTTP port) instead of QUIC on ``port``.
         """
         hello = Hello(version=PROTOCOL_VERSION, name=name, token=token)
-        return cls._open(host, port, hello, cafile=cafile, timeout=timeout, world=world, options=options)
+        return cls._open(
+            host,
+            port,
+            hello,
+            cafile=cafile,
+            timeout=timeout,
+            world=world,
+            options=options,
+            transport=transport,
+            http_port=http_port,
+        )
 
     @classmethod
     def spectate(
@@ -269,6 +512,8 @@ class GameClient:
         cafile: Path | str | None = None,
         timeout: float = 10.0,
         options: ClientOptions = ClientOptions(),
+        transport: Transport = "quic",
+        http_port: int | None = None,
     ) -> AbstractAsyncContextManager[GameClient]:
         """Watch match ``match_id`` (or the one match whose id starts with it) as a spectator,
         and yield once welcomed; leave politely on exit.
@@ -280,9 +525,20 @@ class GameClient:
         server's tick when the newest view was sent. The client never sends
         inputs (``send_input`` raises). A match the server does not run, or a
         player it does not have, raises :class:`ClientError` with the server's reason.
+        ``transport`` and ``http_port`` are as for :meth:`connect`.
         """
         hello = Hello(version=PROTOCOL_VERSION, name=name, spectate=match_id, follow=follow)
-        return cls._open(host, port, hello, cafile=cafile, timeout=timeout, world=None, options=options)
+        return cls._open(
+            host,
+            port,
+            hello,
+            cafile=cafile,
+            timeout=timeout,
+            world=None,
+            options=options,
+            transport=transport,
+            http_port=http_port,
+        )
 
     @classmethod
     @asynccontextmanager
@@ -296,30 +552,23 @@ class GameClient:
         timeout: float,
         world: ClientWorld | None,
         options: ClientOptions,
+        transport: Transport,
+        http_port: int | None,
     ) -> AsyncIterator[GameClient]:
-        config = QuicConfiguration(
-            is_client=True,
-            alpn_protocols=[ALPN],
-            max_datagram_frame_size=65536,
-            max_datagram_size=QUIC_PACKET_SIZE,
-            idle_timeout=15.0,
-        )
-        if cafile is not None:
-            config.load_verify_locations(cafile=str(cafile))
+        opening: AbstractAsyncContextManager[_Wire]
+        if transport == "quic":
+            opening = _quic_wire(host, port, cafile=cafile, timeout=timeout, local_host=options.local_host)
+        elif transport == "websocket":
+            if http_port is None:
+                raise ValueError("transport='websocket' needs http_port: the server's HTTP port (serve --metrics-port)")
+            port = http_port
+            opening = _websocket_wire(host, port, timeout=timeout, local_host=options.local_host)
         else:
-            config.verify_mode = ssl.CERT_NONE
-        try:
-            async with asyncio.timeout(timeout):
-                connection = quic_connect(
-                    host, port, configuration=config, create_protocol=_Protocol, local_host=options.local_host
-                )
-                protocol = await connection.__aenter__()
-        except (TimeoutError, ConnectionError, OSError) as exc:
-            raise ClientError(f"cannot connect to {host}:{port}: {str(exc) or 'timed out'}") from None
-        try:
-            client = cls(protocol, hello.name, world)
+            raise ValueError(f"transport must be 'quic' or 'websocket', not {transport!r}")
+        async with opening as wire:
+            client = cls(wire, hello.name, world)
             client.options = options
-            hello.caps = [DEFLATE] + ([fastpath.CAPABILITY] if options.fast else [])
+            hello.caps = [DEFLATE] + ([fastpath.CAPABILITY] if options.fast and client._quic is not None else [])
             client._send_stream(hello)
             try:
                 async with asyncio.timeout(timeout):
@@ -332,8 +581,6 @@ class GameClient:
                 # Give the goodbye a moment to reach the server before the close
                 # frame does, so the server knows we left rather than dropped.
                 await asyncio.sleep(0.01)
-        finally:
-            await connection.__aexit__(None, None, None)
 
     # ------------------------------------------------------------ playing
 
@@ -397,15 +644,14 @@ class GameClient:
             return
         body = encode(self.world.input_frame())
         now = self._loop.time()
-        if self._fast is not None and self._fast_usable(now):
+        quic = self._quic
+        if self._fast is not None and quic is not None and self._fast_usable(now):
             self._send_udp(self._fast[0].seal(fastpath.DATA, body))
             if now - self._quic_sent_at >= KEEPALIVE_S:
-                self._quic.send_ping(0)
-                self._protocol.transmit()
+                quic.ping()
                 self._quic_sent_at = now
         else:
-            self._quic.send_datagram_frame(body)
-            self._protocol.transmit()
+            self._wire.send_datagram(body)
             self._quic_sent_at = now
         self.stats.bytes_up += len(body)
         self._unsent = 0
@@ -430,12 +676,8 @@ class GameClient:
 
     def _send_udp(self, packet: bytes, addr: Any = None) -> None:
         """One fast-path packet from our QUIC socket, to ``addr`` (default: the server's)."""
-        transport = self._protocol.udp
-        # The server's address as QUIC knows it: aioquic keeps it only in its connection's
-        # private _network_paths (the current path first) and has no public accessor.
-        paths = self._quic._network_paths
-        if transport is not None and (addr is not None or paths):
-            transport.sendto(packet, addr if addr is not None else paths[0].addr)
+        if self._quic is not None:
+            self._quic.send_udp(packet, addr)
 
     async def wait_update(self, timeout: float | None = None) -> bool:
         """Wait for the next applied delta; False on timeout or when the connection ends."""
@@ -452,14 +694,17 @@ class GameClient:
 
         QUIC moves the connection (with a fresh connection id), the fast path
         its route; the server validates the new address and the session goes on."""
-        old = self._protocol.udp
+        if self._quic is None:
+            raise ClientError("rebind moves a QUIC connection to a new UDP port; this client is on a WebSocket")
+        protocol = self._quic.protocol
+        old = protocol.udp
         sock = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)
         sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
         sock.bind(("::", 0, 0, 0))
-        await self._loop.create_datagram_endpoint(lambda: self._protocol, sock=sock)
+        await self._loop.create_datagram_endpoint(lambda: protocol, sock=sock)
         if old is not None:
             old.close()
-        self._protocol.change_connection_id()
+        protocol.change_connection_id()
         # Tell the server where we are now: on the fast path it answers with a
         # challenge to the new address, and moves our deltas once we reply.
         self.flush_inputs(always=True)
@@ -476,21 +721,20 @@ class GameClient:
         """Drop the connection without a goodbye, as a crash or a dead network
         would: the server keeps the player's place for its grace period."""
         if not self.closed.is_set():
-            self._protocol.close(error_code=0, reason_phrase="client gone")
+            self._wire.close("client gone")
             self._on_closed("client gone")
 
     def close(self, reason: str = "client done") -> None:
         if not self.closed.is_set():
             self._send_stream(Bye(reason=reason))
-            self._protocol.close(reason_phrase=reason)
+            self._wire.close(reason)
 
     # ------------------------------------------------------------ from the connection
 
     def _send_stream(self, frame: Frame) -> None:
         data = encode_stream(frame)
         self.stats.bytes_up += len(data)
-        self._quic.send_stream_data(self._stream_id, data)
-        self._protocol.transmit()
+        self._wire.send_stream(data)
 
     def _on_stream(self, data: bytes) -> None:
         self.stats.bytes_down += len(data)
@@ -511,7 +755,7 @@ class GameClient:
             elif isinstance(frame, Bye):
                 # The server is done with us and says why: close our end.
                 self.close_reason = frame.reason
-                self._protocol.close(reason_phrase="bye")
+                self._wire.close("bye")
                 self._on_closed(frame.reason)
 
     def _take_keys(self, frame: FastPath) -> None:
@@ -525,7 +769,7 @@ class GameClient:
         self._fast_heard_at = 0.0
 
     def _on_fast(self, packet: bytes, addr: Any) -> None:
-        if self._fast is None:
+        if self._fast is None or self._quic is None:
             return
         try:
             kind, payload = self._fast[1].open(packet)
@@ -590,7 +834,7 @@ class GameClient:
 
     def _fail(self, reason: str) -> None:
         self.close_reason = reason
-        self._protocol.close(error_code=1, reason_phrase=reason[:200])
+        self._wire.close(reason, error=True)
 
     def _on_closed(self, reason: str) -> None:
         if not self.closed.is_set():

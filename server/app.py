@@ -5,6 +5,7 @@ Task tree (structured concurrency: every task has an owner that awaits it)::
     Server.run
     ├── EventLog.run                  the single writer task
     ├── GcPacer.run                   garbage collection between callbacks (server.gcpacing)
+    ├── Certificates.run              the TLS certificate's rotation (server.tls), without --cert
     └── games TaskGroup
         ├── resumed matches           those a crash interrupted, rebuilt from the log
         ├── slot 0..N-1               each runs one match after another
@@ -14,7 +15,9 @@ Task tree (structured concurrency: every task has an owner that awaits it)::
             └── Rebroadcast.run       of a match that is over, its stream from the log
                 └── Session.run       (server.rebroadcast)
 
-Beside them, when asked, the HTTP side (``server.http``: health, metrics, /replays).
+Beside them, when asked, the HTTP side (``server.http``: health, metrics, /replays, and
+the WebSocket fallback at /ws, ``server.websocket``, whose connections come in through
+:meth:`Server.accept` as QUIC's do).
 Shutdown is :meth:`Server.stop`: matches end after their current tick and tell
 their players why; pending connections are closed; the writer commits what is
 queued; then the endpoint closes.
@@ -35,6 +38,7 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 
 from aioquic.quic.configuration import QuicConfiguration
@@ -48,11 +52,12 @@ from tickline.server.http import Metrics, start_http
 from tickline.server.match import Match, MatchSettings, rules_for
 from tickline.server.rebroadcast import Rebroadcast
 from tickline.server.session import Channel, Departure, Session, SessionClosed
-from tickline.server.tls import ensure_certificate
-from tickline.server.transport import server_configuration, start_endpoint
+from tickline.server.tls import Certificates, certificate_sha256, utc_now
+from tickline.server.transport import Endpoint, server_configuration, start_endpoint
+from tickline.server.websocket import WebSockets
 from tickline.shared.games import GameNotInstalled, UnknownGame
 from tickline.shared.logformat import Divergence, UnsupportedLogUrl, check_log_url
-from tickline.shared.protocol import ALPN
+from tickline.shared.protocol import ALPN, H3_ALPN, WEBTRANSPORT_PATH
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.001
@@ -156,6 +161,9 @@ class Server:
         self.config = config
         self.port = 0
         self.cert_path: Path | None = None
+        # The certificates made under DATA_DIR/tls, rotated while the server runs (None with --cert).
+        self.certificates: Certificates | None = None
+        self._endpoint: Endpoint | None = None
         self.ready = asyncio.Event()
         self.matches: list[Match] = []
         self.matches_ended = 0
@@ -172,6 +180,8 @@ class Server:
         self._games: asyncio.TaskGroup | None = None
         self._admitting: set[Session] = set()
         self._streams: set[Rebroadcast] = set()  # recorded matches streamed to spectators
+        # /ws on the HTTP side; its pings find a dead WebSocket within QUIC's idle timeout.
+        self.websockets = WebSockets(self.accept, heartbeat_s=config.idle_timeout / 2)
 
     @property
     def stopping(self) -> bool:
@@ -211,20 +221,22 @@ class Server:
         log.info("stopped; event log committed (%d commits, %d ticks)", eventlog.commits, eventlog.rows)
 
     def _quic_configuration(self) -> QuicConfiguration:
-        """QUIC's settings with this server's certificate (made under DATA_DIR/tls when none is given)."""
+        """QUIC's settings with this server's certificate (made under DATA_DIR/tls, and rotated,
+        when none is given)."""
         cfg = self.config
         if cfg.cert is not None and cfg.key is not None:
             cert, key, where = cfg.cert, cfg.key, f"--cert {cfg.cert} / --key {cfg.key}"
         else:
             folder = cfg.data_dir / "tls"
             try:
-                cert, key, created = ensure_certificate(folder)
+                self.certificates = Certificates(folder)
             except ValueError as exc:
                 raise ConfigurationError(
                     f"{folder / 'cert.pem'} is not a PEM certificate ({_first_line(exc)}); "
                     f"remove {folder} to have a new one made, or pass --cert and --key"
                 ) from None
-            log.info("%s TLS certificate %s", "created" if created else "using", cert)
+            cert, key = self.certificates.cert_path, self.certificates.key_path
+            log.info("%s TLS certificate %s", "created" if self.certificates.created else "using", cert)
             where = f"{cert} / {key}"
         try:
             config = server_configuration(cert, key, cfg.idle_timeout)
@@ -232,6 +244,26 @@ class Server:
             raise ConfigurationError(f"cannot load the TLS certificate and key {where}: {_first_line(exc)}") from None
         self.cert_path = cert
         return config
+
+    def certificate_hashes(self) -> list[str]:
+        """Hex SHA-256 of the certificate new connections get and, while one is announced, of
+        its successor: what a browser passes as WebTransport's serverCertificateHashes."""
+        if self.certificates is not None:
+            return self.certificates.hashes()
+        return [certificate_sha256(self.cert_path)] if self.cert_path is not None else []
+
+    def check_certificates(self, now: datetime | None = None) -> None:
+        """Rotate the certificates as due at ``now`` (default: the wall clock); after a switch,
+        new connections get the new one. The rotation task calls this; so can a test."""
+        if self.certificates is not None and self.certificates.check(now or utc_now()):
+            self._use_certificate()
+
+    def _use_certificate(self) -> None:
+        if self._endpoint is not None and self.certificates is not None:
+            old = self._endpoint.configuration
+            self._endpoint.reconfigure(
+                server_configuration(self.certificates.cert_path, self.certificates.key_path, old.idle_timeout)
+            )
 
     async def _serve(
         self, eventlog: EventLog, quic_config: QuicConfiguration, started: float, on_ready: Callable[[], None] | None
@@ -247,7 +279,7 @@ class Server:
                     )
                 except OSError as exc:
                     raise _port_problem(exc, "--metrics-port", cfg.metrics_port) from None
-                log.info("HTTP on http://%s:%d/ (/healthz, /metrics, /replays)", cfg.host, self.metrics_port)
+                log.info("HTTP on http://%s:%d/ (/healthz, /metrics, /replays, /ws)", cfg.host, self.metrics_port)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
                 self.fastpath = FastPath() if cfg.fastpath else None
@@ -257,7 +289,11 @@ class Server:
                     )
                 except OSError as exc:
                     raise _port_problem(exc, "--port", cfg.port) from None
+                self._endpoint = endpoint
                 pacer: asyncio.Task[None] | None = None
+                rotation: asyncio.Task[None] | None = None
+                if self.certificates is not None:
+                    rotation = tg.create_task(self.certificates.run(self._use_certificate), name="tls-rotation")
                 try:
                     async with asyncio.TaskGroup() as games:
                         self._games = games
@@ -277,7 +313,14 @@ class Server:
                         # to the switch interval (5 ms by default) before the loop gets it
                         # back: that was the tick lateness tail at 90+ players.
                         sys.setswitchinterval(SWITCH_INTERVAL_S)
-                        log.info("listening on %s:%d (QUIC, ALPN %s)", cfg.host, self.port, ALPN)
+                        log.info(
+                            "listening on %s:%d (QUIC, ALPN %s; WebTransport, ALPN %s, at %s)",
+                            cfg.host,
+                            self.port,
+                            ALPN,
+                            H3_ALPN,
+                            WEBTRANSPORT_PATH,
+                        )
                         self.ready.set()
                         if on_ready is not None:
                             on_ready()
@@ -288,6 +331,8 @@ class Server:
                     self._games = None
                     if pacer is not None:
                         pacer.cancel()
+                    if rotation is not None:
+                        rotation.cancel()
                     eventlog.stop()
                     endpoint.close()
         finally:
@@ -399,6 +444,15 @@ class Server:
         finally:
             self._streams.discard(stream)
         return ""
+
+    def accept(self, channel: Channel) -> Session:
+        """A new connection from a transport beside the QUIC endpoint (the WebSocket fallback):
+        its session, admitted as QUIC's are; closed with the reason while the server starts."""
+        if not self.ready.is_set() and not self.stopping:
+            session = Session(channel)
+            session.close("server is starting; try again in a moment")
+            return session
+        return self._accept(channel)
 
     def _accept(self, channel: Channel) -> Session:
         """Called by the transport for each new connection: its session."""

@@ -1,10 +1,13 @@
 """The HTTP side: health and Prometheus metrics, served by aiohttp beside the QUIC endpoint.
 
-It is the control plane; no game traffic flows through it. ``/healthz``
+It is the control plane, and the door of the WebSocket fallback: ``/ws``
+(``server.websocket``) is the one route that carries game traffic. ``/healthz``
 answers 200 while the server can record play, 503 (with the reason) while
 its event log refuses writes or it is shutting down. ``/metrics`` is the
 Prometheus text format from a registry of this server's own, so that several
 servers in one process (tests, benchmarks) never share figures.
+``/cert-hashes`` lists the SHA-256 of the certificates a browser may pin for
+WebTransport on the QUIC port (server/tls.py rotates them).
 ``/replays`` lists the event log's matches and ``/replays/{match_id}`` plays one
 in the browser (``tickline.replays.player``): the page is rendered in a worker
 thread, one at a time, so the tick loops keep the event loop.
@@ -33,6 +36,7 @@ from tickline.replays.reader import LogReader, MatchNotFound, MatchSummary
 from tickline.replays.replay import Replay
 from tickline.shared.fastpath import DROP_REASONS
 from tickline.shared.games import UnknownGame
+from tickline.shared.protocol import WEBTRANSPORT_PATH
 
 if TYPE_CHECKING:
     from tickline.server.app import Server
@@ -181,6 +185,7 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "tickline_server_spectators", "Spectators watching any match", value=sum(f["spectators"] for f in live)
         )
+        yield from _transport_metrics(server)
 
         yield from _fastpath_metrics(server)
         log = server.eventlog
@@ -208,6 +213,26 @@ class _LiveCollector(Collector):
         for q in (50, 99):
             commit.add_metric([str(q / 100)], log.commit_seconds.percentile(q))
         yield commit
+
+
+def _transport_metrics(server: Server) -> Iterator[Metric]:
+    connections = GaugeMetricFamily(
+        "tickline_connections", "Players and spectators connected to a match, by transport", labels=["transport"]
+    )
+    counts = dict.fromkeys(("quic", "webtransport", "websocket"), 0)
+    for match in server.matches:
+        for session in [*match.sessions.values(), *match.spectators]:
+            # QUIC's channel (server/transport.py) predates the name; every other transport's has one.
+            transport = getattr(session.channel, "transport", "quic")
+            counts[transport] = counts.get(transport, 0) + 1
+    for transport, count in counts.items():
+        connections.add_metric([transport], count)
+    yield connections
+    yield CounterMetricFamily(
+        "tickline_websocket_datagrams_dropped",
+        "Datagram messages not sent to WebSocket clients that were behind (as UDP would drop them)",
+        value=server.websockets.datagrams_dropped,
+    )
 
 
 def _fastpath_metrics(server: Server) -> Iterator[Metric]:
@@ -348,13 +373,30 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
             ]
         )
 
+    async def cert_hashes(_request: web.Request) -> web.Response:
+        """What a page passes to WebTransport as serverCertificateHashes (docs/browsers.md):
+        the certificate new connections get and, while one is announced, its successor's."""
+        certs = server.certificates
+        hashes = (
+            certs.describe()
+            if certs is not None
+            else [{"algorithm": "sha-256", "value": h, "status": "current"} for h in server.certificate_hashes()]
+        )
+        # Any page may read them (they are public), and none should keep them: they rotate.
+        return web.json_response(
+            {"port": server.port, "path": WEBTRANSPORT_PATH, "hashes": hashes},
+            headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"},
+        )
+
     async def metrics_text(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain", charset="utf-8")
 
     app = web.Application()
+    server.websockets.add_to(app)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics_text)
     app.router.add_get("/matches", list_matches)
+    app.router.add_get("/cert-hashes", cert_hashes)
     if log_url is not None:
         pages = _ReplayPages(log_url)
         app.router.add_get("/replays", pages.index)

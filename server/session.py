@@ -1,8 +1,8 @@
 """One player's (or spectator's) connection as the match sees it, whatever carries its bytes.
 
-A :class:`Session` is fed by a :class:`Channel` (QUIC today; WebTransport later
-carries the same frames) through three callbacks: control-stream bytes,
-datagrams, and closure. It decodes and validates what arrives; it never
+A :class:`Session` is fed by a :class:`Channel` (native QUIC, or a browser's
+WebTransport session, carrying the same frames) through three callbacks:
+control-stream bytes, datagrams, and closure. It decodes and validates what arrives; it never
 touches the game state. Inputs wait in the session until the match drains them
 at the tick boundary; views go out as deltas against the newest tick this
 client acknowledged.

@@ -2,10 +2,15 @@
 
 Native clients negotiate the ``tickline/1`` ALPN. The first client-initiated
 bidirectional stream is the control stream (length-prefixed frames); DATAGRAM
-frames (RFC 9221) carry inputs and deltas. This module knows QUIC and nothing
-of matches: on each completed handshake it hands the connection, as a Channel,
-to ``accept``, which returns the :class:`~tickline.server.session.Receiver` (for
-the server, a new Session) that the connection's traffic goes to from then on.
+frames (RFC 9221) carry inputs and deltas. Browsers negotiate ``h3`` on the same
+port and speak WebTransport, which server/webtransport.py turns into a Channel
+of its own. This module knows QUIC and nothing of matches: on each completed
+handshake it hands the connection, as a Channel, to ``accept``, which returns
+the :class:`~tickline.server.session.Receiver` (for the server, a new Session)
+that the connection's traffic goes to from then on.
+
+The endpoint's configuration (its certificate) can be replaced while it runs:
+connections made from then on get the new one, those open keep theirs.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from aioquic.quic.events import (
     ConnectionTerminated,
     DatagramFrameReceived,
     HandshakeCompleted,
+    ProtocolNegotiated,
     QuicEvent,
     StreamDataReceived,
     StreamReset,
@@ -31,8 +37,9 @@ from aioquic.quic.events import (
 
 from tickline.server.fastpath import Address, FastPath, Route
 from tickline.server.session import Channel, Receiver
+from tickline.server.webtransport import WebTransportConnection
 from tickline.shared.fastpath import FastKeys, is_fastpath
-from tickline.shared.protocol import ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
+from tickline.shared.protocol import ALPN, H3_ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
 
 log = logging.getLogger(__name__)
 
@@ -44,7 +51,7 @@ CLOSE_PROTOCOL_ERROR = 1
 def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConfiguration:
     config = QuicConfiguration(
         is_client=False,
-        alpn_protocols=[ALPN],
+        alpn_protocols=[ALPN, H3_ALPN],
         # Without this on both ends, aioquic drops datagrams silently.
         max_datagram_frame_size=65536,
         max_datagram_size=QUIC_PACKET_SIZE,
@@ -75,6 +82,8 @@ class ServerConnection(QuicConnectionProtocol):
         self._control_stream: int | None = None
         self._fast = fast
         self._route: Route | None = None
+        # Set when the client negotiated h3: from then on its events are the WebTransport side's.
+        self._web: WebTransportConnection | None = None
         self.peer = "?"
 
     # Channel ------------------------------------------------------------------
@@ -115,6 +124,9 @@ class ServerConnection(QuicConnectionProtocol):
     # A Channel's close(reason, error) in place of aioquic's close(error_code, reason_phrase): the
     # only caller that passes nothing, aioquic's server at shutdown, gets a normal close either way.
     def close(self, reason: str = "", error: bool = False) -> None:  # type: ignore[override]
+        if self._web is not None:
+            self._web.close_now(reason, error)  # (only aioquic's server calls this one: shutting down)
+            return
         self._drop_route()
         super().close(
             error_code=CLOSE_PROTOCOL_ERROR if error else CLOSE_NORMAL,
@@ -124,6 +136,17 @@ class ServerConnection(QuicConnectionProtocol):
     # aioquic ------------------------------------------------------------------
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if self._web is not None:
+            self._web.quic_event_received(event)
+            return
+        if isinstance(event, ProtocolNegotiated) and event.alpn_protocol == H3_ALPN:
+            # Made as soon as the ALPN is known, as aioquic's own HTTP/3 server does: its SETTINGS go out early.
+            addr, _ = quic_peer(self._quic)
+            self.peer = f"{addr[0]}:{addr[1]}" if addr else "?"
+            self._web = WebTransportConnection(
+                self._quic, self._accept, transmit=self._transmit_soon, flush=self.transmit, peer=self.peer
+            )
+            return
         session = self._session
         if isinstance(event, HandshakeCompleted):
             addr, _ = quic_peer(self._quic)
@@ -156,6 +179,16 @@ class Endpoint(QuicServer):
     def __init__(self, *, fast: FastPath | None, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._fast = fast
+
+    @property
+    def configuration(self) -> QuicConfiguration:
+        return self._configuration
+
+    def reconfigure(self, configuration: QuicConfiguration) -> None:
+        """Connections made from now on get ``configuration`` (a new certificate); open ones
+        keep the one they were made with. aioquic's server keeps the configuration that it
+        gives each new QuicConnection in ``_configuration``, and has no setter."""
+        self._configuration = configuration
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)

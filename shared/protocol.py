@@ -31,6 +31,10 @@ import orjson
 PROTOCOL_VERSION = 1
 # Application protocol negotiated in the TLS handshake of native clients.
 ALPN = "tickline/1"
+# Browsers come in on the same UDP port over WebTransport (HTTP/3, ALPN "h3"):
+# an extended CONNECT to this path opens a session that carries the same frames.
+H3_ALPN = "h3"
+WEBTRANSPORT_PATH = "/tickline"
 
 # A control-stream frame larger than this is refused (a full snapshot of a big
 # match still fits with ample room).
@@ -43,6 +47,12 @@ QUIC_PACKET_SIZE = 1350
 # then blocks later datagrams (aioquic 1.7): anything bigger than this
 # goes on the reliable stream instead.
 MAX_DATAGRAM = QUIC_PACKET_SIZE - 100
+# The WebSocket fallback (on the HTTP port, at this path) carries both on one
+# WebSocket: each binary message is a kind byte, then a control-stream chunk
+# (length-prefixed frames, as a QUIC control stream carries them) or one datagram.
+WEBSOCKET_PATH = "/ws"
+WS_CONTROL = b"\x00"
+WS_DATAGRAM = b"\x01"
 
 _LENGTH = struct.Struct("!I")
 PACKED_DELTA = b"z"

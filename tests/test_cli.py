@@ -251,6 +251,9 @@ async def test_every_subcommand_has_help() -> None:
         ["new", "game", "--help"],
         ["game", "list", "--help"],
         ["game", "doc", "--help"],
+        ["types", "--help"],
+        ["spectate", "--help"],
+        *(["replay", command, "--help"] for command in ("info", "export", "import", "render", "clip")),
     ):
         code, out, _err = await tickline(*args)
         assert code == 0 and "usage: tickline" in out

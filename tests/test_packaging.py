@@ -36,6 +36,7 @@ def test_installing_tickline_adds_one_top_level_package_and_it_imports_whole(tmp
         "replays/verify.py",
         "replays/player.html",
         "replays/player.js",
+        "web/tickline-client.js",
         "cli.py",
         "py.typed",
     ):

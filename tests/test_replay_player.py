@@ -21,6 +21,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.browsers import chromium
 from tickline.replays.player import page_data, read_data, render_html
 from tickline.replays.reader import LogReader
 from tickline.replays.replay import Replay
@@ -32,8 +33,6 @@ from tickline.shared.logformat import MatchHeader
 from tickline.shared.schema import to_units
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = os.environ.get("TICKLINE_CHROMIUM", "/usr/bin/chromium")
-REQUIRE_BROWSER = "TICKLINE_REQUIRE_BROWSER"
 ARTIFACTS = "TICKLINE_ARTIFACTS"  # a folder: the screenshot is copied there too
 ARENA_MATCH = "a" * 32
 GOOFSPIEL_MATCH = "g" * 32
@@ -132,29 +131,11 @@ async def goofspiel(tmp_path: Path) -> Replay:
 # ---------------------------------------------------------------------- the browser
 
 
-def _no_browser(reason: str) -> None:
-    if os.environ.get(REQUIRE_BROWSER):
-        pytest.fail(f"{reason}; {REQUIRE_BROWSER} is set, so the browser tests must run")
-    pytest.skip(reason)
-
-
 @pytest.fixture
 async def browser() -> AsyncIterator[Any]:
     """Headless Chromium, the system's own (Playwright downloads no browser here)."""
-    if not Path(CHROMIUM).exists():
-        _no_browser(f"no Chromium at {CHROMIUM}: apt-get install chromium, or set TICKLINE_CHROMIUM")
-    try:
-        from playwright.async_api import async_playwright
-    except ImportError:
-        _no_browser("playwright is not installed: pip install -e '.[dev]'")
-    async with async_playwright() as playwright:
-        launched = await playwright.chromium.launch(
-            executable_path=CHROMIUM, args=["--no-sandbox", "--disable-dev-shm-usage"]
-        )
-        try:
-            yield launched
-        finally:
-            await launched.close()
+    async with chromium() as launched:
+        yield launched
 
 
 class Player:

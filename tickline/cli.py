@@ -8,6 +8,7 @@
     tickline play     play arena in a window (pygame)
     tickline spectate watch a match (live: behind it by the server's spectator delay); one JSON line per view
     tickline new game write a package for a new game; tickline game list|doc: the installed ones
+    tickline types    TypeScript types of a game's controls and views, for the web SDK
 
 Bad arguments and bad configuration end with one line on stderr that says what
 is wrong and what to do, and exit status 2; a failure at run time (database
@@ -152,6 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "host": args.host,
                 "port": server.port,
                 "cert": str(server.cert_path),
+                # What a browser pins (WebTransport's serverCertificateHashes): current first.
+                "cert_sha256": server.certificate_hashes(),
                 "db": server.config.database_url(),
                 "server_id": server.config.resolve_server_id(),
                 "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
@@ -557,6 +560,20 @@ def cmd_game_doc(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_types(args: argparse.Namespace) -> int:
+    from tickline.shared.games import load
+    from tickline.shared.typescript import typescript_types
+
+    rules = load(args.game)(_parse_settings(args.set))
+    text = typescript_types(rules.name, rules.version, rules.input_schema(), rules.view_schema())
+    if args.output in (None, "-"):
+        sys.stdout.write(text)
+    else:
+        _check_output(args.output, "-o")
+        Path(args.output).write_text(text, encoding="utf-8")
+    return 0
+
+
 def cmd_play(args: argparse.Namespace) -> int:
     from tickline.play import play
 
@@ -892,6 +909,16 @@ def build_parser() -> argparse.ArgumentParser:
     gdoc.add_argument("game", help="an installed game's name, or package.module:Class")
     gdoc.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a game config value")
     gdoc.set_defaults(func=cmd_game_doc)
+    types = sub.add_parser(
+        "types",
+        help="TypeScript types of a game's controls and views, from its declarations (for the web SDK)",
+        description="Write a TypeScript module with an interface for the game's controls and one for its "
+        "views (docs/web-sdk.md), generated from the game's declared schemas.",
+    )
+    types.add_argument("game", help="an installed game's name, or package.module:Class")
+    types.add_argument("-o", "--output", metavar="FILE.ts", help="the file to write (default: stdout)")
+    types.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a game config value")
+    types.set_defaults(func=cmd_types)
 
     from tickline.play import add_arguments as play_arguments
 
