@@ -475,6 +475,7 @@ class GameClient:
         options: ClientOptions = ClientOptions(),
         transport: Transport = "quic",
         http_port: int | None = None,
+        connect_token: str = "",
     ) -> AbstractAsyncContextManager[GameClient]:
         """Connect, say hello, and yield once welcomed; leave politely on exit.
 
@@ -485,9 +486,11 @@ class GameClient:
         numbering); the server gives the same player back. ``options`` says
         whether to take the fast path and how often to send inputs.
         ``transport="websocket"`` connects to ``ws://host:http_port/ws`` (the
-        server's HTTP port) instead of QUIC on ``port``.
+        server's HTTP port) instead of QUIC on ``port``. ``connect_token`` is one
+        from the server's lobby (``bots.lobby.fetch_connect_token``), which a server
+        that requires them seats by (its name and match win over ``name``).
         """
-        hello = Hello(version=PROTOCOL_VERSION, name=name, token=token)
+        hello = Hello(version=PROTOCOL_VERSION, name=name, token=token, connect_token=connect_token)
         return cls._open(
             host,
             port,
@@ -514,6 +517,7 @@ class GameClient:
         options: ClientOptions = ClientOptions(),
         transport: Transport = "quic",
         http_port: int | None = None,
+        connect_token: str = "",
     ) -> AbstractAsyncContextManager[GameClient]:
         """Watch match ``match_id`` (or the one match whose id starts with it) as a spectator,
         and yield once welcomed; leave politely on exit.
@@ -525,9 +529,11 @@ class GameClient:
         server's tick when the newest view was sent. The client never sends
         inputs (``send_input`` raises). A match the server does not run, or a
         player it does not have, raises :class:`ClientError` with the server's reason.
-        ``transport`` and ``http_port`` are as for :meth:`connect`.
+        ``transport``, ``http_port`` and ``connect_token`` are as for :meth:`connect`.
         """
-        hello = Hello(version=PROTOCOL_VERSION, name=name, spectate=match_id, follow=follow)
+        hello = Hello(
+            version=PROTOCOL_VERSION, name=name, spectate=match_id, follow=follow, connect_token=connect_token
+        )
         return cls._open(
             host,
             port,

@@ -51,6 +51,7 @@ class LoadConfig:
     plots_dir: Path | None = None
     progress: bool = True
     client: ClientOptions = field(default_factory=ClientOptions)  # fast path, input rate
+    tokens_url: str | None = None  # the server's HTTP side: each bot fetches a connect token there
     # The workers' event loop (a picklable factory such as uvloop.new_event_loop; None: asyncio's).
     loop_factory: Callable[[], asyncio.AbstractEventLoop] | None = None
 
@@ -94,6 +95,7 @@ async def _worker_main(
         behaviour=cfg["behaviour"],
         first_index=first,
         options=cfg["client"],
+        tokens_url=cfg["tokens_url"],
     )
     return await swarm.run(on_progress=lambda snap: out.put(("progress", index, snap)))
 
@@ -235,6 +237,7 @@ class LoadTest:
             "game": cfg.game,
             "client": cfg.client,
             "loop_factory": cfg.loop_factory,
+            "tokens_url": cfg.tokens_url,
         }
         share, extra = divmod(cfg.n, workers)
         start_at = time.time() + 1.0  # spawned interpreters need a moment to import

@@ -20,6 +20,7 @@ from typing import Any
 
 from tickline.bots.behaviours import DEFAULT, Behaviour, behaviours_for, make_behaviour, parse_mix, resolve
 from tickline.bots.client import ClientError, ClientOptions, ClientStats, GameClient
+from tickline.bots.lobby import fetch_connect_token
 from tickline.bots.world import ClientWorld, SharedViews
 from tickline.shared.games import UnknownGame, game_class
 
@@ -84,6 +85,7 @@ async def run_bot(
     result: BotResult | None = None,
     options: ClientOptions = ClientOptions(),
     views: SharedViews | None = None,
+    tokens_url: str | None = None,
 ) -> BotResult:
     """One bot: connect, play until ``duration`` passes or the server ends it.
 
@@ -93,7 +95,8 @@ async def run_bot(
     ``views``, shared by the bots of one process, decode each shared delta once.
     ``stall_s`` outlasts the server's 2 s goodbye grace plus a retransmission:
     on the fast path, QUIC carries little else, so a lost goodbye is resent
-    only when its timer fires.
+    only when its timer fires. With ``tokens_url`` (the server's HTTP side), each new
+    join brings a fresh connect token from its lobby (a reconnect needs none).
     """
     result = result or BotResult(behaviour=behaviour)
     token = ""
@@ -104,6 +107,9 @@ async def run_bot(
     give_up = 0.0
     while time.monotonic() < deadline:
         try:
+            connect_token = ""
+            if tokens_url and not token:
+                connect_token = (await fetch_connect_token(tokens_url, name))["token"]
             async with GameClient.connect(
                 host,
                 port,
@@ -113,6 +119,7 @@ async def run_bot(
                 world=world,
                 timeout=2.0 if token else 10.0,
                 options=options,
+                connect_token=connect_token,
             ) as client:
                 welcome = client.welcome
                 assert welcome is not None
@@ -201,6 +208,7 @@ class Swarm:
         behaviour: str = DEFAULT,
         first_index: int = 0,
         options: ClientOptions = ClientOptions(),
+        tokens_url: str | None = None,
     ) -> None:
         mix = parse_mix(behaviour)
         self.host, self.port, self.duration = host, port, duration
@@ -208,6 +216,7 @@ class Swarm:
         self.seed, self.reconnect_s, self.options = seed, reconnect_s, options
         self.results = [BotResult(behaviour=b) for b in behaviours_for(first_index, n, mix)]
         self.first_index = first_index
+        self.tokens_url = tokens_url  # the server's HTTP side, to fetch each bot a connect token
         self.started = time.monotonic()
         self.views = SharedViews()  # the bots of this swarm decode each shared delta once
 
@@ -229,6 +238,7 @@ class Swarm:
                 result=result,
                 options=self.options,
                 views=self.views,
+                tokens_url=self.tokens_url,
             )
 
         self.started = time.monotonic()
@@ -295,8 +305,10 @@ async def run_swarm(
     behaviour: str = DEFAULT,
     details: bool = False,
     options: ClientOptions = ClientOptions(),
+    tokens_url: str | None = None,
 ) -> dict[str, Any]:
-    """Run ``n`` bots at once (started ``ramp_s`` apart) and summarise them."""
+    """Run ``n`` bots at once (started ``ramp_s`` apart) and summarise them; with ``tokens_url``
+    (the server's HTTP side) each brings a connect token from its lobby."""
     swarm = Swarm(
         host,
         port,
@@ -309,6 +321,7 @@ async def run_swarm(
         reconnect_s=reconnect_s,
         behaviour=behaviour,
         options=options,
+        tokens_url=tokens_url,
     )
     results = await swarm.run()
     report = summarize(results)

@@ -18,6 +18,8 @@ Task tree (structured concurrency: every task has an owner that awaits it)::
 Beside them, when asked, the HTTP side (``server.http``: health, metrics, /replays, and
 the WebSocket fallback at /ws, ``server.websocket``, whose connections come in through
 :meth:`Server.accept` as QUIC's do).
+A new player or spectator may bring a connect token from the lobby (``POST /lobby/token``;
+shared/tokens.py); with ``require_tokens`` one must, and it says the match and the name.
 Shutdown is :meth:`Server.stop`: matches end after their current tick and tell
 their players why; pending connections are closed; the writer commits what is
 queued; then the endpoint closes.
@@ -52,12 +54,14 @@ from tickline.server.http import Metrics, start_http
 from tickline.server.match import Match, MatchSettings, rules_for
 from tickline.server.rebroadcast import Rebroadcast
 from tickline.server.session import Channel, Departure, Session, SessionClosed
-from tickline.server.tls import Certificates, certificate_sha256, utc_now
+from tickline.server.tls import Certificates, certificate_sha256, ensure_token_key, utc_now
 from tickline.server.transport import Endpoint, server_configuration, start_endpoint
 from tickline.server.websocket import WebSockets
+from tickline.shared import tokens
 from tickline.shared.games import GameNotInstalled, UnknownGame
 from tickline.shared.logformat import Divergence, UnsupportedLogUrl, check_log_url
-from tickline.shared.protocol import ALPN, H3_ALPN, WEBTRANSPORT_PATH
+from tickline.shared.protocol import ALPN, H3_ALPN, WEBTRANSPORT_PATH, Hello
+from tickline.shared.tokens import DEFAULT_TTL_S, UsedTokens
 
 log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.001
@@ -91,6 +95,11 @@ class ServerConfig:
     hello_timeout: float = 10.0
     idle_timeout: float = 15.0
     fastpath: bool = True  # offer native clients the fast path (server/fastpath.py)
+    # Connect tokens (shared/tokens.py): the key that signs them (default: DATA_DIR/tls/token.key,
+    # made on first start; a fleet shares one file), and whether a new player must bring one.
+    token_key: Path | None = None
+    require_tokens: bool = False
+    monitor_token: str = ""  # /monitor and /monitor.json want it (?token= or X-Monitor-Token); "": open
 
     def database_url(self) -> str:
         return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'tickline.db'}"
@@ -140,7 +149,7 @@ class ServerConfig:
             raise ConfigurationError("--keyframe-every and --grace cannot be negative")
         if (self.cert is None) != (self.key is None):
             raise ConfigurationError("--cert and --key go together; give both or neither")
-        for flag, path in (("--cert", self.cert), ("--key", self.key)):
+        for flag, path in (("--cert", self.cert), ("--key", self.key), ("--token-key", self.token_key)):
             if path is not None and not path.is_file():
                 raise ConfigurationError(f"{flag} {path}: no such file")
         if self.data_dir.exists() and not self.data_dir.is_dir():
@@ -176,6 +185,8 @@ class Server:
         self.recovery_s = 0.0
         self.eventlog: EventLog | None = None
         self.fastpath: FastPath | None = None
+        self.token_key = b""  # loaded by run()
+        self.used_tokens = UsedTokens()
         self._stopping = asyncio.Event()
         self._games: asyncio.TaskGroup | None = None
         self._admitting: set[Session] = set()
@@ -213,6 +224,7 @@ class Server:
         # host, the ports, the data folder's lock, the database, then the certificate.
         await _check_addresses(cfg.host, cfg.port, cfg.metrics_port)
         with _DataDirLock(cfg.data_dir, server_id):
+            self._load_token_key()
             eventlog = self.eventlog = await EventLog.open(cfg.database_url(), server_id, cfg.log)
             try:
                 await self._serve(eventlog, self._quic_configuration(), started, on_ready)
@@ -244,6 +256,30 @@ class Server:
             raise ConfigurationError(f"cannot load the TLS certificate and key {where}: {_first_line(exc)}") from None
         self.cert_path = cert
         return config
+
+    def _load_token_key(self) -> None:
+        cfg = self.config
+        path = cfg.token_key or cfg.data_dir / "tls" / "token.key"
+        try:
+            self.token_key, created = ensure_token_key(path)
+        except ValueError as exc:
+            raise ConfigurationError(f"{exc}; remove it to have a new one made, or pass another --token-key") from None
+        except OSError as exc:
+            raise ConfigurationError(f"cannot read or make the connect-token key {path}: {exc.strerror}") from None
+        if created:
+            log.debug("created connect-token key %s", path)  # (stderr keeps to one line for a start-up error)
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the QUIC endpoint (``[host]:port`` for IPv6): the address connect
+        tokens are issued for."""
+        host = self.config.host
+        return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
+
+    def issue_token(self, name: str, match: str = "", ttl_s: float = DEFAULT_TTL_S) -> tuple[str, int]:
+        """A connect token for ``name`` to join ``match`` ("" for any open one) here, and its expiry."""
+        now = time.time()
+        return tokens.issue(self.token_key, match, name, self.address, now, ttl_s), int(now + ttl_s)
 
     def certificate_hashes(self) -> list[str]:
         """Hex SHA-256 of the certificate new connections get and, while one is announced, of
@@ -385,14 +421,41 @@ class Server:
 
     # ------------------------------------------------------------ admission
 
-    def _place(self) -> Match | None:
-        """The match a new player joins, by the placement policy."""
+    def _place(self, match_id: str = "") -> Match | None:
+        """The match a new player joins: ``match_id`` if it is open, else by the placement policy."""
+        if match_id:
+            return next((m for m in self.matches if m.match_id == match_id and m.is_open()), None)
         open_matches = [m for m in self.matches if m.is_open()]
         if not open_matches:
             return None
         if self.config.placement == "spread":
             return min(open_matches, key=lambda m: len(m.sessions))
         return open_matches[0]
+
+    def _check_token(self, session: Session, hello: Hello) -> tokens.Claims | None:
+        """The claims of the hello's connect token, its name now the session's; or None, the
+        connection refused with the reason (counted as a kick)."""
+        now = time.time()
+        try:
+            if not hello.connect_token:
+                raise tokens.TokenRefused(
+                    "this server requires a connect token: POST /lobby/token on its HTTP port "
+                    "for one, and send it as the hello's connect_token"
+                )
+            claims = tokens.verify(self.token_key, hello.connect_token, now, self.address)
+            if claims.match and hello.spectate and not claims.match.startswith(hello.spectate):
+                raise tokens.TokenRefused(f"connect token is for match {claims.match}, not {hello.spectate}")
+            if claims.match and not hello.spectate and not any(m.match_id == claims.match for m in self.matches):
+                raise tokens.TokenRefused(
+                    f"connect token is for match {claims.match}, which this server is not running"
+                )
+            self.used_tokens.use(claims, now)  # last: a token refused for another reason is not spent
+        except tokens.TokenRefused as exc:
+            session.fail(str(exc))
+            self._count_kick()
+            return None
+        session.name = claims.name
+        return claims
 
     def _resume(self, session: Session, token: str) -> None:
         """A returning client: give it its player back, or say plainly why not."""
@@ -477,15 +540,21 @@ class Server:
             self._admitting.discard(session)
             if session.departure is Departure.KICKED:
                 self._count_kick()  # refused before it joined a match
-        if hello.token:
+        if hello.token:  # a reconnect token is credentials enough: no connect token needed
             self._resume(session, hello.token)
             return
+        claims = None
+        if hello.connect_token or self.config.require_tokens:
+            claims = self._check_token(session, hello)
+            if claims is None:
+                return
         if hello.spectate:
-            await self._spectate(session, hello.spectate, hello.follow)
+            # A token that names a match pins the spectator to it (its prefix was checked).
+            await self._spectate(session, claims.match if claims and claims.match else hello.spectate, hello.follow)
             return
         # A match that just ended is replaced within moments; wait that long.
         for _ in range(40):
-            match = self._place()
+            match = self._place(claims.match if claims else "")
             if match is not None:
                 match.admit(session)
                 return

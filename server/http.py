@@ -8,6 +8,8 @@ Prometheus text format from a registry of this server's own, so that several
 servers in one process (tests, benchmarks) never share figures.
 ``/cert-hashes`` lists the SHA-256 of the certificates a browser may pin for
 WebTransport on the QUIC port (server/tls.py rotates them).
+``POST /lobby/token`` issues a connect token (shared/tokens.py) for a player to join here.
+``/`` (the lobby), ``/play``, ``/monitor`` and ``/monitor.json`` are server/pages.py's.
 ``/replays`` lists the event log's matches and ``/replays/{match_id}`` plays one
 in the browser (``tickline.replays.player``): the page is rendered in a worker
 thread, one at a time, so the tick loops keep the event loop.
@@ -34,6 +36,8 @@ from prometheus_client.registry import Collector
 from tickline.replays.player import render_html
 from tickline.replays.reader import LogReader, MatchNotFound, MatchSummary
 from tickline.replays.replay import Replay
+from tickline.server.pages import add_pages
+from tickline.server.session import MAX_NAME, valid_name
 from tickline.shared.fastpath import DROP_REASONS
 from tickline.shared.games import UnknownGame
 from tickline.shared.protocol import WEBTRANSPORT_PATH
@@ -368,6 +372,7 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
                     "spectators": len(m.spectators),
                     "max_players": m.rules.max_players(),
                     "open": m.is_open(),
+                    "age_s": round(time.time() - m.header.created_at, 1),
                 }
                 for m in server.matches
             ]
@@ -388,6 +393,32 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
             headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"},
         )
 
+    async def lobby_token(request: web.Request) -> web.Response:
+        """A connect token (shared/tokens.py) for a player to join a match here, with what a
+        page needs to connect: ``{"name": ..., "match": optional id}`` in, the token out."""
+        try:
+            body = await request.json()
+        except ValueError:
+            raise web.HTTPBadRequest(text='send a JSON object: {"name": ..., "match": optional match id}\n') from None
+        name = body.get("name") if isinstance(body, dict) else None
+        match = body.get("match", "") if isinstance(body, dict) else ""
+        if not isinstance(name, str) or not valid_name(name.strip()):
+            raise web.HTTPBadRequest(text=f"name must be 1-{MAX_NAME} printable characters\n")
+        if not isinstance(match, str) or (match and not any(m.match_id == match for m in server.matches)):
+            raise web.HTTPNotFound(text=f"no match {str(match)[:40]} is running here; /matches lists them\n")
+        token, expires = server.issue_token(name.strip(), match)
+        return web.json_response(
+            {
+                "token": token,
+                "expires": expires,
+                "match": match,
+                "quic_port": server.port,
+                "http_port": server.metrics_port,
+                "cert_sha256": server.certificate_hashes(),
+            },
+            headers={"Cache-Control": "no-store"},  # good once: never from a cache
+        )
+
     async def metrics_text(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain", charset="utf-8")
 
@@ -397,6 +428,8 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
     app.router.add_get("/metrics", metrics_text)
     app.router.add_get("/matches", list_matches)
     app.router.add_get("/cert-hashes", cert_hashes)
+    app.router.add_post("/lobby/token", lobby_token)
+    add_pages(app, server)  # /, /play, /monitor (server/pages.py)
     if log_url is not None:
         pages = _ReplayPages(log_url)
         app.router.add_get("/replays", pages.index)

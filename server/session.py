@@ -50,6 +50,7 @@ from tickline.shared.protocol import (
     encode_packed_delta,
     pack_diff,
 )
+from tickline.shared.tokens import MAX_TOKEN
 
 if TYPE_CHECKING:
     from tickline.server.match import Match
@@ -79,6 +80,11 @@ MAX_CAPS = 16
 MAX_CAP = 32
 # A match id is 32 hex digits; a spectator may name a prefix of one.
 MAX_MATCH_ID = 32
+
+
+def valid_name(name: str) -> bool:
+    """Whether ``name`` (already stripped) may be a player's: 1-MAX_NAME printable characters."""
+    return 0 < len(name) <= MAX_NAME and name.isprintable()
 
 
 class Channel(Protocol):
@@ -274,7 +280,7 @@ class Session:
                     f"protocol version {frame.version} is not supported; this server speaks {PROTOCOL_VERSION}"
                 )
             name = frame.name.strip()
-            if not name or len(name) > MAX_NAME or not name.isprintable():
+            if not valid_name(name):
                 raise MalformedFrame(f"player name must be 1-{MAX_NAME} printable characters")
             if len(frame.caps) > MAX_CAPS or not all(isinstance(c, str) and len(c) <= MAX_CAP for c in frame.caps):
                 raise MalformedFrame(f"caps must be at most {MAX_CAPS} strings of up to {MAX_CAP} characters")
@@ -287,6 +293,8 @@ class Session:
                 raise MalformedFrame("follow names a player id (0: the whole match) and goes with spectate")
             if frame.spectate and frame.token:
                 raise MalformedFrame("a hello either spectates or comes back with a token, not both")
+            if len(frame.connect_token) > MAX_TOKEN:
+                raise MalformedFrame(f"connect_token is longer than {MAX_TOKEN} characters")
         except ProtocolError as exc:
             self.fail(str(exc))
             raise SessionClosed(self.close_reason) from None

@@ -17,6 +17,8 @@ argument); :class:`Certificates` keeps the files (``cert.pem``/``key.pem``, and
 ``next-cert.pem``/``next-key.pem`` while a successor is announced) and does
 what the rotation says. This module knows nothing of QUIC: the server gives
 the endpoint the new certificate when :meth:`Certificates.check` says so.
+The same folder keeps ``token.key``, the key that signs connect tokens
+(:func:`ensure_token_key`; shared/tokens.py).
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+
+from tickline.shared.tokens import KEY_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -155,6 +159,21 @@ def ensure_certificate(directory: Path) -> tuple[Path, Path, bool]:
         return cert_path, key_path, False
     make_certificate(cert_path, key_path, now)
     return cert_path, key_path, True
+
+
+def ensure_token_key(path: Path) -> tuple[bytes, bool]:
+    """``(key, created)``: the connect-token key (shared/tokens.py) in ``path``, 32 random
+    bytes made (owner-only, 0600) when the file is missing. Raises ValueError for a file
+    too short to be a key."""
+    if not path.exists():
+        _write(path, os.urandom(KEY_BYTES), 0o600)
+        created = True
+    else:
+        created = False
+    key = path.read_bytes()
+    if len(key) < KEY_BYTES:
+        raise ValueError(f"{path} holds {len(key)} bytes; a connect-token key is at least {KEY_BYTES}")
+    return key, created
 
 
 # ---------------------------------------------------------------------- rotation, sans-I/O

@@ -107,6 +107,9 @@ class Hello:
     # ``follow`` then names the player whose views to watch (0: the whole match).
     spectate: str = ""
     follow: int = 0
+    # A lobby's connect token (shared/tokens.py): what a server that requires them
+    # seats a new player or spectator by.
+    connect_token: str = ""
 
 
 @dataclass(slots=True)
@@ -209,6 +212,7 @@ _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
         "caps": (list,),
         "spectate": (str,),
         "follow": (int,),
+        "connect_token": (str,),
     },
     Welcome: {
         "version": (int,),
@@ -239,7 +243,7 @@ _REQUIRED = {cls: _required_fields(cls) for cls in _TYPES.values()}
 # Fields added after version 1 shipped: left out while at their defaults, so that a peer
 # whose decoder predates them (it refuses unknown fields) still reads what it knows.
 _NEWER_FIELDS: dict[type, dict[str, Any]] = {
-    Hello: {"spectate": "", "follow": 0},
+    Hello: {"spectate": "", "follow": 0, "connect_token": ""},
     Welcome: {"spectator_delay": 0},
 }
 

@@ -37,6 +37,9 @@ def test_installing_tickline_adds_one_top_level_package_and_it_imports_whole(tmp
         "replays/player.html",
         "replays/player.js",
         "web/tickline-client.js",
+        "web/lobby.html",
+        "web/play.html",
+        "web/monitor.html",
         "cli.py",
         "py.typed",
     ):

@@ -138,6 +138,9 @@ def _server_config(args: argparse.Namespace) -> Any:
         placement=args.placement,
         metrics_port=args.metrics_port,
         fastpath=not args.no_fastpath,
+        token_key=Path(args.token_key) if args.token_key else None,
+        require_tokens=args.require_tokens,
+        monitor_token=args.monitor_token,
     )
 
 
@@ -714,6 +717,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--server-id", help="this server's identity as match owner (default: kept in DATA_DIR/server-id)"
+    )
+    serve.add_argument(
+        "--require-tokens",
+        action="store_true",
+        help="every hello must carry a connect token from POST /lobby/token on the HTTP side (docs/browsers.md)",
+    )
+    serve.add_argument(
+        "--token-key",
+        metavar="FILE",
+        help="connect-token signing key, at least 32 bytes; share one file across a fleet "
+        "(default: DATA_DIR/tls/token.key, made on first start)",
+    )
+    serve.add_argument(
+        "--monitor-token",
+        default="",
+        metavar="TOKEN",
+        help="/monitor and /monitor.json then want ?token=TOKEN or an X-Monitor-Token header (default: open)",
     )
     serve.set_defaults(func=cmd_serve)
 

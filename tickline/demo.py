@@ -1,7 +1,8 @@
 """``tickline demo``: one match end to end, the way a user would run the parts.
 
-1. start ``tickline serve`` as a child process on 127.0.0.1 (a free port, the
-   SQLite log under the data folder), and wait for its ready line;
+1. start ``tickline serve`` as a child process on 127.0.0.1 (free ports, the
+   SQLite log under the data folder), and wait for its ready line; its HTTP
+   side serves the lobby, where a person can join the bots' match in a browser;
 2. connect N arena bots over QUIC; they play until the match ends;
 3. stop the server with SIGTERM and check that it exits 0;
 4. re-simulate the match from the event log and check every state hash;
@@ -59,6 +60,8 @@ async def _start_server(
             "serve",
             "--port",
             "0",
+            "--http-port",
+            "0",
             "--data-dir",
             str(data_dir),
             "--game",
@@ -98,6 +101,8 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15, game: str =
     proc, ready = await _start_server(data_dir, game, settings, log_path)
     say(f"server ready on {ready['host']}:{ready['port']} (pid {proc.pid}); certificate {ready['cert']}")
     say(f"event log {ready['db']}")
+    lobby = f"http://{ready['host']}:{ready['metrics_port']}/"
+    say(f"lobby {lobby} (play in a browser while the bots do), monitor {lobby}monitor, replays {lobby}replays")
     try:
         length = f"a {seconds} s" if settings else "a whole"
         say(f"{bots} bots playing {length} {rules.name} match (QUIC handshake, then the fast path) ...")
@@ -152,6 +157,7 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15, game: str =
         "tick_late_ms_p99": stats.get("tick_late_ms", {}).get("p99"),
         "tick_work_ms_p99": stats.get("tick_work_ms", {}).get("p99"),
         "server_exit_status": status,
+        "lobby": lobby,
         "replay_verified": verification.verified,
         "replay_file": str(replay_file) if replay_file else None,
         "replay_html": str(html_file) if html_file else None,

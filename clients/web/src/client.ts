@@ -217,7 +217,7 @@ export class GameClient<C extends object = Controls, V extends object = View> {
    * page of this tab (same name) is tried first, so a reload gets the player back;
    * when the server refuses it (its grace ran out), the client joins afresh.
    */
-  async join(name: string, options: { token?: string } = {}): Promise<Welcome> {
+  async join(name: string, options: { token?: string; connectToken?: string } = {}): Promise<Welcome> {
     const stored = options.token === undefined ? this.stored(name) : null;
     if (stored !== null) {
       this.retrying = true;
@@ -231,15 +231,16 @@ export class GameClient<C extends object = Controls, V extends object = View> {
         this.retrying = false;
       }
     }
-    return await this.sayHello(hello(name, { token: options.token ?? "", caps: [DEFLATE] }));
+    const connectToken = options.connectToken;
+    return await this.sayHello(hello(name, { token: options.token ?? "", caps: [DEFLATE], connectToken }));
   }
 
   /**
    * Watch match `matchId` (or the one match whose id starts with it): the whole match
    * (`follow` 0) or what player `follow` is shown, behind the server's spectator delay.
    */
-  spectate(matchId: string, follow = 0, name = "spectator"): Promise<Welcome> {
-    return this.sayHello(hello(name, { spectate: matchId, follow, caps: [DEFLATE] }));
+  spectate(matchId: string, follow = 0, name = "spectator", connectToken = ""): Promise<Welcome> {
+    return this.sayHello(hello(name, { spectate: matchId, follow, caps: [DEFLATE], connectToken }));
   }
 
   private sayHello(frame: Hello): Promise<Welcome> {

@@ -53,6 +53,8 @@ export interface Hello {
   spectate: string;
   /** With spectate: the player whose views to watch (0: the whole match). */
   follow: number;
+  /** A connect token from the lobby (POST /lobby/token); left out when there is none. */
+  connect_token?: string;
 }
 
 /** Server -> client: in the match (player_id 0: a spectator). */
@@ -126,6 +128,7 @@ const FIELDS: Record<string, Record<string, [Kind, boolean]>> = {
     caps: ["list", false],
     spectate: ["str", false],
     follow: ["int", false],
+    connect_token: ["str", false],
   },
   welcome: {
     version: ["int", true],
@@ -147,12 +150,15 @@ const FIELDS: Record<string, Record<string, [Kind, boolean]>> = {
   bye: { reason: ["str", true] },
 };
 const DEFAULTS: Record<string, () => JsonObject> = {
-  hello: () => ({ token: "", caps: [], spectate: "", follow: 0 }),
+  hello: () => ({ token: "", caps: [], spectate: "", follow: 0, connect_token: "" }),
   welcome: () => ({ token: "", config: {}, spectator_delay: 0 }),
   ev: () => ({ data: {} }),
 };
 // Fields added after version 1: left out at their defaults, so older decoders still read the frame.
-const NEWER: Record<string, JsonObject> = { hello: { spectate: "", follow: 0 }, welcome: { spectator_delay: 0 } };
+const NEWER: Record<string, JsonObject> = {
+  hello: { spectate: "", follow: 0, connect_token: "" },
+  welcome: { spectator_delay: 0 },
+};
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8", { fatal: true });
@@ -214,6 +220,7 @@ export interface HelloOptions {
   caps?: string[];
   spectate?: string;
   follow?: number;
+  connectToken?: string;
 }
 
 export function hello(name: string, options: HelloOptions = {}): Hello {
@@ -225,6 +232,7 @@ export function hello(name: string, options: HelloOptions = {}): Hello {
     caps: options.caps ?? [DEFLATE],
     spectate: options.spectate ?? "",
     follow: options.follow ?? 0,
+    ...(options.connectToken ? { connect_token: options.connectToken } : {}),
   };
 }
 

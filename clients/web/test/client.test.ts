@@ -115,7 +115,9 @@ test("joining sends a hello that asks for packed deltas, and keeps the token for
   assert.equal(client.transportKind, "webtransport");
   const got = await client.join("alice");
   assert.equal(got.player_id, 3);
-  assert.deepEqual(opened[0]!.hellos[0], { t: "hello", version: 1, name: "alice", token: "", caps: ["deflate"], spectate: "", follow: 0 });
+  assert.deepEqual(opened[0]!.hellos[0], {
+    t: "hello", version: 1, name: "alice", token: "", caps: ["deflate"], spectate: "", follow: 0, connect_token: "",
+  }); // decoded: connect_token at its default (the wire leaves it out)
   assert.equal(client.inputBatch, 2, "60 Hz inputs, 30 views a second: a datagram every 2 inputs");
   const stored = JSON.parse(storage.getItem("tickline:https://127.0.0.1:4433/")!);
   assert.deepEqual(stored, { token: "m.3.secret", name: "alice", match_id: "m".repeat(32), player_id: 3 });
