@@ -38,7 +38,6 @@ import multiprocessing as mp
 import os
 import queue as queue_module
 import signal
-import ssl
 import sys
 import time
 from collections import Counter
@@ -48,13 +47,12 @@ from pathlib import Path
 from typing import Any, cast
 
 import orjson
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, DatagramFrameReceived, QuicEvent, StreamDataReceived
 
 from tickline import loops
 from tickline.bots.capacity.probe import ProbeSettings, read_ready_line, stop_process, stop_workers
 from tickline.bots.capacity.search import verdict, window_shares
-from tickline.bots.client import ClientProtocol, quic_connect
+from tickline.bots.client import ClientProtocol, client_configuration, quic_connect
 from tickline.bots.metrics import cumulative_buckets, histogram_quantile
 from tickline.bots.procstat import CpuSampler, affinity, cpu_plan, own_cpu_s
 from tickline.server.fastpath import FastPath
@@ -65,10 +63,8 @@ from tickline.server.tls import ensure_certificate
 from tickline.server.transport import server_configuration, start_endpoint
 from tickline.shared import fastpath
 from tickline.shared.protocol import (
-    ALPN,
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
-    QUIC_PACKET_SIZE,
     Hello,
     StreamDecoder,
     encode,
@@ -313,14 +309,7 @@ class BareClient(ClientProtocol):
 
 
 async def _one_client(port: int, duration: float, send_rate: int, payload: bytes, result: ClientResult) -> None:
-    config = QuicConfiguration(
-        is_client=True,
-        alpn_protocols=[ALPN],
-        max_datagram_frame_size=65536,
-        max_datagram_size=QUIC_PACKET_SIZE,
-        idle_timeout=15.0,
-    )
-    config.verify_mode = ssl.CERT_NONE
+    config = client_configuration()
     started = time.monotonic()
     deadline = started + duration
     connection = quic_connect(HOST, port, configuration=config, create_protocol=BareClient, local_host=HOST)

@@ -370,14 +370,13 @@ class _WebSocketWire:
             return  # the server went away; the read side says so
 
 
-@asynccontextmanager
-async def _quic_wire(
-    host: str, port: int, *, cafile: Path | str | None, timeout: float, local_host: str | None
-) -> AsyncIterator[_QuicWire]:
-    """A QUIC connection to ``host:port``, closed on exit."""
+def client_configuration(cafile: Path | str | None = None) -> QuicConfiguration:
+    """A native client's QUIC configuration: tickline's ALPN and datagrams; the server's
+    certificate checked against ``cafile``, or not at all without one (tests, load tests)."""
     config = QuicConfiguration(
         is_client=True,
         alpn_protocols=[ALPN],
+        # Without this on both ends, aioquic drops datagrams silently.
         max_datagram_frame_size=65536,
         max_datagram_size=QUIC_PACKET_SIZE,
         idle_timeout=15.0,
@@ -386,6 +385,15 @@ async def _quic_wire(
         config.load_verify_locations(cafile=str(cafile))
     else:
         config.verify_mode = ssl.CERT_NONE
+    return config
+
+
+@asynccontextmanager
+async def _quic_wire(
+    host: str, port: int, *, cafile: Path | str | None, timeout: float, local_host: str | None
+) -> AsyncIterator[_QuicWire]:
+    """A QUIC connection to ``host:port``, closed on exit."""
+    config = client_configuration(cafile)
     try:
         async with asyncio.timeout(timeout):
             connection = quic_connect(

@@ -44,3 +44,30 @@ async def chromium() -> AsyncIterator[Any]:
             yield browser
         finally:
             await browser.close()
+
+
+@asynccontextmanager
+async def page_server(title: str, files: dict[str, tuple[bytes, str]] | None = None) -> AsyncIterator[str]:
+    """An empty page titled ``title`` at http://127.0.0.1:PORT/ (a secure context, as WebTransport
+    needs), and ``files`` (path -> (body, content type)) beside it; yields the page's URL."""
+    from aiohttp import web
+
+    async def page(_request: web.Request) -> web.Response:
+        return web.Response(text=f"<!doctype html><title>{title}</title>", content_type="text/html")
+
+    app = web.Application()
+    app.router.add_get("/", page)
+    for path, (body, content_type) in (files or {}).items():
+
+        async def serve(_request: web.Request, body: bytes = body, content_type: str = content_type) -> web.Response:
+            return web.Response(body=body, content_type=content_type)
+
+        app.router.add_get(path, serve)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
+    finally:
+        await runner.cleanup()

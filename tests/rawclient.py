@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, DatagramFrameReceived, QuicEvent, StreamDataReceived
 
-from tickline.shared.protocol import ALPN, QUIC_PACKET_SIZE, Frame, StreamDecoder, decode_datagram
+from tickline.bots.client import client_configuration
+from tickline.shared.protocol import Frame, StreamDecoder, decode_datagram
 
 
 class RawClient(QuicConnectionProtocol):
@@ -55,10 +54,7 @@ class RawClient(QuicConnectionProtocol):
 
 @asynccontextmanager
 async def raw_client(port: int) -> AsyncIterator[RawClient]:
-    config = QuicConfiguration(
-        is_client=True, alpn_protocols=[ALPN], max_datagram_frame_size=65536, max_datagram_size=QUIC_PACKET_SIZE
-    )
-    config.verify_mode = ssl.CERT_NONE
+    config = client_configuration()
     async with connect("127.0.0.1", port, configuration=config, create_protocol=RawClient) as client:
         assert isinstance(client, RawClient)
         yield client

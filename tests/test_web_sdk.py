@@ -13,8 +13,6 @@ import shutil
 import subprocess
 import tomllib
 import zlib
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -22,7 +20,7 @@ import orjson
 import pytest
 
 from tests import vectors
-from tests.browsers import chromium
+from tests.browsers import chromium, page_server
 from tests.support import tickline
 from tickline.shared.games import load
 from tickline.shared.schema import Bool, Choice, Inputs, Int, ListOf, Table, Text, View
@@ -281,35 +279,12 @@ _PAGE = """async ({ http }) => {
 }"""
 
 
-@asynccontextmanager
-async def _page_server(http_port: int) -> AsyncIterator[str]:
-    """A page on http://127.0.0.1 (a secure context, as WebTransport needs) serving the bundle."""
-    from aiohttp import web
-
-    async def page(_request: web.Request) -> web.Response:
-        return web.Response(text="<!doctype html><title>tickline web sdk</title>", content_type="text/html")
-
-    async def bundle(_request: web.Request) -> web.Response:
-        return web.Response(body=BUNDLE.read_bytes(), content_type="text/javascript")
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    app.router.add_get("/tickline-client.js", bundle)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
-    finally:
-        await runner.cleanup()
-
-
 @pytest.mark.slow
 async def test_the_bundle_plays_over_webtransport_in_chromium_and_over_the_websocket_when_told(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 60, "view_radius": 0}, metrics_port=0)
     http = f"http://127.0.0.1:{srv.server.metrics_port}"
-    async with _page_server(srv.server.metrics_port) as url, chromium() as browser:
+    files = {"/tickline-client.js": (BUNDLE.read_bytes(), "text/javascript")}
+    async with page_server("tickline web sdk", files) as url, chromium() as browser:
         page = await browser.new_page()
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))

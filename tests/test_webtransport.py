@@ -29,7 +29,6 @@ from typing import Any, Protocol
 
 import aiohttp
 import pytest
-from aiohttp import web
 from aioquic._buffer import Buffer
 from aioquic.asyncio.client import connect
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -38,7 +37,7 @@ from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
 
-from tests.browsers import FIREFOX, chromium, no_browser
+from tests.browsers import FIREFOX, chromium, no_browser, page_server
 from tests.support import until
 from tickline.bots.client import ClientError, GameClient
 from tickline.bots.world import ClientWorld
@@ -606,25 +605,6 @@ async def _firefox(profile: Path) -> AsyncIterator[Page]:
             await proc.wait()
 
 
-@asynccontextmanager
-async def _blank_page_server() -> AsyncIterator[str]:
-    """An empty page on http://127.0.0.1 (a secure context, as WebTransport needs)."""
-
-    async def page(_request: web.Request) -> web.Response:
-        return web.Response(text="<!doctype html><title>tickline webtransport</title>", content_type="text/html")
-
-    app = web.Application()
-    app.router.add_get("/", page)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    try:
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        yield f"http://127.0.0.1:{runner.addresses[0][1]}/"
-    finally:
-        await runner.cleanup()
-
-
 @pytest.mark.parametrize("browser", ["chromium", "firefox"])
 async def test_a_browser_plays_over_webtransport_pinning_the_certificate_hash(
     browser: str, start_server, tmp_path: Path
@@ -633,7 +613,7 @@ async def test_a_browser_plays_over_webtransport_pinning_the_certificate_hash(
     opening = _chromium() if browser == "chromium" else _firefox(tmp_path / "firefox-profile")
     async with (
         opening as page,
-        _blank_page_server() as url,
+        page_server("tickline webtransport") as url,
         GameClient.connect("127.0.0.1", srv.port, "native", cafile=srv.cert) as native,
     ):
         await page.goto(url)
