@@ -140,28 +140,18 @@ class LogReader:
                 for tick, payload, hash_ in rows:
                     yield StoredTick(tick, payload, hash_)
 
-    async def keyframe_ticks(self, match_id: str) -> dict[int, str]:
-        """Tick -> state hash of every keyframe of the match (none for logs from before keyframes)."""
+    async def keyframes(self, match_id: str) -> list[StoredKeyframe]:
+        """Every keyframe of the match, in tick order, in one query (none for logs from before keyframes)."""
         if not await self._has_keyframes():
-            return {}
-        query = select(_keyframes.c.tick, _keyframes.c.hash).where(_keyframes.c.match_id == match_id)
-        async with self._engine.connect() as conn:
-            return dict((await conn.execute(query)).all())
-
-    async def keyframe(self, match_id: str, tick: int, at_or_before: bool = False) -> StoredKeyframe | None:
-        """The keyframe at ``tick`` (or the newest one before it), if the log has one."""
-        if not await self._has_keyframes():
-            return None
-        cond = _keyframes.c.tick <= tick if at_or_before else _keyframes.c.tick == tick
+            return []
         query = (
             select(_keyframes.c.tick, _keyframes.c.state, _keyframes.c.hash)
-            .where(_keyframes.c.match_id == match_id, cond)
-            .order_by(_keyframes.c.tick.desc())
-            .limit(1)
+            .where(_keyframes.c.match_id == match_id)
+            .order_by(_keyframes.c.tick)
         )
         async with self._engine.connect() as conn:
-            row = (await conn.execute(query)).first()
-        return StoredKeyframe(row.tick, row.state, row.hash) if row is not None else None
+            rows = (await conn.execute(query)).all()
+        return [StoredKeyframe(row.tick, row.state, row.hash) for row in rows]
 
     async def _has_keyframes(self) -> bool:
         if self._keyframes_table is None:

@@ -110,11 +110,7 @@ class Replay:
         """The match ``match_id`` (a unique prefix will do) from an open event log."""
         header, summary = await reader.match(match_id)
         steps = [StoredStep(t.tick, t.payload, t.hash) async for t in reader.ticks(header.match_id)]
-        keyframes = {}
-        for tick in await reader.keyframe_ticks(header.match_id):
-            kept = await reader.keyframe(header.match_id, tick)
-            if kept is not None:
-                keyframes[tick] = (kept.state, kept.hash)
+        keyframes = {kept.tick: (kept.state, kept.hash) for kept in await reader.keyframes(header.match_id)}
         return cls(
             header,
             steps,
