@@ -214,7 +214,9 @@ async def test_tickline_capacity_runs_real_probes_and_prints_one_json_line(tmp_p
     assert proc.returncode == (0 if result["players"] is not None else 1), err.decode()
     assert (result["players"] is None) == (result["why"] is not None)
     probes = result["search"]["probes"]
-    assert probes and all(p["n"] == 4 for p in probes)
+    # The search starts at 4 and never goes past --max-players; below 4 only when 4 failed here.
+    assert probes and probes[0]["n"] == 4 and all(1 <= p["n"] <= 4 for p in probes)
+    assert all(p["n"] == 4 for p in probes) or not all(p["pass"] for p in probes if p["n"] == 4)
     assert {"n", "pass", "why", "tick_late_ms_p99", "ticks_per_s", "server_cpu_percent", "seconds"} <= set(probes[0])
     for p in probes:
         if p["pass"]:
