@@ -306,6 +306,7 @@ class ServerProc:
             HOST,
             "--port",
             "0",
+            "--no-require-tokens",  # its bots connect directly
             "--metrics-port",
             "0",
             "--data-dir",

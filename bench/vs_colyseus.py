@@ -371,6 +371,7 @@ class TicklineServer:
             HOST,
             "--port",
             "0",
+            "--no-require-tokens",  # its bots connect directly
             "--metrics-port",
             "0",
             "--data-dir",

@@ -19,7 +19,8 @@ Beside them, when asked, the HTTP side (``server.http``: health, metrics, /repla
 the WebSocket fallback at /ws, ``server.websocket``, whose connections come in through
 :meth:`Server.accept` as QUIC's do).
 A new player or spectator may bring a connect token from the lobby (``POST /lobby/token``;
-shared/tokens.py); with ``require_tokens`` one must, and it says the match and the name.
+shared/tokens.py); with ``require_tokens`` (by default, when the HTTP side is on) one must,
+and it says the match and the name.
 Shutdown is :meth:`Server.stop`: matches end after their current tick and tell
 their players why; pending connections are closed; the writer commits what is
 queued; then the endpoint closes.
@@ -39,9 +40,10 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from aioquic.quic.configuration import QuicConfiguration
 
@@ -50,7 +52,7 @@ from tickline.replays.replay import Replay
 from tickline.server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
 from tickline.server.fastpath import FastPath
 from tickline.server.gcpacing import GcPacer
-from tickline.server.http import Metrics, start_http
+from tickline.server.http import LobbyRefused, Metrics, start_http
 from tickline.server.match import Match, MatchSettings, rules_for
 from tickline.server.rebroadcast import Rebroadcast
 from tickline.server.session import Channel, Departure, Session, SessionClosed
@@ -58,7 +60,9 @@ from tickline.server.tls import Certificates, certificate_sha256, ensure_token_k
 from tickline.server.transport import Endpoint, server_configuration, start_endpoint
 from tickline.server.websocket import WebSockets
 from tickline.shared import tokens
-from tickline.shared.games import GameNotInstalled, UnknownGame
+from tickline.shared.game import ConfigError
+from tickline.shared.games import GameNotInstalled, UnknownGame, load
+from tickline.shared.games import names as installed_games
 from tickline.shared.logformat import Divergence, UnsupportedLogUrl, check_log_url
 from tickline.shared.protocol import ALPN, H3_ALPN, WEBTRANSPORT_PATH, Hello
 from tickline.shared.tokens import DEFAULT_TTL_S, UsedTokens
@@ -67,6 +71,7 @@ log = logging.getLogger(__name__)
 SWITCH_INTERVAL_S = 0.001
 # A spectator's delay, at most: every tick of it is a view each match with spectators keeps.
 MAX_SPECTATOR_DELAY_S = 300
+CREATED_WAIT_S = 60.0  # a match made in the lobby that nobody joins within this goes
 
 
 class ConfigurationError(ValueError):
@@ -91,15 +96,29 @@ class ServerConfig:
     matches: int = 1  # matches open at once; each is replaced by a new one when it ends
     placement: str = "fill"  # fill: the first match with room; spread: the one with fewest players
     max_matches: int = 0  # stop after this many matches have ended (0: never)
-    metrics_port: int | None = None  # HTTP health and metrics; None: off, 0: a free port
+    # The HTTP side (server/http.py): the lobby, the monitor, health, metrics, replays, the
+    # WebSocket fallback. None: off, 0: a free port. It binds http_host, apart from the QUIC
+    # host, so that the game can face the world while the pages stay on loopback.
+    metrics_port: int | None = None
+    http_host: str = "127.0.0.1"
     hello_timeout: float = 10.0
     idle_timeout: float = 15.0
     fastpath: bool = True  # offer native clients the fast path (server/fastpath.py)
     # Connect tokens (shared/tokens.py): the key that signs them (default: DATA_DIR/tls/token.key,
     # made on first start; a fleet shares one file), and whether a new player must bring one.
+    # None: required when the HTTP side (with its lobby, which issues them) is on.
     token_key: Path | None = None
-    require_tokens: bool = False
+    require_tokens: bool | None = None
+    lobby_rate: float = 10.0  # connect tokens a second per address, in bursts of four seconds' worth
+    # Matches people create in the lobby (POST /lobby/matches): at most this many at once
+    # (0: none), of these games (None: every installed game).
+    lobby_matches: int = 4
+    lobby_games: tuple[str, ...] | None = None
     monitor_token: str = ""  # /monitor and /monitor.json want it (?token= or X-Monitor-Token); "": open
+
+    def tokens_required(self) -> bool:
+        """Whether a new player or spectator must bring a connect token."""
+        return self.metrics_port is not None if self.require_tokens is None else self.require_tokens
 
     def database_url(self) -> str:
         return self.db_url or f"sqlite+aiosqlite:///{self.data_dir / 'tickline.db'}"
@@ -145,6 +164,17 @@ class ServerConfig:
             raise ConfigurationError(f"--durability {self.log.durability} is unknown; use {' or '.join(DURABILITIES)}")
         if not 1 <= self.log.flush_ms <= 10_000:
             raise ConfigurationError(f"--flush-ms {self.log.flush_ms} is out of range; use 1 to 10000")
+        if not 0.1 <= self.lobby_rate <= 100_000:  # (NaN fails this too)
+            raise ConfigurationError(
+                f"--lobby-rate {self.lobby_rate:g} is out of range; use 0.1 to 100000 tokens a second per address"
+            )
+        if self.lobby_matches < 0:
+            raise ConfigurationError(f"--lobby-matches {self.lobby_matches} cannot be negative; 0 turns creating off")
+        for game in self.lobby_games or ():
+            try:
+                load(game)
+            except UnknownGame as exc:
+                raise ConfigurationError(f"--lobby-games: {exc}") from None
         if m.keyframe_every < 0 or m.grace_s < 0:
             raise ConfigurationError("--keyframe-every and --grace cannot be negative")
         if (self.cert is None) != (self.key is None):
@@ -189,6 +219,7 @@ class Server:
         self.used_tokens = UsedTokens()
         self._stopping = asyncio.Event()
         self._games: asyncio.TaskGroup | None = None
+        self.created: set[Match] = set()  # made in the lobby: run once, joined by id
         self._admitting: set[Session] = set()
         self._streams: set[Rebroadcast] = set()  # recorded matches streamed to spectators
         # /ws on the HTTP side; its pings find a dead WebSocket within QUIC's idle timeout.
@@ -222,7 +253,7 @@ class Server:
         server_id = cfg.resolve_server_id()
         # What a person can get wrong is checked before anything is made or logged: the
         # host, the ports, the data folder's lock, the database, then the certificate.
-        await _check_addresses(cfg.host, cfg.port, cfg.metrics_port)
+        await _check_addresses(cfg.host, cfg.port, cfg.http_host, cfg.metrics_port)
         with _DataDirLock(cfg.data_dir, server_id):
             self._load_token_key()
             eventlog = self.eventlog = await EventLog.open(cfg.database_url(), server_id, cfg.log)
@@ -276,6 +307,12 @@ class Server:
         host = self.config.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
+    @property
+    def http_url(self) -> str:
+        """``http://host:port/`` of the HTTP side (the lobby), once it listens."""
+        host = self.config.http_host
+        return f"http://[{host}]:{self.metrics_port}/" if ":" in host else f"http://{host}:{self.metrics_port}/"
+
     def issue_token(self, name: str, match: str = "", ttl_s: float = DEFAULT_TTL_S) -> tuple[str, int]:
         """A connect token for ``name`` to join ``match`` ("" for any open one) here, and its expiry."""
         now = time.time()
@@ -311,11 +348,11 @@ class Server:
             if cfg.metrics_port is not None:
                 try:
                     http, self.metrics_port = await start_http(
-                        self, self.metrics, cfg.host, cfg.metrics_port, cfg.database_url()
+                        self, self.metrics, cfg.http_host, cfg.metrics_port, cfg.database_url()
                     )
                 except OSError as exc:
-                    raise _port_problem(exc, "--metrics-port", cfg.metrics_port) from None
-                log.info("HTTP on http://%s:%d/ (/healthz, /metrics, /replays, /ws)", cfg.host, self.metrics_port)
+                    raise _port_problem(exc, "--http-port", cfg.metrics_port) from None
+                log.info("HTTP on %s (the lobby, /monitor, /healthz, /metrics, /replays, /ws)", self.http_url)
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
                 self.fastpath = FastPath() if cfg.fastpath else None
@@ -407,6 +444,48 @@ class Server:
     def _count_kick(self) -> None:
         self.kicked += 1
 
+    def lobby_games(self) -> list[str]:
+        """The games the lobby may create matches of."""
+        games = self.config.lobby_games
+        return sorted({self.config.match.game, *(installed_games() if games is None else games)})
+
+    async def create_match(self, game: str, config: dict[str, Any]) -> Match:
+        """A match of ``game`` with ``config``, made in the lobby: it runs once (not replaced
+        when it ends), new players reach it by its id only, and if nobody joins within
+        ``CREATED_WAIT_S`` it goes without a trace in the log. Raises :class:`LobbyRefused`."""
+        if self._games is None or self._stopping.is_set() or self.eventlog is None:
+            raise LobbyRefused("the server is not taking new matches (it is starting or stopping)")
+        if game not in self.lobby_games():
+            raise LobbyRefused(f"this server's lobby does not run {game!r}; it runs {', '.join(self.lobby_games())}")
+        if len(self.created) >= self.config.lobby_matches:
+            raise LobbyRefused(
+                f"{len(self.created)} matches made in the lobby are open, this server's limit; join one of them"
+            )
+        settings = self.config.match
+        if game != settings.game:  # another game plays at its own rates
+            tick_rate, send_rate = load(game).default_rates
+            settings = replace(settings, tick_rate=tick_rate, send_rate=send_rate)
+        try:
+            match = Match(replace(settings, game=game, game_config=config), self.eventlog)
+        except (ConfigError, UnknownGame) as exc:
+            raise LobbyRefused(str(exc)) from None
+        self.created.add(match)
+        self._games.create_task(self._run_created(match), name=f"created-{match.match_id[:8]}")
+        await match.opened.wait()  # listed and joinable once this returns
+        return match
+
+    async def _run_created(self, match: Match) -> None:
+        def unjoined() -> None:
+            if match.status == "waiting":
+                match.stop()
+
+        timer = asyncio.get_running_loop().call_later(CREATED_WAIT_S, unjoined)
+        try:
+            await self._run_match(match)
+        finally:
+            timer.cancel()
+            self.created.discard(match)
+
     async def _run_slot(self, match: Match) -> None:
         """Run ``match``, then new matches one after another, until the server stops."""
         assert self.eventlog is not None
@@ -425,7 +504,7 @@ class Server:
         """The match a new player joins: ``match_id`` if it is open, else by the placement policy."""
         if match_id:
             return next((m for m in self.matches if m.match_id == match_id and m.is_open()), None)
-        open_matches = [m for m in self.matches if m.is_open()]
+        open_matches = [m for m in self.matches if m.is_open() and m not in self.created]
         if not open_matches:
             return None
         if self.config.placement == "spread":
@@ -438,9 +517,10 @@ class Server:
         now = time.time()
         try:
             if not hello.connect_token:
+                where = f"{self.http_url}lobby/token" if self.config.metrics_port is not None else "/lobby/token"
                 raise tokens.TokenRefused(
-                    "this server requires a connect token: POST /lobby/token on its HTTP port "
-                    "for one, and send it as the hello's connect_token"
+                    f"this server requires a connect token: POST {where} for one, and send it as the "
+                    "hello's connect_token (tickline bots: --lobby URL)"
                 )
             claims = tokens.verify(self.token_key, hello.connect_token, now, self.address)
             if claims.match and hello.spectate and not claims.match.startswith(hello.spectate):
@@ -544,7 +624,7 @@ class Server:
             self._resume(session, hello.token)
             return
         claims = None
-        if hello.connect_token or self.config.require_tokens:
+        if hello.connect_token or self.config.tokens_required():
             claims = self._check_token(session, hello)
             if claims is None:
                 return
@@ -576,33 +656,34 @@ def _port_problem(exc: OSError, flag: str, port: int) -> Exception:
     return ServerUnavailable(f"cannot listen on {flag} {port}: {_first_line(exc)}")
 
 
-async def _check_addresses(host: str, port: int, metrics_port: int | None) -> None:
-    """``--host`` must name an address of this machine, and the ports must be free there:
-    said plainly before anything binds (the real binds check again)."""
-    try:
-        infos = await asyncio.get_running_loop().getaddrinfo(host, None, type=socket.SOCK_DGRAM)
-    except socket.gaierror as exc:
-        raise ConfigurationError(
-            f"--host {host} does not resolve ({exc.strerror}); use an address of this "
-            "machine, such as 127.0.0.1, ::1 or 0.0.0.0"
-        ) from None
-    family, _, _, _, addr = infos[0]
-    probes = [(socket.SOCK_DGRAM, "--port", port)]
-    if metrics_port:
-        probes.append((socket.SOCK_STREAM, "--metrics-port", metrics_port))
-    for kind, flag, number in [(socket.SOCK_DGRAM, "--host", 0), *probes]:
-        with socket.socket(family, kind) as probe:
-            if kind == socket.SOCK_STREAM:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
-            try:
-                probe.bind((addr[0], number))
-            except OSError as exc:
-                if flag == "--host":
-                    raise ConfigurationError(
-                        f"--host {host} is not an address of this machine ({exc.strerror}); "
-                        "use one of its own, such as 127.0.0.1, ::1 or 0.0.0.0"
-                    ) from None
-                raise _port_problem(exc, flag, number) from None
+async def _check_addresses(host: str, port: int, http_host: str, http_port: int | None) -> None:
+    """``--host`` and ``--http-host`` must name addresses of this machine, and the ports must
+    be free there: said plainly before anything binds (the real binds check again)."""
+    probes = [("--host", host, socket.SOCK_DGRAM, "--port", port)]
+    if http_port is not None:
+        probes.append(("--http-host", http_host, socket.SOCK_STREAM, "--http-port", http_port))
+    for host_flag, address, kind, flag, number in probes:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(address, None, type=kind)
+        except socket.gaierror as exc:
+            raise ConfigurationError(
+                f"{host_flag} {address} does not resolve ({exc.strerror}); use an address of this "
+                "machine, such as 127.0.0.1, ::1 or 0.0.0.0"
+            ) from None
+        family, _, _, _, addr = infos[0]
+        for probe_port in (0, number) if number else (0,):
+            with socket.socket(family, kind) as probe:
+                if kind == socket.SOCK_STREAM:
+                    probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the HTTP server binds
+                try:
+                    probe.bind((addr[0], probe_port))
+                except OSError as exc:
+                    if probe_port == 0:
+                        raise ConfigurationError(
+                            f"{host_flag} {address} is not an address of this machine ({exc.strerror}); "
+                            "use one of its own, such as 127.0.0.1, ::1 or 0.0.0.0"
+                        ) from None
+                    raise _port_problem(exc, flag, number) from None
 
 
 class _DataDirLock:

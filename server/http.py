@@ -8,7 +8,9 @@ Prometheus text format from a registry of this server's own, so that several
 servers in one process (tests, benchmarks) never share figures.
 ``/cert-hashes`` lists the SHA-256 of the certificates a browser may pin for
 WebTransport on the QUIC port (server/tls.py rotates them).
-``POST /lobby/token`` issues a connect token (shared/tokens.py) for a player to join here.
+``POST /lobby/token`` issues a connect token (shared/tokens.py) for a player to join here;
+``GET /lobby/games`` and ``POST /lobby/matches`` let a person make a match of a game with
+a config (``Server.create_match``). The lobby's requests are held to a rate per address.
 ``/`` (the lobby), ``/play``, ``/monitor`` and ``/monitor.json`` are server/pages.py's.
 ``/replays`` lists the event log's matches and ``/replays/{match_id}`` plays one
 in the browser (``tickline.replays.player``): the page is rendered in a worker
@@ -24,12 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import html
+import logging
+import math
 import time
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -37,13 +41,21 @@ from tickline.replays.player import render_html
 from tickline.replays.reader import LogReader, MatchNotFound, MatchSummary
 from tickline.replays.replay import Replay
 from tickline.server.pages import add_pages
+from tickline.server.ratelimit import KeyedBuckets
 from tickline.server.session import MAX_NAME, valid_name
 from tickline.shared.fastpath import DROP_REASONS
-from tickline.shared.games import UnknownGame
+from tickline.shared.games import UnknownGame, load
 from tickline.shared.protocol import WEBTRANSPORT_PATH
 
 if TYPE_CHECKING:
     from tickline.server.app import Server
+
+log = logging.getLogger(__name__)
+
+
+class LobbyRefused(ValueError):
+    """A match the lobby will not create (``Server.create_match``); the message says why."""
+
 
 # Lateness is what players feel: fine buckets under one tick (16.7 ms at 60 Hz).
 TICK_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.0167, 0.033, 0.1, 0.25, 1.0)
@@ -87,6 +99,11 @@ class Metrics:
             "Time the loop spent in one garbage collection",
             ["generation"],
             buckets=TICK_BUCKETS,
+            registry=self.registry,
+        )
+        self.lobby_refused = Counter(
+            "tickline_lobby_tokens_refused",
+            "Lobby requests (tokens, new matches) refused for an address's rate (--lobby-rate)",
             registry=self.registry,
         )
         self.registry.register(_LiveCollector(server))
@@ -372,6 +389,7 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
                     "spectators": len(m.spectators),
                     "max_players": m.rules.max_players(),
                     "open": m.is_open(),
+                    "created": m in server.created,  # made in the lobby: joined by its id
                     "age_s": round(time.time() - m.header.created_at, 1),
                 }
                 for m in server.matches
@@ -393,9 +411,23 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
             headers={"Access-Control-Allow-Origin": "*", "Cache-Control": "no-store"},
         )
 
+    lobby_limit = KeyedBuckets(server.config.lobby_rate, max(1.0, server.config.lobby_rate * 4))
+
+    def throttle(request: web.Request) -> None:
+        """The lobby's rate per address (tokens and new matches alike); 429 over it."""
+        wait = lobby_limit.take(request.remote or "", asyncio.get_running_loop().time())
+        if wait > 0:
+            metrics.lobby_refused.inc()
+            raise web.HTTPTooManyRequests(
+                text=f"too many lobby requests from this address; try again in {wait:.1f} s\n",
+                headers={"Retry-After": str(math.ceil(wait))},
+            )
+
     async def lobby_token(request: web.Request) -> web.Response:
         """A connect token (shared/tokens.py) for a player to join a match here, with what a
-        page needs to connect: ``{"name": ..., "match": optional id}`` in, the token out."""
+        page needs to connect: ``{"name": ..., "match": optional id}`` in, the token out.
+        Each address gets ``lobby_rate`` a second (bursts of four seconds' worth)."""
+        throttle(request)
         try:
             body = await request.json()
         except ValueError:
@@ -419,6 +451,42 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
             headers={"Cache-Control": "no-store"},  # good once: never from a cache
         )
 
+    async def lobby_games(_request: web.Request) -> web.Response:
+        """The games a person may create a match of here, each with its config's defaults."""
+        games = []
+        for name in server.lobby_games():
+            try:
+                games.append({"name": name, "config": load(name).default_config()})
+            except UnknownGame:
+                continue  # named by --lobby-games but not installed: nothing to offer
+        return web.json_response(
+            {"games": games, "limit": server.config.lobby_matches, "open": len(server.created)},
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def lobby_create(request: web.Request) -> web.Response:
+        """A new match: ``{"game": name, "config": {key: value}}`` in, its ``match_id`` out
+        (201); a refusal says why (400, or 429 at the server's limit or the address's rate)."""
+        throttle(request)
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("game"), str):
+            raise web.HTTPBadRequest(text='send a JSON object: {"game": NAME, "config": {KEY: VALUE, ...}}\n')
+        config = body.get("config") or {}
+        if not isinstance(config, dict):
+            raise web.HTTPBadRequest(text="config must be a JSON object of the game's config keys\n")
+        try:
+            match = await server.create_match(body["game"], config)
+        except LobbyRefused as exc:
+            limited = len(server.created) >= server.config.lobby_matches
+            raise (web.HTTPTooManyRequests if limited else web.HTTPBadRequest)(text=f"{exc}\n") from None
+        log.info("lobby: %s made match %s of %s", request.remote, match.match_id[:8], match.rules.name)
+        return web.json_response(
+            {"match_id": match.match_id, "game": match.rules.name, "config": match.rules.config}, status=201
+        )
+
     async def metrics_text(_request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain", charset="utf-8")
 
@@ -429,6 +497,8 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
     app.router.add_get("/matches", list_matches)
     app.router.add_get("/cert-hashes", cert_hashes)
     app.router.add_post("/lobby/token", lobby_token)
+    app.router.add_get("/lobby/games", lobby_games)
+    app.router.add_post("/lobby/matches", lobby_create)
     add_pages(app, server)  # /, /play, /monitor (server/pages.py)
     if log_url is not None:
         pages = _ReplayPages(log_url)

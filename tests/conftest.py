@@ -89,7 +89,9 @@ class RunningServer:
 @pytest.fixture
 async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
     """``await start_server(game_config={...}, seed=..., ...)`` -> a RunningServer, stopped at teardown.
-    ``match_options`` are further MatchSettings (``{"game": "goofspiel"}``); the rest, ServerConfig's."""
+    ``match_options`` are further MatchSettings (``{"game": "goofspiel"}``); the rest, ServerConfig's.
+    Unlike a real server's, ``require_tokens`` defaults to False even with the HTTP side on: most
+    tests' clients connect directly; the tests of tokens and of that default ask for theirs."""
     running: list[RunningServer] = []
 
     async def start(
@@ -101,6 +103,7 @@ async def start_server(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         **options: Any,
     ) -> RunningServer:
         data_dir = tmp_path / f"server{len(running)}"
+        options.setdefault("require_tokens", False)
         config = ServerConfig(
             port=0,
             data_dir=data_dir,

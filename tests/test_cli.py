@@ -16,10 +16,14 @@ from tickline.bots.swarm import run_swarm
 
 @pytest.mark.slow
 async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None:
-    proc, ready = await serve(tmp_path, "--set", "time_limit_s=60", "--metrics-port", "0")
+    proc, ready = await serve(tmp_path, "--set", "time_limit_s=60", "--http-port", "0")
     assert ready["event"] == "ready" and ready["port"] > 0
     assert Path(ready["cert"]).exists()
-    bots = asyncio.create_task(run_swarm("127.0.0.1", ready["port"], 3, duration=20, cafile=ready["cert"]))
+    # With the HTTP side on, players need the lobby's connect tokens by default.
+    assert ready["require_tokens"] is True and ready["http_url"] == f"http://127.0.0.1:{ready['metrics_port']}/"
+    bots = asyncio.create_task(
+        run_swarm("127.0.0.1", ready["port"], 3, duration=20, cafile=ready["cert"], tokens_url=ready["http_url"])
+    )
     await wait_for_tick(ready["metrics_port"], 90)  # a match with its players in, well under way
     proc.send_signal(signal.SIGTERM)
     report = await asyncio.wait_for(bots, 15)
@@ -135,8 +139,8 @@ async def test_ports_and_data_folders_in_use_are_one_line_naming_the_flag_and_ex
         taken = [
             ("--port", ["--port", str(ready["port"]), "--data-dir", str(tmp_path / "b")]),
             (
-                "--metrics-port",
-                ["--port", "0", "--metrics-port", str(ready["metrics_port"]), "--data-dir", str(tmp_path / "c")],
+                "--http-port",
+                ["--port", "0", "--http-port", str(ready["metrics_port"]), "--data-dir", str(tmp_path / "c")],
             ),
         ]
         for flag, args in taken:
@@ -172,6 +176,8 @@ def _garbage(path: Path, data: bytes) -> Path:
         ("a binary server-id file", "server-id does not hold a server id"),
         ("--host that does not resolve", "--host no-such-host.invalid does not resolve"),
         ("--host of another machine", "--host 192.0.2.1 is not an address of this machine"),
+        ("--http-host of another machine", "--http-host 192.0.2.1 is not an address of this machine"),
+        ("--lobby-rate of zero", "--lobby-rate 0 is out of range"),
         (
             "--db of an unsupported database",
             "--db mysql://... is not a database tickline can log to; use sqlite+aiosqlite",
@@ -202,6 +208,8 @@ async def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path, case: st
         "a binary server-id file": ["--data-dir", str(data)],
         "--host that does not resolve": ["--data-dir", str(data), "--host", "no-such-host.invalid"],
         "--host of another machine": ["--data-dir", str(data), "--host", "192.0.2.1"],  # TEST-NET-1
+        "--http-host of another machine": ["--data-dir", str(data), "--http-port", "0", "--http-host", "192.0.2.1"],
+        "--lobby-rate of zero": ["--data-dir", str(data), "--lobby-rate", "0"],
         "--db of an unsupported database": ["--data-dir", str(data), "--db", "mysql://user@db.example/tl"],
     }[case]
     if case == "garbage certificate in the data folder":

@@ -90,3 +90,18 @@ async def test_several_matches_share_players_by_placement_and_the_lobby_lists_th
     assert all(m["tick"] > 0 and m["max_players"] == 3 for m in listed)
     report = await swarm
     assert len(report["match_ids"]) == 2 and report["closed_by_server"] == {"match over": 6}
+
+
+async def test_the_http_side_listens_on_http_host_apart_from_the_game(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, host="127.0.0.1", metrics_port=0, http_host="::1")
+    port = srv.server.metrics_port
+    assert srv.server.http_url == f"http://[::1]:{port}/"
+    async with aiohttp.ClientSession() as http, http.get(f"http://[::1]:{port}/healthz") as response:
+        assert response.status == 200
+    try:
+        status, _ = await _get(port, "/healthz")  # the game's address: no HTTP there
+    except aiohttp.ClientConnectorError:
+        status = 0
+    assert status == 0
+    async with GameClient.connect("127.0.0.1", srv.port, "player", cafile=srv.cert) as client:
+        assert await client.wait_update(timeout=2)

@@ -19,7 +19,8 @@ TICKLINE = [sys.executable, "-m", "tickline"]
 
 @pytest.mark.slow
 async def test_load_test_over_two_workers_reports_server_figures_and_draws_charts(start_server, tmp_path: Path) -> None:
-    srv = await start_server(game_config={"time_limit_s": 120}, metrics_port=0)
+    # A server as `tickline serve --http-port` runs one: players need its lobby's tokens.
+    srv = await start_server(game_config={"time_limit_s": 120}, metrics_port=0, require_tokens=None)
     report_file, plots = tmp_path / "report.json", tmp_path / "plots"
     proc = await asyncio.create_subprocess_exec(
         *TICKLINE,
@@ -38,8 +39,8 @@ async def test_load_test_over_two_workers_reports_server_figures_and_draws_chart
         "arena=2,idle=1",
         "--cafile",
         str(srv.cert),
-        "--metrics",
-        f"http://127.0.0.1:{srv.server.metrics_port}/metrics",
+        "--lobby",  # each bot's connect token; and --metrics defaults to the lobby's /metrics
+        f"http://127.0.0.1:{srv.server.metrics_port}",
         "--report",
         str(report_file),
         "--plots",
@@ -62,6 +63,7 @@ async def test_load_test_over_two_workers_reports_server_figures_and_draws_chart
     server = report["server"]
     assert 0 < server["ticks_per_s"] <= 61 and server["players_max"] == 6 and server["cpu_percent"] > 0
     assert server["tick_late_ms_p99"] is not None
+    assert srv.server.kicked == 0  # every bot brought a token
     # Not a terminal: progress comes as plain lines, the table at the end.
     text = err.decode()
     assert "connected=6/6" in text and "tickline load test" in text
@@ -94,6 +96,16 @@ async def test_bad_behaviour_is_one_line_and_exit_2() -> None:
         "tickline bots: error: --behaviour: unknown behaviour 'dance'; choose from default, idle, random, arena, bidder, wander "
         "(e.g. random=3,idle=1)"
     ]
+
+
+async def test_a_lobby_that_is_not_a_url_is_one_line_and_exit_2() -> None:
+    proc = await asyncio.create_subprocess_exec(
+        *TICKLINE, "bots", "--server", "127.0.0.1:1", "--lobby", "127.0.0.1:8080", stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await proc.communicate()
+    assert proc.returncode == 2
+    [line] = err.decode().strip().splitlines()
+    assert "--lobby wants the server's HTTP side as a URL, such as http://127.0.0.1:8080" in line
 
 
 def test_a_mix_spreads_behaviours_by_weight_the_same_way_every_time() -> None:

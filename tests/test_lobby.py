@@ -1,5 +1,7 @@
 """The lobby, play and monitor pages (server/pages.py) against a real server: their JSON
-while bots play, and two Chromium players on /play beside Python clients."""
+while bots play, matches made in the lobby, two Chromium players on /play beside Python
+clients, and a person in Chromium or Firefox who makes a match, plays it, watches it and
+comes back after the grace period, through connect tokens as a server requires by default."""
 
 from __future__ import annotations
 
@@ -13,9 +15,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.browsers import chromium
+from tests.browsers import chromium, open_page
 from tests.support import until
-from tickline.bots.client import GameClient
+from tickline.bots.client import ClientError, GameClient
+from tickline.bots.lobby import fetch_connect_token
 from tickline.bots.swarm import run_swarm
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,6 +86,134 @@ async def test_the_monitor_wants_its_token_when_one_is_configured(start_server) 
         assert (await _get(session, http + "/monitor.json", headers={"X-Monitor-Token": "s3cret"}))[0] == 200
         assert (await _get(session, http + "/monitor?token=s3cret"))[0] == 200
         assert (await _get(session, http + "/"))[0] == 200, "the lobby stays open"
+
+
+async def _post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:
+    async with session.post(url, json=body) as response:
+        answer = await response.json() if response.content_type == "application/json" else await response.text()
+        return response.status, answer
+
+
+async def test_the_lobby_makes_matches_of_a_game_with_a_config_up_to_its_limit(start_server) -> None:
+    srv = await start_server(game_config=GAME, metrics_port=0, lobby_matches=2, require_tokens=None)
+    server, http = srv.server, f"http://127.0.0.1:{srv.server.metrics_port}"
+    async with aiohttp.ClientSession() as session:
+        _, offered = await _get(session, http + "/lobby/games")
+        games = {g["name"]: g["config"] for g in offered["games"]}
+        assert {"arena", "goofspiel"} <= set(games) and games["arena"]["time_limit_s"] > 0
+        assert offered["limit"] == 2 and offered["open"] == 0
+
+        status, made = await _post(session, http + "/lobby/matches", {"game": "goofspiel", "config": {"cards": 5}})
+        assert status == 201 and made["game"] == "goofspiel" and made["config"]["cards"] == 5
+        created = next(m for m in server.matches if m.match_id == made["match_id"])
+        assert created.rules.name == "goofspiel" and created.settings.tick_rate == 10  # its own rates
+        for body, reason in [
+            ({"game": "chess"}, "does not run 'chess'; it runs arena, goofspiel"),
+            ({"game": "arena", "config": {"lives": 3}}, "unknown arena config key 'lives'"),
+            ({"game": "arena", "config": {"time_limit_s": "long"}}, "must be int, not str"),
+            ({"game": "arena", "config": [1]}, "config must be a JSON object"),
+            ({"config": {}}, "send a JSON object"),
+        ]:
+            status, text = await _post(session, http + "/lobby/matches", body)
+            assert status == 400 and reason in text, (body, text)
+        status, made2 = await _post(session, http + "/lobby/matches", {"game": "arena", "config": {"time_limit_s": 30}})
+        assert status == 201
+        status, text = await _post(session, http + "/lobby/matches", {"game": "arena"})
+        assert status == 429 and "2 matches made in the lobby are open" in text
+        _, listed = await _get(session, http + "/matches")
+        assert {m["match_id"] for m in listed if m["created"]} == {made["match_id"], made2["match_id"]}
+
+        # A player who names no match joins the server's own, never one someone made.
+        token = (await fetch_connect_token(http, "anyone"))["token"]
+        async with GameClient.connect("127.0.0.1", srv.port, "x", cafile=srv.cert, connect_token=token) as anyone:
+            assert anyone.match_id not in (made["match_id"], made2["match_id"])
+        # Joined by its id (with a token naming it), a made match plays its own game.
+        token = (await fetch_connect_token(http, "bidder", match=made["match_id"]))["token"]
+        async with GameClient.connect("127.0.0.1", srv.port, "x", cafile=srv.cert, connect_token=token) as bidder:
+            assert bidder.welcome is not None and bidder.welcome.game == "goofspiel"
+            assert bidder.match_id == made["match_id"]
+    # Both players gone, the goofspiel match is over and not replaced; the limit has room again.
+    await until(lambda: created not in server.created, timeout=10)
+    assert created not in server.matches and len(server.created) == 1
+
+
+async def test_a_made_match_nobody_joins_goes_without_a_trace(start_server, monkeypatch) -> None:
+    from tickline.server import app
+
+    monkeypatch.setattr(app, "CREATED_WAIT_S", 0.2)
+    srv = await start_server(game_config=GAME, metrics_port=0)
+    match = await srv.server.create_match("arena", {})
+    assert match in srv.server.matches
+    await until(lambda: match not in srv.server.matches, timeout=5)
+    assert match.status == "stopped" and not srv.server.created
+    async with aiohttp.ClientSession() as session:
+        _, listed = await _get(session, f"http://127.0.0.1:{srv.server.metrics_port}/replays")
+    assert match.match_id not in str(listed), "never logged"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("browser", ["chromium", "firefox"])
+async def test_a_person_makes_a_match_plays_it_watches_it_and_comes_back_after_the_grace_period(
+    browser: str, start_server, tmp_path: Path
+) -> None:
+    # As `tickline serve --http-port` runs: connect tokens required. A short grace period.
+    srv = await start_server(game_config=GAME, metrics_port=0, require_tokens=None, match_options={"grace_s": 1.0})
+    server, http = srv.server, f"http://127.0.0.1:{srv.server.metrics_port}"
+    async with open_page(browser, tmp_path) as page:
+        await page.goto(f"{http}/")
+        await page.wait_for("window.tickline.ready && window.tickline.games.length > 0", timeout=15)
+        await page.evaluate(
+            "(() => { document.querySelector('#name').value = 'dana';"
+            " document.querySelector('#create').open = true;"
+            " document.querySelector('#game').value = 'arena';"
+            " document.querySelector('#game').dispatchEvent(new Event('change'));"
+            " document.querySelector('#config input[name=time_limit_s]').value = '90';"
+            " document.querySelector('#make').click(); return true; })()"
+        )
+        await until(lambda: len(server.created) == 1, timeout=10)
+        [made] = server.created
+        assert made.rules.config["time_limit_s"] == 90
+        await page.wait_for(
+            "location.pathname === '/play' && window.tickline && (window.tickline.ready || window.tickline.error)",
+            timeout=20,
+        )
+        assert await page.evaluate("window.tickline.error") == ""
+        welcome = await page.evaluate("window.tickline.welcome()")
+        pid = welcome["player_id"]
+        assert welcome["match_id"] == made.match_id and made.sessions[pid].name == "dana"
+
+        # A Python player joins the same match, with a token naming it, as bots do.
+        token = (await fetch_connect_token(http, "rival", match=made.match_id))["token"]
+        async with GameClient.connect("127.0.0.1", srv.port, "x", cafile=srv.cert, connect_token=token) as rival:
+            assert rival.match_id == made.match_id
+            x = made.state["players"][pid]["x"]
+            await page.key("d", down=True)
+            await until(lambda: made.state["players"][pid]["x"] > x + 2000, timeout=15)
+            await page.key("d", down=False)
+            await until(lambda: str(pid) in rival.world.view.get("players", {}), timeout=5)
+
+            # Watching it from the lobby's link: a spectator with its own token.
+            await page.goto(f"{http}/play?spectate={made.match_id}")
+            await page.wait_for("window.tickline.ready || window.tickline.error", timeout=20)
+            assert await page.evaluate("window.tickline.error") == ""
+            watching = await page.evaluate("window.tickline.welcome()")
+            assert watching["player_id"] == 0 and watching["match_id"] == made.match_id
+            await page.wait_for(f"window.tickline.view()?.players?.['{rival.player_id}']", timeout=15)
+
+            # Dana's tab went to the spectator page: after the grace period her place is gone,
+            # and coming back to /play joins her afresh with a new connect token.
+            await until(lambda: pid not in made.sessions and made.live_figures()["away"] == 0, timeout=10)
+            await page.goto(f"{http}/play?name=dana&match={made.match_id}")
+            await page.wait_for("window.tickline.ready || window.tickline.error", timeout=20)
+            assert await page.evaluate("window.tickline.error") == ""
+            again = await page.evaluate("window.tickline.welcome()")
+            assert again["match_id"] == made.match_id and again["player_id"] != pid
+            assert made.sessions[again["player_id"]].name == "dana"
+            assert await page.evaluate("window.tickline.transport()") in ("webtransport", "websocket")
+        with pytest.raises(ClientError, match="requires a connect token"):
+            async with GameClient.connect("127.0.0.1", srv.port, "no-token", cafile=srv.cert):
+                pass
+    assert not page.errors, page.errors
 
 
 def _keep(tmp_path: Path, name: str) -> None:

@@ -57,7 +57,7 @@ async def test_killed_server_resumes_its_match_and_bots_get_their_players_back(t
         "--set",
         "score_limit=1000",
     ]
-    first, ready = await _serve(*args, "--metrics-port", "0")
+    first, ready = await _serve(*args, "--metrics-port", "0", "--no-require-tokens")
     assert ready["resumed"] == []
     swarm = asyncio.create_task(
         run_swarm("127.0.0.1", port, 4, duration=40, cafile=ready["cert"], reconnect_s=20, details=True)

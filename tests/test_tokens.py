@@ -140,7 +140,7 @@ async def test_a_server_that_requires_tokens_seats_good_ones_and_refuses_the_res
                     pass
 
         key, addr, now = server.token_key, server.address, time.time()
-        await refused("", "requires a connect token: POST /lobby/token")
+        await refused("", r"requires a connect token: POST http://127.0.0.1:\d+/lobby/token")
         await refused(answer["token"], "used twice")
         await refused(issue(key, "", "late", addr, now - 120, ttl_s=60), "expired")
         await refused(_flip_a_mac_bit(issue(key, "", "forger", addr, now)), "forged")
@@ -213,6 +213,43 @@ async def test_the_lobby_refuses_bad_names_and_unknown_matches(start_server) -> 
             assert response.status == 400
     with pytest.raises(ClientError, match="name must be"):
         await fetch_connect_token(_http(srv), " ")
+
+
+async def test_tokens_are_required_by_default_exactly_when_the_http_side_is_on(start_server) -> None:
+    lobby = await start_server(game_config={"time_limit_s": 60}, metrics_port=0, require_tokens=None)
+    assert lobby.server.config.tokens_required()
+    refused_with = f"POST http://127.0.0.1:{lobby.server.metrics_port}/lobby/token"
+    with pytest.raises(ClientError, match=refused_with):
+        async with GameClient.connect("127.0.0.1", lobby.port, "direct", cafile=lobby.cert):
+            pass
+    token = (await fetch_connect_token(_http(lobby), "via-lobby"))["token"]
+    async with GameClient.connect("127.0.0.1", lobby.port, "x", cafile=lobby.cert, connect_token=token) as player:
+        assert player.player_id in lobby.server.matches[0].sessions
+    # No HTTP side, no lobby to get one from: none needed.
+    bare = await start_server(game_config={"time_limit_s": 60}, require_tokens=None)
+    assert not bare.server.config.tokens_required()
+    async with GameClient.connect("127.0.0.1", bare.port, "direct", cafile=bare.cert) as player:
+        assert player.player_id in bare.server.matches[0].sessions
+
+
+async def test_the_lobby_holds_one_address_to_its_rate_and_says_when_to_come_back(start_server) -> None:
+    srv = await _token_server(start_server, lobby_rate=1.0)  # bursts of four
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(5):
+            async with http.post(_http(srv) + "/lobby/token", json={"name": "eager"}) as response:
+                statuses.append(response.status)
+                retry_after = response.headers.get("Retry-After")
+                text = await response.text()
+        assert statuses == [200, 200, 200, 200, 429]
+        assert retry_after == "1" and "too many lobby requests from this address" in text
+        async with http.get(_http(srv) + "/metrics") as response:
+            assert "tickline_lobby_tokens_refused_total 1.0" in await response.text()
+    # The SDK waits as told, within its timeout, and gets its token.
+    answer = await fetch_connect_token(_http(srv), "patient", timeout=5.0)
+    assert answer["token"]
+    with pytest.raises(ClientError, match="too many lobby requests"):
+        await fetch_connect_token(_http(srv), "hasty", timeout=0.5)
 
 
 async def test_the_token_key_is_made_once_owner_only_and_may_be_shared(start_server, tmp_path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import itertools
 import json
 import logging
 import os
@@ -25,7 +24,7 @@ import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import aiohttp
 import pytest
@@ -37,7 +36,7 @@ from aioquic.h3.events import DatagramReceived, DataReceived, HeadersReceived
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.events import ConnectionTerminated, QuicEvent, StreamDataReceived
 
-from tests.browsers import FIREFOX, chromium, no_browser, page_server
+from tests.browsers import open_page, page_server
 from tests.support import until
 from tickline.bots.client import ClientError, GameClient
 from tickline.bots.world import ClientWorld
@@ -469,148 +468,12 @@ async ({url, hashes, name}) => {
 """
 
 
-class Page(Protocol):
-    """One tab of a browser, as the tests drive it."""
-
-    errors: list[str]  # errors the page reported
-
-    async def goto(self, url: str) -> None: ...
-
-    async def evaluate(self, expression: str) -> Any:
-        """The JSON value of a JavaScript expression (a promise is awaited)."""
-
-    async def wait_for(self, condition: str, timeout: float) -> None:
-        """Until the JavaScript expression ``condition`` is truthy; TimeoutError after ``timeout`` s."""
-
-
-class PlaywrightPage:
-    def __init__(self, page: Any) -> None:
-        self.page = page
-        self.errors: list[str] = []
-        page.on("pageerror", lambda exc: self.errors.append(f"page error: {exc}"))
-
-    async def goto(self, url: str) -> None:
-        await self.page.goto(url)
-
-    async def evaluate(self, expression: str) -> Any:
-        return await self.page.evaluate(expression)
-
-    async def wait_for(self, condition: str, timeout: float) -> None:
-        await self.page.wait_for_function(condition, timeout=timeout * 1000)
-
-
-class BidiPage:
-    """Firefox's first tab over WebDriver BiDi, which Firefox serves itself
-    (``--remote-debugging-port``): no geckodriver, no Selenium."""
-
-    def __init__(self, ws: aiohttp.ClientWebSocketResponse) -> None:
-        self.ws = ws
-        self.errors: list[str] = []
-        self.context = ""
-        self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[Any]] = {}
-
-    async def read(self) -> None:
-        """The reader task: answers to their callers, JavaScript errors to ``errors``."""
-        async for message in self.ws:
-            data = json.loads(message.data)
-            waiter = self._waiting.pop(data.get("id", -1), None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(data)
-            elif data.get("method") == "log.entryAdded" and data["params"].get("level") == "error":
-                self.errors.append(f"page error: {data['params'].get('text')}")
-
-    async def call(self, method: str, params: dict[str, Any]) -> Any:
-        ident = next(self._ids)
-        waiter = self._waiting[ident] = asyncio.get_running_loop().create_future()
-        await self.ws.send_json({"id": ident, "method": method, "params": params})
-        answer = await asyncio.wait_for(waiter, 30)
-        if answer.get("type") != "success":
-            raise RuntimeError(f"{method}: {answer.get('error')}: {answer.get('message')}")
-        return answer["result"]
-
-    async def open(self) -> None:
-        await self.call("session.new", {"capabilities": {}})
-        await self.call("session.subscribe", {"events": ["log.entryAdded"]})
-        self.context = (await self.call("browsingContext.getTree", {}))["contexts"][0]["context"]
-
-    async def goto(self, url: str) -> None:
-        await self.call("browsingContext.navigate", {"context": self.context, "url": url, "wait": "complete"})
-
-    async def evaluate(self, expression: str) -> Any:
-        result = await self.call(
-            "script.evaluate",
-            {
-                "expression": f"Promise.resolve({expression}).then(value => JSON.stringify(value))",
-                "target": {"context": self.context},
-                "awaitPromise": True,
-            },
-        )
-        if result["type"] == "exception":
-            raise RuntimeError(result["exceptionDetails"]["text"])
-        value = result["result"]  # a string, or undefined (which JSON.stringify makes of undefined)
-        return json.loads(value["value"]) if value["type"] == "string" else None
-
-    async def wait_for(self, condition: str, timeout: float) -> None:
-        # The page waits (as Playwright's wait_for_function does); the test awaits one answer.
-        until_true = f"new Promise(ok => {{ const t = setInterval(() => {{ if ({condition}) {{ clearInterval(t); ok(true); }} }}, 10); }})"
-        async with asyncio.timeout(timeout):
-            await self.evaluate(until_true)
-
-
-@asynccontextmanager
-async def _chromium() -> AsyncIterator[Page]:
-    """Headless Chromium, the system's own (Playwright downloads no browser here)."""
-    async with chromium() as browser:
-        yield PlaywrightPage(await browser.new_page())
-
-
-@asynccontextmanager
-async def _firefox(profile: Path) -> AsyncIterator[Page]:
-    """Headless Firefox (Debian's ESR) in a new profile, driven over WebDriver BiDi."""
-    if not Path(FIREFOX).exists():
-        no_browser(f"no Firefox at {FIREFOX}: apt-get install firefox-esr, or set TICKLINE_FIREFOX")
-    profile.mkdir()
-    proc = await asyncio.create_subprocess_exec(
-        FIREFOX,
-        "--headless",
-        "--no-remote",
-        "--profile",
-        str(profile),
-        "--remote-debugging-port",
-        "0",  # a free port, which it names on stderr
-        stdout=asyncio.subprocess.DEVNULL,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    try:
-        async with asyncio.timeout(30):
-            while not (line := (await proc.stderr.readline()).decode()).startswith("WebDriver BiDi listening on "):
-                assert line, f"Firefox exited ({await proc.wait()}) before serving WebDriver BiDi"
-        url = line.split()[-1]
-        async with asyncio.TaskGroup() as tasks, aiohttp.ClientSession() as http:
-            drain = tasks.create_task(proc.stderr.read())  # its chatter must not fill the pipe
-            async with http.ws_connect(f"{url}/session") as ws:
-                page = BidiPage(ws)
-                reader = tasks.create_task(page.read())
-                try:
-                    await page.open()
-                    yield page
-                finally:
-                    reader.cancel()
-                    drain.cancel()
-    finally:
-        if proc.returncode is None:
-            proc.terminate()
-            await proc.wait()
-
-
 @pytest.mark.parametrize("browser", ["chromium", "firefox"])
 async def test_a_browser_plays_over_webtransport_pinning_the_certificate_hash(
     browser: str, start_server, tmp_path: Path
 ) -> None:
     srv = await start_server(game_config=ARENA)
-    opening = _chromium() if browser == "chromium" else _firefox(tmp_path / "firefox-profile")
+    opening = open_page(browser, tmp_path)
     async with (
         opening as page,
         page_server("tickline webtransport") as url,

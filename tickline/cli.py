@@ -137,6 +137,10 @@ def _server_config(args: argparse.Namespace) -> Any:
         max_matches=args.max_matches,
         placement=args.placement,
         metrics_port=args.metrics_port,
+        http_host=args.http_host,
+        lobby_rate=args.lobby_rate,
+        lobby_matches=args.lobby_matches,
+        lobby_games=tuple(g.strip() for g in args.lobby_games.split(",") if g.strip()) if args.lobby_games else None,
         fastpath=not args.no_fastpath,
         token_key=Path(args.token_key) if args.token_key else None,
         require_tokens=args.require_tokens,
@@ -163,6 +167,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
                 "fastpath": server.fastpath is not None,
                 "metrics_port": server.metrics_port if args.metrics_port is not None else None,
+                "http_url": server.http_url if args.metrics_port is not None else None,
+                "require_tokens": server.config.tokens_required(),
                 "resumed": [{"match_id": m.match_id, "tick": (m.resumed_at or 0) + 1} for m in server.resumed],
                 "start_s": round(server.recovery_s, 3),
             }
@@ -200,6 +206,10 @@ def cmd_bots(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--input-ticks must be 1 to {MAX_INPUT_TICKS} (ticks each input holds), not {args.input_ticks}"
         )
+    if args.lobby and not args.lobby.startswith(("http://", "https://")):
+        raise UsageError(
+            f"--lobby wants the server's HTTP side as a URL, such as http://127.0.0.1:8080, not {args.lobby}"
+        )
     if args.plots and importlib.util.find_spec("matplotlib") is None:
         raise UsageError("--plots needs matplotlib: pip install 'tickline[plots]'")
     cfg = LoadConfig(
@@ -214,7 +224,8 @@ def cmd_bots(args: argparse.Namespace) -> int:
         cafile=args.cafile,
         seed=args.seed,
         reconnect_s=args.reconnect,
-        metrics_url=args.metrics,
+        metrics_url=args.metrics or (args.lobby.rstrip("/") + "/metrics" if args.lobby else None),
+        tokens_url=args.lobby,
         report_path=Path(args.report) if args.report else None,
         plots_dir=Path(args.plots) if args.plots else None,
         progress=not args.quiet,
@@ -709,8 +720,15 @@ def build_parser() -> argparse.ArgumentParser:
         dest="metrics_port",
         type=int,
         metavar="PORT",
-        help="serve HTTP on --host:PORT: /healthz, Prometheus /metrics, the match list /matches and the "
-        "log's replays /replays; 0 picks a free port (default: off; --metrics-port is the same flag)",
+        help="serve HTTP on --http-host:PORT: the lobby /, /play, /monitor, /healthz, Prometheus /metrics, "
+        "/matches, the log's /replays and the WebSocket fallback /ws; 0 picks a free port; new players then "
+        "need connect tokens from the lobby unless --no-require-tokens (default: off; --metrics-port is the same flag)",
+    )
+    serve.add_argument(
+        "--http-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the HTTP side listens on, apart from --host (default: 127.0.0.1)",
     )
     serve.add_argument(
         "--no-fastpath", action="store_true", help="keep every datagram on QUIC; do not offer clients the fast path"
@@ -720,8 +738,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument(
         "--require-tokens",
-        action="store_true",
-        help="every hello must carry a connect token from POST /lobby/token on the HTTP side (docs/browsers.md)",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every new player's hello must carry a connect token from POST /lobby/token on the HTTP side "
+        "(docs/browsers.md) (default: required when --http-port is on)",
+    )
+    serve.add_argument(
+        "--lobby-rate",
+        type=float,
+        default=10.0,
+        metavar="PER_S",
+        help="connect tokens the lobby issues a second to one address, in bursts of four seconds' worth; "
+        "more are refused with 429 and Retry-After (default: 10)",
+    )
+    serve.add_argument(
+        "--lobby-matches",
+        type=int,
+        default=4,
+        metavar="N",
+        help="matches people may create in the lobby, open at once; 0: none (default: 4)",
+    )
+    serve.add_argument(
+        "--lobby-games",
+        metavar="NAMES",
+        help="comma-separated games the lobby may create matches of, beside --game (default: every installed game)",
     )
     serve.add_argument(
         "--token-key",
@@ -759,6 +799,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     bots.add_argument(
         "--game", metavar="GAME", help="the server's game, when it is not installed here: package.module:Class"
+    )
+    bots.add_argument(
+        "--lobby",
+        metavar="URL",
+        help="the server's HTTP side (http://HOST:HTTP_PORT): each bot takes a connect token from its lobby, "
+        "as a server with --http-port requires, and --metrics defaults to URL/metrics",
     )
     bots.add_argument(
         "--metrics", metavar="URL", help="the server's /metrics URL, read for its own figures over the same window"

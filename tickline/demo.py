@@ -101,12 +101,13 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15, game: str =
     proc, ready = await _start_server(data_dir, game, settings, log_path)
     say(f"server ready on {ready['host']}:{ready['port']} (pid {proc.pid}); certificate {ready['cert']}")
     say(f"event log {ready['db']}")
-    lobby = f"http://{ready['host']}:{ready['metrics_port']}/"
+    lobby = ready["http_url"]
     say(f"lobby {lobby} (play in a browser while the bots do), monitor {lobby}monitor, replays {lobby}replays")
     try:
         length = f"a {seconds} s" if settings else "a whole"
         say(f"{bots} bots playing {length} {rules.name} match (QUIC handshake, then the fast path) ...")
-        report = await run_swarm(ready["host"], ready["port"], bots, stay_s, cafile=ready["cert"])
+        # Through the lobby, as every player of a server with --http-port: a connect token each.
+        report = await run_swarm(ready["host"], ready["port"], bots, stay_s, cafile=ready["cert"], tokens_url=lobby)
     finally:
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)

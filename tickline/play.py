@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from tickline.bots.client import ClientError, ClientOptions, GameClient
+from tickline.bots.lobby import fetch_connect_token
 
 if TYPE_CHECKING:
     import pygame
@@ -70,6 +71,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("server", type=_server, metavar="HOST:PORT", help="the server to play on")
     parser.add_argument("--name", default="player", help="the name other players see (default: player)")
     parser.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
+    parser.add_argument(
+        "--lobby",
+        metavar="URL",
+        help="the server's HTTP side (http://HOST:HTTP_PORT), for the connect token a server with --http-port requires",
+    )
     parser.add_argument("--size", type=_size, default=(800, 800), metavar="WxH", help="window size (default: 800x800)")
     parser.add_argument(
         "--seconds", type=_seconds, default=0.0, metavar="S", help="leave after S seconds; 0: when the window closes"
@@ -266,7 +272,10 @@ async def play(args: argparse.Namespace) -> int:
     size = _size(args.size) if isinstance(args.size, str) else args.size
     options = ClientOptions(fast=not args.no_fastpath)
     try:
-        async with GameClient.connect(host, port, args.name, cafile=args.cafile, options=options) as client:
+        token = (await fetch_connect_token(args.lobby, args.name))["token"] if args.lobby else ""
+        async with GameClient.connect(
+            host, port, args.name, cafile=args.cafile, options=options, connect_token=token
+        ) as client:
             assert client.welcome is not None
             if client.welcome.game != "arena":
                 print(f"tickline play: error: the server plays {client.welcome.game}, not arena", file=sys.stderr)

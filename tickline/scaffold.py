@@ -330,8 +330,8 @@ a grid and pick up coins; the first to the score limit wins.
 
 ```sh
 pip install -e '.[dev]'                       # also makes `--game __name__` known to tickline
-tickline serve --game __name__ --metrics-port 9100
-tickline bots --server 127.0.0.1:4433 --n 8 --behaviour walker=3,random=1
+tickline serve --game __name__ --http-port 8080   # the lobby: http://127.0.0.1:8080/
+tickline bots --server 127.0.0.1:4433 --lobby http://127.0.0.1:8080 --n 8 --behaviour walker=3,random=1
 tickline replay list                          # the matches in the log
 tickline replay verify MATCH_ID               # re-simulate one and check every state hash
 pytest                                        # the rules replay exactly; a real match verifies

@@ -19,6 +19,7 @@ from typing import Any
 import orjson
 
 from tickline.bots.client import ClientError, ClientOptions, GameClient
+from tickline.bots.lobby import fetch_connect_token
 from tickline.play import _seconds, _server
 
 
@@ -55,6 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--name", default="spectator", help="the name the server logs (default: spectator)")
     parser.add_argument("--cafile", help="verify the server's certificate against this PEM (default: not verified)")
     parser.add_argument("--no-fastpath", action="store_true", help="QUIC datagrams only")
+    parser.add_argument(
+        "--lobby",
+        metavar="URL",
+        help="the server's HTTP side (http://HOST:HTTP_PORT), for the connect token a server with --http-port requires",
+    )
 
 
 def scoreboard(view: dict[str, Any], table: str) -> dict[str, dict[str, Any]]:
@@ -71,8 +77,16 @@ async def spectate(args: argparse.Namespace) -> int:
     enough = asyncio.Event()
     shown = 0
     try:
+        token = (await fetch_connect_token(args.lobby, args.name))["token"] if args.lobby else ""
         async with GameClient.spectate(
-            host, port, args.match, args.follow, name=args.name, cafile=args.cafile, options=options
+            host,
+            port,
+            args.match,
+            args.follow,
+            name=args.name,
+            cafile=args.cafile,
+            options=options,
+            connect_token=token,
         ) as client:
             assert client.welcome is not None
             welcome, rules = client.welcome, client.world.rules

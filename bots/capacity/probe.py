@@ -100,6 +100,7 @@ async def _start_server(
             "serve",
             "--port",
             "0",
+            "--no-require-tokens",  # its bots connect directly
             "--metrics-port",
             "0",
             "--data-dir",

@@ -53,6 +53,7 @@ export {
   type TableInfo,
 } from "./rules.js";
 export {
+  connectToken,
   discover,
   type Discovered,
   type OpenOptions,

@@ -68,7 +68,7 @@ export interface Discovered {
 }
 
 /**
- * Ask a server's HTTP side (`tickline serve --metrics-port`) where its WebTransport
+ * Ask a server's HTTP side (`tickline serve --http-port`) where its WebTransport
  * endpoint is and which certificate hashes to pin; the WebSocket fallback is `/ws` on
  * the same HTTP side. The hashes rotate (every ~12 days): ask again for each page.
  */
@@ -84,6 +84,38 @@ export async function discover(httpUrl: string, fetcher: typeof fetch = fetch): 
     },
     webSocket: { url: `${base.protocol === "https:" ? "wss:" : "ws:"}//${base.host}/ws` },
   };
+}
+
+/**
+ * A connect token from the server's lobby (`POST /lobby/token` on its HTTP side) for
+ * `name` to join `match` ("" for any open match, and for spectators): what
+ * `join(name, { connectToken })` and `spectate(..., connectToken)` send. A server with
+ * its HTTP side on requires one; a token is good once, for a minute. Told to wait (429,
+ * the lobby's rate per address), it waits as `Retry-After` says, up to `maxWaitMs`.
+ */
+export async function connectToken(
+  httpUrl: string,
+  name: string,
+  match = "",
+  fetcher: typeof fetch = fetch,
+  maxWaitMs = 10_000,
+): Promise<string> {
+  const url = new URL("/lobby/token", new URL(httpUrl));
+  let waited = 0;
+  for (;;) {
+    const response = await fetcher(url, {
+      method: "POST",
+      cache: "no-store",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(match ? { name, match } : { name }),
+    });
+    if (response.ok) return ((await response.json()) as { token: string }).token;
+    const reason = (await response.text()).trim() || `HTTP ${response.status}`;
+    const wait = response.status === 429 ? Number(response.headers.get("Retry-After") ?? "1") * 1000 : NaN;
+    if (!(wait >= 0) || waited + wait > maxWaitMs) throw new TransportError(`no connect token from ${url}: ${reason}`);
+    await new Promise((resolve) => setTimeout(resolve, wait));
+    waited += wait;
+  }
 }
 
 export class TransportError extends Error {

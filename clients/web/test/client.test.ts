@@ -6,7 +6,7 @@ import { test } from "node:test";
 
 import { ClientError, type ClientOptions, connect, type GameClient } from "../src/client.js";
 import { encodeStream, type Frame, type Hello, StreamDecoder, type Welcome } from "../src/protocol.js";
-import { discover, openTransport, TransportError } from "../src/transport.js";
+import { connectToken, discover, openTransport, TransportError } from "../src/transport.js";
 import { FakeTransport, MemoryStorage } from "./support.js";
 
 const URLS = { webTransport: { url: "https://127.0.0.1:4433/" }, webSocket: { url: "ws://127.0.0.1:8080/ws" } };
@@ -237,6 +237,28 @@ test("discover reads the WebTransport endpoint and certificate hashes from the s
   });
   const failing = (async () => new Response("no", { status: 404 })) as unknown as typeof fetch;
   await assert.rejects(discover("http://127.0.0.1:9000", failing), /cert-hashes answered HTTP 404/);
+});
+
+test("connectToken asks the lobby, waits as a 429 says, and passes a refusal's reason on", async () => {
+  const asked: { url: string; body: unknown }[] = [];
+  let answers = [
+    new Response("too many lobby requests from this address; try again in 0.0 s", { status: 429, headers: { "Retry-After": "0" } }),
+    new Response(JSON.stringify({ token: "tok.en", expires: 1 }), { status: 200 }),
+  ];
+  const fetcher = (async (url: URL, init: RequestInit) => {
+    asked.push({ url: String(url), body: JSON.parse(String(init.body)) });
+    return answers.shift();
+  }) as unknown as typeof fetch;
+  assert.equal(await connectToken("http://127.0.0.1:8080/", "alice", "ab12", fetcher), "tok.en");
+  assert.deepEqual(asked, [
+    { url: "http://127.0.0.1:8080/lobby/token", body: { name: "alice", match: "ab12" } },
+    { url: "http://127.0.0.1:8080/lobby/token", body: { name: "alice", match: "ab12" } },
+  ]);
+  answers = [new Response("name must be 1-32 printable characters\n", { status: 400 })];
+  await assert.rejects(connectToken("http://127.0.0.1:8080", "", "", fetcher), /no connect token from .*: name must be 1-32/);
+  answers = [new Response("slow down", { status: 429, headers: { "Retry-After": "30" } })];
+  await assert.rejects(connectToken("http://127.0.0.1:8080", "bob", "", fetcher, 1000), /slow down/);
+  assert.deepEqual(asked.at(-1)?.body, { name: "bob" });
 });
 
 test("controls before the welcome are refused: the server would close the connection", async () => {
