@@ -38,6 +38,9 @@ import { type Controls, rulesFor } from "./rules.js";
 import { type OpenOptions, type Transport, type TransportKind, openTransport } from "./transport.js";
 import { type View, World } from "./world.js";
 
+/** Inputs behind schedule before `sendEveryTick` gives up catching up and starts from now. */
+const MAX_CATCH_UP = 4;
+
 /** The connection failed or the server refused us; the message says why. */
 export class ClientError extends Error {
   override name = "ClientError";
@@ -305,6 +308,39 @@ export class GameClient<C extends object = Controls, V extends object = View> {
     this.unsent += 1;
     if (flush || this.unsent >= this.inputBatch) this.flushInputs();
     return seq;
+  }
+
+  /**
+   * Send `read()`'s controls once per input (every `inputTicks` ticks at the welcome's
+   * tick rate) until the client ends or the returned function is called. Use this rather
+   * than `setInterval(..., 1000 / tickRate)`: browsers round that interval down to whole
+   * milliseconds (16 ms: 62.5 inputs a second against 60 ticks), so inputs pile up on the
+   * server and every one waits longer (about 30 ms more at p99, measured). Here each input
+   * has its own deadline on the client's clock, so the rate is the tick rate on average; a
+   * tab whose timers were throttled resumes from now rather than sending a burst.
+   */
+  sendEveryTick(read: () => Partial<C>): () => void {
+    if (this.welcome === null) throw new ClientError("join a match before sending controls");
+    if (this.spectating) throw new ClientError("spectators cannot send inputs");
+    const period = (this.options.inputTicks ?? 1) / this.welcome.tick_rate;
+    let next = this.clock() + period;
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    let stopped = false;
+    const stop = (): void => {
+      stopped = true;
+      if (timer !== undefined) clearTimeout(timer);
+    };
+    const run = (): void => {
+      if (stopped || this.isClosed) return;
+      const now = this.clock();
+      if (now - next > MAX_CATCH_UP * period) next = now; // throttled: no burst of old inputs
+      if (!this.reconnecting) this.sendControls(read());
+      next += period;
+      timer = setTimeout(run, Math.max(0, (next - this.clock()) * 1000));
+    };
+    timer = setTimeout(run, Math.max(0, (next - this.clock()) * 1000));
+    void this.closed.then(stop);
+    return stop;
   }
 
   /** Send the unconfirmed inputs now (`always`: even when there are none, as an ack). */

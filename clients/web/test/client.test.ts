@@ -2,7 +2,7 @@
 // across a reload, coming back after a dropped connection, goodbyes.
 
 import assert from "node:assert/strict";
-import { test } from "node:test";
+import { mock, test } from "node:test";
 
 import { ClientError, type ClientOptions, connect, type GameClient } from "../src/client.js";
 import { encodeStream, type Frame, type Hello, StreamDecoder, type Welcome } from "../src/protocol.js";
@@ -264,4 +264,37 @@ test("connectToken asks the lobby, waits as a 429 says, and passes a refusal's r
 test("controls before the welcome are refused: the server would close the connection", async () => {
   const client = await connect({ ...URLS, storage: null, openers: { webtransport: async () => new FakeTransport() } });
   assert.throws(() => client.sendControls({ mx: 1 }), /join a match before sending controls/);
+});
+
+test("sendEveryTick keeps to the tick rate whatever the timers round to, and a throttled tab resumes without a burst", async () => {
+  let now = 100; // seconds, the client's clock
+  const opened: ScriptedServer[] = [];
+  const client = await connect(scripted(() => [welcome(3, "t")], opened, { storage: null, clock: () => now }));
+  await client.join("alice");
+  mock.timers.enable({ apis: ["setTimeout"] });
+  try {
+    const sent: number[] = [];
+    let n = 0;
+    const stop = client.sendEveryTick(() => ({ mx: (n += 1) % 2 }));
+    const advance = (ms: number, step: number): void => {
+      for (let t = 0; t < ms; t += step) {
+        now += step / 1000;
+        mock.timers.tick(step);
+      }
+    };
+    advance(10_000, 1); // ten seconds, a millisecond at a time
+    sent.push(client.stats.inputsSent);
+    assert.ok(Math.abs(sent[0]! - 600) <= 1, `600 inputs in 10 s at 60 Hz, not ${sent[0]}`);
+    now += 2; // the tab was in the background for two seconds: its timer did not run
+    advance(100, 1);
+    const after = client.stats.inputsSent - sent[0]!;
+    assert.ok(after <= 6 + 4 + 1, `a tenth of a second's inputs and a few late ones, not ${after}`);
+    stop();
+    const stopped = client.stats.inputsSent;
+    advance(1000, 16);
+    assert.equal(client.stats.inputsSent, stopped, "stopped");
+  } finally {
+    mock.timers.reset();
+    client.close();
+  }
 });
