@@ -456,7 +456,9 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
         games = []
         for name in server.lobby_games():
             try:
-                games.append({"name": name, "config": load(name).default_config()})
+                config = load(name).default_config()
+                config.pop("tick_rate", None)  # the match's rate, the server's to set
+                games.append({"name": name, "config": config})
             except UnknownGame:
                 continue  # named by --lobby-games but not installed: nothing to offer
         return web.json_response(

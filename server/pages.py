@@ -125,7 +125,9 @@ def add_pages(app: web.Application, server: Server) -> None:
             rules = running[0].rules if running else make_rules(name)
         except UnknownGame as exc:
             raise web.HTTPNotFound(text=f"{exc}\n") from None
-        return web.json_response(schema_json(rules.view_schema()))
+        # The view's declaration, and the names of the controls the game takes: the play page
+        # sends only those (its keyboard and mouse make arena-style movement and aim).
+        return web.json_response({**schema_json(rules.view_schema()), "controls": sorted(rules.input_schema().controls)})
 
     async def monitor_json(request: web.Request) -> web.Response:
         allowed(request)

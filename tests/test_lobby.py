@@ -101,6 +101,9 @@ async def test_the_lobby_makes_matches_of_a_game_with_a_config_up_to_its_limit(s
         _, offered = await _get(session, http + "/lobby/games")
         games = {g["name"]: g["config"] for g in offered["games"]}
         assert {"arena", "goofspiel"} <= set(games) and games["arena"]["time_limit_s"] > 0
+        assert "tick_rate" not in games["goofspiel"], "the server's to set, not a person's"
+        _, schema = await _get(session, http + "/games/goofspiel/schema.json")
+        assert schema["controls"] == ["bid"]  # the play page sends only what a game takes
         assert offered["limit"] == 2 and offered["open"] == 0
 
         status, made = await _post(session, http + "/lobby/matches", {"game": "goofspiel", "config": {"cards": 5}})
@@ -349,4 +352,24 @@ async def test_the_lobby_joins_a_server_that_requires_connect_tokens(start_serve
         pid = await page.evaluate("window.tickline.welcome().player_id")
         await until(lambda: pid in match.state["players"], timeout=10)
         assert match.state["players"][pid]["name"] == "carol", "seated by its connect token"
+        assert not errors, errors
+
+
+@pytest.mark.slow
+async def test_the_play_page_shows_a_game_without_draw_hints_as_text_and_sends_it_nothing(start_server) -> None:
+    srv = await start_server(game_config=GAME, metrics_port=0, require_tokens=None)
+    made = await srv.server.create_match("goofspiel", {"cards": 3})
+    async with chromium() as browser:
+        page = await browser.new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda exc: errors.append(str(exc)))
+        await page.goto(f"http://127.0.0.1:{srv.server.metrics_port}/play?name=erin&match={made.match_id}")
+        await page.wait_for_function("window.tickline.ready || window.tickline.error", timeout=15000)
+        assert await page.evaluate("window.tickline.error") == ""
+        await page.wait_for_function("document.querySelector('#raw').textContent.includes('\"hand\"')", timeout=10000)
+        assert "no controls for goofspiel; it takes bid" in await page.locator("#status").inner_text()
+        pid = await page.evaluate("window.tickline.welcome().player_id")
+        tick = made.tick
+        await until(lambda: made.tick > tick + 20, timeout=10)  # two seconds at 10 Hz
+        assert pid in made.sessions and srv.server.kicked == 0, "nothing it cannot take was sent"
         assert not errors, errors
