@@ -127,7 +127,8 @@ def add_pages(app: web.Application, server: Server) -> None:
             raise web.HTTPNotFound(text=f"{exc}\n") from None
         # The view's declaration, and the names of the controls the game takes: the play page
         # sends only those (its keyboard and mouse make arena-style movement and aim).
-        return web.json_response({**schema_json(rules.view_schema()), "controls": sorted(rules.input_schema().controls)})
+        controls = sorted(rules.input_schema().controls)
+        return web.json_response({**schema_json(rules.view_schema()), "controls": controls})
 
     async def monitor_json(request: web.Request) -> web.Response:
         allowed(request)
