@@ -51,6 +51,7 @@ from tickline.replays.reader import LogReader, MatchNotFound
 from tickline.replays.replay import Replay
 from tickline.server.eventlog import DURABILITIES, EventLog, FencedOut, LogSettings
 from tickline.server.fastpath import FastPath
+from tickline.server.gate import Gate, GateSettings, RetryTokens
 from tickline.server.gcpacing import GcPacer
 from tickline.server.http import LobbyRefused, Metrics, start_http
 from tickline.server.match import Match, MatchSettings, rules_for
@@ -110,6 +111,7 @@ class ServerConfig:
     token_key: Path | None = None
     require_tokens: bool | None = None
     lobby_rate: float = 10.0  # connect tokens a second per address, in bursts of four seconds' worth
+    gate: GateSettings = field(default_factory=GateSettings)  # who may start a QUIC handshake (server/gate.py)
     # Matches people create in the lobby (POST /lobby/matches): at most this many at once
     # (0: none), of these games (None: every installed game).
     lobby_matches: int = 4
@@ -168,6 +170,10 @@ class ServerConfig:
             raise ConfigurationError(
                 f"--lobby-rate {self.lobby_rate:g} is out of range; use 0.1 to 100000 tokens a second per address"
             )
+        try:
+            self.gate.validate()
+        except ValueError as exc:
+            raise ConfigurationError(str(exc)) from None
         if self.lobby_matches < 0:
             raise ConfigurationError(f"--lobby-matches {self.lobby_matches} cannot be negative; 0 turns creating off")
         for game in self.lobby_games or ():
@@ -308,6 +314,11 @@ class Server:
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
 
     @property
+    def gate(self) -> Gate | None:
+        """What admits new QUIC connections, with its counts (None until the endpoint listens)."""
+        return self._endpoint.gate if self._endpoint is not None else None
+
+    @property
     def http_url(self) -> str:
         """``http://host:port/`` of the HTTP side (the lobby), once it listens."""
         host = self.config.http_host
@@ -357,8 +368,11 @@ class Server:
                 tg.create_task(eventlog.run(), name="eventlog-writer")
                 self.fastpath = FastPath() if cfg.fastpath else None
                 try:
+                    # Retry tokens are signed with a key derived from the connect-token key, so
+                    # that a fleet sharing --token-key validates each other's (server/gate.py).
+                    retry_tokens = RetryTokens(self.token_key, time.time) if cfg.gate.retry != "never" else None
                     endpoint, self.port = await start_endpoint(
-                        cfg.host, cfg.port, quic_config, self._accept, self.fastpath
+                        cfg.host, cfg.port, quic_config, self._accept, self.fastpath, Gate(cfg.gate), retry_tokens
                     )
                 except OSError as exc:
                     raise _port_problem(exc, "--port", cfg.port) from None

@@ -254,6 +254,23 @@ def _transport_metrics(server: Server) -> Iterator[Metric]:
         "Datagram messages not sent to WebSocket clients that were behind (as UDP would drop them)",
         value=server.websockets.datagrams_dropped,
     )
+    gate = server.gate
+    if gate is None:
+        return
+    refused = CounterMetricFamily(
+        "tickline_quic_refused",
+        "Datagrams that would have opened a QUIC connection, turned away (server/gate.py), by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted(gate.refused.items()):
+        refused.add_metric([reason], count)
+    yield refused
+    yield CounterMetricFamily(
+        "tickline_quic_retries", "Stateless Retries sent to unvalidated addresses", value=gate.retries
+    )
+    yield GaugeMetricFamily(
+        "tickline_quic_half_open", "QUIC connections in their handshake", value=gate.half_open_total
+    )
 
 
 def _fastpath_metrics(server: Server) -> Iterator[Metric]:

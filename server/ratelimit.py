@@ -35,5 +35,10 @@ class KeyedBuckets:
             self._buckets.popitem(last=False)
         return wait
 
+    def level(self, key: str, now: float) -> float:
+        """What ``key``'s bucket holds at ``now``, spending nothing."""
+        level, when = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, level + max(0.0, now - when) * self.rate)
+
     def __len__(self) -> int:
         return len(self._buckets)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
@@ -34,8 +35,18 @@ from aioquic.quic.events import (
     StreamDataReceived,
     StreamReset,
 )
+from aioquic.quic.packet import QuicHeader, QuicPacketType, encode_quic_retry
 
 from tickline.server.fastpath import Address, FastPath, Route
+from tickline.server.gate import (
+    SMALLEST_INITIAL,
+    Gate,
+    RetryTokens,
+    Verdict,
+    initial_decrypts,
+    is_initial,
+    payload_offset,
+)
 from tickline.server.session import Channel, Receiver
 from tickline.server.webtransport import WebTransportConnection
 from tickline.shared.fastpath import FastKeys, is_fastpath
@@ -64,6 +75,14 @@ def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConf
 Accept = Callable[[Channel], Receiver]
 
 
+def _ignore_cid(_cid: bytes) -> None:
+    pass
+
+
+def _nothing() -> None:
+    pass
+
+
 def quic_peer(quic: QuicConnection) -> tuple[Address | None, bool]:
     """The address a QUIC connection sends to, and whether QUIC validated it. aioquic keeps
     both only in ``QuicConnection._network_paths`` (the current path first) and offers no
@@ -85,6 +104,48 @@ class ServerConnection(QuicConnectionProtocol):
         # Set when the client negotiated h3: from then on its events are the WebTransport side's.
         self._web: WebTransportConnection | None = None
         self.peer = "?"
+        # While the handshake runs: the gate that admitted it and the source host it counts
+        # against (server/gate.py), and the timer that closes it if it takes too long.
+        self._half_open: tuple[Gate, str] | None = None
+        self._handshake_done = False
+        self._handshake_timer: asyncio.TimerHandle | None = None
+
+    def half_open(self, gate: Gate, host: str, timeout_s: float) -> None:
+        """Count this connection against ``gate``'s half-open places until its handshake ends,
+        and close it if that has not happened within ``timeout_s``."""
+        gate.opened(host)
+        self._half_open = (gate, host)
+        self._handshake_timer = self._loop.call_later(timeout_s, self._handshake_timed_out)
+
+    def _handshake_over(self) -> None:
+        if self._handshake_timer is not None:
+            self._handshake_timer.cancel()
+            self._handshake_timer = None
+        if self._half_open is not None:
+            gate, host = self._half_open
+            self._half_open = None
+            gate.closed(host)
+
+    def _free(self) -> None:
+        """Break the reference cycles of a connection that never finished its handshake.
+        aioquic's connection refers to itself through its frame handlers, TLS callbacks and
+        key-update hooks, so without this its ~180 KiB would wait for the next whole-heap
+        collection, and a flood of half-open connections makes that collection long enough
+        to freeze every match. Nothing calls into it after its ConnectionTerminated."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        vars(self._quic).clear()
+        self._web = None  # (a browser's: its HTTP/3 layer holds our transmit callbacks)
+        self._connection_id_issued_handler = self._connection_id_retired_handler = _ignore_cid
+        self._connection_terminated_handler = _nothing
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_timer = None
+        if self._half_open is not None:
+            self._half_open[0].refused["handshake_timeout"] += 1
+            self._handshake_over()
+            super().close(error_code=CLOSE_PROTOCOL_ERROR, reason_phrase="handshake timed out")
 
     # Channel ------------------------------------------------------------------
 
@@ -136,6 +197,13 @@ class ServerConnection(QuicConnectionProtocol):
     # aioquic ------------------------------------------------------------------
 
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, HandshakeCompleted):
+            self._handshake_done = True
+        elif isinstance(event, ConnectionTerminated) and not self._handshake_done:
+            # Never a player: once aioquic has finished with it (this turn), free it at once.
+            self._loop.call_soon(self._free)
+        if isinstance(event, (HandshakeCompleted, ConnectionTerminated)):
+            self._handshake_over()  # its half-open place is free, whichever way it went
         if self._web is not None:
             self._web.quic_event_received(event)
             return
@@ -174,11 +242,32 @@ class ServerConnection(QuicConnectionProtocol):
 
 
 class Endpoint(QuicServer):
-    """aioquic's server socket, with fast-path packets taken out before QUIC parses them."""
+    """aioquic's server socket, with fast-path packets taken out before QUIC parses them, and
+    every datagram that would open a connection put to the gate first (server/gate.py)."""
 
-    def __init__(self, *, fast: FastPath | None, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
+    def __init__(
+        self,
+        *,
+        fast: FastPath | None,
+        gate: Gate | None = None,
+        retry_tokens: RetryTokens | None = None,
+        clock: Callable[[], float] | None = None,
+        **kwargs: Any,
+    ) -> None:
+        create = kwargs.pop("create_protocol")
+
+        def create_protocol(*args: Any, **kw: Any) -> QuicConnectionProtocol:
+            protocol: QuicConnectionProtocol = create(*args, **kw)
+            if self.gate is not None and self._opening is not None and isinstance(protocol, ServerConnection):
+                protocol.half_open(self.gate, self._opening[0], self.gate.settings.handshake_timeout_s)
+            return protocol
+
+        super().__init__(create_protocol=create_protocol, **kwargs)
         self._fast = fast
+        self.gate = gate
+        self._retry_tokens = retry_tokens
+        self._clock = clock or self._loop.time
+        self._opening: Address | None = None  # whose connection aioquic is making, while it does
 
     @property
     def configuration(self) -> QuicConfiguration:
@@ -190,6 +279,11 @@ class Endpoint(QuicServer):
         gives each new QuicConnection in ``_configuration``, and has no setter."""
         self._configuration = configuration
 
+    @property
+    def half_open(self) -> int:
+        """Connections still in their handshake."""
+        return self.gate.half_open_total if self.gate is not None else 0
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._fast is not None:
@@ -197,10 +291,82 @@ class Endpoint(QuicServer):
             self._fast.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
-        if self._fast is not None and isinstance(data, bytes) and is_fastpath(data):
+        if not isinstance(data, bytes):
+            return
+        if self._fast is not None and is_fastpath(data):
             self._fast.datagram_received(data, addr)
             return
-        super().datagram_received(data, addr)
+        if self.gate is None:
+            super().datagram_received(data, addr)
+            return
+        parsed = payload_offset(data, self._configuration.connection_id_length)
+        if parsed is None:
+            self.gate.refuse("unparseable")
+            return
+        header, offset = parsed
+        if header.destination_cid in self._protocols:
+            super().datagram_received(data, addr)  # a connection we have
+            return
+        self._new_connection(data, addr, header, offset, self.gate)
+
+    def _new_connection(self, data: bytes, addr: Address, header: QuicHeader, offset: int, gate: Gate) -> None:
+        if header.version is not None and header.version not in self._configuration.supported_versions:
+            # Version negotiation only for what could be a client's first datagram (RFC 9000
+            # section 5.2.2): a short one is dropped, so the reply never outweighs it.
+            if len(data) < SMALLEST_INITIAL or header.packet_type == QuicPacketType.VERSION_NEGOTIATION:
+                gate.refuse("version_short")
+                return
+            super().datagram_received(data, addr)  # aioquic answers with version negotiation
+            return
+        if not is_initial(header):
+            gate.refuse("unknown_connection")
+            return
+        if len(data) < SMALLEST_INITIAL:
+            gate.refuse("initial_short")
+            return
+        if not initial_decrypts(data, header, offset):
+            gate.refuse("undecryptable")  # nothing allocated for it
+            return
+        validated = False
+        if header.token and self._retry_tokens is not None:
+            try:
+                self._retry_tokens.validate_token(
+                    address=addr, destination_cid=header.destination_cid, token=header.token, now=0.0
+                )
+            except ValueError:
+                gate.refuse("invalid_token")
+                return
+            validated = True
+        verdict = gate.admit(addr[0], validated, self._clock())
+        if verdict is Verdict.RETRY:
+            self._send_retry(header, addr)
+        elif verdict is Verdict.ADMIT:
+            # aioquic makes the connection; with a validated token it checks it again and
+            # records the Retry's connection ids for the transport parameters.
+            self._opening = addr
+            self._retry = cast(Any, self._retry_tokens if validated else None)  # (aioquic types it as always set)
+            try:
+                super().datagram_received(data, addr)
+            finally:
+                self._opening, self._retry = None, cast(Any, None)
+
+    def _send_retry(self, header: QuicHeader, addr: Address) -> None:
+        assert self._retry_tokens is not None and self._transport is not None and header.version is not None
+        source_cid = os.urandom(8)
+        token = self._retry_tokens.create_token(
+            address=addr,
+            original_destination_connection_id=header.destination_cid,
+            retry_source_connection_id=source_cid,
+            now=0.0,
+        )
+        packet = encode_quic_retry(
+            version=header.version,
+            source_cid=source_cid,
+            destination_cid=header.source_cid,
+            original_destination_cid=header.destination_cid,
+            retry_token=token,
+        )
+        self._transport.sendto(packet, addr)
 
 
 async def start_endpoint(
@@ -209,17 +375,22 @@ async def start_endpoint(
     configuration: QuicConfiguration,
     accept: Accept,
     fast: FastPath | None = None,
+    gate: Gate | None = None,
+    retry_tokens: RetryTokens | None = None,
 ) -> tuple[Endpoint, int]:
     """Listen on ``host:port`` (port 0 picks a free one); return the endpoint and its port.
 
-    With ``fast``, clients that ask for it are offered the fast path on the same port."""
+    With ``fast``, clients that ask for it are offered the fast path on the same port; with
+    ``gate``, new connections are admitted as it says (``retry_tokens`` signs its Retries)."""
 
     def create(*args: Any, **kwargs: Any) -> ServerConnection:
         return ServerConnection(*args, accept=accept, fast=fast, **kwargs)
 
     loop = asyncio.get_running_loop()
     transport, endpoint = await loop.create_datagram_endpoint(
-        lambda: Endpoint(fast=fast, configuration=configuration, create_protocol=create),
+        lambda: Endpoint(
+            fast=fast, gate=gate, retry_tokens=retry_tokens, configuration=configuration, create_protocol=create
+        ),
         local_addr=(host, port),
     )
     bound: int = transport.get_extra_info("sockname")[1]

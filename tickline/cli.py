@@ -109,6 +109,7 @@ def _rates(game: tuple[int, int], tick_rate: int | None, send_rate: int | None) 
 def _server_config(args: argparse.Namespace) -> Any:
     from tickline.server.app import ServerConfig
     from tickline.server.eventlog import LogSettings
+    from tickline.server.gate import GateSettings
     from tickline.server.match import MatchSettings
     from tickline.shared.games import load
 
@@ -139,6 +140,14 @@ def _server_config(args: argparse.Namespace) -> Any:
         metrics_port=args.metrics_port,
         http_host=args.http_host,
         lobby_rate=args.lobby_rate,
+        gate=GateSettings(
+            max_half_open=args.max_half_open,
+            max_half_open_per_address=args.max_half_open_per_address,
+            new_per_s=args.new_connections_per_s,
+            new_per_s_per_address=args.new_connections_per_s_per_address,
+            retry=args.retry,
+            handshake_timeout_s=args.handshake_timeout,
+        ),
         lobby_matches=args.lobby_matches,
         lobby_games=tuple(g.strip() for g in args.lobby_games.split(",") if g.strip()) if args.lobby_games else None,
         fastpath=not args.no_fastpath,
@@ -762,6 +771,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--lobby-games",
         metavar="NAMES",
         help="comma-separated games the lobby may create matches of, beside --game (default: every installed game)",
+    )
+    quic = serve.add_argument_group(
+        "new QUIC connections", "who may start a handshake, and how many at once (SECURITY.md)"
+    )
+    quic.add_argument(
+        "--retry",
+        choices=["auto", "always", "never"],
+        default="auto",
+        help="stateless Retry (address validation) for new connections: when over budget or crowded, "
+        "for every one, or never (default: auto)",
+    )
+    quic.add_argument(
+        "--new-connections-per-s",
+        type=float,
+        default=200.0,
+        metavar="N",
+        help="handshakes started a second, in total (default: 200)",
+    )
+    quic.add_argument(
+        "--new-connections-per-s-per-address",
+        type=float,
+        default=20.0,
+        metavar="N",
+        help="handshakes started a second from one address (default: 20)",
+    )
+    quic.add_argument(
+        "--max-half-open", type=int, default=256, metavar="N", help="connections in their handshake (default: 256)"
+    )
+    quic.add_argument(
+        "--max-half-open-per-address",
+        type=int,
+        default=8,
+        metavar="N",
+        help="connections in their handshake from one address (default: 8)",
+    )
+    quic.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a connection whose handshake has not finished by then is closed (default: 5)",
     )
     serve.add_argument(
         "--token-key",
