@@ -40,7 +40,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bench.report import Report, med, rnd, sig
+from bench.report import Report, med, rnd, round_args, sig
 from bench.serve import HOST, Serve
 from tickline.bots.client import GameClient
 from tickline.bots.lobby import fetch_connect_token
@@ -371,16 +371,7 @@ def _emit(report: Report, run: Run, common: dict[str, Any]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.browser", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="2 rounds of 5 s turns (about a minute)")
-    parser.add_argument("--rounds", type=int, help="rounds of the four turns (default: 5, or 2 with --quick)")
-    parser.add_argument("--seconds", type=float, help="measured seconds per turn (default: 10, or 5 with --quick)")
-    parser.add_argument("--json-out", type=Path, help="also write the JSON lines here")
-    args = parser.parse_args(argv)
-    args.rounds = args.rounds or (2 if args.quick else 5)
-    args.seconds = args.seconds or (5.0 if args.quick else 10.0)
-    if args.rounds < 1 or args.seconds <= 0:
-        parser.error("--rounds must be at least 1 and --seconds positive")
+    parser, args = round_args("python -m bench.browser", __doc__ or "", argv, (5, 2), (10.0, 5.0), "turn")
     if importlib.util.find_spec("playwright") is None:
         parser.error("playwright is not installed: pip install -e '.[dev]'")
     if not Path(CHROMIUM).exists():

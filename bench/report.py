@@ -6,6 +6,7 @@ A benchmark prints one JSON object per figure on stdout and nothing else there
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import statistics
@@ -54,3 +55,25 @@ def udp_rcvbuf_errors() -> int:
         return int(rows[1][rows[0].index("RcvbufErrors")])
     except (OSError, ValueError, IndexError):
         return 0
+
+
+def round_args(
+    prog: str, doc: str, argv: list[str] | None, rounds: tuple[int, int], seconds: tuple[float, float], unit: str
+) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The command line of a benchmark run in rounds of timed ``unit`` s: ``--quick``,
+    ``--rounds``, ``--seconds``, ``--json-out``; ``rounds`` and ``seconds`` are (full, quick)."""
+    parser = argparse.ArgumentParser(prog=prog, description=doc.split("\n\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help=f"{rounds[1]} round(s) of {seconds[1]:g} s {unit} (about a minute)"
+    )
+    parser.add_argument("--rounds", type=int, help=f"rounds (default: {rounds[0]}, or {rounds[1]} with --quick)")
+    parser.add_argument(
+        "--seconds", type=float, help=f"seconds per {unit} (default: {seconds[0]:g}, or {seconds[1]:g} with --quick)"
+    )
+    parser.add_argument("--json-out", type=Path, help="also write the JSON lines here")
+    args = parser.parse_args(argv)
+    args.rounds = args.rounds or rounds[1 if args.quick else 0]
+    args.seconds = args.seconds or seconds[1 if args.quick else 0]
+    if args.rounds < 1 or args.seconds <= 0:
+        parser.error("--rounds must be at least 1 and --seconds positive")
+    return parser, args
