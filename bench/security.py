@@ -21,7 +21,9 @@ eight bots in a `tickline bots` process and every sender here on the other:
 - ``amplification_fastpath``: the same for the fast path (`FastPath` as the endpoint runs
   it, with a recording transport): random fast-path packets (bytes out over bytes in), and
   authentic packets from new addresses, each size up to 1200 bytes (the largest reply
-  over the packet that prompted it).
+  over the packet that prompted it);
+- ``fuzz_execs_per_s``: each fuzz target's inputs a second under atheris (fuzz/run.py), on
+  a scratch copy of its corpus, for ``--seconds`` each.
 
 Figures are BENCH.md's JSON lines (docs/benchmarks.md).
 """
@@ -31,6 +33,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import platform
 import shutil
@@ -47,6 +50,8 @@ from aioquic.quic.connection import QuicConnection
 
 from bench.report import Report, med, rnd, round_args, sig
 from bench.serve import HOST, Serve
+from fuzz.run import run as fuzz_run
+from fuzz.targets import TARGETS
 from tickline.bots.metrics import histogram_buckets, histogram_quantile, sample_sum, scrape
 from tickline.bots.procstat import CORES, affinity, cpu_plan
 from tickline.server.fastpath import FastPath
@@ -346,6 +351,32 @@ def _emit_flood(report: Report, windows: dict[str, list[dict[str, Any]]], common
         )
 
 
+def emit_fuzz(report: Report, seconds: float, scratch: Path, common: dict[str, Any]) -> None:
+    if importlib.util.find_spec("atheris") is None:
+        say("no atheris: pip install -e '.[dev]'; no fuzz figures")
+        return
+    for target in sorted(TARGETS):
+        result = fuzz_run(target, seconds, scratch)
+        report.emit(
+            {
+                "figure": "fuzz_execs_per_s",
+                "fuzz_target": target,
+                "value": result["execs_per_s"],
+                "unit": "inputs/s (atheris, coverage-guided)",
+                "runs_total": result["runs"],
+                "crashed": result["crashed"],
+                "baseline": None,
+                "baseline_of": None,
+                "ratio": None,
+                "target": None,
+                "holds": not result["crashed"],
+                "runs": 1,
+                "spread": None,
+                **common,
+            }
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
     _, args = round_args("python -m bench.security", __doc__ or "", argv, (3, 1), (8.0, 4.0), "window")
     report = Report(args.json_out)
@@ -371,6 +402,7 @@ def main(argv: list[str] | None = None) -> int:
     work = Path(tempfile.mkdtemp(prefix="bench-security-"))
     try:
         asyncio.run(run(args, report, work, common))
+        emit_fuzz(report, args.seconds, work / "fuzz", common)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return 0

@@ -115,7 +115,12 @@ def export_replay(replay: Replay, keyframe_every_s: int = KEYFRAME_EVERY_S) -> b
 
 def encode(header: dict[str, Any], body: bytes) -> bytes:
     """The file's bytes from its header and its (compressed) body."""
-    head = orjson.dumps(header, option=orjson.OPT_NON_STR_KEYS)
+    return encode_raw(orjson.dumps(header, option=orjson.OPT_NON_STR_KEYS), body)
+
+
+def encode_raw(head: bytes, body: bytes) -> bytes:
+    """The file's bytes from its header's JSON bytes and its (compressed) body, framed and
+    checksummed (what a fuzzer builds files with, to reach the parsing behind the checksums)."""
     return b"".join(
         (
             _PRELUDE.pack(MAGIC, FORMAT, len(head)),

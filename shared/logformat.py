@@ -12,6 +12,7 @@ migrated there); readers name only the columns they read.
 
 from __future__ import annotations
 
+import io
 import threading
 import zlib
 from dataclasses import dataclass
@@ -93,9 +94,15 @@ def _unpack(data: bytes) -> Any:
         if int.from_bytes(block[:4], "little") > MAX_PAYLOAD:
             raise CorruptRecord("tick payload cannot be decoded: its size header is damaged")
         return orjson.loads(lz4.block.decompress(block))
+    # A record can come from an imported replay file: inflate at most MAX_PAYLOAD bytes of
+    # it, so that a small record cannot claim gigabytes (a decompression bomb).
     if data[:4] == _ZSTD_MAGIC:
-        return orjson.loads(_zstd()[1].decompress(data))
-    return orjson.loads(zlib.decompress(data))
+        raw = _zstd()[1].stream_reader(io.BytesIO(data)).read(MAX_PAYLOAD + 1)
+    else:
+        raw = zlib.decompressobj().decompress(data, MAX_PAYLOAD + 1)
+    if len(raw) > MAX_PAYLOAD:
+        raise CorruptRecord(f"tick payload cannot be decoded: it inflates past {MAX_PAYLOAD} bytes")
+    return orjson.loads(raw)
 
 
 def encode_payload(inputs: dict[str, Any], events: list[dict[str, Any]]) -> bytes:

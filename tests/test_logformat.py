@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import zlib
+from typing import Any
 
 import orjson
 import pytest
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from tickline.shared.game import TickInputs
 from tickline.shared.logformat import (
     HEADER_COLUMNS,
+    MAX_PAYLOAD,
     CorruptRecord,
     MatchHeader,
     decode_payload,
@@ -213,3 +215,11 @@ def test_random_match_headers_round_trip(match_id, seed, config, created_at):
     back = MatchHeader.from_row(h.to_row())
     assert back == h
     assert orjson.dumps(back.config) == orjson.dumps(h.config)
+
+
+@pytest.mark.parametrize("compress", [zlib.compress, lambda raw: zstandard.ZstdCompressor().compress(raw)])
+def test_a_record_that_would_inflate_past_the_cap_is_refused_not_inflated(compress: Any) -> None:
+    bomb = compress(b'{"in": {}, "pad": "' + b"0" * (MAX_PAYLOAD + 10) + b'"}')
+    assert len(bomb) < MAX_PAYLOAD // 100  # small on disk, or in a replay file
+    with pytest.raises(CorruptRecord, match="inflates past"):
+        decode_payload(bomb)
