@@ -116,7 +116,9 @@ class ServerConfig:
     # (0: none), of these games (None: every installed game).
     lobby_matches: int = 4
     lobby_games: tuple[str, ...] | None = None
-    monitor_token: str = ""  # /monitor and /monitor.json want it (?token= or X-Monitor-Token); "": open
+    # The admin token (--admin-token): /metrics, /monitor and /monitor.json want it (?token=,
+    # X-Monitor-Token or Authorization: Bearer); "": open. The lobby, play pages and /healthz stay open.
+    monitor_token: str = ""
 
     def tokens_required(self) -> bool:
         """Whether a new player or spectator must bring a connect token."""

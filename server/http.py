@@ -40,7 +40,7 @@ from prometheus_client.registry import Collector
 from tickline.replays.player import render_html
 from tickline.replays.reader import LogReader, MatchNotFound, MatchSummary
 from tickline.replays.replay import Replay
-from tickline.server.pages import add_pages
+from tickline.server.pages import add_pages, check_admin
 from tickline.server.ratelimit import KeyedBuckets
 from tickline.server.session import MAX_NAME, valid_name
 from tickline.shared.fastpath import DROP_REASONS
@@ -506,7 +506,8 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
             {"match_id": match.match_id, "game": match.rules.name, "config": match.rules.config}, status=201
         )
 
-    async def metrics_text(_request: web.Request) -> web.Response:
+    async def metrics_text(request: web.Request) -> web.Response:
+        check_admin(request, server.config.monitor_token)
         return web.Response(body=generate_latest(metrics.registry), content_type="text/plain", charset="utf-8")
 
     app = web.Application()

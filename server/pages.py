@@ -7,7 +7,8 @@ bundle shipped in ``tickline/web``), drawing any game from its view schema's dra
 hints (``/games/{name}/schema.json``). ``/monitor`` polls ``/monitor.json``: matches,
 players, tick lateness, event-log lag and bytes per client, from a small ring of samples
 taken when it is asked (at most one a second), so that nothing runs while nobody looks.
-With ``ServerConfig.monitor_token`` set, both want it (``?token=`` or ``X-Monitor-Token``).
+With ``ServerConfig.monitor_token`` (``--admin-token``) set, both want it, as ``/metrics``
+does (:func:`check_admin`).
 The pages are static files beside the bundle; they load nothing from elsewhere.
 """
 
@@ -95,15 +96,31 @@ class Monitor:
         }
 
 
+def check_admin(request: web.Request, want: str) -> None:
+    """Raise 401 unless ``request`` brings the admin token ``want`` ("": open): as
+    ``?token=``, an ``X-Monitor-Token`` header, or ``Authorization: Bearer`` (what
+    Prometheus sends with its ``authorization`` setting)."""
+    if not want:
+        return
+    bearer = request.headers.get("Authorization", "")
+    given = (
+        request.query.get("token")
+        or request.headers.get("X-Monitor-Token")
+        or (bearer[7:] if bearer.startswith("Bearer ") else "")
+    )
+    if not hmac.compare_digest(given.encode(), want.encode()):
+        raise web.HTTPUnauthorized(
+            text="this wants the admin token: ?token=..., X-Monitor-Token or Authorization: Bearer\n",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
 def add_pages(app: web.Application, server: Server) -> None:
     """Add the lobby, play and monitor pages, the bundle and the schemas to ``app``."""
     monitor = Monitor(server)
 
     def allowed(request: web.Request) -> None:
-        want = server.config.monitor_token
-        given = request.query.get("token") or request.headers.get("X-Monitor-Token") or ""
-        if want and not hmac.compare_digest(given.encode(), want.encode()):
-            raise web.HTTPUnauthorized(text="the monitor wants its token: ?token=... or X-Monitor-Token\n")
+        check_admin(request, server.config.monitor_token)
 
     def page(name: str, guarded: bool = False) -> Any:
         async def handler(request: web.Request) -> web.Response:

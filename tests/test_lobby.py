@@ -75,7 +75,7 @@ async def test_lobby_and_monitor_endpoints_describe_the_matches_bots_play(start_
             await bots
 
 
-async def test_the_monitor_wants_its_token_when_one_is_configured(start_server) -> None:
+async def test_the_monitor_and_metrics_want_the_admin_token_when_one_is_configured(start_server) -> None:
     srv = await start_server(game_config=GAME, metrics_port=0, monitor_token="s3cret")
     http = f"http://127.0.0.1:{srv.server.metrics_port}"
     async with aiohttp.ClientSession() as session:
@@ -85,7 +85,15 @@ async def test_the_monitor_wants_its_token_when_one_is_configured(start_server) 
         assert (await _get(session, http + "/monitor.json?token=s3cret"))[0] == 200
         assert (await _get(session, http + "/monitor.json", headers={"X-Monitor-Token": "s3cret"}))[0] == 200
         assert (await _get(session, http + "/monitor?token=s3cret"))[0] == 200
+        # /metrics too, as Prometheus asks with a bearer token; the lobby and /healthz stay open.
+        status, text = await _get(session, http + "/metrics")
+        assert status == 401 and "admin token" in text
+        assert (await _get(session, http + "/metrics", headers={"Authorization": "Bearer wrong"}))[0] == 401
+        status, text = await _get(session, http + "/metrics", headers={"Authorization": "Bearer s3cret"})
+        assert status == 200 and "tickline_server_ticks_total" in text
+        assert (await _get(session, http + "/metrics?token=s3cret"))[0] == 200
         assert (await _get(session, http + "/"))[0] == 200, "the lobby stays open"
+        assert (await _get(session, http + "/healthz"))[0] == 200
 
 
 async def _post(session: aiohttp.ClientSession, url: str, body: Any) -> tuple[int, Any]:

@@ -820,10 +820,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: DATA_DIR/tls/token.key, made on first start)",
     )
     serve.add_argument(
+        "--admin-token",
         "--monitor-token",
+        dest="monitor_token",
         default="",
         metavar="TOKEN",
-        help="/monitor and /monitor.json then want ?token=TOKEN or an X-Monitor-Token header (default: open)",
+        help="/metrics, /monitor and /monitor.json then want ?token=TOKEN, an X-Monitor-Token header or "
+        "Authorization: Bearer TOKEN; the lobby, play pages and /healthz stay open (default: open; "
+        "--monitor-token is the same flag)",
     )
     serve.set_defaults(func=cmd_serve)
 
