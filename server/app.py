@@ -29,6 +29,7 @@ queued; then the endpoint closes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import fcntl
 import gc
@@ -61,7 +62,7 @@ from tickline.server.tls import Certificates, certificate_sha256, ensure_token_k
 from tickline.server.transport import Endpoint, server_configuration, start_endpoint
 from tickline.server.websocket import WebSockets
 from tickline.shared import tokens
-from tickline.shared.game import ConfigError
+from tickline.shared.game import ConfigError, Rules
 from tickline.shared.games import GameNotInstalled, UnknownGame, load
 from tickline.shared.games import names as installed_games
 from tickline.shared.logformat import Divergence, UnsupportedLogUrl, check_log_url
@@ -228,6 +229,7 @@ class Server:
         self._stopping = asyncio.Event()
         self._games: asyncio.TaskGroup | None = None
         self.created: set[Match] = set()  # made in the lobby: run once, joined by id
+        self._lobby_games: dict[str, type[Rules]] | None = None
         self._admitting: set[Session] = set()
         self._streams: set[Rebroadcast] = set()  # recorded matches streamed to spectators
         # /ws on the HTTP side; its pings find a dead WebSocket within QUIC's idle timeout.
@@ -460,10 +462,19 @@ class Server:
     def _count_kick(self) -> None:
         self.kicked += 1
 
-    def lobby_games(self) -> list[str]:
-        """The games the lobby may create matches of."""
-        games = self.config.lobby_games
-        return sorted({self.config.match.game, *(installed_games() if games is None else games)})
+    def lobby_games(self) -> dict[str, type[Rules]]:
+        """The games the lobby may create matches of, by name; looked up once (reading the
+        installed games' metadata is file I/O, and what is installed does not change while
+        the server runs)."""
+        if self._lobby_games is None:
+            names = self.config.lobby_games
+            found: dict[str, type[Rules]] = {}
+            for spec in {self.config.match.game, *(installed_games() if names is None else names)}:
+                with contextlib.suppress(UnknownGame):  # named by --lobby-games but not installed
+                    cls = load(spec)
+                    found[cls.name] = cls
+            self._lobby_games = dict(sorted(found.items()))
+        return self._lobby_games
 
     async def create_match(self, game: str, config: dict[str, Any]) -> Match:
         """A match of ``game`` with ``config``, made in the lobby: it runs once (not replaced
@@ -471,15 +482,16 @@ class Server:
         ``CREATED_WAIT_S`` it goes without a trace in the log. Raises :class:`LobbyRefused`."""
         if self._games is None or self._stopping.is_set() or self.eventlog is None:
             raise LobbyRefused("the server is not taking new matches (it is starting or stopping)")
-        if game not in self.lobby_games():
-            raise LobbyRefused(f"this server's lobby does not run {game!r}; it runs {', '.join(self.lobby_games())}")
+        games = self.lobby_games()
+        if game not in games:
+            raise LobbyRefused(f"this server's lobby does not run {game!r}; it runs {', '.join(games)}")
         if len(self.created) >= self.config.lobby_matches:
             raise LobbyRefused(
                 f"{len(self.created)} matches made in the lobby are open, this server's limit; join one of them"
             )
         settings = self.config.match
         if game != settings.game:  # another game plays at its own rates
-            tick_rate, send_rate = load(game).default_rates
+            tick_rate, send_rate = games[game].default_rates
             settings = replace(settings, tick_rate=tick_rate, send_rate=send_rate)
         try:
             match = Match(replace(settings, game=game, game_config=config), self.eventlog)

@@ -44,7 +44,7 @@ from tickline.server.pages import add_pages, check_admin
 from tickline.server.ratelimit import KeyedBuckets
 from tickline.server.session import MAX_NAME, valid_name
 from tickline.shared.fastpath import DROP_REASONS
-from tickline.shared.games import UnknownGame, load
+from tickline.shared.games import UnknownGame
 from tickline.shared.protocol import WEBTRANSPORT_PATH
 
 if TYPE_CHECKING:
@@ -471,13 +471,10 @@ def make_app(server: Server, metrics: Metrics, log_url: str | None = None) -> we
     async def lobby_games(_request: web.Request) -> web.Response:
         """The games a person may create a match of here, each with its config's defaults."""
         games = []
-        for name in server.lobby_games():
-            try:
-                config = load(name).default_config()
-                config.pop("tick_rate", None)  # the match's rate, the server's to set
-                games.append({"name": name, "config": config})
-            except UnknownGame:
-                continue  # named by --lobby-games but not installed: nothing to offer
+        for name, cls in server.lobby_games().items():
+            config = cls.default_config()
+            config.pop("tick_rate", None)  # the match's rate, the server's to set
+            games.append({"name": name, "config": config})
         return web.json_response(
             {"games": games, "limit": server.config.lobby_matches, "open": len(server.created)},
             headers={"Cache-Control": "no-store"},

@@ -279,11 +279,6 @@ class Endpoint(QuicServer):
         gives each new QuicConnection in ``_configuration``, and has no setter."""
         self._configuration = configuration
 
-    @property
-    def half_open(self) -> int:
-        """Connections still in their handshake."""
-        return self.gate.half_open_total if self.gate is not None else 0
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         if self._fast is not None:
@@ -291,15 +286,18 @@ class Endpoint(QuicServer):
             self._fast.transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
-        if not isinstance(data, bytes):
+        if not isinstance(data, bytes) or not data:
             return
         if self._fast is not None and is_fastpath(data):
             self._fast.datagram_received(data, addr)
             return
-        if self.gate is None:
+        cid_length = self._configuration.connection_id_length
+        if self.gate is None or (not data[0] & 0x80 and data[1 : 1 + cid_length] in self._protocols):
+            # (A short header: an established connection's packet, the hot path. Its destination
+            # connection id is the bytes after the first; aioquic parses the header itself.)
             super().datagram_received(data, addr)
             return
-        parsed = payload_offset(data, self._configuration.connection_id_length)
+        parsed = payload_offset(data, cid_length)
         if parsed is None:
             self.gate.refuse("unparseable")
             return
