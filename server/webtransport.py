@@ -180,8 +180,10 @@ class WebTransportConnection:
     def _session_ended(self, receiver: Receiver, reason: str) -> None:
         """A page's session ended without a goodbye: what a closed or reloaded tab does. As a
         dropped connection (the player keeps its place for the grace period), not as a close."""
-        if self._closing:  # the page's answer to our close capsule
-            self.close_now(*self._close_reason)
+        if self._closing:
+            # The page's answer to our close capsule. Its browser closes the connection
+            # itself, or the grace timer does: Chromium under load reports "Connection
+            # lost" instead of our reason when our close lands right behind its answer.
             return
         receiver.on_closed(reason)
         self.close_now(reason)  # the page knows: nothing to tell it
