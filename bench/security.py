@@ -32,22 +32,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import importlib.util
 import os
 import platform
 import shutil
-import socket
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
-from aioquic.asyncio.client import connect
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
-
+from bench.hostile import Silent, client_initials, paced, random_initial, real_handshakes
 from bench.report import Report, med, rnd, round_args, sig
 from bench.serve import HOST, Serve
 from fuzz.run import run as fuzz_run
@@ -56,7 +50,6 @@ from tickline.bots.metrics import histogram_buckets, histogram_quantile, sample_
 from tickline.bots.procstat import CORES, affinity, cpu_plan
 from tickline.server.fastpath import FastPath
 from tickline.shared.fastpath import DATA, client_ends
-from tickline.shared.protocol import ALPN
 
 BOTS = 8
 LATENESS = "tickline_server_tick_lateness_seconds"
@@ -68,75 +61,6 @@ RANDOM_INITIALS_PER_S = 1000
 
 def say(message: str) -> None:
     print(f"[security] {message}", file=sys.stderr, flush=True)
-
-
-def client_initials(port: int, n: int) -> list[bytes]:
-    """The first datagram of ``n`` genuine clients: a ClientHello each, padded to 1200 bytes."""
-    out = []
-    for _ in range(n):
-        quic = QuicConnection(configuration=QuicConfiguration(is_client=True, alpn_protocols=[ALPN]))
-        quic.connect((HOST, port), now=time.monotonic())
-        out.append(quic.datagrams_to_send(now=time.monotonic())[0][0])
-    return out
-
-
-def random_initial() -> bytes:
-    """A long-header Initial of version 1 with a fresh connection id and a random payload."""
-    return bytes([0xC0, 0, 0, 0, 1, 8]) + os.urandom(8) + b"\x00\x00" + (0x4000 | 1190).to_bytes(2) + os.urandom(1190)
-
-
-class Silent:
-    """A UDP socket that sends and never answers (a forged source address), counting what comes back."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.sock.bind((HOST, 0))
-        self.sock.setblocking(False)
-        self.sent = self.back = 0
-
-    def send(self, packet: bytes, port: int) -> None:
-        with contextlib.suppress(BlockingIOError):
-            self.sock.sendto(packet, (HOST, port))
-            self.sent += len(packet)
-
-    def drain(self) -> int:
-        while True:
-            try:
-                self.back += len(self.sock.recv(65536))
-            except BlockingIOError:
-                return self.back
-
-    def close(self) -> None:
-        self.sock.close()
-
-
-async def paced(per_s: float, seconds: float, action: Any) -> int:
-    """Call ``action()`` ``per_s`` times a second for ``seconds``, in batches every 10 ms; the count."""
-    loop = asyncio.get_running_loop()
-    start, done = loop.time(), 0
-    while (elapsed := loop.time() - start) < seconds:
-        due = int(elapsed * per_s)
-        while done < due:
-            action()
-            done += 1
-        await asyncio.sleep(0.01)  # the sender's own pacing
-    return done
-
-
-async def real_handshakes(port: int, per_s: float, seconds: float) -> int:
-    """aioquic clients that complete a handshake and close at once; how many completed."""
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=0)
-    completed = 0
-
-    async def one() -> None:
-        nonlocal completed
-        with contextlib.suppress(ConnectionError, TimeoutError, OSError):
-            async with asyncio.timeout(5), connect(HOST, port, configuration=config, wait_connected=True):
-                completed += 1
-
-    async with asyncio.TaskGroup() as tg:
-        await paced(per_s, seconds, lambda: tg.create_task(one()))
-    return completed
 
 
 class Bench:

@@ -523,6 +523,9 @@
     const parts = [event.k];
     if (event.k === "kill" && event.p !== undefined && event.by !== undefined) {
       parts.splice(0, 1, `${name(event.by)} killed ${name(event.p)}`);
+    } else if (event.k === "refused" && event.why !== undefined) {
+      // What the server refused of a player (over its input rate, or what got it kicked).
+      parts.splice(0, 1, `server refused ${name(event.p)}: ${event.why} (${event.n}x)`);
     } else {
       for (const [k, v] of Object.entries(event)) {
         if (k !== "k") parts.push(`${k}=${["p", "by", "winner"].includes(k) ? name(v) : JSON.stringify(v)}`);

@@ -53,9 +53,14 @@ class Frame:
     hash: str  # the state's whole hash (checked against the stored one)
 
 
+# The kind of the marks that say what the server refused of a player: ``{"k": REFUSED, "p":
+# player, "why": reason, "n": how many}`` (shared/game.py's TickInputs.refused names the reasons).
+REFUSED = "refused"
+
+
 @dataclass(slots=True)
 class Mark:
-    """An event worth a mark on a timeline (a kill), at its tick."""
+    """An event worth a mark on a timeline (a kill, or inputs the server refused), at its tick."""
 
     tick: int
     event: GameEvent
@@ -240,10 +245,22 @@ class Replay:
         kinds = set(self.rules.marks)
         state = self.rules.initial_state(self.header.seed)
         every = self.header.tick_rate
+        refusals: dict[tuple[int, str], tuple[int, Mark]] = {}  # (player, reason) -> (last tick, its mark)
         for frame in self.run_from(state, 1):
             for pid, name in frame.inputs.joins:
                 players.setdefault(pid, name)
             marks += [Mark(frame.tick, event) for event in frame.events if event.get("k") in kinds]
+            for pid, reasons in frame.inputs.refused.items():
+                for why, count in reasons.items():
+                    # What the server refused, one mark per spell: a flood is one moment.
+                    last = refusals.get((pid, why))
+                    if last is not None and frame.tick - last[0] <= every:
+                        last[1].event["n"] += count
+                        refusals[pid, why] = (frame.tick, last[1])
+                    else:
+                        mark = Mark(frame.tick, {"k": REFUSED, "p": pid, "why": why, "n": count})
+                        marks.append(mark)
+                        refusals[pid, why] = (frame.tick, mark)
             if frame.tick % every == 0 or frame.tick == self.ticks:
                 scores.append((frame.tick, self.rules.result(state).get("scores", {})))
             if visit is not None:

@@ -40,6 +40,7 @@ import socket
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -56,10 +57,11 @@ from tickline.server.gate import Gate, GateSettings, RetryTokens
 from tickline.server.gcpacing import GcPacer
 from tickline.server.http import LobbyRefused, Metrics, start_http
 from tickline.server.match import Match, MatchSettings, rules_for
+from tickline.server.ratelimit import InputLimits
 from tickline.server.rebroadcast import Rebroadcast
-from tickline.server.session import Channel, Departure, Session, SessionClosed
+from tickline.server.session import ACK_TIMEOUT_S, Channel, Departure, Session, SessionClosed
 from tickline.server.tls import Certificates, certificate_sha256, ensure_token_key, utc_now
-from tickline.server.transport import Endpoint, server_configuration, start_endpoint
+from tickline.server.transport import RECEIVE_WINDOW, Endpoint, server_configuration, start_endpoint
 from tickline.server.websocket import WebSockets
 from tickline.shared import tokens
 from tickline.shared.game import ConfigError, Rules
@@ -103,7 +105,7 @@ class ServerConfig:
     # host, so that the game can face the world while the pages stay on loopback.
     metrics_port: int | None = None
     http_host: str = "127.0.0.1"
-    hello_timeout: float = 10.0
+    hello_timeout: float = 5.0  # a connection that has not said a valid hello by then is closed
     idle_timeout: float = 15.0
     fastpath: bool = True  # offer native clients the fast path (server/fastpath.py)
     # Connect tokens (shared/tokens.py): the key that signs them (default: DATA_DIR/tls/token.key,
@@ -113,6 +115,9 @@ class ServerConfig:
     require_tokens: bool | None = None
     lobby_rate: float = 10.0  # connect tokens a second per address, in bursts of four seconds' worth
     gate: GateSettings = field(default_factory=GateSettings)  # who may start a QUIC handshake (server/gate.py)
+    inputs: InputLimits = field(default_factory=InputLimits)  # what a client may send (server/ratelimit.py)
+    ack_timeout: float = ACK_TIMEOUT_S  # a client that acknowledges no view for this long is closed
+    receive_window: int = RECEIVE_WINDOW  # bytes a client may have in flight to us on its QUIC streams
     # Matches people create in the lobby (POST /lobby/matches): at most this many at once
     # (0: none), of these games (None: every installed game).
     lobby_matches: int = 4
@@ -175,8 +180,17 @@ class ServerConfig:
             )
         try:
             self.gate.validate()
+            self.inputs.validate()
         except ValueError as exc:
             raise ConfigurationError(str(exc)) from None
+        if not 1 <= self.ack_timeout <= 600:
+            raise ConfigurationError(f"--ack-timeout {self.ack_timeout:g} is out of range; use 1 to 600 seconds")
+        if not 0.1 <= self.hello_timeout <= 120:
+            raise ConfigurationError(f"--hello-timeout {self.hello_timeout:g} is out of range; use 0.1 to 120 seconds")
+        if not 16 * 1024 <= self.receive_window <= 64 * 1024 * 1024:
+            raise ConfigurationError(
+                f"--receive-window {self.receive_window} is out of range; use 16384 to 67108864 bytes"
+            )
         if self.lobby_matches < 0:
             raise ConfigurationError(f"--lobby-matches {self.lobby_matches} cannot be negative; 0 turns creating off")
         for game in self.lobby_games or ():
@@ -212,6 +226,8 @@ class Server:
         # The certificates made under DATA_DIR/tls, rotated while the server runs (None with --cert).
         self.certificates: Certificates | None = None
         self._endpoint: Endpoint | None = None
+        # Who may open a connection (server/gate.py): QUIC's handshakes, and the WebSockets too.
+        self.gate = Gate(config.gate)
         self.ready = asyncio.Event()
         self.matches: list[Match] = []
         self.matches_ended = 0
@@ -219,6 +235,7 @@ class Server:
         self.metrics_port = 0
         self.kicked = 0  # connections closed for what they sent
         self.ended_totals = {"ticks": 0, "inputs_applied": 0, "bytes_down": 0, "catch_ups": 0}  # of matches that ended
+        self.ended_refused: Counter[str] = Counter()  # inputs refused in matches that ended, by reason
         self.metrics = Metrics(self)
         self.gc_pacer = GcPacer(on_collect=self.metrics.observe_gc)
         self.recovery_s = 0.0
@@ -233,7 +250,9 @@ class Server:
         self._admitting: set[Session] = set()
         self._streams: set[Rebroadcast] = set()  # recorded matches streamed to spectators
         # /ws on the HTTP side; its pings find a dead WebSocket within QUIC's idle timeout.
-        self.websockets = WebSockets(self.accept, heartbeat_s=config.idle_timeout / 2)
+        self.websockets = WebSockets(
+            self.accept, heartbeat_s=config.idle_timeout / 2, connections=self.gate.connections
+        )
 
     @property
     def stopping(self) -> bool:
@@ -292,7 +311,7 @@ class Server:
             log.info("%s TLS certificate %s", "created" if self.certificates.created else "using", cert)
             where = f"{cert} / {key}"
         try:
-            config = server_configuration(cert, key, cfg.idle_timeout)
+            config = server_configuration(cert, key, cfg.idle_timeout, cfg.receive_window)
         except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError
             raise ConfigurationError(f"cannot load the TLS certificate and key {where}: {_first_line(exc)}") from None
         self.cert_path = cert
@@ -316,11 +335,6 @@ class Server:
         tokens are issued for."""
         host = self.config.host
         return f"[{host}]:{self.port}" if ":" in host else f"{host}:{self.port}"
-
-    @property
-    def gate(self) -> Gate | None:
-        """What admits new QUIC connections, with its counts (None until the endpoint listens)."""
-        return self._endpoint.gate if self._endpoint is not None else None
 
     @property
     def http_url(self) -> str:
@@ -348,9 +362,11 @@ class Server:
 
     def _use_certificate(self) -> None:
         if self._endpoint is not None and self.certificates is not None:
-            old = self._endpoint.configuration
+            cfg = self.config
             self._endpoint.reconfigure(
-                server_configuration(self.certificates.cert_path, self.certificates.key_path, old.idle_timeout)
+                server_configuration(
+                    self.certificates.cert_path, self.certificates.key_path, cfg.idle_timeout, cfg.receive_window
+                )
             )
 
     async def _serve(
@@ -376,7 +392,7 @@ class Server:
                     # that a fleet sharing --token-key validates each other's (server/gate.py).
                     retry_tokens = RetryTokens(self.token_key, time.time) if cfg.gate.retry != "never" else None
                     endpoint, self.port = await start_endpoint(
-                        cfg.host, cfg.port, quic_config, self._accept, self.fastpath, Gate(cfg.gate), retry_tokens
+                        cfg.host, cfg.port, quic_config, self._accept, self.fastpath, self.gate, retry_tokens
                     )
                 except OSError as exc:
                     raise _port_problem(exc, "--port", cfg.port) from None
@@ -458,9 +474,17 @@ class Server:
             self.ended_totals["inputs_applied"] += match.inputs_applied
             self.ended_totals["bytes_down"] += match.live_figures()["bytes_down"]
             self.ended_totals["catch_ups"] += match.catch_ups
+            self.ended_refused.update(match.inputs_refused)
 
     def _count_kick(self) -> None:
         self.kicked += 1
+
+    def inputs_refused(self) -> Counter[str]:
+        """Inputs refused by every match, ended ones included, by reason."""
+        total = Counter(self.ended_refused)
+        for match in self.matches:
+            total.update(match.inputs_refused)
+        return total
 
     def lobby_games(self) -> dict[str, type[Rules]]:
         """The games the lobby may create matches of, by name; looked up once (reading the
@@ -620,14 +644,18 @@ class Server:
         """A new connection from a transport beside the QUIC endpoint (the WebSocket fallback):
         its session, admitted as QUIC's are; closed with the reason while the server starts."""
         if not self.ready.is_set() and not self.stopping:
-            session = Session(channel)
+            session = self._session(channel)
             session.close("server is starting; try again in a moment")
             return session
         return self._accept(channel)
 
+    def _session(self, channel: Channel) -> Session:
+        clock = asyncio.get_running_loop().time
+        return Session(channel, clock, self.config.inputs, self.config.ack_timeout)
+
     def _accept(self, channel: Channel) -> Session:
         """Called by the transport for each new connection: its session."""
-        session = Session(channel)
+        session = self._session(channel)
         if self._games is None or self._stopping.is_set():
             session.close("server shutting down")
             return session

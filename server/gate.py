@@ -8,7 +8,8 @@ real one. So, for a datagram that would open a connection:
 - an Initial shorter than 1200 bytes, or one whose payload does not decrypt under the
   Initial keys (which anyone can derive from its destination connection id) is dropped
   with nothing allocated (``initial_decrypts``);
-- connections still in their handshake are capped, per source address and in total;
+- connections are capped, per source address and in total (``Connections``, which the
+  WebSocket fallback shares), and so are those still in their handshake;
 - new connections have a budget, per address and in total (token buckets in server
   time); over it, or with half the places taken, an address that has not shown it
   receives our packets gets a stateless Retry, and one that has (a valid Retry token)
@@ -46,6 +47,8 @@ _TOTAL = ""  # the key of the one bucket for all addresses
 class GateSettings:
     """The limits on new QUIC connections; every one is a ``tickline serve`` flag."""
 
+    max_connections: int = 4096  # open connections (QUIC and WebSocket), in total
+    max_connections_per_address: int = 64  # ...and from one source address (a household or LAN party)
     max_half_open: int = 256  # connections in their handshake, in total
     max_half_open_per_address: int = 8
     new_per_s: float = 200.0  # new connections a second, in total (bursts of two seconds' worth)
@@ -56,6 +59,8 @@ class GateSettings:
     def validate(self) -> None:
         if self.retry not in RETRY_MODES:
             raise ValueError(f"--retry {self.retry} is unknown; use {', '.join(RETRY_MODES)}")
+        if self.max_connections < 1 or self.max_connections_per_address < 1:
+            raise ValueError("--max-connections and --max-connections-per-address must be at least 1")
         if self.max_half_open < 1 or self.max_half_open_per_address < 1:
             raise ValueError("--max-half-open and --max-half-open-per-address must be at least 1")
         if not (self.new_per_s > 0 and self.new_per_s_per_address > 0):
@@ -150,11 +155,42 @@ class RetryTokens:
         return odcid
 
 
+class Connections:
+    """Open connections by source host, capped per host and in total."""
+
+    def __init__(self, total: int, per_host: int) -> None:
+        self.total, self.per_host = total, per_host
+        self.open: Counter[str] = Counter()
+        self.open_total = 0
+
+    def full(self, host: str) -> str:
+        """Why ``host`` may not open another connection now ("" when it may)."""
+        if self.open_total >= self.total:
+            return "connections_total"
+        if self.open[host] >= self.per_host:
+            return "connections_per_address"
+        return ""
+
+    def opened(self, host: str) -> None:
+        self.open[host] += 1
+        self.open_total += 1
+
+    def closed(self, host: str) -> None:
+        self.open[host] -= 1
+        if self.open[host] <= 0:
+            del self.open[host]
+        self.open_total -= 1
+
+
 class Gate:
-    """The budget and the half-open caps; ``refused`` counts every datagram turned away, by reason."""
+    """The budget and the caps; ``refused`` counts every datagram turned away, by reason.
+
+    A connection admitted here is counted in ``connections`` from ``opened`` until
+    ``disconnected``, and as half-open until ``closed`` (its handshake ended either way)."""
 
     def __init__(self, settings: GateSettings) -> None:
         self.settings = settings
+        self.connections = Connections(settings.max_connections, settings.max_connections_per_address)
         self._total = KeyedBuckets(settings.new_per_s, settings.new_per_s * 2, max_keys=1)
         self._per_address = KeyedBuckets(settings.new_per_s_per_address, settings.new_per_s_per_address * 2)
         self.half_open: Counter[str] = Counter()  # source host -> connections in their handshake
@@ -174,6 +210,9 @@ class Gate:
         the total budget: a flood from spoofed addresses then leaves the other half to
         clients that answered a Retry, which it cannot do."""
         s = self.settings
+        crowd = self.connections.full(host)
+        if crowd:
+            return self.refuse(crowd)  # no Retry: a validated address would find no room either
         full, full_here = self.half_open_total >= s.max_half_open, self.half_open[host] >= s.max_half_open_per_address
         if not validated and s.retry != "never":
             crowded = (
@@ -197,8 +236,13 @@ class Gate:
         return Verdict.ADMIT
 
     def opened(self, host: str) -> None:
+        self.connections.opened(host)
         self.half_open[host] += 1
         self.half_open_total += 1
+
+    def disconnected(self, host: str) -> None:
+        """A connection admitted from ``host`` is gone."""
+        self.connections.closed(host)
 
     def closed(self, host: str) -> None:
         """A connection admitted from ``host`` finished its handshake, failed, or timed out."""

@@ -206,6 +206,15 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "tickline_server_spectators", "Spectators watching any match", value=sum(f["spectators"] for f in live)
         )
+        refused = CounterMetricFamily(
+            "tickline_inputs_refused",
+            "Client datagrams and inputs refused (messages, bytes: over the input rate; buffer: more "
+            "ticks of input than a player may queue; kicked: connections closed for what they sent)",
+            labels=["reason"],
+        )
+        for reason, count in sorted(server.inputs_refused().items()):
+            refused.add_metric([reason], count)
+        yield refused
         yield from _transport_metrics(server)
 
         yield from _fastpath_metrics(server)

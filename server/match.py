@@ -46,7 +46,7 @@ import logging
 import secrets
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
@@ -139,6 +139,8 @@ class Match:
         self._joins: list[tuple[int, str]] = []
         self._leaves: list[int] = []
         self._idle: list[int] = []  # players whose controls go idle at the next tick
+        # What the server refused of each player's since the last tick, for its record.
+        self._refused: dict[int, Counter[str]] = {}
         self._new_players: list[PlayerRecord] = []
         self._outbox: deque[tuple[int, Callable[[], None]]] = deque()
         self.spectators: dict[Session, int] = {}  # -> its number, for the logs
@@ -190,6 +192,7 @@ class Match:
         self.tick_late = Samples()
         self.tick_work = Samples()
         self.inputs_applied = 0
+        self.inputs_refused: Counter[str] = Counter()  # by reason ("kicked" for every kick)
         self.players_seen = 0
         self.spectators_seen = 0
         self.ticker: Ticker | None = None  # the schedule, once the first tick is due
@@ -353,6 +356,7 @@ class Match:
             self._spectator_left(session)
             return
         player_id = session.player_id
+        self._take_refused(session)
         if self.sessions.get(player_id) is not session:
             return  # replaced by a newer connection of the same player
         del self.sessions[player_id]
@@ -376,11 +380,24 @@ class Match:
         number = self.spectators.pop(session, None)
         if number is None:
             return
+        self._take_refused(session)
         self._bytes_down_gone += session.bytes_down
         if not self.spectators:
             self._watched.clear()  # nobody watches: the ring's memory goes, and its cost
         log.info("match %s: spectator %d left (%s)", self.match_id[:8], number, session.close_reason)
         self._count_kick(session)
+
+    def _take_refused(self, session: Session) -> None:
+        """Count what the server refused of ``session`` since the last look; a player's goes
+        in the next tick's record as well (a spectator's has no place in the match)."""
+        refused = session.refused
+        if not refused:
+            return
+        for reason, count in refused.items():
+            self.inputs_refused[reason.partition(":")[0]] += count
+        if session.player_id:
+            self._refused.setdefault(session.player_id, Counter()).update(refused)
+        refused.clear()
 
     def _count_kick(self, session: Session) -> None:
         if session.departure is Departure.KICKED:
@@ -501,6 +518,14 @@ class Match:
             if taken is not None:
                 inputs.seqs[player_id], inputs.inputs[player_id] = taken
                 self.inputs_applied += 1
+            if session.refused:
+                self._take_refused(session)
+        for spectator in self.spectators:
+            if spectator.refused:
+                self._take_refused(spectator)
+        if self._refused:
+            inputs.refused = {pid: dict(counts) for pid, counts in self._refused.items()}
+            self._refused.clear()
         # In the order a replay reads them back (by player id), so that rules that iterate
         # them as given step the same live and in replay.
         inputs.joins.sort()
@@ -638,6 +663,7 @@ class Match:
             "players_seen": self.players_seen,
             "spectators_seen": self.spectators_seen,
             "inputs_applied": self.inputs_applied,
+            "inputs_refused": dict(sorted(self.inputs_refused.items())),
             "tick_late_ms": self.tick_late.summary(1000),
             "tick_work_ms": self.tick_work.summary(1000),
             "catch_ups": self.catch_ups,

@@ -1,14 +1,20 @@
-"""Token buckets keyed by who asks (a source address), sans-I/O: the caller passes ``now``.
+"""Token buckets, sans-I/O: the caller passes ``now``.
 
-The lobby's ``POST /lobby/token`` is the first user: one address may burst, then is held
-to a steady rate and told how long to wait. The table of buckets is bounded, so a sender
-cycling through addresses costs a fixed amount of memory: when it is full, the bucket that
-was refilled longest ago goes first (a full bucket carries no state worth keeping).
+``KeyedBuckets`` are keyed by who asks (a source address): the lobby's ``POST /lobby/token``
+and the QUIC gate's connection budget. One address may burst, then is held to a steady rate
+and told how long to wait. The table of buckets is bounded, so a sender cycling through
+addresses costs a fixed amount of memory: when it is full, the bucket that was refilled
+longest ago goes first (a full bucket carries no state worth keeping).
+
+``InputBudget`` is one client's admission of datagrams (inputs and acks): messages and bytes a
+second, with a burst that lets a lag spike's backlog through. Past it a datagram is refused,
+which slows the client; a client that keeps sending well past it is closed.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
+from dataclasses import dataclass
 
 
 class KeyedBuckets:
@@ -42,3 +48,70 @@ class KeyedBuckets:
 
     def __len__(self) -> int:
         return len(self._buckets)
+
+
+@dataclass(frozen=True, slots=True)
+class InputLimits:
+    """What one client may send as datagrams; each field is a ``tickline serve`` flag.
+
+    The defaults are four datagrams a tick at 60 Hz, and about ten times the bytes that a
+    client of the bundled games sends, so that only a client built to flood meets them."""
+
+    messages_per_s: float = 240.0
+    bytes_per_s: float = 64 * 1024
+    burst_s: float = 2.0  # a backlog this many seconds long, arriving at once, still gets in
+
+    def validate(self) -> None:
+        if not (self.messages_per_s >= 1 and self.bytes_per_s >= 1200):
+            raise ValueError(
+                "--input-messages-per-s must be at least 1 and --input-bytes-per-s at least 1200 (one datagram)"
+            )
+        if not 0.1 <= self.burst_s <= 60:
+            raise ValueError(f"--input-burst {self.burst_s:g} is out of range; use 0.1 to 60 seconds")
+
+
+class InputBudget:
+    """One client's buckets for messages and bytes, in server time.
+
+    A datagram takes one message and its size from them. When either is short it is refused
+    (and nothing is spent): the client is slowed, its datagrams over the rate dropped. Each
+    refusal adds to a debt that drains at the same rate; once the debt passes a whole burst
+    (the client has sent well over twice the rate for a while, or a flood for an instant),
+    ``exhausted`` is set and the caller closes the client. A client a little over the rate
+    stays slowed and is not closed.
+    """
+
+    def __init__(self, limits: InputLimits, now: float) -> None:
+        self.limits = limits
+        self._burst_messages = limits.messages_per_s * limits.burst_s
+        self._burst_bytes = max(limits.bytes_per_s * limits.burst_s, 1200.0)
+        self._messages, self._bytes = self._burst_messages, self._burst_bytes
+        self._debt_messages = self._debt_bytes = 0.0
+        self._when = now
+        self.exhausted = ""  # why the client should be closed, once it should
+
+    def take(self, size: int, now: float) -> str:
+        """Admit a datagram of ``size`` bytes at ``now``: "" when admitted, else why it is
+        refused ("messages" or "bytes")."""
+        elapsed = max(0.0, now - self._when)
+        self._when = now
+        limits = self.limits
+        if elapsed:
+            self._messages = min(self._burst_messages, self._messages + elapsed * limits.messages_per_s)
+            self._bytes = min(self._burst_bytes, self._bytes + elapsed * limits.bytes_per_s)
+            self._debt_messages = max(0.0, self._debt_messages - elapsed * limits.messages_per_s)
+            self._debt_bytes = max(0.0, self._debt_bytes - elapsed * limits.bytes_per_s)
+        if self._messages >= 1 and self._bytes >= size:
+            self._messages -= 1
+            self._bytes -= size
+            return ""
+        self._debt_messages += 1
+        self._debt_bytes += size
+        reason = "messages" if self._messages < 1 else "bytes"
+        if self.exhausted:
+            pass
+        elif self._debt_messages > self._burst_messages:
+            self.exhausted = f"sent more than {limits.messages_per_s:g} datagrams a second for too long"
+        elif self._debt_bytes > self._burst_bytes:
+            self.exhausted = f"sent more than {limits.bytes_per_s:g} bytes of datagrams a second for too long"
+        return reason

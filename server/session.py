@@ -20,16 +20,20 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections import OrderedDict, deque
+import time
+from collections import Counter, OrderedDict, deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
+from tickline.server.ratelimit import InputBudget, InputLimits
 from tickline.shared import delta
 from tickline.shared.fastpath import CAPABILITY, FastKeys
 from tickline.shared.game import Controls, InvalidInput, Rules
 from tickline.shared.protocol import (
     DEFLATE,
+    MAX_CLIENT_FRAME,
     MAX_DATAGRAM,
     MAX_INPUT_TICKS,
     PROTOCOL_VERSION,
@@ -64,6 +68,14 @@ BASELINE_RING = 64
 MAX_INPUTS_PER_DATAGRAM = 16
 # Ticks of input waiting to be applied, at most; a client further ahead loses its oldest.
 INPUT_BUFFER = 32
+# How far an input's sequence number may jump past the newest one received (inputs lost
+# in between are gone anyway); a session's first input may start anywhere below MAX_SEQ
+# (a client that comes back keeps its numbering), which JavaScript numbers hold exactly.
+MAX_SEQ_JUMP = 4096
+MAX_SEQ = 2**53 - 1
+# A client that acknowledges none of the views sent to it for this long is closed (as a
+# lost connection: it may come back): what it would make the server queue is capped.
+ACK_TIMEOUT_S = 15.0
 # The jitter buffer, counted in ticks of input (an input that holds for two ticks
 # counts two): after running dry, a player's inputs wait until this many ticks are
 # queued (or the oldest has waited this many ticks) so that arrival jitter does
@@ -149,8 +161,20 @@ class Departure(enum.Enum):
 
 
 class Session:
-    def __init__(self, channel: Channel) -> None:
+    """``clock`` is server time in seconds (the loop's); ``limits`` what the client may send
+    as datagrams; ``ack_timeout_s`` how long it may leave every view unacknowledged."""
+
+    def __init__(
+        self,
+        channel: Channel,
+        clock: Callable[[], float] = time.monotonic,
+        limits: InputLimits | None = None,
+        ack_timeout_s: float = ACK_TIMEOUT_S,
+    ) -> None:
         self.channel = channel
+        self._clock = clock
+        self._budget = InputBudget(limits or InputLimits(), clock())
+        self._ack_timeout_s = ack_timeout_s
         self.player_id = 0
         self.spectating = False
         self.follow = 0  # the player a spectator watches; 0: the whole match
@@ -159,7 +183,7 @@ class Session:
         self._packed = False  # deltas as packed datagrams (shared/protocol.py)
         self.match: Watched | None = None
         self._rules: Rules | None = None
-        self._decoder = StreamDecoder()
+        self._decoder = StreamDecoder(MAX_CLIENT_FRAME)
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason = ""
@@ -173,12 +197,17 @@ class Session:
         self._window_ticks = 0  # ticks into the current drain window
         self._window_min = INPUT_BUFFER  # fewest ticks of input left waiting after a take, in the window
         self.applied_seq = 0
+        # Inputs refused since the match last looked, by reason (the match writes them in
+        # its log); a kick's reason is "kicked: why".
+        self.refused: Counter[str] = Counter()
         self.inputs_dropped = 0
         self.input_underruns = 0
         self.inputs_merged = 0
         # deltas
         self._sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self.acked = 0
+        self._acked_at = 0.0  # when a view was last acknowledged (or sending began)
+        self._sent_at = -ack_timeout_s - 1.0  # when a view was last sent
         self.bytes_down = 0
         self.bytes_up = 0
         self.deltas_sent = 0
@@ -204,6 +233,12 @@ class Session:
         if self.closed.is_set():
             return
         self.bytes_up += len(data)
+        refused = self._budget.take(len(data), self._clock())
+        if refused:
+            self.refused[refused] += 1
+            if self._budget.exhausted:
+                self.fail(self._budget.exhausted)
+            return
         if self._rules is None:
             return  # before welcome: nothing to apply it to; clients resend
         try:
@@ -240,9 +275,12 @@ class Session:
         """Close this connection because of what the peer sent; log one line."""
         if self.closed.is_set():
             return
-        who = f"player {self.player_id}" if self.player_id else "spectator" if self.spectating else "before joining"
-        log.warning("closing %s (%s): %s", self.channel.peer, who, reason)
+        log.warning("closing %s (%s): %s", self.channel.peer, self._who(), reason)
+        self.refused[f"kicked: {reason}"] += 1
         self.close(reason, error=True, departure=Departure.KICKED)
+
+    def _who(self) -> str:
+        return f"player {self.player_id}" if self.player_id else "spectator" if self.spectating else "before joining"
 
     def close(self, reason: str, error: bool = False, departure: Departure = Departure.CLOSED) -> None:
         if self.closed.is_set():
@@ -338,8 +376,17 @@ class Session:
             raise MalformedFrame("spectators cannot send inputs")
         if len(frame.inputs) > MAX_INPUTS_PER_DATAGRAM:
             raise MalformedFrame(f"input datagram carries more than {MAX_INPUTS_PER_DATAGRAM} inputs")
+        now = self._clock()
         if frame.ack > self.acked and frame.ack in self._sent:
             self.acked = frame.ack
+            self._acked_at = now
+        elif self._sent and now - self._acked_at > self._ack_timeout_s:
+            # It sends, so it is there, but it takes none of the views: whatever queues up for
+            # it in the transport is wasted. As a lost connection (it may come back).
+            reason = f"acknowledged none of the views sent for {self._ack_timeout_s:g} s"
+            log.warning("closing %s (%s): %s", self.channel.peer, self._who(), reason)
+            self.close(reason, error=True, departure=Departure.LOST)
+            return
         assert self._rules is not None
         inputs = self._inputs
         for item in frame.inputs:
@@ -353,6 +400,12 @@ class Session:
                 raise MalformedFrame(f"an input holds for 1 to {MAX_INPUT_TICKS} ticks, not {ticks!r}")
             if seq <= self._received_seq:
                 continue  # a redundant copy of an input already taken
+            if seq > (self._received_seq + MAX_SEQ_JUMP if self._received_seq else MAX_SEQ):
+                raise MalformedFrame(
+                    f"input seq {seq} jumps more than {MAX_SEQ_JUMP} past the last one ({self._received_seq})"
+                    if self._received_seq
+                    else f"input seq {seq} is over {MAX_SEQ}"
+                )
             # What is left of the previous input's hold gives way to this one: the
             # newest controls win a tick sooner, and held inputs never stand in a queue.
             while inputs and inputs[-1][1] is None:
@@ -365,6 +418,7 @@ class Session:
             while len(inputs) > INPUT_BUFFER:
                 if inputs.popleft()[1] is not None:
                     self.inputs_dropped += 1
+                    self.refused["buffer"] += 1
 
     def take_input(self, tick: int) -> tuple[int, Controls] | None:
         """The next input in sequence order for ``tick``, or None (the player keeps its controls).
@@ -444,6 +498,10 @@ class Session:
         """
         if self.closed.is_set():
             return
+        now = self._clock()
+        if now - self._sent_at > self._ack_timeout_s:
+            self._acked_at = now  # the first view, or the first after a pause in sending: the clock starts
+        self._sent_at = now
         base_view = None if full else self._sent.get(self.acked)
         base = self.acked if base_view is not None else 0
         cache: dict[Any, bytes] = encoded if encoded is not None else {}

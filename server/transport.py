@@ -57,9 +57,16 @@ log = logging.getLogger(__name__)
 # QUIC application error codes sent with a close.
 CLOSE_NORMAL = 0
 CLOSE_PROTOCOL_ERROR = 1
+# A client sends little on its streams (a hello, a goodbye; a browser's HTTP/3 requests), so a
+# window far below aioquic's 1 MiB default caps what one connection can make us hold.
+RECEIVE_WINDOW = 128 * 1024
 
 
-def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConfiguration:
+def server_configuration(
+    cert: Path, key: Path, idle_timeout: float, receive_window: int = RECEIVE_WINDOW
+) -> QuicConfiguration:
+    """``receive_window``: the bytes a client may have in flight to us on its streams, in all and
+    on each (QUIC's flow control; aioquic holds out-of-order stream data up to it)."""
     config = QuicConfiguration(
         is_client=False,
         alpn_protocols=[ALPN, H3_ALPN],
@@ -67,6 +74,8 @@ def server_configuration(cert: Path, key: Path, idle_timeout: float) -> QuicConf
         max_datagram_frame_size=65536,
         max_datagram_size=QUIC_PACKET_SIZE,
         idle_timeout=idle_timeout,
+        max_data=receive_window,
+        max_stream_data=receive_window,
     )
     config.load_cert_chain(cert, key)
     return config
@@ -107,6 +116,7 @@ class ServerConnection(QuicConnectionProtocol):
         # While the handshake runs: the gate that admitted it and the source host it counts
         # against (server/gate.py), and the timer that closes it if it takes too long.
         self._half_open: tuple[Gate, str] | None = None
+        self._counted: tuple[Gate, str] | None = None  # in the gate's open connections until terminated
         self._handshake_done = False
         self._handshake_timer: asyncio.TimerHandle | None = None
 
@@ -114,7 +124,7 @@ class ServerConnection(QuicConnectionProtocol):
         """Count this connection against ``gate``'s half-open places until its handshake ends,
         and close it if that has not happened within ``timeout_s``."""
         gate.opened(host)
-        self._half_open = (gate, host)
+        self._half_open = self._counted = (gate, host)
         self._handshake_timer = self._loop.call_later(timeout_s, self._handshake_timed_out)
 
     def _handshake_over(self) -> None:
@@ -204,6 +214,10 @@ class ServerConnection(QuicConnectionProtocol):
             self._loop.call_soon(self._free)
         if isinstance(event, (HandshakeCompleted, ConnectionTerminated)):
             self._handshake_over()  # its half-open place is free, whichever way it went
+        if isinstance(event, ConnectionTerminated) and self._counted is not None:
+            gate, host = self._counted
+            self._counted = None
+            gate.disconnected(host)
         if self._web is not None:
             self._web.quic_event_received(event)
             return

@@ -37,17 +37,18 @@ import asyncio
 import contextlib
 import socket
 import struct
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_websocket import WebSocketError
 
+from tickline.server.gate import Connections
 from tickline.server.session import Channel, Receiver
 from tickline.shared.fastpath import FastKeys
 from tickline.shared.protocol import (
+    MAX_CLIENT_FRAME,
     MAX_DATAGRAM,
-    MAX_STREAM_FRAME,
     WEBSOCKET_PATH,
     WS_CONTROL,
     WS_DATAGRAM,
@@ -70,7 +71,9 @@ CLOSE_TIMEOUT_S = 2.0
 # RFC 6455 5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
 MAX_REASON_BYTES = 123
 # A kind byte and the largest control frame with its length prefix.
-MAX_MESSAGE = 1 + 4 + MAX_STREAM_FRAME
+# What a client may send in one message: a datagram, or a chunk of its control stream
+# (which carries only small frames up; the session's decoder caps them again).
+MAX_MESSAGE = 1 + max(MAX_DATAGRAM, 4 * (4 + MAX_CLIENT_FRAME))
 
 Accept = Callable[[Channel], Receiver]
 
@@ -245,8 +248,16 @@ class WebSocketChannel:
 class WebSockets:
     """The ``/ws`` route of the HTTP app and the WebSockets it has open."""
 
-    def __init__(self, accept: Accept, heartbeat_s: float, limit: int = DATAGRAM_BUFFER_LIMIT) -> None:
+    def __init__(
+        self,
+        accept: Accept,
+        heartbeat_s: float,
+        limit: int = DATAGRAM_BUFFER_LIMIT,
+        connections: Connections | None = None,
+    ) -> None:
         self.channels: set[WebSocketChannel] = set()
+        self._connections = connections  # the caps QUIC connections count against too
+        self.refused: Counter[str] = Counter()
         self._accept = accept
         self._heartbeat_s = heartbeat_s
         self._limit = limit
@@ -273,6 +284,23 @@ class WebSockets:
             raise web.HTTPBadRequest(
                 text=f"{WEBSOCKET_PATH} is tickline's WebSocket fallback: open it with a WebSocket (docs/browsers.md)\n"
             )
+        host = request.remote or "?"
+        connections = self._connections
+        if connections is not None:
+            crowd = connections.full(host)
+            if crowd:
+                self.refused[crowd] += 1
+                raise web.HTTPServiceUnavailable(
+                    text=f"too many connections ({crowd.replace('_', ' ')}); try again later\n"
+                )
+            connections.opened(host)
+        try:
+            return await self._serve(ws, request)
+        finally:
+            if connections is not None:
+                connections.closed(host)
+
+    async def _serve(self, ws: web.WebSocketResponse, request: web.Request) -> web.WebSocketResponse:
         await ws.prepare(request)
         transport = request.transport
         _limit_unsent(transport)

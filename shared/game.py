@@ -43,12 +43,17 @@ class TickInputs:
     leaves and inputs come in player-id order, live and in replay alike.
     ``seqs`` gives the client's sequence number of each such input: not
     simulated, but kept in the log as an audit trail (each applied once, in order).
+    ``refused`` is the rest of that trail, never simulated either: per player, what the
+    server refused since the last tick and how often, by reason ("messages" and "bytes":
+    over the input rate; "buffer": more ticks of input than the server holds; "kicked: why":
+    the input, or anything else, that closed the player's connection).
     """
 
     joins: list[tuple[int, str]] = field(default_factory=list)
     leaves: list[int] = field(default_factory=list)
     inputs: dict[int, Controls] = field(default_factory=dict)
     seqs: dict[int, int] = field(default_factory=dict)
+    refused: dict[int, dict[str, int]] = field(default_factory=dict)
 
     def is_empty(self) -> bool:
         return not (self.joins or self.leaves or self.inputs)
@@ -65,6 +70,12 @@ class TickInputs:
                 [pid, self.inputs[pid], self.seqs[pid]] if pid in self.seqs else [pid, self.inputs[pid]]
                 for pid in sorted(self.inputs)
             ]
+        if self.refused:
+            out["x"] = [
+                [pid, reason, count]
+                for pid in sorted(self.refused)
+                for reason, count in sorted(self.refused[pid].items())
+            ]
         return out
 
     @classmethod
@@ -74,7 +85,15 @@ class TickInputs:
             leaves=[int(pid) for pid in record.get("l", ())],
             inputs={int(item[0]): item[1] for item in record.get("i", ())},
             seqs={int(item[0]): int(item[2]) for item in record.get("i", ()) if len(item) > 2},
+            refused=_refusals(record.get("x", ())),
         )
+
+
+def _refusals(items: Any) -> dict[int, dict[str, int]]:
+    out: dict[int, dict[str, int]] = {}
+    for pid, reason, count in items:
+        out.setdefault(int(pid), {})[str(reason)] = int(count)
+    return out
 
 
 class Rules(ABC):

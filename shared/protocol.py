@@ -39,6 +39,9 @@ WEBTRANSPORT_PATH = "/tickline"
 # A control-stream frame larger than this is refused (a full snapshot of a big
 # match still fits with ample room).
 MAX_STREAM_FRAME = 256 * 1024
+# What a client sends on its control stream (a hello, a goodbye) is small: the server
+# reads it with this cap, so a client can make it hold no more than this of half a frame.
+MAX_CLIENT_FRAME = 4096
 # UDP payload size both ends configure for QUIC (aioquic's default is the
 # protocol's minimum, 1200). 1350 is what browsers and most QUIC stacks use on
 # the internet; it lets a 50-player room's delta travel as one datagram.

@@ -111,6 +111,7 @@ def _server_config(args: argparse.Namespace) -> Any:
     from tickline.server.eventlog import LogSettings
     from tickline.server.gate import GateSettings
     from tickline.server.match import MatchSettings
+    from tickline.server.ratelimit import InputLimits
     from tickline.shared.games import load
 
     tick_rate, send_rate = _rates(load(args.game).default_rates, args.tick_rate, args.send_rate)
@@ -141,6 +142,8 @@ def _server_config(args: argparse.Namespace) -> Any:
         http_host=args.http_host,
         lobby_rate=args.lobby_rate,
         gate=GateSettings(
+            max_connections=args.max_connections,
+            max_connections_per_address=args.max_connections_per_address,
             max_half_open=args.max_half_open,
             max_half_open_per_address=args.max_half_open_per_address,
             new_per_s=args.new_connections_per_s,
@@ -148,6 +151,12 @@ def _server_config(args: argparse.Namespace) -> Any:
             retry=args.retry,
             handshake_timeout_s=args.handshake_timeout,
         ),
+        inputs=InputLimits(
+            messages_per_s=args.input_messages_per_s, bytes_per_s=args.input_bytes_per_s, burst_s=args.input_burst
+        ),
+        ack_timeout=args.ack_timeout,
+        hello_timeout=args.hello_timeout,
+        receive_window=args.receive_window,
         lobby_matches=args.lobby_matches,
         lobby_games=tuple(g.strip() for g in args.lobby_games.split(",") if g.strip()) if args.lobby_games else None,
         fastpath=not args.no_fastpath,
@@ -773,7 +782,21 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated games the lobby may create matches of, beside --game (default: every installed game)",
     )
     quic = serve.add_argument_group(
-        "new QUIC connections", "who may start a handshake, and how many at once (SECURITY.md)"
+        "connections", "who may connect, how many at once, and who may start a QUIC handshake (SECURITY.md)"
+    )
+    quic.add_argument(
+        "--max-connections",
+        type=int,
+        default=4096,
+        metavar="N",
+        help="open connections, QUIC and WebSocket, in total (default: 4096)",
+    )
+    quic.add_argument(
+        "--max-connections-per-address",
+        type=int,
+        default=64,
+        metavar="N",
+        help="open connections from one address (default: 64)",
     )
     quic.add_argument(
         "--retry",
@@ -812,6 +835,49 @@ def build_parser() -> argparse.ArgumentParser:
         default=5.0,
         metavar="SECONDS",
         help="a connection whose handshake has not finished by then is closed (default: 5)",
+    )
+    quic.add_argument(
+        "--hello-timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="a connection that has not said a valid hello by then is closed (default: 5)",
+    )
+    sends = serve.add_argument_group("what a client may send", "slowed past these, then closed (SECURITY.md)")
+    sends.add_argument(
+        "--input-messages-per-s",
+        type=float,
+        default=240.0,
+        metavar="N",
+        help="datagrams (inputs and acks) one client may send a second (default: 240)",
+    )
+    sends.add_argument(
+        "--input-bytes-per-s",
+        type=float,
+        default=65536.0,
+        metavar="N",
+        help="bytes of datagrams one client may send a second (default: 65536)",
+    )
+    sends.add_argument(
+        "--input-burst",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="a backlog this many seconds long may arrive at once (default: 2)",
+    )
+    sends.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="a client that sends but acknowledges none of its views for this long is closed (default: 15)",
+    )
+    sends.add_argument(
+        "--receive-window",
+        type=int,
+        default=128 * 1024,
+        metavar="BYTES",
+        help="bytes a client may have in flight to the server on its QUIC streams (default: 131072)",
     )
     serve.add_argument(
         "--token-key",
