@@ -10,8 +10,8 @@ a flood of valid input datagrams and one of garbage datagrams after a welcome; c
 churn (join, leave, again); and a real player, relayed through a socket that records its
 packets, whose captured QUIC and fast-path packets are sent again (replays) and forged
 (its session id, bytes of our own). Then ``--seconds`` of packet floods: random UDP, fake
-fast-path packets, Initials with random connection ids that do not decrypt, and genuine
-ClientHellos from a socket that never answers.
+fast-path packets, Initials with random connection ids that do not decrypt, genuine
+ClientHellos from a socket that never answers, and real handshakes that complete and close.
 
 It prints one JSON line: how much of each it sent, and how the server answered (every close
 reason it gave). tests/test_soak.py runs it while bots play; bench/security.py uses its
@@ -136,13 +136,15 @@ async def paced(per_s: float, seconds: float, action: Callable[[], object]) -> i
 
 async def real_handshakes(port: int, per_s: float, seconds: float) -> int:
     """aioquic clients that complete a handshake and close at once; how many completed."""
-    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=0)
+    # A client the gate turns away gives up by its own idle timeout, so that aioquic's
+    # connection waiter is awaited when it fails (cancelled from outside, it would fail unseen).
+    config = QuicConfiguration(is_client=True, alpn_protocols=[ALPN], verify_mode=0, idle_timeout=4)
     completed = 0
 
     async def one() -> None:
         nonlocal completed
         with contextlib.suppress(ConnectionError, TimeoutError, OSError):
-            async with asyncio.timeout(5), connect(HOST, port, configuration=config, wait_connected=True):
+            async with asyncio.timeout(20), connect(HOST, port, configuration=config, wait_connected=True):
                 completed += 1
 
     async with asyncio.TaskGroup() as tg:
@@ -344,7 +346,9 @@ class Attacker:
 
     # phase two: packet floods --------------------------------------------------
 
-    async def floods(self, seconds: float, random_per_s: float = 500, hellos_per_s: float = 50) -> None:
+    async def floods(
+        self, seconds: float, random_per_s: float = 500, hellos_per_s: float = 50, handshakes_per_s: float = 10
+    ) -> None:
         silent = Silent()
         hellos = iter(client_initials(self.port, int(hellos_per_s * seconds) + 10))
         try:
@@ -356,6 +360,7 @@ class Attacker:
                     "silent_hellos": (hellos_per_s, lambda: silent.send(next(hellos), self.port)),
                 }
                 tasks = {name: tg.create_task(paced(rate, seconds, send)) for name, (rate, send) in jobs.items()}
+                tasks["real_handshakes"] = tg.create_task(real_handshakes(self.port, handshakes_per_s, seconds))
             for name, task in tasks.items():
                 self.sent[name] += task.result()
             self.sent["flood_bytes_back"] = silent.drain()

@@ -19,7 +19,7 @@ import orjson
 import pytest
 
 from bench.serve import Serve
-from tickline.bots.metrics import sample_sum, scrape
+from tickline.bots.metrics import histogram_buckets, histogram_quantile, sample_sum, scrape
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
 
@@ -98,10 +98,16 @@ async def test_the_server_outlives_a_hostile_client_while_bots_play(tmp_path: Pa
         await _until(metrics, lambda m: sample_sum(m, "tickline_server_players") >= BOTS)
         before_mb = _rss_mb(server.proc.pid)
 
+        quiet = await scrape(metrics)
         attack = await _child(
             "bench.hostile", "--port", str(port), "--http", http, "--seconds", str(FLOOD_SECONDS), timeout=120
         )
+        # The matches held their schedule through the attack: lateness p99 over its window.
+        late = "tickline_server_tick_lateness_seconds"
+        p99 = histogram_quantile(0.99, histogram_buckets(quiet, late), histogram_buckets(await scrape(metrics), late))
+        assert p99 is not None and p99 * 1000 < LATENESS_P99_BOUND_MS, p99
         assert attack["failed"] == {}
+        assert attack["sent"]["real_handshakes"] > 0
         for name, words in EXPECTED.items():
             heard = attack["reasons"].get(name)
             assert heard and all(words in reason for reason in heard), (name, heard)
