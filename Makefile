@@ -11,7 +11,8 @@ STAMP := $(VENV)/.installed
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): $(BIN)/python pyproject.toml
+# (setup.py and the .pyx sources too: the native modules are built at install)
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard shared/*.pyx)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,fast]'
 	touch $(STAMP)

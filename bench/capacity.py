@@ -45,6 +45,7 @@ from tickline.bots.capacity.run import (
     write_json_line,
 )
 from tickline.bots.procstat import cpu_plan
+from tickline.shared import native
 from tickline.shared.protocol import MAX_DATAGRAM
 
 TARGET = 0.7
@@ -155,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.budget_s is None:
         cfg.budget_s *= 2  # two searches share the time: each gets what `tickline capacity` gives one
     result = asyncio.run(run(cfg, args.ceiling_loop))
+    result["native"] = native.report()
     write_json_line(orjson.dumps(result).decode(), args.json_out)
     say(
         f"capacity: tickline {result['tickline_bracket']}, ceiling {result['ceiling_bracket']}, ratio "

@@ -13,6 +13,8 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from tickline.shared import native
+
 
 class Report:
     """Prints one JSON object per figure on stdout (and, with ``json_out``, the same lines to a file)."""
@@ -22,6 +24,9 @@ class Report:
         self.json_out = json_out
 
     def emit(self, fig: dict[str, Any]) -> None:
+        # Whether the framework's hot paths ran native code (its children, servers and bots,
+        # load the same modules under the same environment): a silent fall back shows.
+        fig.setdefault("native", native.report())
         line = json.dumps(fig)
         self.lines.append(line)
         print(line, flush=True)

@@ -43,6 +43,7 @@ from tickline.replays.replay import Replay
 from tickline.server.pages import add_pages, check_admin
 from tickline.server.ratelimit import KeyedBuckets
 from tickline.server.session import MAX_NAME, valid_name
+from tickline.shared import native
 from tickline.shared.fastpath import DROP_REASONS
 from tickline.shared.games import UnknownGame
 from tickline.shared.protocol import WEBTRANSPORT_PATH
@@ -206,6 +207,14 @@ class _LiveCollector(Collector):
         yield GaugeMetricFamily(
             "tickline_server_spectators", "Spectators watching any match", value=sum(f["spectators"] for f in live)
         )
+        modules = GaugeMetricFamily(
+            "tickline_native",
+            "1 for a module whose native code is in use, 0 for its pure-Python twin",
+            labels=["module"],
+        )
+        for module, used in native.report().items():
+            modules.add_metric([module], int(used))
+        yield modules
         refused = CounterMetricFamily(
             "tickline_inputs_refused",
             "Client datagrams and inputs refused (messages, bytes: over the input rate; buffer: more "

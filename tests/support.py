@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,18 +15,24 @@ PG_URL_ENV = "TICKLINE_TEST_PG_URL"
 TICKLINE = [sys.executable, "-m", "tickline"]
 
 
-async def run(*argv: str, cwd: Path | None = None, timeout: float = 120) -> tuple[int, str, str]:
-    """Run a command to its end: (exit status, stdout, stderr)."""
+async def run(
+    *argv: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Run a command to its end: (exit status, stdout, stderr); ``env`` adds to this process's."""
     proc = await asyncio.create_subprocess_exec(
-        *argv, cwd=cwd, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+        *argv,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, **env} if env else None,
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()
 
 
-async def tickline(*args: str, timeout: float = 60) -> tuple[int, str, str]:
+async def tickline(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> tuple[int, str, str]:
     """The `tickline` command, as a user runs it."""
-    return await run(*TICKLINE, *args, timeout=timeout)
+    return await run(*TICKLINE, *args, timeout=timeout, env=env)
 
 
 async def serve(

@@ -12,6 +12,7 @@ import pytest
 
 from tests.support import serve, tickline, wait_for_tick
 from tickline.bots.swarm import run_swarm
+from tickline.shared import native
 
 
 @pytest.mark.slow
@@ -40,6 +41,11 @@ async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     code, out, _err = await tickline("replay", "verify", listed["match_id"][:8], "--data-dir", str(tmp_path))
     result = orjson.loads(out.splitlines()[-1])
     assert code == 0 and result["verified"] is True and result["ticks"] == listed["ticks"]
+    # The server said which modules ran native code; the match verifies on the other kind too.
+    assert ready["native"] == native.report()
+    other = {"TICKLINE_NO_EXTENSIONS": "1", "TICKLINE_REQUIRE_EXTENSIONS": ""} if native.native() else {}
+    code, out, _err = await tickline("replay", "verify", listed["match_id"], "--data-dir", str(tmp_path), env=other)
+    assert code == 0 and orjson.loads(out.splitlines()[-1])["verified"] is True
 
 
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])

@@ -1,8 +1,13 @@
-"""Snapshot deltas: diff/apply laws on random nested views, and refusal of bad deltas."""
+"""Snapshot deltas: diff/apply laws on random nested views, and refusal of bad deltas.
+
+Every test runs on each implementation (the native module where it is built, and its pure-
+Python twin), and hypothesis checks that the two agree on every diff, apply and refusal.
+"""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Iterator
 from typing import Any
 
 import orjson
@@ -10,7 +15,29 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tickline.shared.delta import DeltaError, apply, diff
+from tickline.shared import delta, native
+from tickline.shared.delta import DeltaError
+
+TWINS = native.twins("tickline.shared", "delta")
+diff, apply = delta.diff, delta.apply  # replaced for each implementation by the fixture below
+
+
+@pytest.fixture(scope="module", autouse=True, params=sorted(TWINS))
+def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
+    """The module's tests, once on each implementation (module-scoped, as hypothesis wants)."""
+    global diff, apply
+    module = TWINS[request.param]
+    diff, apply = module.diff, module.apply
+    yield request.param
+    diff, apply = delta.diff, delta.apply
+
+
+def test_the_native_module_is_built_where_the_build_was_required() -> None:
+    if native.REQUIRE_EXTENSIONS:
+        assert "native" in TWINS and delta.diff is TWINS["native"].diff
+    if native.NO_EXTENSIONS:
+        assert delta.diff is TWINS["pure"].diff and native.report() == {"delta": False}
+
 
 # ----------------------------------------------------------------- strategies
 
@@ -70,6 +97,15 @@ def retyped(value):
 def canon(value) -> bytes:
     """Type-strict equality: 1, 1.0 and True, or [1] and [True], all differ."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+
+
+def typed(value):
+    """``value`` with every scalar's type beside it: type-strict equality for any integer."""
+    if isinstance(value, dict):
+        return {k: typed(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [typed(v) for v in value]
+    return (type(value).__name__, value)
 
 
 def wire(value):
@@ -287,3 +323,49 @@ def test_random_deltas_apply_or_raise_only_delta_error(base, delta):
     else:
         assert isinstance(out, dict)
     assert canon(base) == canon(before)
+
+
+# ----------------------------------------------------------------- the twins agree
+
+needs_both = pytest.mark.skipif(len(TWINS) < 2, reason="the native module is not built here")
+
+
+def test_an_increment_too_big_for_a_64_bit_integer_travels_as_the_new_value():
+    a, b = {"x": -(2**63), "y": 1}, {"x": 2**63 - 1, "y": 2**63 - 1}
+    d = diff(a, b)
+    assert d == {"s": {"x": 2**63 - 1}, "n": {"y": 2**63 - 2}}
+    assert apply(wire(a), wire(d)) == b
+
+
+@needs_both
+@given(pairs)
+@settings(max_examples=300)
+def test_the_twins_make_byte_identical_diffs_that_each_other_applies(pair):
+    a, b = pair
+    native_diff, pure_diff = TWINS["native"].diff(a, b), TWINS["pure"].diff(a, b)
+    assert orjson.dumps(native_diff) == orjson.dumps(pure_diff)
+    assert canon(TWINS["pure"].apply(a, native_diff)) == canon(b)
+    assert canon(TWINS["native"].apply(a, wire(pure_diff))) == canon(b)
+
+
+@needs_both
+@given(views(2), json_values)
+@settings(max_examples=300)
+def test_the_twins_refuse_the_same_deltas_with_the_same_reason(base, delta_):
+    outcomes = []
+    for twin in (TWINS["native"], TWINS["pure"]):
+        try:
+            outcomes.append(("applied", typed(twin.apply(base, delta_))))
+        except DeltaError as exc:
+            outcomes.append(("refused", str(exc)))
+    assert outcomes[0] == outcomes[1]
+
+
+@needs_both
+@pytest.mark.parametrize("bad", [None, [], "view", 5])
+def test_the_twins_refuse_what_is_not_a_view_alike(bad):
+    for twin in TWINS.values():
+        with pytest.raises(TypeError, match="diff takes two views"):
+            twin.diff(bad, {})
+        with pytest.raises(TypeError, match="diff takes two views"):
+            twin.diff({}, bad)

@@ -11,6 +11,7 @@ from sqlalchemy import event
 
 from tests.support import until
 from tickline.bots.client import GameClient
+from tickline.shared import native
 
 
 async def _get(port: int, path: str) -> tuple[int, str]:
@@ -47,6 +48,8 @@ async def test_metrics_show_ticks_players_the_event_log_lag_and_gc_pauses(start_
     assert samples[("process_cpu_seconds_total", ())] > 0
     # 20 updates at 30 Hz take longer than 20 ms: the server's own collector has run.
     assert samples[("tickline_gc_pause_seconds_count", (("generation", "0"),))] > 0
+    # Whether the deltas went out of native code or its twin, as this process chose.
+    assert samples[("tickline_native", (("module", "delta"),))] == native.report()["delta"]
 
 
 async def test_healthz_turns_503_while_the_event_log_fails(start_server) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +20,7 @@ def test_installing_tickline_adds_one_top_level_package_and_it_imports_whole(tmp
         capture_output=True,
         text=True,
         timeout=300,
+        env={**os.environ, "TICKLINE_REQUIRE_EXTENSIONS": "1", "TICKLINE_NO_EXTENSIONS": ""},  # built, or it fails
     )
     assert built.returncode == 0, built.stderr
     top = {p.name for p in target.iterdir()} - {"bin"}  # bin: the `tickline` script
@@ -50,6 +52,7 @@ def test_installing_tickline_adds_one_top_level_package_and_it_imports_whole(tmp
     probe = (
         "import importlib, tickline, tickline.cli, tickline.server.app, tickline.bots.loadtest, tickline.replays.verify;"
         "print(tickline.__file__);"
+        "from tickline.shared import delta, native; print(native.report());"
         "missing = [n for n in ('server', 'shared', 'bots', 'replays') if importlib.util.find_spec(n) is not None];"
         "print(missing)"
     )
@@ -62,5 +65,31 @@ def test_installing_tickline_adds_one_top_level_package_and_it_imports_whole(tmp
         timeout=60,
     )
     assert ran.returncode == 0, ran.stderr
-    where, missing = ran.stdout.splitlines()
+    where, chosen, missing = ran.stdout.splitlines()
     assert Path(where).is_relative_to(target) and missing == "[]"
+    assert chosen == "{'delta': True}"  # the native module was built, and is the one in use
+    assert any(f.startswith("tickline/shared/_delta_c.") and f.endswith(".so") for f in files)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("required", [False, True])
+def test_without_a_compiler_the_build_falls_back_to_the_twins_unless_native_code_is_required(
+    tmp_path: Path, required: bool
+) -> None:
+    env = {**os.environ, "CC": "false", "TICKLINE_NO_EXTENSIONS": ""}  # a compiler that always fails
+    env["TICKLINE_REQUIRE_EXTENSIONS"] = "1" if required else ""
+    lib = tmp_path / "lib"
+    built = subprocess.run(
+        [sys.executable, "setup.py", "--quiet", "build_ext", "--build-lib", str(lib), "--build-temp", str(tmp_path)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert not list(lib.rglob("*.so"))
+    if required:
+        assert built.returncode != 0
+    else:
+        assert built.returncode == 0, built.stderr
+        assert "_delta_c" in built.stderr  # setuptools says which optional module it could not build

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import struct
+import zlib
 
 import orjson
 import pytest
@@ -400,6 +401,13 @@ def test_a_packed_delta_round_trips_and_is_smaller_than_its_json() -> None:
     body = encode_packed_delta(1234, 1231, 99, pack_diff(diff_json))
     assert body[:1] == PACKED_DELTA and len(body) < len(diff_json) / 3
     assert decode_datagram(body) == Delta(tick=1234, base=1231, seq=99, diff=diff)
+
+
+@given(st.binary(max_size=4000))
+def test_a_diff_packs_to_the_same_bytes_as_streamed_raw_deflate(diff_json: bytes) -> None:
+    """What every packed delta so far was: browsers and logs of packed traffic still read them."""
+    packer = zlib.compressobj(6, zlib.DEFLATED, -15)
+    assert pack_diff(diff_json) == packer.compress(diff_json) + packer.flush()
 
 
 def test_the_server_side_decoder_refuses_packed_deltas() -> None:

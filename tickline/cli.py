@@ -168,6 +168,7 @@ def _server_config(args: argparse.Namespace) -> Any:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     from tickline.server.app import Server
+    from tickline.shared import native
 
     server = Server(_server_config(args))
 
@@ -184,6 +185,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
                 "server_id": server.config.resolve_server_id(),
                 "loop": type(asyncio.get_running_loop()).__module__.split(".")[0],
                 "fastpath": server.fastpath is not None,
+                "native": native.report(),  # which modules run native code (shared/native.py)
                 "metrics_port": server.metrics_port if args.metrics_port is not None else None,
                 "http_url": server.http_url if args.metrics_port is not None else None,
                 "require_tokens": server.config.tokens_required(),
@@ -623,12 +625,14 @@ def cmd_spectate(args: argparse.Namespace) -> int:
 
 def cmd_capacity(args: argparse.Namespace) -> int:
     from tickline.bots.capacity.run import config_from_args, run_capacity, say, write_json_line
+    from tickline.shared import native
 
     try:
         cfg = config_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     result = loops.run(run_capacity(cfg), args.loop)
+    result["native"] = native.report()  # (the servers this process starts choose the same)
     write_json_line(orjson.dumps(result).decode(), args.json_out)
     if result["players"] is not None:
         say(f"capacity: {result['players']} players (below {result['below']}); {result['elapsed_s']:.0f} s")

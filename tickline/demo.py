@@ -155,6 +155,7 @@ async def run_demo(data_dir: Path, bots: int = 8, seconds: int = 15, game: str =
         "bytes_down_per_client_per_s": report["bytes_down_per_s_per_bot"],
         "deltas_per_client_per_s": report["deltas_per_s_per_bot"],
         "fastpath_share": report["fastpath_share"],
+        "native": ready.get("native"),  # the server's modules that ran native code
         "tick_late_ms_p99": stats.get("tick_late_ms", {}).get("p99"),
         "tick_work_ms_p99": stats.get("tick_work_ms", {}).get("p99"),
         "server_exit_status": status,

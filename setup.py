@@ -1,0 +1,38 @@
+"""Builds tickline's native modules (Cython) beside their pure-Python twins (shared/native.py).
+
+Everything else about the package is in pyproject.toml. ``TICKLINE_NO_EXTENSIONS=1`` builds
+none; ``TICKLINE_REQUIRE_EXTENSIONS=1`` makes a failed build fail the install. Otherwise a
+machine without a C compiler still installs, and runs on the twins.
+"""
+
+import os
+
+from setuptools import Extension, setup
+
+# (module, source): each has a pure-Python twin, ``_NAME_py.py``, beside it.
+NATIVE = [
+    ("tickline.shared._delta_c", "shared/_delta_c.pyx"),
+]
+
+
+def _flag(name: str) -> bool:
+    return os.environ.get(name, "") not in ("", "0")
+
+
+def extensions() -> list[Extension]:
+    if _flag("TICKLINE_NO_EXTENSIONS"):
+        return []
+    require = _flag("TICKLINE_REQUIRE_EXTENSIONS")
+    try:
+        from Cython.Build import cythonize
+    except ImportError:
+        if require:
+            raise
+        return []
+    built = cythonize([Extension(name, [source]) for name, source in NATIVE], language_level=3, quiet=True)
+    for extension in built:
+        extension.optional = not require  # (cythonize drops what the Extension was given)
+    return built
+
+
+setup(ext_modules=extensions())
