@@ -312,6 +312,8 @@ class ServerProc:
             "10000",
             "--max-half-open-per-address",
             "1024",
+            "--max-connections-per-address",
+            "100000",
             "--metrics-port",
             "0",
             "--data-dir",

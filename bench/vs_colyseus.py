@@ -377,6 +377,8 @@ class TicklineServer:
             "10000",
             "--max-half-open-per-address",
             "1024",
+            "--max-connections-per-address",
+            "100000",
             "--metrics-port",
             "0",
             "--data-dir",

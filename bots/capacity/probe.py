@@ -106,6 +106,8 @@ async def _start_server(
             "10000",
             "--max-half-open-per-address",
             "1024",
+            "--max-connections-per-address",
+            "100000",
             "--metrics-port",
             "0",
             "--data-dir",
