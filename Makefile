@@ -12,7 +12,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
 # (setup.py and the .pyx sources too: the native modules are built at install)
-$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard shared/*.pyx)
+$(STAMP): $(BIN)/python pyproject.toml setup.py $(wildcard shared/*.pyx server/*.pyx)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,fast]'
 	touch $(STAMP)

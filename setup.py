@@ -12,6 +12,7 @@ from setuptools import Extension, setup
 # (module, source): each has a pure-Python twin, ``_NAME_py.py``, beside it.
 NATIVE = [
     ("tickline.shared._delta_c", "shared/_delta_c.pyx"),
+    ("tickline.server._sendbatch_c", "server/_sendbatch_c.pyx"),
 ]
 
 

@@ -13,6 +13,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+import tickline.server.fastpath  # noqa: F401 - imported for its choice of twin, which native.report() then names
 from tickline.shared import native
 
 

@@ -9,6 +9,8 @@ Figures (bench/README.md says what each one means), one JSON line each on stdout
 
 1. ``transport_us_per_msg_fastpath``  fast path vs QUIC datagrams, the server on the default loop (uvloop)
 2. ``fastpath_us_per_msg_uvloop``     the fast path on uvloop vs asyncio's own loop (QUIC on both as extras)
+3. ``fastpath_native_us_per_msg``     the fast path with its native modules (batched sends) vs on their
+                                      pure-Python twins (where the native modules are built)
 
 Every turn is one ``bench.ceiling.probe_ceiling``: a fresh
 ``python -m bench.ceiling serve`` (pinned to the first CPU), ``--n``
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import platform
 import shutil
 import sys
@@ -42,9 +45,12 @@ from tickline.bots.capacity.probe import ProbeSettings
 from tickline.bots.capacity.run import say, wait_for_quiet
 from tickline.bots.procstat import CORES, cpu_plan
 from tickline.bots.profiling import profile_process, summarize_profile
+from tickline.shared import native
 from tickline.shared.protocol import MAX_DATAGRAM
 
 FAST, QUIC = "fastpath", "quic"
+TWINS = "fastpath-twins"  # the fast path with the native modules forbidden (their pure-Python twins)
+NATIVE_TARGET = 0.5
 TARGET_RATIO = 0.25
 # Where a frame's self time goes, by its "function (file)" name (first match wins); the rest is "other".
 # With --native, C frames are named too: libuv/uvloop sources, libc, cryptography's Rust/OpenSSL library.
@@ -89,7 +95,10 @@ async def _turn(
     steady_s: float,
     on_window: Callable[[int, float], Coroutine[Any, Any, Any]] | None = None,
 ) -> dict[str, Any]:
-    server_args = ("--loop", loop, *(("--fastpath",) if kind == FAST else ()))
+    server_args = ("--loop", loop, *(("--fastpath",) if kind in (FAST, TWINS) else ()))
+    saved = {name: os.environ.get(name) for name in ("TICKLINE_NO_EXTENSIONS", "TICKLINE_REQUIRE_EXTENSIONS")}
+    if kind == TWINS:  # the server process (a child) inherits this
+        os.environ["TICKLINE_NO_EXTENSIONS"], os.environ["TICKLINE_REQUIRE_EXTENSIONS"] = "1", ""
     try:
         p = await probe_ceiling(
             args.n,
@@ -104,6 +113,12 @@ async def _turn(
         )
     except Exception as exc:  # noqa: BLE001 - a broken turn is reported, not fatal
         p = {"pass": False, "why": [f"turn error: {type(exc).__name__}: {exc}"]}
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     p.update(kind=kind, loop=loop)
     say(
         f"  {kind:8s} {loop:7s} n={args.n}: {p.get('us_per_message')} us/message, server cpu "
@@ -164,7 +179,7 @@ def _caveats(turns: list[dict[str, Any]]) -> list[str]:
             out.append(f"{name}: {'; '.join(t.get('why') or ['failed'])}")
         if t.get("generator_saturated"):
             out.append(f"{name}: the clients' CPU was >= 90% busy (other processes included)")
-        if t["kind"] == FAST and t.get("fast_share_down") is not None and t["fast_share_down"] < 0.95:
+        if t["kind"] in (FAST, TWINS) and t.get("fast_share_down") is not None and t["fast_share_down"] < 0.95:
             out.append(f"{name}: only {t['fast_share_down']:.0%} of deltas came on the fast path")
     return out
 
@@ -176,6 +191,9 @@ async def run_figures(args: argparse.Namespace, report: Report, workdir: Path) -
     other = "asyncio" if main_loop == "uvloop" else "uvloop"
     if have_uvloop:
         configs += [(FAST, other), (QUIC, other)]
+    native_built = native.native()
+    if native_built:
+        configs.append((TWINS, main_loop))
     steady_s = args.seconds if args.seconds is not None else (3.0 if args.quick else 6.0)
     runs = args.runs if args.runs is not None else (2 if args.quick else 3)
     _, _, pinning = cpu_plan()
@@ -223,6 +241,20 @@ async def run_figures(args: argparse.Namespace, report: Report, workdir: Path) -
             "turns": turns,
         }
     )
+    if native_built:
+        twins = _compare(turns, (FAST, main_loop), (TWINS, main_loop))
+        report.emit(
+            {
+                "figure": "fastpath_native_us_per_msg",
+                **twins,
+                "baseline_of": "the same fast-path turns with TICKLINE_NO_EXTENSIONS=1 (every module on its "
+                "pure-Python twin: one sendto a packet, as before the native core), same run",
+                "target": f"<= {NATIVE_TARGET}",
+                "holds": None if twins["ratio"] is None else twins["ratio"] <= NATIVE_TARGET,
+                "loop": main_loop,
+                **common,
+            }
+        )
     if not have_uvloop:
         report.emit(
             {

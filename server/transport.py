@@ -297,7 +297,7 @@ class Endpoint(QuicServer):
         super().connection_made(transport)
         if self._fast is not None:
             # (asyncio's own UDP transport does not subclass DatagramTransport; it has its methods)
-            self._fast.transport = cast(asyncio.DatagramTransport, transport)
+            self._fast.attach(cast(asyncio.DatagramTransport, transport))
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
         if not isinstance(data, bytes) or not data:

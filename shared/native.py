@@ -18,7 +18,8 @@ from types import ModuleType
 NO_EXTENSIONS = os.environ.get("TICKLINE_NO_EXTENSIONS", "") not in ("", "0")
 REQUIRE_EXTENSIONS = os.environ.get("TICKLINE_REQUIRE_EXTENSIONS", "") not in ("", "0")
 
-# The public modules that choose a twin at import (the choice is made by importing them).
+# This package's modules that choose a twin at import (the choice is made by importing them;
+# the server's own, such as server/fastpath.py, report once the server has imported them).
 TWINNED = ("tickline.shared.delta",)
 _chosen: dict[str, bool] = {}  # module -> native
 

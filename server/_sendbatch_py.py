@@ -1,0 +1,59 @@
+"""Many UDP datagrams sent in order from one socket, in pure Python: the twin of the native
+``_sendbatch_c.pyx`` (``sendmmsg``), which ``server/fastpath.py`` takes where it was built.
+
+A :class:`Sender` on a non-blocking UDP socket's file descriptor; ``send(packets)`` sends each
+``(payload, address)`` in order and returns how many went, stopping at the first the kernel
+would not take now, or whose address it cannot read; the caller hands the rest to its
+transport, which buffers and reports as usual.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from typing import Any
+
+
+class Sender:
+    """Sends batches of datagrams from the socket ``fd`` of address family ``family``."""
+
+    def __init__(self, fd: int, family: int) -> None:
+        # A socket object over the same descriptor, never closed here (the transport owns it).
+        self._sock = socket.socket(family, socket.SOCK_DGRAM, fileno=fd)
+        self._version = 4 if family == socket.AF_INET else 6 if family == socket.AF_INET6 else 0
+        self.calls = 0  # system calls made
+
+    def __del__(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            sock.detach()
+
+    def send(self, packets: list[Any]) -> int:
+        """Send ``packets`` ([(payload, address)], payloads bytes) in order; how many were sent."""
+        done = 0
+        for item in packets:
+            if not (type(item) is tuple and len(item) == 2 and type(item[0]) is bytes and self._readable(item[1])):
+                break  # one it cannot send: the caller's transport takes it from here
+            self.calls += 1
+            try:
+                self._sock.sendto(item[0], socket.MSG_DONTWAIT, item[1])
+            except OSError:
+                break  # would block, or an error: the transport buffers, or reports it
+            done += 1
+        return done
+
+    def _readable(self, address: Any) -> bool:
+        """What the native twin reads: a numeric host of the socket's family (no zone), a port,
+        and for IPv6 perhaps a flow label and a scope id."""
+        if not (type(address) is tuple and (len(address) == 2 or (self._version == 6 and len(address) <= 4))):
+            return False
+        host, port, *rest = address
+        if type(host) is not str or "%" in host or not (type(port) is int and 0 <= port <= 65535):
+            return False
+        limits = (2**20, 2**32)  # flow label, scope id
+        if not all(type(v) is int and 0 <= v < limit for v, limit in zip(rest, limits, strict=False)):
+            return False
+        try:
+            return ipaddress.ip_address(host).version == self._version
+        except ValueError:
+            return False
