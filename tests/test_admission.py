@@ -24,6 +24,7 @@ from tickline.bots.client import ClientError, GameClient
 from tickline.replays.reader import LogReader
 from tickline.replays.replay import REFUSED, open_replay
 from tickline.replays.verify import verify_match
+from tickline.server.app import ConfigurationError, ServerConfig
 from tickline.server.gate import GateSettings
 from tickline.server.match import Match
 from tickline.server.ratelimit import InputBudget, InputLimits
@@ -101,6 +102,23 @@ def test_bytes_are_budgeted_as_well_as_messages() -> None:
 def test_bad_limits_are_refused_with_the_flag_to_fix(limits: InputLimits, words: str) -> None:
     with pytest.raises(ValueError, match=words):
         limits.validate()
+
+
+@pytest.mark.parametrize(
+    ("options", "words"),
+    [
+        ({"inputs": InputLimits(burst_s=0)}, "--input-burst 0 is out of range"),
+        ({"ack_timeout": 0.1}, "--ack-timeout 0.1 is out of range; use 1 to 600 seconds"),
+        ({"hello_timeout": 0}, "--hello-timeout 0 is out of range"),
+        ({"receive_window": 1000}, "--receive-window 1000 is out of range; use 16384 to 67108864 bytes"),
+        ({"gate": GateSettings(max_connections_per_address=0)}, "--max-connections-per-address must be at least 1"),
+    ],
+)
+def test_a_bad_limit_stops_the_server_before_it_starts_with_the_flag_to_fix(
+    tmp_path, options: dict[str, object], words: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=words):
+        ServerConfig(data_dir=tmp_path, **options).validate()  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------- a session, on a clock of ours
