@@ -191,8 +191,8 @@ class FastPath:
     def _flush(self) -> None:
         outbox, self._outbox = self._outbox, []
         transport = self.transport
-        if not outbox or transport is None:
-            return
+        if not outbox or transport is None or transport.is_closing():
+            return  # (the endpoint closed within this turn: its connections are gone)
         self.batches += 1
         sent = self._sender.send(outbox) if self._sender is not None else 0
         for packet, addr in outbox[sent:]:
