@@ -156,19 +156,24 @@ class RetryTokens:
 
 
 class Connections:
-    """Open connections by source host, capped per host and in total."""
+    """Connections by source host, capped per host and in total; ``full`` names the cap
+    reached as ``{kind}_total`` or ``{kind}_per_address``."""
 
-    def __init__(self, total: int, per_host: int) -> None:
-        self.total, self.per_host = total, per_host
+    def __init__(self, total: int, per_host: int, kind: str = "connections") -> None:
+        self.total, self.per_host, self.kind = total, per_host, kind
         self.open: Counter[str] = Counter()
         self.open_total = 0
+
+    def __len__(self) -> int:
+        """Hosts with a connection counted here."""
+        return len(self.open)
 
     def full(self, host: str) -> str:
         """Why ``host`` may not open another connection now ("" when it may)."""
         if self.open_total >= self.total:
-            return "connections_total"
+            return f"{self.kind}_total"
         if self.open[host] >= self.per_host:
-            return "connections_per_address"
+            return f"{self.kind}_per_address"
         return ""
 
     def opened(self, host: str) -> None:
@@ -186,17 +191,21 @@ class Gate:
     """The budget and the caps; ``refused`` counts every datagram turned away, by reason.
 
     A connection admitted here is counted in ``connections`` from ``opened`` until
-    ``disconnected``, and as half-open until ``closed`` (its handshake ended either way)."""
+    ``disconnected``, and in ``half_open`` until ``closed`` (its handshake ended either way)."""
 
     def __init__(self, settings: GateSettings) -> None:
         self.settings = settings
         self.connections = Connections(settings.max_connections, settings.max_connections_per_address)
+        self.half_open = Connections(settings.max_half_open, settings.max_half_open_per_address, "half_open")
         self._total = KeyedBuckets(settings.new_per_s, settings.new_per_s * 2, max_keys=1)
         self._per_address = KeyedBuckets(settings.new_per_s_per_address, settings.new_per_s_per_address * 2)
-        self.half_open: Counter[str] = Counter()  # source host -> connections in their handshake
-        self.half_open_total = 0
         self.refused: Counter[str] = Counter()
         self.retries = 0
+
+    @property
+    def half_open_total(self) -> int:
+        """Connections in their handshake."""
+        return self.half_open.open_total
 
     def refuse(self, reason: str) -> Verdict:
         self.refused[reason] += 1
@@ -213,12 +222,11 @@ class Gate:
         crowd = self.connections.full(host)
         if crowd:
             return self.refuse(crowd)  # no Retry: a validated address would find no room either
-        full, full_here = self.half_open_total >= s.max_half_open, self.half_open[host] >= s.max_half_open_per_address
+        full = self.half_open.full(host)
         if not validated and s.retry != "never":
             crowded = (
                 full
-                or full_here
-                or self.half_open_total >= s.max_half_open // 2
+                or self.half_open.open_total >= s.max_half_open // 2
                 or self._total.level(_TOTAL, now) < self._total.burst / 2 + 1
                 or self._per_address.level(host, now) < 1
             )
@@ -226,9 +234,7 @@ class Gate:
                 self.retries += 1  # stateless, and smaller than what prompted it
                 return Verdict.RETRY
         if full:
-            return self.refuse("half_open_total")
-        if full_here:
-            return self.refuse("half_open_per_address")
+            return self.refuse(full)
         if self._per_address.take(host, now) > 0:
             return self.refuse("budget_per_address")
         if self._total.take(_TOTAL, now) > 0:
@@ -237,8 +243,7 @@ class Gate:
 
     def opened(self, host: str) -> None:
         self.connections.opened(host)
-        self.half_open[host] += 1
-        self.half_open_total += 1
+        self.half_open.opened(host)
 
     def disconnected(self, host: str) -> None:
         """A connection admitted from ``host`` is gone."""
@@ -246,10 +251,7 @@ class Gate:
 
     def closed(self, host: str) -> None:
         """A connection admitted from ``host`` finished its handshake, failed, or timed out."""
-        self.half_open[host] -= 1
-        if self.half_open[host] <= 0:
-            del self.half_open[host]
-        self.half_open_total -= 1
+        self.half_open.closed(host)
 
 
 def payload_offset(data: bytes, host_cid_length: int) -> tuple[QuicHeader, int] | None:

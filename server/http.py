@@ -272,9 +272,15 @@ def _transport_metrics(server: Server) -> Iterator[Metric]:
         "Datagram messages not sent to WebSocket clients that were behind (as UDP would drop them)",
         value=server.websockets.datagrams_dropped,
     )
+    ws_refused = CounterMetricFamily(
+        "tickline_websocket_refused",
+        "WebSocket upgrades answered 503 at a connection cap (server/gate.py's Connections), by reason",
+        labels=["reason"],
+    )
+    for reason, count in sorted(server.websockets.refused.items()):
+        ws_refused.add_metric([reason], count)
+    yield ws_refused
     gate = server.gate
-    if gate is None:
-        return
     refused = CounterMetricFamily(
         "tickline_quic_refused",
         "Datagrams that would have opened a QUIC connection, turned away (server/gate.py), by reason",

@@ -107,11 +107,9 @@ class InputBudget:
             return ""
         self._debt_messages += 1
         self._debt_bytes += size
-        reason = "messages" if self._messages < 1 else "bytes"
-        if self.exhausted:
-            pass
-        elif self._debt_messages > self._burst_messages:
-            self.exhausted = f"sent more than {limits.messages_per_s:g} datagrams a second for too long"
-        elif self._debt_bytes > self._burst_bytes:
-            self.exhausted = f"sent more than {limits.bytes_per_s:g} bytes of datagrams a second for too long"
-        return reason
+        if not self.exhausted:  # (the first reason stands)
+            if self._debt_messages > self._burst_messages:
+                self.exhausted = f"sent more than {limits.messages_per_s:g} datagrams a second for too long"
+            elif self._debt_bytes > self._burst_bytes:
+                self.exhausted = f"sent more than {limits.bytes_per_s:g} bytes of datagrams a second for too long"
+        return "messages" if self._messages < 1 else "bytes"

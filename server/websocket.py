@@ -70,7 +70,6 @@ KERNEL_UNSENT_LIMIT = 16 * 1024
 CLOSE_TIMEOUT_S = 2.0
 # RFC 6455 5.5: a close frame's payload is at most 125 bytes, 2 of them the code.
 MAX_REASON_BYTES = 123
-# A kind byte and the largest control frame with its length prefix.
 # What a client may send in one message: a datagram, or a chunk of its control stream
 # (which carries only small frames up; the session's decoder caps them again).
 MAX_MESSAGE = 1 + max(MAX_DATAGRAM, 4 * (4 + MAX_CLIENT_FRAME))

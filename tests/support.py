@@ -89,3 +89,48 @@ async def pg_maintenance_connect(maintenance_url: str) -> Any:
 
     dsn = make_url(maintenance_url).set(drivername="postgresql")
     return await asyncpg.connect(dsn.render_as_string(hide_password=False), timeout=15)
+
+
+class RecordingChannel:
+    """Stands in for a transport under a Session in a unit test: records what the session
+    sends. (The real transports are tested over loopback.)"""
+
+    peer = "test"
+
+    def __init__(self) -> None:
+        self.datagrams: list[bytes] = []
+        self.reliable: list[bytes] = []
+        self.closed: str | None = None
+
+    def send_reliable(self, body: bytes) -> None:
+        self.reliable.append(body)
+
+    def send_datagram(self, body: bytes) -> None:
+        self.datagrams.append(body)
+
+    def close(self, reason: str, error: bool = False) -> None:
+        self.closed = reason
+
+    def offer_fastpath(self) -> Any:
+        return None  # no fast path beside this channel
+
+
+class MatchStandIn:
+    """What a Session reads of its match: the rules, and the tick."""
+
+    def __init__(self, game: str = "arena") -> None:
+        from tickline.shared.games import make_rules
+
+        self.rules = make_rules(game)
+        self.tick = 0
+
+
+def session_in_match(**options: Any) -> tuple[Any, RecordingChannel, MatchStandIn]:
+    """A Session (``options``: its clock, limits, ack timeout) on a RecordingChannel, joined
+    to a MatchStandIn as player 1."""
+    from tickline.server.session import Session
+
+    channel, match = RecordingChannel(), MatchStandIn()
+    session = Session(channel, **options)
+    session.join(match, 1)  # type: ignore[arg-type]  # (the stand-in has what a session reads of its match)
+    return session, channel, match

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import cast
 
 import aiohttp
 import pytest
@@ -19,19 +18,16 @@ from hypothesis import strategies as st
 
 from tests.conftest import RunningServer
 from tests.rawclient import raw_client
-from tests.support import until
+from tests.support import RecordingChannel, session_in_match, until
 from tickline.bots.client import ClientError, GameClient
 from tickline.replays.reader import LogReader
 from tickline.replays.replay import REFUSED, open_replay
 from tickline.replays.verify import verify_match
 from tickline.server.app import ConfigurationError, ServerConfig
 from tickline.server.gate import GateSettings
-from tickline.server.match import Match
 from tickline.server.ratelimit import InputBudget, InputLimits
 from tickline.server.session import MAX_SEQ, MAX_SEQ_JUMP, Departure, Session
-from tickline.shared.fastpath import FastKeys
 from tickline.shared.game import TickInputs
-from tickline.shared.games import make_rules
 from tickline.shared.protocol import MAX_CLIENT_FRAME, PROTOCOL_VERSION, Hello, Input, Welcome, encode, encode_stream
 
 # ---------------------------------------------------------------------- the budget, sans-I/O
@@ -124,32 +120,6 @@ def test_a_bad_limit_stops_the_server_before_it_starts_with_the_flag_to_fix(
 # ---------------------------------------------------------------------- a session, on a clock of ours
 
 
-class _Channel:
-    peer = "test"
-
-    def __init__(self) -> None:
-        self.datagrams: list[bytes] = []
-        self.closed: str | None = None
-
-    def send_reliable(self, body: bytes) -> None:
-        pass
-
-    def send_datagram(self, body: bytes) -> None:
-        self.datagrams.append(body)
-
-    def close(self, reason: str, error: bool = False) -> None:
-        self.closed = reason
-
-    def offer_fastpath(self) -> FastKeys | None:
-        return None
-
-
-class _Match:
-    def __init__(self) -> None:
-        self.rules = make_rules("arena")
-        self.tick = 0
-
-
 class _Clock:
     def __init__(self) -> None:
         self.now = 100.0
@@ -158,10 +128,9 @@ class _Clock:
         return self.now
 
 
-def _session(limits: InputLimits = LIMITS, ack_timeout_s: float = 15.0) -> tuple[Session, _Channel, _Clock]:
-    channel, clock = _Channel(), _Clock()
-    session = Session(channel, clock, limits, ack_timeout_s)
-    session.join(cast(Match, _Match()), 1)
+def _session(limits: InputLimits = LIMITS, ack_timeout_s: float = 15.0) -> tuple[Session, RecordingChannel, _Clock]:
+    clock = _Clock()
+    session, channel, _ = session_in_match(clock=clock, limits=limits, ack_timeout_s=ack_timeout_s)
     return session, channel, clock
 
 

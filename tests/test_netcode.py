@@ -7,23 +7,21 @@ import asyncio
 import gc
 import itertools
 import socket
-from typing import Any, cast
+from typing import Any
 
 import orjson
 import pytest
 
-from tests.support import until
+from tests.support import MatchStandIn, RecordingChannel, session_in_match, until
 from tickline.bots.client import ClientError, ClientOptions, GameClient
 from tickline.bots.impair import Impairment, ImpairmentProxy
 from tickline.bots.swarm import run_swarm
 from tickline.bots.world import ClientWorld, SharedViews
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
-from tickline.server.match import Match
 from tickline.server.session import DRAIN_WINDOW_TICKS, JITTER_TICKS, Session
 from tickline.shared import delta
 from tickline.shared.arena import Arena
-from tickline.shared.fastpath import FastKeys
 from tickline.shared.game import GameEvent, TickInputs
 from tickline.shared.games import make_rules
 from tickline.shared.logformat import decode_payload
@@ -192,40 +190,8 @@ def test_impairment_is_replayable_from_its_seed() -> None:
 # ----------------------------------------------------------------- sans-I/O pieces
 
 
-class _Channel:
-    """Stands in for the transport: records what the session sends."""
-
-    peer = "test"
-
-    def __init__(self) -> None:
-        self.datagrams: list[bytes] = []
-        self.reliable: list[bytes] = []
-        self.closed: str | None = None
-
-    def send_reliable(self, body: bytes) -> None:
-        self.reliable.append(body)
-
-    def send_datagram(self, body: bytes) -> None:
-        self.datagrams.append(body)
-
-    def close(self, reason: str, error: bool = False) -> None:
-        self.closed = reason
-
-    def offer_fastpath(self) -> FastKeys | None:
-        return None  # no fast path beside this channel
-
-
-class _Match:
-    def __init__(self) -> None:
-        self.rules = make_rules("arena")
-        self.tick = 0
-
-
-def _session() -> tuple[Session, _Channel, _Match]:
-    channel, match = _Channel(), _Match()
-    session = Session(channel)
-    session.join(cast(Match, match), 1)  # the stand-in has what a session reads of its match
-    return session, channel, match
+def _session() -> tuple[Session, RecordingChannel, MatchStandIn]:
+    return session_in_match()
 
 
 def _inputs(*seqs: int) -> bytes:
@@ -353,7 +319,7 @@ def test_same_view_and_baseline_encode_one_diff_for_all_clients() -> None:
     assert sum(s.diffs_encoded for s in sessions) == 3
 
 
-async def _packed_session() -> tuple[Session, _Channel]:
+async def _packed_session() -> tuple[Session, RecordingChannel]:
     session, channel, _ = _session()
     session.on_stream_data(encode_stream(Hello(version=PROTOCOL_VERSION, name="p", caps=[DEFLATE])))
     await session.hello()

@@ -625,10 +625,8 @@ def cmd_spectate(args: argparse.Namespace) -> int:
 
 def cmd_capacity(args: argparse.Namespace) -> int:
     from tickline.bots.capacity.run import config_from_args, run_capacity, say, write_json_line
-    from tickline.server import fastpath
+    from tickline.server import fastpath  # noqa: F401 - imported for its choice of twin, which native.report() names
     from tickline.shared import native
-
-    del fastpath  # (imported for its choice of twin, which native.report() names)
 
     try:
         cfg = config_from_args(args)
