@@ -9,10 +9,12 @@ import os
 
 from setuptools import Extension, setup
 
-# (module, source): each has a pure-Python twin, ``_NAME_py.py``, beside it.
+# (module, source, C libraries it links): each has a pure-Python twin, ``_NAME_py.py``, beside
+# it. ``_seal_c`` needs OpenSSL's headers (Debian: libssl-dev); without them it is not built.
 NATIVE = [
-    ("tickline.shared._delta_c", "shared/_delta_c.pyx"),
-    ("tickline.server._sendbatch_c", "server/_sendbatch_c.pyx"),
+    ("tickline.shared._delta_c", "shared/_delta_c.pyx", []),
+    ("tickline.shared._seal_c", "shared/_seal_c.pyx", ["crypto"]),
+    ("tickline.server._udpbatch_c", "server/_udpbatch_c.pyx", []),
 ]
 
 
@@ -30,7 +32,11 @@ def extensions() -> list[Extension]:
         if require:
             raise
         return []
-    built = cythonize([Extension(name, [source]) for name, source in NATIVE], language_level=3, quiet=True)
+    built = cythonize(
+        [Extension(name, [source], libraries=libraries) for name, source, libraries in NATIVE],
+        language_level=3,
+        quiet=True,
+    )
     for extension in built:
         extension.optional = not require  # (cythonize drops what the Extension was given)
     return built

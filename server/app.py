@@ -62,6 +62,7 @@ from tickline.server.rebroadcast import Rebroadcast
 from tickline.server.session import ACK_TIMEOUT_S, Channel, Departure, Session, SessionClosed
 from tickline.server.tls import Certificates, certificate_sha256, ensure_token_key, utc_now
 from tickline.server.transport import RECEIVE_WINDOW, Endpoint, server_configuration, start_endpoint
+from tickline.server.udp import UdpTransport
 from tickline.server.websocket import WebSockets
 from tickline.shared import tokens
 from tickline.shared.game import ConfigError, Rules
@@ -461,9 +462,15 @@ class Server:
         self.resumed = resumed
         return resumed
 
+    @property
+    def udp(self) -> UdpTransport | None:
+        """The QUIC port's socket (server/udp.py), once it is open."""
+        return self._endpoint.intake if self._endpoint is not None else None
+
     async def _run_match(self, match: Match) -> None:
         match.on_tick = self.metrics.tick_observer(match.match_id)
         match.on_kick = self._count_kick
+        match.intake = self.udp
         self.matches.append(match)
         try:
             await match.run()

@@ -42,7 +42,7 @@ from tickline.shared.fastpath import (
 )
 
 log = logging.getLogger(__name__)
-_sendbatch = native.load("tickline.server", "sendbatch")
+_udpbatch = native.load("tickline.server", "udpbatch")
 
 Address = Any  # (host, port) or the 4-tuple of an IPv6 socket
 # A new address is challenged at most this often (seconds) per route.
@@ -84,13 +84,13 @@ class FastPath:
     """Every route of one server, and what the fast path did (for /metrics).
 
     Deltas are sealed as they are sent, and leave together at the end of the loop turn: one
-    ``sendmmsg`` for a whole tick's where the native sender was built (``_sendbatch_c``),
+    ``sendmmsg`` for a whole tick's where the native sender was built (``_udpbatch_c``),
     one ``sendto`` each on its twin. Whatever the kernel will not take at once goes through
     the transport, which buffers it."""
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
-        self._sender: Any = None  # a _sendbatch Sender on the transport's socket
+        self._sender: Any = None  # a _udpbatch Sender on the transport's socket
         self._outbox: list[tuple[bytes, Address]] = []
         self.batches = 0  # flushes of the outbox
         self.routes: dict[bytes, Route] = {}
@@ -108,7 +108,7 @@ class FastPath:
         self.transport = transport
         sock = transport.get_extra_info("socket")
         if sock is not None:
-            self._sender = _sendbatch.Sender(sock.fileno(), sock.family)
+            self._sender = _udpbatch.Sender(sock.fileno(), sock.family)
 
     def open_route(self, deliver: Callable[[bytes], None], quic_addr: Callable[[], Address | None]) -> Route:
         keys = FastKeys.generate()

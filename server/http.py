@@ -267,6 +267,13 @@ def _transport_metrics(server: Server) -> Iterator[Metric]:
     for transport, count in counts.items():
         connections.add_metric([transport], count)
     yield connections
+    udp = server.udp
+    if udp is not None:
+        # Datagrams per read is the batching: while matches tick, their ticks read the socket.
+        yield CounterMetricFamily(
+            "tickline_udp_reads", "Reads of the QUIC port's socket that found datagrams", value=udp.reads
+        )
+        yield CounterMetricFamily("tickline_udp_datagrams", "Datagrams read from the QUIC port", value=udp.datagrams)
     yield CounterMetricFamily(
         "tickline_websocket_datagrams_dropped",
         "Datagram messages not sent to WebSocket clients that were behind (as UDP would drop them)",

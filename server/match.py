@@ -4,6 +4,9 @@
 starts at once), then runs ``_tick`` on absolute deadlines (tick n is due at
 start + n/tick_rate, so lateness never accumulates into drift). One tick:
 
+0. read the server's UDP socket (``intake``): every datagram queued since the
+   last tick, in batches, so players' inputs reach their sessions' queues here
+   rather than one loop wake-up per packet;
 1. drain joins, leaves and each session's newest input (sessions only queue);
 2. ``rules.step`` the state, hash it;
 3. hand the tick's record to the event log (a queue put: the loop never awaits
@@ -42,15 +45,17 @@ does not keep a match going. When the match ends its spectators get the
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any
+from typing import Any, Protocol
 
 from tickline.server.eventlog import (
     EventLog,
@@ -118,6 +123,16 @@ def rebuild_state(rules: Rules, recovered: Recovered) -> State:
             expected, f"the log says tick {recovered.last_tick} was committed, but it ends at {expected - 1}"
         )
     return state
+
+
+class Intake(Protocol):
+    """The server's UDP socket as a ticking match sees it (server/udp.py's UdpTransport)."""
+
+    def ticking(self) -> AbstractContextManager[None]:
+        """While inside, the match's ticks read the socket."""
+
+    def drain(self) -> None:
+        """Read and hand on every queued datagram."""
 
 
 @dataclass(slots=True)
@@ -203,6 +218,9 @@ class Match:
         # Hooks for the server's metrics: (lateness_s, duration_s) per tick; a kick.
         self.on_tick: Callable[[float, float], None] | None = None
         self.on_kick: Callable[[], None] | None = None
+        # The server's UDP socket, read at the start of every tick (server/udp.py); None: the
+        # event loop reads it as packets come (a match run without a server, in tests).
+        self.intake: Intake | None = None
 
     # ------------------------------------------------------------ players
 
@@ -460,8 +478,13 @@ class Match:
                 len(self._away),
             )
         self.status = "running"
+        with self.intake.ticking() if self.intake is not None else contextlib.nullcontext():
+            await self._ticks()
+
+    async def _ticks(self) -> None:
         clock = asyncio.get_running_loop().time
         ticker = self.ticker = Ticker(self._tick_rate, clock())
+        intake = self.intake
         while not self._stopping and not self.rules.is_over(self.state):
             if not self.sessions and not self._away and not self._joins:
                 break  # everyone has gone
@@ -471,6 +494,8 @@ class Match:
             # A stall longer than the ticker's max_behind_s restarts its schedule;
             # the tick still counts its whole lateness.
             late = await ticker.wait(clock)
+            if intake is not None:
+                intake.drain()  # every datagram that came since the last tick, inputs among them
             began = clock()
             self._tick()
             work = clock() - began

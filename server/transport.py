@@ -48,6 +48,7 @@ from tickline.server.gate import (
     payload_offset,
 )
 from tickline.server.session import Channel, Receiver
+from tickline.server.udp import UdpTransport, open_udp
 from tickline.server.webtransport import WebTransportConnection
 from tickline.shared.fastpath import FastKeys, is_fastpath
 from tickline.shared.protocol import ALPN, H3_ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
@@ -284,6 +285,11 @@ class Endpoint(QuicServer):
         self._opening: Address | None = None  # whose connection aioquic is making, while it does
 
     @property
+    def intake(self) -> UdpTransport:
+        """The socket's transport: matches read it at their ticks (server/udp.py)."""
+        return cast(UdpTransport, self._transport)
+
+    @property
     def configuration(self) -> QuicConfiguration:
         return self._configuration
 
@@ -398,12 +404,12 @@ async def start_endpoint(
     def create(*args: Any, **kwargs: Any) -> ServerConnection:
         return ServerConnection(*args, accept=accept, fast=fast, **kwargs)
 
-    loop = asyncio.get_running_loop()
-    transport, endpoint = await loop.create_datagram_endpoint(
+    transport, endpoint = await open_udp(
         lambda: Endpoint(
             fast=fast, gate=gate, retry_tokens=retry_tokens, configuration=configuration, create_protocol=create
         ),
-        local_addr=(host, port),
+        host,
+        port,
     )
     bound: int = transport.get_extra_info("sockname")[1]
-    return endpoint, bound
+    return cast(Endpoint, endpoint), bound

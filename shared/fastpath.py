@@ -33,9 +33,9 @@ from __future__ import annotations
 import os
 import struct
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from tickline.shared import native
 
 DATA = 0x01
 CHALLENGE = 0x02
@@ -43,16 +43,16 @@ RESPONSE = 0x03
 KINDS = frozenset((DATA, CHALLENGE, RESPONSE))
 
 QUIC_FIXED_BIT = 0x40
-_HEADER = struct.Struct("!B8sQ")
-HEADER_SIZE = _HEADER.size  # 17
+HEADER = struct.Struct("!B8sQ")
+HEADER_SIZE = HEADER.size  # 17
 TAG_SIZE = 16
 OVERHEAD = HEADER_SIZE + TAG_SIZE
 KEY_SIZE = 32
 SESSION_ID_SIZE = 8
 CHALLENGE_SIZE = 8
 # Binds every packet to this protocol and version.
-_LABEL = b"tickline fast path 1"
-_NONCE_PAD = bytes(4)
+LABEL = b"tickline fast path 1"
+NONCE_PAD = bytes(4)
 # Capability a client names in its hello to be offered the fast path.
 CAPABILITY = "fastpath"
 
@@ -142,49 +142,15 @@ class ReplayWindow:
         self.newest = seq
 
 
-class Sealer:
-    """One direction's sending side: seals payloads under its key with rising sequences."""
-
-    __slots__ = ("_aead", "_session_id", "seq")
-
-    def __init__(self, key: bytes, session_id: bytes) -> None:
-        self._aead = AESGCM(key)
-        self._session_id = session_id
-        self.seq = 0
-
-    def seal(self, kind: int, payload: bytes) -> bytes:
-        self.seq += 1
-        header = _HEADER.pack(kind, self._session_id, self.seq)
-        return header + self._aead.encrypt(_NONCE_PAD + header[9:], payload, header + _LABEL)
-
-
-class Opener:
-    """One direction's receiving side: authenticates packets and keeps the replay window."""
-
-    __slots__ = ("_aead", "_session_id", "window")
-
-    def __init__(self, key: bytes, session_id: bytes) -> None:
-        self._aead = AESGCM(key)
-        self._session_id = session_id
-        self.window = ReplayWindow()
-
-    def open(self, packet: bytes) -> tuple[int, bytes]:
-        """(kind, payload) of an authentic, new packet; raises Dropped otherwise."""
-        if len(packet) < OVERHEAD:
-            raise Dropped("short")
-        kind, session_id, seq = _HEADER.unpack_from(packet)
-        if kind not in KINDS:
-            raise Dropped("kind")
-        if session_id != self._session_id:
-            raise Dropped("session")
-        self.window.check(seq)
-        header = packet[:HEADER_SIZE]
-        try:
-            payload = self._aead.decrypt(_NONCE_PAD + header[9:], packet[HEADER_SIZE:], header + _LABEL)
-        except InvalidTag:
-            raise Dropped("auth") from None
-        self.window.accept(seq)
-        return kind, payload
+# The sealing and opening, native where built (``_seal_c.pyx``, OpenSSL's EVP), else in pure
+# Python (``_seal_py.py``, the ``cryptography`` package). Loaded here, below everything the twins
+# import from this module.
+if TYPE_CHECKING:  # (both twins have the pure one's interface)
+    from tickline.shared._seal_py import Opener as Opener
+    from tickline.shared._seal_py import Sealer as Sealer
+else:
+    _seal = native.load("tickline.shared", "seal")
+    Sealer, Opener = _seal.Sealer, _seal.Opener
 
 
 def client_ends(keys: FastKeys) -> tuple[Sealer, Opener]:

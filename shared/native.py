@@ -20,7 +20,7 @@ REQUIRE_EXTENSIONS = os.environ.get("TICKLINE_REQUIRE_EXTENSIONS", "") not in ("
 
 # This package's modules that choose a twin at import (the choice is made by importing them;
 # the server's own, such as server/fastpath.py, report once the server has imported them).
-TWINNED = ("tickline.shared.delta",)
+TWINNED = ("tickline.shared.delta", "tickline.shared.fastpath")
 _chosen: dict[str, bool] = {}  # module -> native
 
 

@@ -13,7 +13,7 @@ import socket
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import until
@@ -24,7 +24,7 @@ from tickline.bots.swarm import run_swarm
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
 from tickline.server.fastpath import CHALLENGE_PACKET, FastPath
-from tickline.shared import fastpath
+from tickline.shared import fastpath, native
 from tickline.shared.fastpath import (
     CHALLENGE,
     DATA,
@@ -34,28 +34,33 @@ from tickline.shared.fastpath import (
     FastKeys,
     ReplayWindow,
     client_ends,
-    server_ends,
 )
 from tickline.shared.protocol import Input, encode
 
 # ------------------------------------------------------------------ packet protection
+# Each test here runs on both twins: the native sealer (OpenSSL's EVP) and the pure one.
+
+SEAL = native.twins("tickline.shared", "seal")
 
 
-def _pair() -> tuple[FastKeys, fastpath.Sealer, fastpath.Opener]:
+@pytest.fixture(params=sorted(SEAL))
+def twin(request: pytest.FixtureRequest) -> Any:
+    return SEAL[request.param]
+
+
+def _pair(twin: Any) -> tuple[FastKeys, Any, Any]:
     keys = FastKeys.generate()
-    up_sealer, _ = client_ends(keys)
-    _, up_opener = server_ends(keys)
-    return keys, up_sealer, up_opener
+    return keys, twin.Sealer(keys.up, keys.session_id), twin.Opener(keys.up, keys.session_id)
 
 
-def _reason(opener: fastpath.Opener, packet: bytes) -> str:
+def _reason(opener: Any, packet: bytes) -> str:
     with pytest.raises(Dropped) as caught:
         opener.open(packet)
     return caught.value.reason
 
 
-def test_a_sealed_packet_opens_once_and_never_looks_like_quic() -> None:
-    _, sealer, opener = _pair()
+def test_a_sealed_packet_opens_once_and_never_looks_like_quic(twin: Any) -> None:
+    _, sealer, opener = _pair(twin)
     packet = sealer.seal(DATA, b'{"t":"in"}')
     assert fastpath.is_fastpath(packet) and not packet[0] & 0x40
     assert len(packet) == len(b'{"t":"in"}') + OVERHEAD
@@ -63,25 +68,25 @@ def test_a_sealed_packet_opens_once_and_never_looks_like_quic() -> None:
     assert _reason(opener, packet) == "replayed"
 
 
-def test_forged_truncated_wrong_key_and_wrong_session_packets_are_dropped() -> None:
-    keys, sealer, opener = _pair()
+def test_forged_truncated_wrong_key_and_wrong_session_packets_are_dropped(twin: Any) -> None:
+    keys, sealer, opener = _pair(twin)
     good = sealer.seal(DATA, b"x" * 40)
     assert _reason(opener, b"\x01" + os.urandom(60)) == "session"  # random bytes: not our session
     forged = good[:17] + os.urandom(len(good) - 17)  # right header, made-up ciphertext
     assert _reason(opener, forged) == "auth"
     assert _reason(opener, good[:-1]) == "auth"  # truncated
     assert _reason(opener, good[:20]) == "short"
-    other_key = fastpath.Sealer(os.urandom(32), keys.session_id)
+    other_key = twin.Sealer(os.urandom(32), keys.session_id)
     assert _reason(opener, other_key.seal(DATA, b"x" * 40)) == "auth"
-    other_session = fastpath.Sealer(keys.up, os.urandom(8))
+    other_session = twin.Sealer(keys.up, os.urandom(8))
     assert _reason(opener, other_session.seal(DATA, b"x" * 40)) == "session"
     assert _reason(opener, b"\x3f" + good[1:]) == "kind"
     # None of that moved the window: the genuine packet still opens.
     assert opener.open(good) == (DATA, b"x" * 40)
 
 
-def test_reordered_replayed_and_too_old_packets_are_told_apart() -> None:
-    _, sealer, opener = _pair()
+def test_reordered_replayed_and_too_old_packets_are_told_apart(twin: Any) -> None:
+    _, sealer, opener = _pair(twin)
     packets = [sealer.seal(DATA, b"p%d" % i) for i in range(100)]
     opener.open(packets[80])
     assert _reason(opener, packets[79]) == "late"  # reordered: older than the newest
@@ -92,10 +97,10 @@ def test_reordered_replayed_and_too_old_packets_are_told_apart() -> None:
     assert opener.open(packets[99])[1] == b"p99"
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
-def test_any_change_to_a_packet_makes_it_fail(data: st.DataObject) -> None:
-    _, sealer, opener = _pair()
+def test_any_change_to_a_packet_makes_it_fail(twin: Any, data: st.DataObject) -> None:
+    _, sealer, opener = _pair(twin)
     packet = bytearray(sealer.seal(DATA, data.draw(st.binary(min_size=0, max_size=64))))
     index = data.draw(st.integers(0, len(packet) - 1))
     packet[index] ^= data.draw(st.integers(1, 255))
@@ -117,6 +122,42 @@ def test_the_replay_window_accepts_only_sequences_newer_than_any_accepted(seqs: 
         window.accept(seq)
         newest = seq
         accepted.add(seq)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 70), st.binary(max_size=80), st.integers(-1, 100), st.integers(0, 255)), max_size=40
+    )
+)
+def test_the_native_and_pure_sealers_make_the_same_packets_and_refuse_the_same_ones(
+    sends: list[tuple[int, bytes, int, int]],
+) -> None:
+    """Packets sealed by either twin are byte-identical; each opener accepts, or refuses for
+    the same reason, any packet: sent in any order, replayed, or with one byte changed."""
+    if "native" not in SEAL:
+        pytest.skip("the native module is not built here")
+    keys = FastKeys.generate()
+    sealers = [SEAL[kind].Sealer(keys.up, keys.session_id) for kind in ("native", "pure")]
+    openers = [SEAL[kind].Opener(keys.up, keys.session_id) for kind in ("native", "pure")]
+    sent: list[bytes] = []
+    for skip, payload, flip, mask in sends:
+        for sealer in sealers:
+            sealer.seq += skip  # sequences jump: packets lost on the way
+        native_packet, pure_packet = (sealer.seal(DATA, payload) for sealer in sealers)
+        assert native_packet == pure_packet
+        sent.append(native_packet)
+        packet = bytearray(sent[flip % len(sent)])  # a new packet, an old one again, or one changed
+        if flip >= 0 and mask:
+            packet[flip % len(packet)] ^= mask
+        outcomes = []
+        for opener in openers:
+            try:
+                outcomes.append(opener.open(bytes(packet)))
+            except Dropped as drop:
+                outcomes.append(drop.reason)
+        assert outcomes[0] == outcomes[1]
+        assert openers[0].newest == openers[1].newest
 
 
 def test_keys_travel_as_hex_and_bad_ones_are_refused() -> None:
@@ -276,10 +317,12 @@ async def test_a_session_on_the_fast_path_survives_an_address_change(start_serve
 async def test_bots_play_a_whole_match_on_the_fast_path_and_it_verifies(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 3})
     report = await run_swarm("127.0.0.1", srv.port, 4, duration=15, cafile=srv.cert)
-    fast = srv.server.fastpath
+    fast, udp = srv.server.fastpath, srv.server.udp
     await srv.stop()
     assert report["connected"] == 4 and report["errors"] == 0
     assert report["closed_by_server"] == {"match over": 4}
+    # The match's ticks read the socket: four players' inputs came in batches, not a read each.
+    assert udp is not None and udp.datagrams > 1.5 * udp.reads
     assert report["fastpath_share"] > 0.95 and report["fast_fallbacks"] == 0
     assert fast is not None and fast.packets_in > 4 * 60 and sum(fast.dropped.values()) == 0
     async with await LogReader.open(srv.db_url) as reader:

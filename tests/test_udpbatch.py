@@ -1,5 +1,6 @@
-"""Batched UDP sends (server/_sendbatch_c.pyx and its pure-Python twin), and the fast path's
-outbox that uses them: every test runs on each twin, over real sockets on loopback."""
+"""Batched UDP sends and reads (server/_udpbatch_c.pyx and its pure-Python twin), the fast
+path's outbox that uses them, and the server's socket read at tick boundaries (server/udp.py):
+every test of a twin runs on each, over real sockets on loopback."""
 
 from __future__ import annotations
 
@@ -13,10 +14,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickline.server.fastpath import FastPath
+from tickline.server.udp import UdpTransport, open_udp
 from tickline.shared import native
 from tickline.shared.fastpath import DATA, client_ends
 
-TWINS = native.twins("tickline.server", "sendbatch")
+TWINS = native.twins("tickline.server", "udpbatch")
 
 
 @pytest.fixture(params=sorted(TWINS))
@@ -155,3 +157,136 @@ async def test_the_fast_path_sends_a_turns_packets_together_after_it() -> None:
     finally:
         sink.close()
         out.close()
+
+
+# ------------------------------------------------------------------ reading
+
+
+def test_a_read_takes_every_queued_datagram_in_order_with_its_address(twin, v4) -> None:
+    sender, receiver = v4
+    receiver.setblocking(False)
+    reader = twin.Receiver(receiver.fileno(), socket.AF_INET)
+    assert reader.receive() == []  # nothing queued: an empty batch, not an error
+    to = receiver.getsockname()
+    for i in range(150):  # (a loopback send is queued at the receiver when it returns)
+        sender.sendto(b"in %d" % i + b"." * i, to)
+    got = reader.receive(100)
+    assert [data for data, _ in got] == [b"in %d" % i + b"." * i for i in range(100)]
+    assert {addr for _, addr in got} == {sender.getsockname()}
+    assert [data for data, _ in reader.receive()] == [b"in %d" % i + b"." * i for i in range(100, 150)]
+    assert reader.receive() == []
+
+
+def test_reading_ipv6_gives_the_socket_modules_address(twin) -> None:
+    try:
+        sender, receiver = _pair(socket.AF_INET6, "::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    with sender, receiver:
+        receiver.setblocking(False)
+        sender.sendto(b"six", receiver.getsockname())
+        assert twin.Receiver(receiver.fileno(), socket.AF_INET6).receive() == [(b"six", sender.getsockname())]
+
+
+def test_the_native_reader_takes_a_batch_in_one_system_call(v4) -> None:
+    if "native" not in TWINS:
+        pytest.skip("the native module is not built here")
+    sender, receiver = v4
+    reader = TWINS["native"].Receiver(receiver.fileno(), socket.AF_INET)
+    for i in range(40):
+        sender.sendto(b"%d" % i, receiver.getsockname())
+    assert len(reader.receive()) == 40 and reader.calls == 1
+
+
+class _Recorder(asyncio.DatagramProtocol):
+    """Keeps what arrives; ``wanted`` is set once ``want`` datagrams are in."""
+
+    def __init__(self, want: int = 1, fail_first: bool = False) -> None:
+        self.got: list[bytes] = []
+        self.want = want
+        self.wanted = asyncio.Event()
+        self.fail_first = fail_first
+
+    def datagram_received(self, data: bytes, addr: Any) -> None:
+        if self.fail_first:
+            self.fail_first = False
+            raise RuntimeError("a handler that fails")
+        self.got.append(data)
+        if len(self.got) >= self.want:
+            self.wanted.set()
+
+
+async def _udp(protocol: _Recorder, max_delay_s: float) -> UdpTransport:
+    transport, _ = await open_udp(lambda: protocol, "127.0.0.1", 0, max_delay_s)
+    return transport
+
+
+async def test_while_a_match_ticks_the_socket_is_read_at_its_ticks_in_one_batch(v4) -> None:
+    sender, _ = v4
+    protocol = _Recorder()
+    transport = await _udp(protocol, max_delay_s=3600)  # (no timer read within the test)
+    try:
+        with transport.ticking():
+            for i in range(30):
+                sender.sendto(b"input %d" % i, transport.get_extra_info("sockname"))
+            for _ in range(5):
+                await asyncio.sleep(0)  # loop turns: nobody watches the socket now
+            assert protocol.got == [] and transport.reads == 0
+            transport.drain()  # a tick begins
+            assert protocol.got == [b"input %d" % i for i in range(30)]
+            assert (transport.reads, transport.datagrams) == (1, 30)
+        # No match ticks: the event loop reads again, as datagrams come.
+        protocol.want, protocol.wanted = 31, asyncio.Event()
+        sender.sendto(b"after", transport.get_extra_info("sockname"))
+        await asyncio.wait_for(protocol.wanted.wait(), 5)
+        assert protocol.got[-1] == b"after"
+    finally:
+        transport.close()
+
+
+async def test_a_slow_tick_leaves_nothing_waiting_longer_than_the_read_timer(v4) -> None:
+    sender, _ = v4
+    protocol = _Recorder()
+    transport = await _udp(protocol, max_delay_s=0.05)
+    try:
+        with transport.ticking():  # a match that never ticks within the test
+            sender.sendto(b"a handshake", transport.get_extra_info("sockname"))
+            await asyncio.wait_for(protocol.wanted.wait(), 5)
+            assert protocol.got == [b"a handshake"] and transport.reads == 1
+    finally:
+        transport.close()
+
+
+async def test_a_failing_handler_is_reported_and_the_rest_of_the_batch_still_arrives(v4) -> None:
+    sender, _ = v4
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    protocol = _Recorder(fail_first=True)
+    transport = await _udp(protocol, max_delay_s=3600)
+    try:
+        with transport.ticking():
+            for i in range(3):
+                sender.sendto(b"%d" % i, transport.get_extra_info("sockname"))
+            transport.drain()
+        assert protocol.got == [b"1", b"2"]
+        assert len(reported) == 1 and isinstance(reported[0]["exception"], RuntimeError)
+    finally:
+        loop.set_exception_handler(None)
+        transport.close()
+
+
+async def test_a_closed_transport_closes_its_socket_and_tells_its_protocol() -> None:
+    lost = asyncio.get_running_loop().create_future()
+
+    class Closing(_Recorder):
+        def connection_lost(self, exc: Exception | None) -> None:
+            lost.set_result(exc)
+
+    transport = await _udp(Closing(), max_delay_s=0.05)
+    sock = transport.get_extra_info("socket")
+    transport.sendto(b"to nobody", ("127.0.0.1", 9))
+    transport.close()
+    assert transport.is_closing()
+    assert await asyncio.wait_for(lost, 5) is None
+    assert sock.fileno() == -1

@@ -1,15 +1,22 @@
 # cython: language_level=3, boundscheck=False, wraparound=False
-"""Many UDP datagrams in one system call: ``sendmmsg(2)`` for the fast path's sends of a tick.
+"""Many UDP datagrams in one system call: ``sendmmsg(2)`` for the fast path's sends of a tick,
+``recvmmsg(2)`` for the server socket's reads at a tick boundary.
 
-The twin of ``_sendbatch_py.py``: a :class:`Sender` on a non-blocking UDP socket's file
-descriptor; ``send(packets)`` sends each ``(payload, address)`` in order and returns how many
-the kernel took, stopping at the first it would not take now, or whose address it cannot
-read; the caller hands the rest to its transport, which buffers and reports as usual.
+The twin of ``_udpbatch_py.py``, on a non-blocking UDP socket's file descriptor:
+
+- a :class:`Sender`: ``send(packets)`` sends each ``(payload, address)`` in order and returns
+  how many the kernel took, stopping at the first it would not take now, or whose address it
+  cannot read; the caller hands the rest to its transport, which buffers and reports as usual.
+- a :class:`Receiver`: ``receive(limit)`` returns up to ``limit`` queued datagrams as
+  ``(payload, address)``, addresses as the socket module gives them (IPv6: host, port, flow
+  label, scope id; a link-local host without its ``%zone``); an empty list when none is
+  queued, OSError for an error the socket reported with nothing read before it.
 """
 
-from libc.stdlib cimport calloc, free
-from libc.string cimport memset
-from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_GET_SIZE
+from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdlib cimport calloc, free, malloc
+from libc.string cimport memset, strerror
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
 cdef extern from "<sys/uio.h>" nogil:
     struct iovec:
@@ -33,6 +40,7 @@ cdef extern from "<sys/socket.h>" nogil:
         msghdr msg_hdr
         unsigned int msg_len
     int sendmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags)
+    int recvmmsg(int sockfd, mmsghdr *msgvec, unsigned int vlen, int flags, void *timeout)
     int AF_INET
     int AF_INET6
     int MSG_DONTWAIT
@@ -53,10 +61,13 @@ cdef extern from "<netinet/in.h>" nogil:
         in6_addr sin6_addr
         unsigned int sin6_scope_id
     unsigned short htons(unsigned short)
+    unsigned short ntohs(unsigned short)
     unsigned int htonl(unsigned int)
+    unsigned int ntohl(unsigned int)
 
 cdef extern from "<arpa/inet.h>" nogil:
     int inet_pton(int af, const char *src, void *dst)
+    const char *inet_ntop(int af, const void *src, char *dst, socklen_t size)
 
 cdef enum:
     _MAX_BATCH = 1024  # messages a call at most (Linux's UIO_MAXIOV)
@@ -161,3 +172,78 @@ cdef class Sender:
             free(vectors)
             free(names)
         return done
+
+
+cdef enum:
+    _RECEIVE_BATCH = 64  # datagrams a system call at most
+    _SLOT = 65536  # bytes a datagram may have (UDP's largest payload fits)
+    _HOST = 64  # enough for any numeric IPv6 host
+
+
+cdef object _address(sockaddr_storage *name):
+    cdef char host[_HOST]
+    cdef sockaddr_in *v4
+    cdef sockaddr_in6 *v6
+    if name.ss_family == AF_INET:
+        v4 = <sockaddr_in *>name
+        inet_ntop(AF_INET, &v4.sin_addr, host, _HOST)
+        return (host.decode("ascii"), ntohs(v4.sin_port))
+    if name.ss_family == AF_INET6:
+        v6 = <sockaddr_in6 *>name
+        inet_ntop(AF_INET6, &v6.sin6_addr, host, _HOST)
+        return (host.decode("ascii"), ntohs(v6.sin6_port), ntohl(v6.sin6_flowinfo), v6.sin6_scope_id)
+    return None
+
+
+cdef class Receiver:
+    """Reads batches of datagrams from the socket ``fd`` of address family ``family``."""
+
+    cdef int fd
+    cdef int family
+    cdef mmsghdr messages[_RECEIVE_BATCH]
+    cdef iovec vectors[_RECEIVE_BATCH]
+    cdef sockaddr_storage names[_RECEIVE_BATCH]
+    cdef char *slots
+    cdef public long long calls  # system calls made
+
+    def __cinit__(self, int fd, int family):
+        self.slots = <char *>malloc(_RECEIVE_BATCH * <size_t>_SLOT)
+        if self.slots == NULL:
+            raise MemoryError()
+
+    def __init__(self, int fd, int family):
+        self.fd, self.family, self.calls = fd, family, 0
+
+    def __dealloc__(self):
+        free(self.slots)
+
+    def receive(self, int limit=_RECEIVE_BATCH):
+        """Up to ``limit`` queued datagrams, [(payload, address)], in arrival order."""
+        cdef list out = []
+        cdef int got, i, want, err
+        while len(out) < limit:
+            want = min(limit - len(out), _RECEIVE_BATCH)
+            for i in range(want):
+                self.vectors[i].iov_base = self.slots + <size_t>i * _SLOT
+                self.vectors[i].iov_len = _SLOT
+                memset(&self.messages[i], 0, sizeof(mmsghdr))
+                self.messages[i].msg_hdr.msg_name = &self.names[i]
+                self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+                self.messages[i].msg_hdr.msg_iov = &self.vectors[i]
+                self.messages[i].msg_hdr.msg_iovlen = 1
+            with nogil:
+                got = recvmmsg(self.fd, self.messages, <unsigned int>want, MSG_DONTWAIT, NULL)
+                err = errno
+            self.calls += 1
+            if got < 0:
+                if err == EAGAIN or err == EINTR or out:  # (EWOULDBLOCK is EAGAIN on Linux)
+                    break  # (an error after datagrams were read is reported by the next call)
+                raise OSError(err, strerror(err).decode())
+            for i in range(got):
+                out.append((
+                    PyBytes_FromStringAndSize(self.slots + <size_t>i * _SLOT, self.messages[i].msg_len),
+                    _address(&self.names[i]),
+                ))
+            if got < want:
+                break  # the queue is empty
+        return out

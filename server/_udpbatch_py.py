@@ -1,10 +1,14 @@
-"""Many UDP datagrams sent in order from one socket, in pure Python: the twin of the native
-``_sendbatch_c.pyx`` (``sendmmsg``), which ``server/fastpath.py`` takes where it was built.
+"""Many UDP datagrams sent or read at once on one socket, in pure Python: the twin of the
+native ``_udpbatch_c.pyx`` (``sendmmsg`` and ``recvmmsg``), taken where that was not built.
 
-A :class:`Sender` on a non-blocking UDP socket's file descriptor; ``send(packets)`` sends each
-``(payload, address)`` in order and returns how many went, stopping at the first the kernel
-would not take now, or whose address it cannot read; the caller hands the rest to its
-transport, which buffers and reports as usual.
+On a non-blocking UDP socket's file descriptor:
+
+- a :class:`Sender`: ``send(packets)`` sends each ``(payload, address)`` in order and returns
+  how many went, stopping at the first the kernel would not take now, or whose address it
+  cannot read; the caller hands the rest to its transport, which buffers and reports as usual.
+- a :class:`Receiver`: ``receive(limit)`` returns up to ``limit`` queued datagrams as
+  ``(payload, address)``, one ``recvfrom`` each; an empty list when none is queued, OSError
+  for an error the socket reported with nothing read before it.
 """
 
 from __future__ import annotations
@@ -57,3 +61,35 @@ class Sender:
             return ipaddress.ip_address(host).version == self._version
         except ValueError:
             return False
+
+
+RECEIVE_BATCH = 64
+SLOT = 65536  # bytes a datagram may have (UDP's largest payload fits)
+
+
+class Receiver:
+    """Reads batches of datagrams from the socket ``fd`` of address family ``family``."""
+
+    def __init__(self, fd: int, family: int) -> None:
+        self._sock = socket.socket(family, socket.SOCK_DGRAM, fileno=fd)  # (detached, as above)
+        self.calls = 0  # system calls made
+
+    def __del__(self) -> None:
+        sock = getattr(self, "_sock", None)
+        if sock is not None:
+            sock.detach()
+
+    def receive(self, limit: int = RECEIVE_BATCH) -> list[tuple[bytes, Any]]:
+        """Up to ``limit`` queued datagrams, [(payload, address)], in arrival order."""
+        out: list[tuple[bytes, Any]] = []
+        while len(out) < limit:
+            self.calls += 1
+            try:
+                out.append(self._sock.recvfrom(SLOT, socket.MSG_DONTWAIT))
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError:
+                if out:
+                    break  # (reported by the next call)
+                raise
+        return out
