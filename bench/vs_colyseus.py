@@ -494,10 +494,10 @@ async def tickline_turn(
     settle: float,
     quiet_s: float,
     data_root: Path,
-    profile: tuple[Path, float] | None = None,
+    profile: tuple[Path, float, bool] | None = None,
 ) -> dict[str, Any]:
-    """One tickline turn; with ``profile`` (FILE, seconds), py-spy records the server from the
-    window's start into FILE and the turn's figures carry its summary as ``profile``."""
+    """One tickline turn; with ``profile`` (FILE, seconds, native frames too), py-spy records the
+    server from the window's start into FILE and the turn's figures carry its summary as ``profile``."""
     await wait_quiet(quiet_s)
     watch = Watch()
     data_dir = Path(tempfile.mkdtemp(prefix="tl-", dir=data_root))
@@ -516,7 +516,7 @@ async def tickline_turn(
             nonlocal spy
             if profile is not None:
                 say(f"py-spy record -p {server.pid} -d {profile[1]:g} -> {profile[0]}")
-                spy = asyncio.create_task(profile_process(server.pid, profile[1], profile[0]))
+                spy = asyncio.create_task(profile_process(server.pid, profile[1], profile[0], native=profile[2]))
 
         sampler = asyncio.create_task(_window(server, begin, end, on_begin=start_spy))
         cfg = LoadConfig(
@@ -935,7 +935,13 @@ async def amain(args: argparse.Namespace) -> int:
             window = max(args.seconds or 0, args.profile_seconds + 2)
             say(f"profiling tickline at N={args.n}, {args.profile_hz} Hz send, {args.profile_seconds:g} s")
             turn = await tickline_turn(
-                args.profile_hz, args.n, window, args.settle, 0, data_root, profile=(out, args.profile_seconds)
+                args.profile_hz,
+                args.n,
+                window,
+                args.settle,
+                0,
+                data_root,
+                profile=(out, args.profile_seconds, args.profile_native),
             )
             say("turn: " + json.dumps(turn))
             if "profile_error" in turn:
@@ -1023,6 +1029,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--profile-hz", type=int, default=60, choices=RATES)
     parser.add_argument("--profile-seconds", type=float, default=10.0)
+    parser.add_argument(
+        "--profile-native", action="store_true", help="py-spy --native: C frames too (native modules, the kernel calls)"
+    )
     parser.add_argument("--profile-summary", metavar="RAW", help="only summarise an existing py-spy raw file")
     parser.add_argument(
         "--loop",

@@ -21,34 +21,31 @@ import asyncio
 import enum
 import logging
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from tickline.server.ratelimit import InputBudget, InputLimits
-from tickline.shared import delta
+from tickline.shared import delta, native
 from tickline.shared.fastpath import CAPABILITY, FastKeys
 from tickline.shared.game import Controls, InvalidInput, Rules
 from tickline.shared.protocol import (
     DEFLATE,
     MAX_CLIENT_FRAME,
     MAX_DATAGRAM,
-    MAX_INPUT_TICKS,
     PROTOCOL_VERSION,
     Bye,
     Event,
     FastPath,
     Frame,
     Hello,
-    Input,
     MalformedFrame,
     ProtocolError,
     StreamDecoder,
     UnsupportedVersion,
     Welcome,
-    decode_datagram,
     encode,
     encode_delta,
     encode_packed_delta,
@@ -61,37 +58,29 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# A player's input queue and its datagrams' decoder (server/intake.py): native where built.
+if TYPE_CHECKING:  # (both twins have the pure one's interface)
+    from tickline.server._intake_py import InputQueue, decode_input
+else:
+    _intake = native.load("tickline.server", "intake")
+    InputQueue, decode_input = _intake.InputQueue, _intake.decode_input
+
 # Baselines kept per client: a delta can be against any of the last 64 sent views
 # (about two seconds at 30 Hz, so that a stall does not force full snapshots).
 BASELINE_RING = 64
-# Redundant inputs one datagram may carry.
-MAX_INPUTS_PER_DATAGRAM = 16
-# Ticks of input waiting to be applied, at most; a client further ahead loses its oldest.
-INPUT_BUFFER = 32
-# How far an input's sequence number may jump past the newest one received (inputs lost
-# in between are gone anyway); a session's first input may start anywhere below MAX_SEQ
-# (a client that comes back keeps its numbering), which JavaScript numbers hold exactly.
-MAX_SEQ_JUMP = 4096
-MAX_SEQ = 2**53 - 1
 # A client that acknowledges none of the views sent to it for this long is closed (as a
 # lost connection: it may come back): what it would make the server queue is capped.
 ACK_TIMEOUT_S = 15.0
-# The jitter buffer, counted in ticks of input (an input that holds for two ticks
-# counts two): after running dry, a player's inputs wait until this many ticks are
-# queued (or the oldest has waited this many ticks) so that arrival jitter does
-# not turn into missed ticks.
-JITTER_TICKS = 2
-# ...and it shrinks again while the network is steady: when inputs waited at every
-# tick of this many, the shortest wait is latency that no jitter needed, and one
-# input is merged away (on loopback the queue otherwise stood 2-4 inputs deep: up
-# to 67 ms at 60 Hz).
-DRAIN_WINDOW_TICKS = 30
 MAX_NAME = 32
 # Capabilities a hello may name, at most, and their longest name.
 MAX_CAPS = 16
 MAX_CAP = 32
 # A match id is 32 hex digits; a spectator may name a prefix of one.
 MAX_MATCH_ID = 32
+
+
+def _no_rules(raw: Any) -> Controls:
+    raise InvalidInput("no inputs before the session joins a match")
 
 
 def valid_name(name: str) -> bool:
@@ -188,21 +177,11 @@ class Session:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.departure = Departure.LOST
-        # inputs
-        self._received_seq = 0
-        # One entry per tick of input: (seq, controls, tick received); the later
-        # ticks of an input that holds for several have controls None.
-        self._inputs: deque[tuple[int, Controls | None, int]] = deque()
-        self._primed = False
-        self._window_ticks = 0  # ticks into the current drain window
-        self._window_min = INPUT_BUFFER  # fewest ticks of input left waiting after a take, in the window
-        self.applied_seq = 0
+        # inputs (server/intake.py); the game's check is known once the session joins a match
+        self.inputs = InputQueue(_no_rules)
         # Inputs refused since the match last looked, by reason (the match writes them in
         # its log); a kick's reason is "kicked: why".
         self.refused: Counter[str] = Counter()
-        self.inputs_dropped = 0
-        self.input_underruns = 0
-        self.inputs_merged = 0
         # deltas
         self._sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
         self.acked = 0
@@ -242,10 +221,8 @@ class Session:
         if self._rules is None:
             return  # before welcome: nothing to apply it to; clients resend
         try:
-            frame = decode_datagram(data, packed=False)
-            if not isinstance(frame, Input):
-                raise MalformedFrame(f"{frame.TAG} frame is not allowed as a client datagram")
-            self._take_input(frame)
+            ack, items = decode_input(data)
+            self._take_input(ack, items)
         except (ProtocolError, InvalidInput) as exc:
             self.fail(str(exc))
 
@@ -344,12 +321,14 @@ class Session:
     def join(self, match: Match, player_id: int) -> None:
         self.match = match
         self._rules = match.rules
+        self.inputs = InputQueue(match.rules.validate_input)
         self.player_id = player_id
 
     def watch(self, match: Watched, follow: int) -> None:
         """Join ``match`` (live or recorded) as a spectator of ``follow`` (0: the whole match)."""
         self.match = match
         self._rules = match.rules
+        self.inputs = InputQueue(match.rules.validate_input)
         self.spectating = True
         self.follow = follow
 
@@ -371,14 +350,12 @@ class Session:
 
     # ------------------------------------------------------------ inputs
 
-    def _take_input(self, frame: Input) -> None:
-        if self.spectating and frame.inputs:
+    def _take_input(self, ack: int, items: list[Any]) -> None:
+        if self.spectating and items:
             raise MalformedFrame("spectators cannot send inputs")
-        if len(frame.inputs) > MAX_INPUTS_PER_DATAGRAM:
-            raise MalformedFrame(f"input datagram carries more than {MAX_INPUTS_PER_DATAGRAM} inputs")
         now = self._clock()
-        if frame.ack > self.acked and frame.ack in self._sent:
-            self.acked = frame.ack
+        if ack > self.acked and ack in self._sent:
+            self.acked = ack
             self._acked_at = now
         elif self._sent and now - self._acked_at > self._ack_timeout_s:
             # It sends, so it is there, but it takes none of the views: whatever queues up for
@@ -387,81 +364,31 @@ class Session:
             log.warning("closing %s (%s): %s", self.channel.peer, self._who(), reason)
             self.close(reason, error=True, departure=Departure.LOST)
             return
-        assert self._rules is not None
-        inputs = self._inputs
-        for item in frame.inputs:
-            if not (isinstance(item, list) and 2 <= len(item) <= 3 and type(item[0]) is int and item[0] > 0):
-                raise MalformedFrame(
-                    "each input must be [seq, controls] or [seq, controls, ticks] with a positive integer seq"
-                )
-            seq, raw = item[0], item[1]
-            ticks = item[2] if len(item) == 3 else 1
-            if type(ticks) is not int or not 1 <= ticks <= MAX_INPUT_TICKS:
-                raise MalformedFrame(f"an input holds for 1 to {MAX_INPUT_TICKS} ticks, not {ticks!r}")
-            if seq <= self._received_seq:
-                continue  # a redundant copy of an input already taken
-            if seq > (self._received_seq + MAX_SEQ_JUMP if self._received_seq else MAX_SEQ):
-                raise MalformedFrame(
-                    f"input seq {seq} jumps more than {MAX_SEQ_JUMP} past the last one ({self._received_seq})"
-                    if self._received_seq
-                    else f"input seq {seq} is over {MAX_SEQ}"
-                )
-            # What is left of the previous input's hold gives way to this one: the
-            # newest controls win a tick sooner, and held inputs never stand in a queue.
-            while inputs and inputs[-1][1] is None:
-                inputs.pop()
-            received = self.match.tick if self.match else 0
-            inputs.append((seq, self._rules.validate_input(raw), received))
-            for _ in range(ticks - 1):
-                inputs.append((seq, None, received))
-            self._received_seq = seq
-            while len(inputs) > INPUT_BUFFER:
-                if inputs.popleft()[1] is not None:
-                    self.inputs_dropped += 1
-                    self.refused["buffer"] += 1
+        dropped = self.inputs.put(items, self.match.tick if self.match else 0)
+        if dropped:
+            self.refused["buffer"] += dropped
 
     def take_input(self, tick: int) -> tuple[int, Controls] | None:
-        """The next input in sequence order for ``tick``, or None (the player keeps its controls).
+        """The next input in sequence order for ``tick``, or None (the player keeps its
+        controls): server/intake.py's jitter buffer."""
+        return self.inputs.take(tick)
 
-        One tick of input per tick, each input applied once, in order (an input
-        that holds for several ticks is applied at the first and kept through
-        the others, until a newer one comes); the jitter buffer decides when a
-        player who ran dry starts again, and drains a queue that stood for a
-        whole window.
-        """
-        inputs = self._inputs
-        if not self._primed:
-            if not inputs or (len(inputs) < JITTER_TICKS and tick - inputs[0][2] < JITTER_TICKS):
-                return None
-            self._primed = True
-        if not inputs:
-            self._primed = False
-            self.input_underruns += 1
-            self._window_ticks, self._window_min = 0, INPUT_BUFFER
-            return None
-        # A client whose clock runs ahead of ours piles inputs up, and each one
-        # waiting is a tick of latency; merge the oldest surplus away (the newest
-        # controls win, as they would within one tick).
-        while len(inputs) > JITTER_TICKS + 2:
-            self._merge_oldest()
-        self._window_ticks += 1
-        if self._window_ticks >= DRAIN_WINDOW_TICKS:
-            if self._window_min > 0 and len(inputs) > 1:
-                self._merge_oldest()
-            self._window_ticks, self._window_min = 0, INPUT_BUFFER
-        seq, controls, _ = inputs.popleft()
-        self._window_min = min(self._window_min, len(inputs))
-        if controls is None:
-            return None  # a later tick of an input that holds: nothing new to apply
-        self.applied_seq = seq
-        return seq, controls
+    @property
+    def applied_seq(self) -> int:
+        """The newest input applied (deltas carry it, so the client knows what to predict)."""
+        return self.inputs.applied_seq
 
-    def _merge_oldest(self) -> None:
-        """Drop the oldest tick of input; the newer controls win."""
-        if self._inputs.popleft()[1] is not None:
-            self.inputs_merged += 1
+    @property
+    def inputs_dropped(self) -> int:
+        return self.inputs.inputs_dropped
 
-    # ------------------------------------------------------------ output
+    @property
+    def input_underruns(self) -> int:
+        return self.inputs.input_underruns
+
+    @property
+    def inputs_merged(self) -> int:
+        return self.inputs.inputs_merged
 
     def send_frame(self, frame: Frame) -> None:
         body = encode(frame)

@@ -25,8 +25,9 @@ from tickline.replays.replay import REFUSED, open_replay
 from tickline.replays.verify import verify_match
 from tickline.server.app import ConfigurationError, ServerConfig
 from tickline.server.gate import GateSettings
+from tickline.server.intake import MAX_SEQ, MAX_SEQ_JUMP
 from tickline.server.ratelimit import InputBudget, InputLimits
-from tickline.server.session import MAX_SEQ, MAX_SEQ_JUMP, Departure, Session
+from tickline.server.session import Departure, Session
 from tickline.shared.game import TickInputs
 from tickline.shared.protocol import MAX_CLIENT_FRAME, PROTOCOL_VERSION, Hello, Input, Welcome, encode, encode_stream
 

@@ -19,8 +19,10 @@ from tickline.bots.swarm import run_swarm
 from tickline.bots.world import ClientWorld, SharedViews
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
-from tickline.server.session import DRAIN_WINDOW_TICKS, JITTER_TICKS, Session
-from tickline.shared import delta
+from tickline.server import session as session_module
+from tickline.server.intake import DRAIN_WINDOW_TICKS, JITTER_TICKS
+from tickline.server.session import Session
+from tickline.shared import delta, native
 from tickline.shared.arena import Arena
 from tickline.shared.game import GameEvent, TickInputs
 from tickline.shared.games import make_rules
@@ -189,6 +191,17 @@ def test_impairment_is_replayable_from_its_seed() -> None:
 
 # ----------------------------------------------------------------- sans-I/O pieces
 
+INTAKE = native.twins("tickline.server", "intake")
+
+
+@pytest.fixture(params=sorted(INTAKE))
+def intake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
+    """The session's input queue and decoder from one twin (server/intake.py), then the other."""
+    twin = INTAKE[request.param]
+    monkeypatch.setattr(session_module, "InputQueue", twin.InputQueue)
+    monkeypatch.setattr(session_module, "decode_input", twin.decode_input)
+    return twin
+
 
 def _session() -> tuple[Session, RecordingChannel, MatchStandIn]:
     return session_in_match()
@@ -198,7 +211,7 @@ def _inputs(*seqs: int) -> bytes:
     return encode(Input(ack=0, inputs=[[seq, {"mx": 1 if seq % 2 else -1}] for seq in seqs]))
 
 
-def test_jitter_buffer_applies_each_input_once_in_order() -> None:
+def test_jitter_buffer_applies_each_input_once_in_order(intake: Any) -> None:
     session, channel, _match = _session()
     session.on_datagram(_inputs(1))
     assert session.take_input(1) is None  # one input waits for a second, or for time to pass
@@ -210,7 +223,7 @@ def test_jitter_buffer_applies_each_input_once_in_order() -> None:
     assert channel.closed is None
 
 
-def test_a_lone_input_is_applied_after_the_jitter_delay() -> None:
+def test_a_lone_input_is_applied_after_the_jitter_delay(intake: Any) -> None:
     session, _, match = _session()
     match.tick = 10
     session.on_datagram(_inputs(1))
@@ -219,7 +232,7 @@ def test_a_lone_input_is_applied_after_the_jitter_delay() -> None:
     assert taken is not None and taken[0] == 1
 
 
-def test_a_queue_that_stands_while_the_network_is_steady_is_drained_to_none_waiting() -> None:
+def test_a_queue_that_stands_while_the_network_is_steady_is_drained_to_none_waiting(intake: Any) -> None:
     """A client that got three inputs ahead keeps them queued at every tick: latency that
     no jitter needs. One input per window is merged away until the queue runs dry at
     some tick, and then it stays as it is."""
@@ -235,14 +248,14 @@ def test_a_queue_that_stands_while_the_network_is_steady_is_drained_to_none_wait
         applied.append(taken[0])
     assert all(b > a for a, b in itertools.pairwise(applied))
     assert session.inputs_merged == 3  # three windows: 3, then 2, then 1 left waiting
-    assert len(session._inputs) == 0 and session.input_underruns == 0
+    assert len(session.inputs) == 0 and session.input_underruns == 0
 
 
 def _held_input(seq: int, ticks: int = 2) -> bytes:
     return encode(Input(ack=0, inputs=[[seq, {"mx": 1 if seq % 2 else -1}, ticks]]))
 
 
-def test_an_input_that_holds_two_ticks_applies_at_the_next_tick_and_is_kept_for_the_second() -> None:
+def test_an_input_that_holds_two_ticks_applies_at_the_next_tick_and_is_kept_for_the_second(intake: Any) -> None:
     """A client reading its controls at 30 Hz against 60 Hz ticks: each input is applied
     the tick after it arrives (no jitter wait: it brings two ticks), then kept; the tick
     it is kept for is not the player running dry."""
@@ -259,7 +272,7 @@ def test_an_input_that_holds_two_ticks_applies_at_the_next_tick_and_is_kept_for_
     assert session.input_underruns == 0 and session.inputs_merged == 0 and session.inputs_dropped == 0
 
 
-def test_a_late_held_input_is_applied_as_soon_as_it_comes() -> None:
+def test_a_late_held_input_is_applied_as_soon_as_it_comes(intake: Any) -> None:
     session, _, match = _session()
     session.on_datagram(_held_input(1))
     first = session.take_input(1)
@@ -273,7 +286,7 @@ def test_a_late_held_input_is_applied_as_soon_as_it_comes() -> None:
     assert second is not None and second[0] == 2  # two ticks queued at once: no jitter wait
 
 
-def test_a_newer_input_cuts_short_the_hold_of_the_one_before_so_none_wait() -> None:
+def test_a_newer_input_cuts_short_the_hold_of_the_one_before_so_none_wait(intake: Any) -> None:
     """A client two inputs ahead (four ticks of input queued): each newer input replaces
     what is left of the one before, so the queue does not stand and, after two ticks,
     every input applies the tick it arrives."""

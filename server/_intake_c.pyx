@@ -1,0 +1,187 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""A player's inputs on their way in, in native code: the twin of ``_intake_py.py``.
+
+``server/intake.py`` describes both and picks one at import. The queue is a ring of C
+integers (sequence, tick received) beside the controls; the checks are the twin's, in the
+same order with the same words. A datagram that is anything but a well-formed input frame
+is read again by the twin's decoder, so that its refusal reads the same.
+"""
+
+import orjson
+
+from tickline.server._intake_py import decode_input as _decode_slowly
+from tickline.server.intake import (
+    DRAIN_WINDOW_TICKS,
+    INPUT_BUFFER,
+    JITTER_TICKS,
+    MAX_INPUTS_PER_DATAGRAM,
+    MAX_SEQ,
+    MAX_SEQ_JUMP,
+)
+from tickline.shared.protocol import MAX_DATAGRAM, MAX_INPUT_TICKS, MalformedFrame
+
+cdef enum:
+    RING = 64  # > INPUT_BUFFER + MAX_INPUT_TICKS: the most a put holds before trimming
+
+assert INPUT_BUFFER + MAX_INPUT_TICKS < RING
+
+cdef object _loads = orjson.loads
+cdef Py_ssize_t _MAX_DATAGRAM = MAX_DATAGRAM
+cdef long long _MAX_SEQ = MAX_SEQ
+cdef long long _MAX_SEQ_JUMP = MAX_SEQ_JUMP
+cdef object _MAX_SEQ_OBJECT = MAX_SEQ
+cdef int _INPUT_BUFFER = INPUT_BUFFER
+cdef int _JITTER_TICKS = JITTER_TICKS
+cdef int _DRAIN_WINDOW_TICKS = DRAIN_WINDOW_TICKS
+cdef int _MAX_INPUTS = MAX_INPUTS_PER_DATAGRAM
+cdef int _MAX_INPUT_TICKS = MAX_INPUT_TICKS
+cdef str _SHAPE = "each input must be [seq, controls] or [seq, controls, ticks] with a positive integer seq"
+
+
+def decode_input(bytes data):
+    """(ack, inputs) of a client's input datagram; a ProtocolError for anything else."""
+    cdef dict obj
+    if len(data) <= _MAX_DATAGRAM:
+        try:
+            parsed = _loads(data)
+        except orjson.JSONDecodeError:
+            parsed = None
+        if type(parsed) is dict:
+            obj = <dict>parsed
+            if len(obj) == 3 and obj.get("t") == "in":
+                ack = obj.get("ack")
+                inputs = obj.get("inputs")
+                if type(ack) is int and type(inputs) is list:
+                    return ack, inputs
+    return _decode_slowly(data)
+
+
+cdef class InputQueue:
+    """One player's inputs between their datagrams and the ticks; ``validate`` is the game's
+    input check (``Rules.validate_input``)."""
+
+    cdef object _validate
+    cdef long long _seqs[RING]
+    cdef long long _ticks[RING]  # the match tick each was received at
+    cdef list _controls  # RING slots; None: a later tick of an input that holds
+    cdef int _head, _count
+    cdef bint _primed
+    cdef int _window_ticks, _window_min
+    cdef public long long received_seq
+    cdef public long long applied_seq
+    cdef public long long inputs_dropped
+    cdef public long long input_underruns
+    cdef public long long inputs_merged
+
+    def __init__(self, validate):
+        self._validate = validate
+        self._controls = [None] * RING
+        self._head = self._count = 0
+        self._primed = False
+        self._window_ticks = 0
+        self._window_min = _INPUT_BUFFER
+        self.received_seq = self.applied_seq = 0
+        self.inputs_dropped = self.input_underruns = self.inputs_merged = 0
+
+    def __len__(self):
+        return self._count
+
+    cdef inline void _push(self, long long seq, object controls, long long tick):
+        cdef int at = (self._head + self._count) % RING
+        self._seqs[at] = seq
+        self._ticks[at] = tick
+        self._controls[at] = controls
+        self._count += 1
+
+    cdef inline object _pop_oldest(self):
+        """The oldest entry's controls (None for a held tick); the entry leaves the ring."""
+        controls = self._controls[self._head]
+        self._controls[self._head] = None
+        self._head = (self._head + 1) % RING
+        self._count -= 1
+        return controls
+
+    cdef inline bint _newest_held(self):
+        return self._count > 0 and self._controls[(self._head + self._count - 1) % RING] is None
+
+    def put(self, list items, long long tick):
+        """Queue the new inputs of one datagram, received at match tick ``tick``; how many were
+        dropped because the queue was full. MalformedFrame or InvalidInput for a bad one."""
+        cdef long long seq, ticks, limit
+        cdef int dropped = 0, i
+        cdef Py_ssize_t size
+        if len(items) > _MAX_INPUTS:
+            raise MalformedFrame(f"input datagram carries more than {MAX_INPUTS_PER_DATAGRAM} inputs")
+        for item in items:
+            if type(item) is not list:
+                raise MalformedFrame(_SHAPE)
+            size = len(<list>item)
+            if not 2 <= size <= 3:
+                raise MalformedFrame(_SHAPE)
+            first = (<list>item)[0]
+            if type(first) is not int or not first > 0:
+                raise MalformedFrame(_SHAPE)
+            raw = (<list>item)[1]
+            held = (<list>item)[2] if size == 3 else 1
+            if type(held) is not int or not 1 <= held <= _MAX_INPUT_TICKS:
+                raise MalformedFrame(f"an input holds for 1 to {MAX_INPUT_TICKS} ticks, not {held!r}")
+            ticks = held
+            if first > _MAX_SEQ_OBJECT:  # (beyond any sequence: never a redundant copy)
+                seq = _MAX_SEQ + 1
+            else:
+                seq = first
+                if seq <= self.received_seq:
+                    continue  # a redundant copy of an input already taken
+            limit = self.received_seq + _MAX_SEQ_JUMP if self.received_seq else _MAX_SEQ
+            if seq > limit:
+                raise MalformedFrame(
+                    f"input seq {first} jumps more than {MAX_SEQ_JUMP} past the last one ({self.received_seq})"
+                    if self.received_seq
+                    else f"input seq {first} is over {MAX_SEQ}"
+                )
+            # What is left of the previous input's hold gives way to this one: the
+            # newest controls win a tick sooner, and held inputs never stand in a queue.
+            while self._newest_held():
+                self._count -= 1
+                self._controls[(self._head + self._count) % RING] = None
+            self._push(seq, self._validate(raw), tick)
+            for i in range(ticks - 1):
+                self._push(seq, None, tick)
+            self.received_seq = seq
+            while self._count > _INPUT_BUFFER:
+                if self._pop_oldest() is not None:
+                    self.inputs_dropped += 1
+                    dropped += 1
+        return dropped
+
+    def take(self, long long tick):
+        """The next input in sequence order for ``tick``, or None (the player keeps its controls)."""
+        cdef long long seq
+        if not self._primed:
+            if self._count == 0 or (self._count < _JITTER_TICKS and tick - self._ticks[self._head] < _JITTER_TICKS):
+                return None
+            self._primed = True
+        if self._count == 0:
+            self._primed = False
+            self.input_underruns += 1
+            self._window_ticks, self._window_min = 0, _INPUT_BUFFER
+            return None
+        while self._count > _JITTER_TICKS + 2:
+            self._merge_oldest()
+        self._window_ticks += 1
+        if self._window_ticks >= _DRAIN_WINDOW_TICKS:
+            if self._window_min > 0 and self._count > 1:
+                self._merge_oldest()
+            self._window_ticks, self._window_min = 0, _INPUT_BUFFER
+        seq = self._seqs[self._head]
+        controls = self._pop_oldest()
+        self._window_min = min(self._window_min, self._count)
+        if controls is None:
+            return None  # a later tick of an input that holds: nothing new to apply
+        self.applied_seq = seq
+        return seq, controls
+
+    cdef void _merge_oldest(self):
+        """Drop the oldest tick of input; the newer controls win."""
+        if self._pop_oldest() is not None:
+            self.inputs_merged += 1

@@ -1,0 +1,152 @@
+"""The input queue and the input datagram's decoder (server/intake.py), on both twins: the
+native one (server/_intake_c.pyx) and the pure one, which must agree on everything, refusals
+and their words included."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tickline.server.intake import INPUT_BUFFER, JITTER_TICKS, MAX_SEQ
+from tickline.shared import native
+from tickline.shared.game import InvalidInput
+from tickline.shared.protocol import MAX_DATAGRAM, Input, MalformedFrame, ProtocolError, encode
+
+INTAKE = native.twins("tickline.server", "intake")
+
+
+@pytest.fixture(params=sorted(INTAKE))
+def twin(request: pytest.FixtureRequest) -> Any:
+    return INTAKE[request.param]
+
+
+def _validate(raw: Any) -> dict[str, Any]:
+    if not isinstance(raw, dict) or raw.get("bad"):
+        raise InvalidInput("input control 'bad' is refused")
+    return raw
+
+
+def test_each_input_is_queued_once_and_taken_in_order(twin: Any) -> None:
+    queue = twin.InputQueue(_validate)
+    assert queue.put([[1, {"a": 1}], [2, {"a": 2}]], 5) == 0
+    assert queue.put([[1, {"a": 1}], [2, {"a": 2}], [3, {"a": 3}, 2]], 5) == 0  # 1 and 2 again: redundant
+    assert len(queue) == 4 and queue.received_seq == 3
+    assert [queue.take(t) for t in range(6, 11)] == [(1, {"a": 1}), (2, {"a": 2}), (3, {"a": 3}), None, None]
+    assert queue.applied_seq == 3 and queue.input_underruns == 1
+
+
+def test_a_full_queue_drops_its_oldest_and_says_how_many(twin: Any) -> None:
+    queue = twin.InputQueue(_validate)
+    for seq in range(1, INPUT_BUFFER + 1):
+        assert queue.put([[seq, {}]], 0) == 0
+    assert queue.put([[INPUT_BUFFER + 1, {}], [INPUT_BUFFER + 2, {}]], 0) == 2
+    assert len(queue) == INPUT_BUFFER and queue.inputs_dropped == 2
+    assert queue.take(JITTER_TICKS) is not None  # (then the oldest surplus is merged away)
+
+
+@pytest.mark.parametrize(
+    ("items", "words"),
+    [
+        ([[0, {}]], "positive integer seq"),
+        ([[True, {}]], "positive integer seq"),
+        ([[1]], "positive integer seq"),
+        ([(1, {})], "positive integer seq"),
+        ([[1, {}, 9]], "1 to 8 ticks, not 9"),
+        ([[1, {}, False]], "not False"),
+        ([[MAX_SEQ + 1, {}]], f"is over {MAX_SEQ}"),
+        ([[2**70, {}]], f"input seq {2**70} is over"),
+        ([[1, {}]] * 17, "more than 16 inputs"),
+        ([[1, {"bad": 1}]], "'bad' is refused"),
+    ],
+)
+def test_a_bad_input_is_refused_with_its_reason(twin: Any, items: list[Any], words: str) -> None:
+    with pytest.raises((MalformedFrame, InvalidInput), match=words):
+        twin.InputQueue(_validate).put(items, 0)
+
+
+def test_a_sequence_may_not_jump_far_past_the_last_one(twin: Any) -> None:
+    queue = twin.InputQueue(_validate)
+    queue.put([[10, {}]], 0)
+    with pytest.raises(MalformedFrame, match=r"input seq 5000 jumps more than 4096 past the last one \(10\)"):
+        queue.put([[5000, {}]], 0)
+
+
+def test_an_input_datagram_is_read_and_anything_else_refused(twin: Any) -> None:
+    assert twin.decode_input(encode(Input(ack=7, inputs=[[1, {"mx": 1}]]))) == (7, [[1, {"mx": 1}]])
+    for bad, words in [
+        (b"{", "not valid JSON"),
+        (b"[]", "not a JSON object"),
+        (b'{"t":"in","ack":true,"inputs":[]}', "'ack' has the wrong type"),
+        (b'{"t":"in","ack":1,"inputs":[],"x":1}', "unknown field"),
+        (b'{"t":"bye","reason":"x"}', "bye frame is not allowed"),
+        (b'{"t":"in","ack":1,"inputs":[' + b"1," * MAX_DATAGRAM + b"1]}", "exceeds"),
+    ]:
+        with pytest.raises(ProtocolError, match=words):
+            twin.decode_input(bad)
+
+
+# ------------------------------------------------------------------ the twins agree
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**64), 2**64) | st.text(max_size=3),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=2),
+    max_leaves=6,
+)
+_item = st.one_of(
+    st.tuples(st.integers(-2, 40), st.sampled_from([{}, {"a": 1}, {"bad": 1}])).map(list),
+    st.tuples(st.integers(1, 40), st.just({}), st.integers(-1, 10) | st.booleans()).map(list),
+    _json,
+)
+_step: st.SearchStrategy[tuple[str, list[Any], int]] = st.one_of(
+    st.tuples(st.just("put"), st.lists(_item, max_size=18), st.integers(0, 50)),
+    st.tuples(st.just("take"), st.just([]), st.integers(0, 50)),
+)
+
+
+def _outcome(queue: Any, op: str, items: list[Any], tick: int) -> Any:
+    try:
+        return ("ok", queue.put(items, tick) if op == "put" else queue.take(tick))
+    except (MalformedFrame, InvalidInput) as exc:
+        return (type(exc).__name__, str(exc))
+
+
+@pytest.mark.skipif(len(INTAKE) < 2, reason="the native module is not built here")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_step, max_size=40))
+def test_the_native_and_pure_queues_agree_on_any_datagrams_and_ticks(steps: list[Any]) -> None:
+    queues = [INTAKE[kind].InputQueue(_validate) for kind in ("native", "pure")]
+    for op, items, tick in steps:
+        outcomes = [_outcome(queue, op, items, tick) for queue in queues]
+        assert outcomes[0] == outcomes[1]
+        figures = [
+            (len(q), q.received_seq, q.applied_seq, q.inputs_dropped, q.input_underruns, q.inputs_merged)
+            for q in queues
+        ]
+        assert figures[0] == figures[1]
+
+
+def _dumps(value: Any) -> bytes:
+    return json.dumps(value).encode()  # (integers of any size, as a client may send them)
+
+
+@pytest.mark.skipif(len(INTAKE) < 2, reason="the native module is not built here")
+@settings(max_examples=300, deadline=None)
+@given(
+    st.one_of(
+        st.binary(max_size=40),
+        st.dictionaries(st.sampled_from(["t", "ack", "inputs", "x"]), _json | st.just("in"), max_size=4).map(_dumps),
+        st.builds(lambda ack, inputs: _dumps({"t": "in", "ack": ack, "inputs": inputs}), _json, _json),
+    )
+)
+def test_the_native_and_pure_decoders_read_and_refuse_alike(data: bytes) -> None:
+    outcomes = []
+    for kind in ("native", "pure"):
+        try:
+            outcomes.append(("ok", INTAKE[kind].decode_input(data)))
+        except ProtocolError as exc:
+            outcomes.append((type(exc).__name__, str(exc)))
+    assert outcomes[0] == outcomes[1]
