@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import math
 import multiprocessing as mp
 import os
@@ -61,6 +62,7 @@ from tickline.server.session import Channel
 from tickline.server.ticker import Ticker
 from tickline.server.tls import ensure_certificate
 from tickline.server.transport import server_configuration, start_endpoint
+from tickline.server.udp import UdpTransport
 from tickline.shared import fastpath
 from tickline.shared.protocol import (
     MAX_DATAGRAM,
@@ -122,20 +124,26 @@ class BareReceiver:
         self.channel.close(reason)
 
 
-async def _tick_loop(figures: Figures, tick_rate: int, send_every: int, payload: bytes, stop: asyncio.Event) -> None:
-    """tickline's tick schedule with nothing in the tick but the sends."""
+async def _tick_loop(
+    figures: Figures, tick_rate: int, send_every: int, payload: bytes, stop: asyncio.Event, intake: UdpTransport | None
+) -> None:
+    """tickline's tick schedule with nothing in the tick but the sends, and the socket's reads
+    at its start as a match's (``intake``; None: the event loop reads packets as they come)."""
     clock = asyncio.get_running_loop().time
     ticker = Ticker(tick_rate, clock())
-    while not stop.is_set():
-        figures.late.append(await ticker.wait(clock))
-        figures.catch_ups = ticker.catch_ups
-        figures.ticks += 1
-        if figures.ticks % send_every == 0:
-            for channel in figures.clients:
-                # QUIC: queued, one transmit per connection at the end of this turn; or sealed
-                # and sent at once on the connection's fast-path route.
-                channel.send_datagram(payload)
-            figures.sent += len(figures.clients)
+    with intake.ticking() if intake is not None else contextlib.nullcontext():
+        while not stop.is_set():
+            figures.late.append(await ticker.wait(clock))
+            if intake is not None:
+                intake.drain()
+            figures.catch_ups = ticker.catch_ups
+            figures.ticks += 1
+            if figures.ticks % send_every == 0:
+                for channel in figures.clients:
+                    # QUIC: queued, one transmit per connection at the end of this turn; or
+                    # sealed, to leave with the turn's other fast-path packets.
+                    channel.send_datagram(payload)
+                figures.sent += len(figures.clients)
 
 
 def _line(figures: Figures, fast: FastPath | None, final: bool = False) -> bytes:
@@ -211,7 +219,14 @@ async def serve_ceiling(args: argparse.Namespace) -> int:
         async with asyncio.TaskGroup() as tg:
             reporter = tg.create_task(report(), name="report")
             tg.create_task(
-                _tick_loop(figures, args.tick_rate, max(1, args.tick_rate // args.send_rate), payload, stop),
+                _tick_loop(
+                    figures,
+                    args.tick_rate,
+                    max(1, args.tick_rate // args.send_rate),
+                    payload,
+                    stop,
+                    None if args.read_per_packet else endpoint.intake,
+                ),
                 name="ticks",
             )
             await stop.wait()
@@ -687,6 +702,11 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--delta-bytes", type=int, default=200)
     s.add_argument("--cert-dir", required=True)
     s.add_argument("--max-seconds", type=float, default=600.0)
+    s.add_argument(
+        "--read-per-packet",
+        action="store_true",
+        help="the event loop reads the socket as packets come (before tickline read it at its ticks)",
+    )
     s.add_argument(
         "--fastpath",
         action="store_true",

@@ -141,7 +141,8 @@ class FastPath:
                 # Authentic, so the input is the player's and is applied; deltas
                 # go to a new address only once it has answered a challenge.
                 self._check_address(route, addr, len(data))
-            self._count_in(data)
+            self.packets_in += 1
+            self.bytes_in += len(data)
             route.active = True
             route.deliver(payload)
         elif kind == RESPONSE:

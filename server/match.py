@@ -576,14 +576,19 @@ class Match:
         views: dict[Any, dict[str, Any]] = {}
         encoded: dict[Any, bytes] = {}
         full = self.settings.full_snapshots
+        rules, state = self.rules, self.state
+        hold = self._hold_sends and tick > self.committed  # (then each send waits in _outbox)
         for player_id, session in self.sessions.items():
-            key = self.rules.view_key(self.state, player_id)
+            key = rules.view_key(state, player_id)
             if not over and (key if type(key) is int else hash(key)) % self._send_every != phase:
                 continue
             view = views.get(key)
             if view is None:
-                view = views[key] = self.rules.view(self.state, player_id)
-            self._deliver(tick, partial(session.send_view, tick, view, encoded, full))
+                view = views[key] = rules.view(state, player_id)
+            if hold:
+                self._outbox.append((tick, partial(session.send_view, tick, view, encoded, full)))
+            else:
+                session.send_view(tick, view, encoded, full)
         if self.spectators:
             self._watch(tick, views, encoded)
 

@@ -212,7 +212,8 @@ class Session:
         if self.closed.is_set():
             return
         self.bytes_up += len(data)
-        refused = self._budget.take(len(data), self._clock())
+        now = self._clock()
+        refused = self._budget.take(len(data), now)
         if refused:
             self.refused[refused] += 1
             if self._budget.exhausted:
@@ -222,7 +223,7 @@ class Session:
             return  # before welcome: nothing to apply it to; clients resend
         try:
             ack, items = decode_input(data)
-            self._take_input(ack, items)
+            self._take_input(ack, items, now)
         except (ProtocolError, InvalidInput) as exc:
             self.fail(str(exc))
 
@@ -350,10 +351,9 @@ class Session:
 
     # ------------------------------------------------------------ inputs
 
-    def _take_input(self, ack: int, items: list[Any]) -> None:
+    def _take_input(self, ack: int, items: list[Any], now: float) -> None:
         if self.spectating and items:
             raise MalformedFrame("spectators cannot send inputs")
-        now = self._clock()
         if ack > self.acked and ack in self._sent:
             self.acked = ack
             self._acked_at = now
@@ -406,6 +406,15 @@ class Session:
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))
 
+    def _diff(self, cache: dict[Any, bytes], view: dict[str, Any], base_view: dict[str, Any] | None) -> bytes:
+        """The encoded diff from ``base_view`` to ``view``, made once per tick for everyone."""
+        key = (id(view), id(base_view))
+        diff_json = cache.get(key)
+        if diff_json is None:
+            diff_json = cache[key] = orjson.dumps(delta.diff(base_view or {}, view))
+            self.diffs_encoded += 1
+        return diff_json
+
     def send_view(
         self,
         tick: int,
@@ -432,20 +441,16 @@ class Session:
         base_view = None if full else self._sent.get(self.acked)
         base = self.acked if base_view is not None else 0
         cache: dict[Any, bytes] = encoded if encoded is not None else {}
-        key = (id(view), id(base_view))
-        diff_json = cache.get(key)
-        if diff_json is None:
-            diff_json = cache[key] = orjson.dumps(delta.diff(base_view or {}, view))
-            self.diffs_encoded += 1
+        seq = self.inputs.applied_seq if seq is None else seq
         body = b""
-        seq = self.applied_seq if seq is None else seq
         if self._packed:
-            packed = cache.get((*key, DEFLATE))
+            # (the packed diff is looked up first: most clients share it, and skip the JSON)
+            packed = cache.get((id(view), id(base_view), DEFLATE))
             if packed is None:
-                packed = cache[(*key, DEFLATE)] = pack_diff(diff_json)
+                packed = cache[(id(view), id(base_view), DEFLATE)] = pack_diff(self._diff(cache, view, base_view))
             body = encode_packed_delta(tick, base, seq, packed)
         if not body or len(body) > MAX_DATAGRAM:
-            body = encode_delta(tick, base, seq, diff_json)
+            body = encode_delta(tick, base, seq, self._diff(cache, view, base_view))
         if len(body) <= MAX_DATAGRAM:
             self.channel.send_datagram(body)
         elif self._reliable_pending and self.acked < self._reliable_pending:
@@ -461,5 +466,5 @@ class Session:
         self.bytes_down += len(body)
         self.deltas_sent += 1
         self._sent[tick] = view
-        while len(self._sent) > BASELINE_RING:
+        if len(self._sent) > BASELINE_RING:  # (one view comes in per call: one goes)
             self._sent.popitem(last=False)

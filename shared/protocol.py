@@ -60,6 +60,8 @@ WS_DATAGRAM = b"\x01"
 _LENGTH = struct.Struct("!I")
 PACKED_DELTA = b"z"
 _PACKED_HEADER = struct.Struct("!III")
+_PACKED_PREFIX = struct.Struct("!BIII")  # the tag byte, then the header
+_PACKED_TAG = PACKED_DELTA[0]
 # Capability a client names in its hello to be sent packed deltas.
 DEFLATE = "deflate"
 # zlib's level 6: the smallest packets for about 10 us a diff (level 1: +25 % bytes, -30 % time).
@@ -281,7 +283,7 @@ def pack_diff(diff_json: bytes) -> bytes:
 
 def encode_packed_delta(tick: int, base: int, seq: int, packed_diff: bytes) -> bytes:
     """A packed delta datagram around a diff from :func:`pack_diff`."""
-    return PACKED_DELTA + _PACKED_HEADER.pack(tick, base, seq) + packed_diff
+    return _PACKED_PREFIX.pack(_PACKED_TAG, tick, base, seq) + packed_diff
 
 
 def split_packed_delta(data: bytes) -> tuple[int, int, int, bytes]:
