@@ -4,6 +4,7 @@ From the repository root, with the project's virtualenv:
 
     .venv/bin/python -m bench.vs_colyseus [--quick] [--json-out FILE] [--n 200] [--seconds S]
     .venv/bin/python -m bench.vs_colyseus --profile out.txt     # py-spy of tickline at 60 Hz, no figures
+    .venv/bin/python -m bench.vs_colyseus --capacity            # capacity_players_vs_colyseus only
 
 N players (200) in rooms of 50, 60 Hz simulation, state sent at 20 Hz and at 60 Hz.
 Each round runs, for each send rate, the peer then tickline (peer, tickline, peer,
@@ -21,6 +22,9 @@ tickline ...):
 
 Six figures, ratio = tickline / Colyseus, lower is better for all (bench/README.md):
 cpu_per_player_{20,60}hz, down_bytes_per_player_{20,60}hz, input_to_visible_p99_{20,60}hz.
+With ``--capacity``, one figure instead: ``capacity_players_vs_colyseus``, the players
+each server holds on one core (rooms of 50, 60 Hz ticks, 30 Hz sends), both searched with
+``tickline.bots.capacity``'s doubling and bisection, a probe of each in turn.
 Only stdout carries the JSON lines; progress goes to stderr. Everything binds
 127.0.0.1; what this starts is stopped by its PID.
 """
@@ -47,7 +51,9 @@ import orjson
 
 from bench.report import Report, med, rnd, sig, udp_rcvbuf_errors
 from tickline import loops
-from tickline.bots.capacity.probe import stop_process
+from tickline.bots.capacity.probe import ProbeSettings, stop_process
+from tickline.bots.capacity.run import CapacityConfig, Contender, run_searches, search_json
+from tickline.bots.capacity.search import MIN_TICK_SHARE
 from tickline.bots.client import ClientOptions
 from tickline.bots.loadtest import LoadConfig, LoadTest
 from tickline.bots.metrics import Scrape, percentile, scrape, server_window
@@ -919,6 +925,135 @@ def summarize(raw: Path, top: int = 25) -> str:
 # --------------------------------------------------------------------------- main
 
 
+# --------------------------------------------------------------------------- capacity
+
+CAPACITY_HZ = 30  # sends (patches) per second in the capacity searches; both tick at TICK_RATE
+CAPACITY_TARGET = 1.0
+SATURATED_PCT = 95.0  # a load generator this busy (of one core) may be the limit itself
+
+
+def _probe_shape(n: int, why: list[str], seconds: float, **figures: Any) -> dict[str, Any]:
+    """A probe as bots.capacity's search and its reports read one."""
+    return {"n": n, "pass": not why, "why": why, "seconds": round(seconds, 1), **figures}
+
+
+async def capacity_probe_tickline(n: int, cfg: CapacityConfig, data_root: Path, window: float) -> dict[str, Any]:
+    began = time.monotonic()
+    t = await tickline_turn(CAPACITY_HZ, n, window, 1.0, 0, data_root)
+    bound, late, ticks = cfg.probe.bound_ms, t["tick_late_ms_p99"], t["ticks_per_s"]
+    due = MIN_TICK_SHARE * TICK_RATE * math.ceil(n / ROOM_SIZE)
+    why = []
+    if not t["served"]:
+        why.append(
+            f"not every player was served (connected min {t['connected_min']}, lost {t['disconnects_in_window']})"
+        )
+    if t["errors_in_window"]:
+        why.append(f"{t['errors_in_window']} client errors")
+    if late is None or late >= bound:
+        why.append(f"tick lateness p99 {late} ms >= {bound:g} ms")
+    if not ticks or ticks < due - 0.5:  # (rounded figures)
+        why.append(f"{ticks} ticks/s < {due:.0f}")
+    bots = t["bots_cpu_pct"]
+    return _probe_shape(
+        n,
+        why,
+        time.monotonic() - began,
+        tick_late_ms_p99=late,
+        ticks_per_s=ticks,
+        server_cpu_percent=t["server_cpu_pct"],
+        recv_share_min=None,
+        generator_cpu_percent=bots,
+        generator_saturated=bots >= SATURATED_PCT * max(1, len(LOAD_CPUS or ())),
+        other_on_server_cpu_percent=t["other_cpu_pct"],
+        turn=t,
+    )
+
+
+async def capacity_probe_colyseus(n: int, cfg: CapacityConfig, work: Path, window: float) -> dict[str, Any]:
+    began = time.monotonic()
+    p = await peer_turn(CAPACITY_HZ, n, int(window), 0, work)
+    bound, interval = cfg.probe.bound_ms, 1000 / TICK_RATE
+    # The peer reports the gaps between a room's ticks; a gap over the interval is lateness.
+    late = None if p.get("tickGapP99ms") is None else round(max(0.0, p["tickGapP99ms"] - interval), 2)
+    why = []
+    if p["serverClients"] < n or p["disconnects"]:
+        why.append(f"{p['serverClients']} of {n} in the room, {p['disconnects']} disconnects")
+    if p["errors"]:
+        why.append(f"{p['errors']} client errors")
+    if late is None or late >= bound:
+        why.append(f"tick lateness p99 {late} ms >= {bound:g} ms")
+    if p["tickHz"] < MIN_TICK_SHARE * TICK_RATE:
+        why.append(f"{p['tickHz']} ticks/s a room < {MIN_TICK_SHARE * TICK_RATE:.0f}")
+    if p["downMsgsPerClient"] < 0.75 * CAPACITY_HZ:
+        why.append(f"{p['downMsgsPerClient']} patches/s a client < 75% of {CAPACITY_HZ}")
+    return _probe_shape(
+        n,
+        why,
+        time.monotonic() - began,
+        tick_late_ms_p99=late,
+        ticks_per_s=p["tickHz"],
+        server_cpu_percent=p["serverCpuPct"],
+        recv_share_min=None,
+        generator_cpu_percent=p["clientCpuPct"],
+        generator_saturated=p["clientCpuPct"] >= SATURATED_PCT,  # (one Node process: one core)
+        other_on_server_cpu_percent=p["otherCpuPct"],
+        peer={k: p.get(k) for k in PEER_KEYS},
+    )
+
+
+async def capacity(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
+    """Both capacity searches, a probe of each in turn: ``capacity_players_vs_colyseus``."""
+    began = time.monotonic()
+    window = args.seconds or (6 if args.quick else 10)
+    cfg = CapacityConfig(
+        probe=ProbeSettings(tick_rate=TICK_RATE, send_rate=CAPACITY_HZ, steady_s=window, ramp=RAMP_PER_S),
+        start=args.capacity_start,
+        max_players=args.capacity_max,
+        budget_s=args.capacity_budget_s,
+        quiet_wait_s=args.wait_quiet if args.wait_quiet is not None else 5,
+        quick=args.quick,
+    )
+    work = peer_work_dir(args.peer_work)
+    install_peer(work)
+    ours = Contender("tickline", lambda n, _i: capacity_probe_tickline(n, cfg, data_root, window), overhead_s=8.0)
+    peer = Contender("colyseus", lambda n, _i: capacity_probe_colyseus(n, cfg, work, window), overhead_s=8.0)
+    await run_searches(cfg, [ours, peer])
+    t, c = search_json(ours), search_json(peer)
+    ratio = round(t["players"] / c["players"], 3) if t["players"] and c["players"] else None
+    return {
+        "figure": "capacity_players_vs_colyseus",
+        "value": t["players"],
+        "unit": "players",
+        "baseline": c["players"],
+        "baseline_of": f"Colyseus 0.18 (Node {NODE_VERSION}) on one core, the peer's server.js and loadclient.js, "
+        f"rooms of {ROOM_SIZE}, {TICK_RATE} Hz simulation and {CAPACITY_HZ} Hz patches, same run",
+        "ratio": ratio,
+        "target": f">= {CAPACITY_TARGET}",
+        "holds": None if ratio is None else ratio >= CAPACITY_TARGET,
+        "why": None
+        if ratio is not None
+        else "; ".join(f"{name}: {s['why']}" for name, s in (("tickline", t), ("colyseus", c)) if not s["players"]),
+        "runs": 1,
+        "spread": [ratio, ratio],
+        "tickline_bracket": [t["at_least"], t["below"]],
+        "colyseus_bracket": [c["at_least"], c["below"]],
+        "measured": f"the largest n (rooms of {ROOM_SIZE}) each server holds with every player served, no errors, "
+        f"tick lateness p99 < {cfg.probe.bound_ms:g} ms and >= {MIN_TICK_SHARE:.0%} of its ticks, tickline at "
+        f"{TICK_RATE} Hz ticks and {CAPACITY_HZ} Hz sends; bracketed by doubling then bisection to "
+        f"{cfg.tolerance:.0%} (bots.capacity's search), the two searches in turns",
+        "caveats": [
+            "the peer reports its ticks' gaps (setInterval), not a schedule's lateness: a gap over 16.7 ms is "
+            "counted as lateness",
+            "the peer reports each client's mean patch rate, not the slowest client's",
+        ],
+        "cores": CORES,
+        "pinning": PINNING,
+        "tickline": t,
+        "colyseus": c,
+        "elapsed_s": round(time.monotonic() - began, 1),
+    }
+
+
 async def amain(args: argparse.Namespace) -> int:
     global NODE_VERSION
     if args.profile_summary:
@@ -950,6 +1085,12 @@ async def amain(args: argparse.Namespace) -> int:
             summary = summarize(out)
             Path(str(out) + ".summary.txt").write_text(summary + "\n")  # noqa: ASYNC240 - after the turn
             print(summary, file=sys.stderr)
+            return 0
+
+        if args.capacity:
+            result = await capacity(args, data_root)
+            Report(Path(args.json_out) if args.json_out else None).emit(result)
+            say(f"done in {time.monotonic() - started:.0f} s")
             return 0
 
         rounds = args.rounds or (1 if args.quick else 3)
@@ -1027,6 +1168,15 @@ def main(argv: list[str] | None = None) -> int:
         help="instead of the figures: one tickline turn with py-spy "
         "recording the server (raw format) into FILE, and a self-time summary on stderr",
     )
+    parser.add_argument(
+        "--capacity",
+        action="store_true",
+        help=f"instead of the figures: capacity_players_vs_colyseus, the players each holds at {TICK_RATE} Hz "
+        f"ticks and {CAPACITY_HZ} Hz sends",
+    )
+    parser.add_argument("--capacity-start", type=int, default=200, help="the searches' first n (default 200)")
+    parser.add_argument("--capacity-max", type=int, default=3200, help="the searches' cap (default 3200)")
+    parser.add_argument("--capacity-budget-s", type=float, default=900.0, help="time for both searches (default 900)")
     parser.add_argument("--profile-hz", type=int, default=60, choices=RATES)
     parser.add_argument("--profile-seconds", type=float, default=10.0)
     parser.add_argument(
