@@ -18,13 +18,17 @@ TICKLINE = [sys.executable, "-m", "tickline"]
 async def run(
     *argv: str, cwd: Path | None = None, timeout: float = 120, env: dict[str, str] | None = None
 ) -> tuple[int, str, str]:
-    """Run a command to its end: (exit status, stdout, stderr); ``env`` adds to this process's."""
+    """Run a command to its end: (exit status, stdout, stderr); ``env`` adds to this process's.
+    The command runs as a user runs it: without asyncio's debug mode (``make test-debug``
+    is for the tests' own loop; in a command, its slow-callback warnings would be read as
+    the command's output)."""
+    inherited = {k: v for k, v in os.environ.items() if k != "PYTHONASYNCIODEBUG"}
     proc = await asyncio.create_subprocess_exec(
         *argv,
         cwd=cwd,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, **env} if env else None,
+        env={**inherited, **(env or {})},
     )
     out, err = await asyncio.wait_for(proc.communicate(), timeout)
     return proc.returncode or 0, out.decode(), err.decode()

@@ -264,6 +264,7 @@ async def test_a_flooding_client_is_slowed_then_closed_and_the_replay_shows_why(
     assert sum(e["n"] for e in marks if e["why"] == "messages") == logged["messages"]
 
 
+@pytest.mark.slow
 async def test_connections_from_one_address_are_capped(start_server) -> None:
     srv = await start_server(
         game_config={"time_limit_s": 60}, metrics_port=0, gate=GateSettings(max_connections_per_address=2)

@@ -57,6 +57,7 @@ async def _run(tmp_path: Path, *flags: str) -> tuple[dict[str, Any], dict[str, A
     return ready, final, clients
 
 
+@pytest.mark.slow
 async def test_fastpath_mode_carries_sealed_inputs_and_deltas(tmp_path: Path) -> None:
     ready, final, clients = await _run(tmp_path, "--fastpath", "--loop", "asyncio")
     assert ready["fastpath"] is True and ready["loop"] == "asyncio"
@@ -79,6 +80,7 @@ async def test_fastpath_mode_carries_sealed_inputs_and_deltas(tmp_path: Path) ->
     assert final["handshakes"] == CLIENTS
 
 
+@pytest.mark.slow
 async def test_quic_mode_stays_on_quic_datagrams(tmp_path: Path) -> None:
     pytest.importorskip("uvloop")
     ready, final, clients = await _run(tmp_path, "--loop", "uvloop")

@@ -48,6 +48,7 @@ async def test_serve_plays_then_stops_cleanly_on_sigterm(tmp_path: Path) -> None
     assert code == 0 and orjson.loads(out.splitlines()[-1])["verified"] is True
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
 async def test_serve_runs_on_the_event_loop_asked_for_and_bots_use_its_fast_path(tmp_path: Path, loop: str) -> None:
     pytest.importorskip(loop)
@@ -250,6 +251,7 @@ async def test_replay_on_a_missing_log_says_what_to_do(tmp_path: Path) -> None:
     assert code == 1 and "tickline demo" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 async def test_every_subcommand_has_help() -> None:
     for args in (
         ["--help"],

@@ -77,6 +77,7 @@ async def test_an_unknown_game_lists_the_installed_ones_and_exits_2(tmp_path: Pa
     assert "unknown game 'chess'; installed games: arena, goofspiel" in err
 
 
+@pytest.mark.slow
 async def test_a_match_recorded_under_arena_v1_replays_under_v1_and_v2_shows_where_it_changes(
     start_server, tmp_path: Path
 ) -> None:

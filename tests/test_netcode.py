@@ -93,6 +93,7 @@ async def test_bots_play_on_at_100ms_rtt_and_5pct_loss_and_every_input_applies_o
     assert result.verified, result.reason
 
 
+@pytest.mark.slow
 async def test_prediction_is_right_and_converges_once_input_stops(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 60, "view_radius": 0})
     proxy, port = await _through_proxy(srv.port)

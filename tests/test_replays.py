@@ -150,6 +150,7 @@ async def test_a_forged_score_in_the_header_is_found(recorded: tuple[str, dict[i
     assert replay_file.header_claims(forged) == ["the header's result is not what the replay gives"]
 
 
+@pytest.mark.slow
 async def test_export_info_verify_and_import_from_the_command_line(
     recorded: tuple[str, dict[int, str]], tmp_path: Path
 ) -> None:
@@ -194,6 +195,7 @@ async def test_verifying_in_processes_gives_the_verdict_of_one_pass(recorded: tu
     assert many.ticks == one.ticks == 700
 
 
+@pytest.mark.slow
 async def test_render_and_clip_from_the_command_line(recorded: tuple[str, dict[int, str]], tmp_path: Path) -> None:
     url, _ = recorded
     page, pictures, gif = tmp_path / "duel.html", tmp_path / "png", tmp_path / "duel.gif"

@@ -66,6 +66,7 @@ async def _assert_shown_as_the_replay_has_it(db_url: str, match_id: str, seen: S
         assert view == _as_sent(expected), f"tick {tick}"
 
 
+@pytest.mark.slow
 async def test_spectators_watch_arena_behind_the_delay_and_see_what_the_replay_holds(start_server) -> None:
     delay_s, tick_rate = 0.5, 60
     srv = await start_server(game_config={"time_limit_s": 4}, match_options={"spectator_delay_s": delay_s})
@@ -96,6 +97,7 @@ async def test_spectators_watch_arena_behind_the_delay_and_see_what_the_replay_h
     assert srv.server.ended_totals["ticks"] == 4 * tick_rate
 
 
+@pytest.mark.slow
 async def test_goofspiel_spectators_see_hands_only_once_they_are_delay_ticks_old(start_server) -> None:
     delay_s, tick_rate = 0.5, 10
     srv = await start_server(
@@ -275,6 +277,7 @@ async def test_old_clients_are_not_sent_the_new_fields_they_do_not_know() -> Non
         assert decode(encode(frame)) == frame
 
 
+@pytest.mark.slow
 async def test_a_recorded_match_streams_to_a_spectator_as_if_live(start_server) -> None:
     srv = await start_server(game_config={"time_limit_s": 2})
     report = await run_swarm("127.0.0.1", srv.port, 2, duration=15, cafile=srv.cert)

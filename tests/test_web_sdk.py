@@ -186,6 +186,7 @@ def test_the_committed_bundle_is_a_fresh_build_of_the_sdks_source(tmp_path: Path
     )
 
 
+@pytest.mark.slow
 def test_the_web_sdks_own_tests_pass() -> None:
     """`npm test`: tsc over the source and tests, then node's test runner on the vectors and the rest."""
     _need_node_modules()

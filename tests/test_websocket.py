@@ -239,6 +239,7 @@ async def _stalled_websocket(http_port: int, name: str) -> socket.socket:
     return sock
 
 
+@pytest.mark.slow
 @pytest.mark.both_loops
 async def test_a_client_that_stops_reading_has_its_datagrams_dropped_then_its_connection(start_server) -> None:
     # idle_timeout 2 s: the server pings a WebSocket after 1 s of silence, and waits 0.5 s for the pong.

@@ -365,6 +365,7 @@ async def test_a_page_that_ignores_the_close_capsule_is_disconnected_after_a_gra
         assert "not valid JSON" in await bad.closed_reason()
 
 
+@pytest.mark.slow
 async def test_the_end_of_a_match_reaches_the_page_with_its_reason(start_server) -> None:
     srv = await start_server(game_config={**ARENA, "time_limit_s": 1})
     async with wt_client(srv.port, cafile=srv.cert) as client:
@@ -468,6 +469,7 @@ async ({url, hashes, name}) => {
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("browser", ["chromium", "firefox"])
 async def test_a_browser_plays_over_webtransport_pinning_the_certificate_hash(
     browser: str, start_server, tmp_path: Path
