@@ -30,9 +30,10 @@ AREAS = (
 )
 
 _FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
-# A leaf frame on one of these lines is a thread that waits (on a queue, an event, a poll):
-# py-spy does not always leave such threads out.
-_BLOCKING_LINE = re.compile(r"\.get\(\)|\.wait\(|select\(|epoll")
+# A leaf frame on one of these lines is a thread that waits (on a queue, an event, a poll;
+# a thread pool's idle worker in ``get(block=True)``): py-spy does not always leave such
+# threads out.
+_BLOCKING_LINE = re.compile(r"\.get\((?:block=True)?\)|\.wait\(|select\(|epoll")
 
 
 async def profile_process(pid: int, seconds: float, out: Path, rate: int = 100, native: bool = False) -> dict[str, Any]:
