@@ -184,6 +184,8 @@ async def serve_ceiling(args: argparse.Namespace) -> int:
         return BareReceiver(channel, figures)
 
     endpoint, port = await start_endpoint(HOST, args.port, server_configuration(cert, key, 15.0), accept, fast)
+    if args.read_per_packet:
+        endpoint.intake.per_wake = 1  # as asyncio's own transport reads: one datagram a wake
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -705,7 +707,7 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument(
         "--read-per-packet",
         action="store_true",
-        help="the event loop reads the socket as packets come (before tickline read it at its ticks)",
+        help="the event loop reads the socket a packet a wake (before tickline read it at its ticks)",
     )
     s.add_argument(
         "--fastpath",

@@ -35,6 +35,9 @@ Address = Any
 MAX_DELAY_S = 0.02
 # Datagrams one read takes at most before the loop gets a turn (a flood cannot hold it).
 READ_LIMIT = 4096
+# ...and one wake of the event loop, while no match ticks (as libuv reads at most 32 a
+# wake): timers and other callbacks run between the batches.
+WAKE_LIMIT = 32
 RECEIVE_BUFFER = 4 << 20  # asked of the kernel; it may grant less
 
 
@@ -59,17 +62,18 @@ class UdpTransport(asyncio.DatagramTransport):
         # What reading did (for /metrics): reads that found datagrams, and those datagrams.
         self.reads = 0
         self.datagrams = 0
-        self._loop.add_reader(sock.fileno(), self.drain)
+        self.per_wake = WAKE_LIMIT  # datagrams one event-loop wake reads, while no match ticks
+        self._loop.add_reader(sock.fileno(), self._readable)
 
     # ------------------------------------------------------------ reading
 
-    def drain(self) -> None:
-        """Read every queued datagram (up to READ_LIMIT) and hand each to the protocol."""
+    def drain(self, limit: int = READ_LIMIT) -> None:
+        """Read every queued datagram (up to ``limit``) and hand each to the protocol."""
         if self._closing:
             return
         self._drained_at = self._loop.time()
         try:
-            batch = self._receiver.receive(READ_LIMIT)
+            batch = self._receiver.receive(limit)
         except OSError as exc:
             self._protocol.error_received(exc)  # an ICMP error for something we sent
             return
@@ -86,6 +90,9 @@ class UdpTransport(asyncio.DatagramTransport):
                     {"message": "UDP datagram handler failed", "exception": exc, "transport": self}
                 )
 
+    def _readable(self) -> None:
+        self.drain(self.per_wake)
+
     @contextlib.contextmanager
     def ticking(self) -> Iterator[None]:
         """While inside, the caller's ticks read the socket (calling :meth:`drain`), and the
@@ -100,7 +107,7 @@ class UdpTransport(asyncio.DatagramTransport):
             self._ticking -= 1
             if self._ticking == 0 and not self._closing:
                 self._stop_timer()
-                self._loop.add_reader(self._sock.fileno(), self.drain)
+                self._loop.add_reader(self._sock.fileno(), self._readable)
                 self.drain()  # what came since the last tick
 
     def _overdue(self) -> None:

@@ -244,6 +244,20 @@ async def test_while_a_match_ticks_the_socket_is_read_at_its_ticks_in_one_batch(
         transport.close()
 
 
+async def test_while_no_match_ticks_each_wake_of_the_loop_reads_a_bounded_batch(v4) -> None:
+    sender, _ = v4
+    protocol = _Recorder(want=5)
+    transport = await _udp(protocol, max_delay_s=3600)
+    transport.per_wake = 2  # (so that timers run between batches however much is queued)
+    try:
+        for i in range(5):
+            sender.sendto(b"%d" % i, transport.get_extra_info("sockname"))
+        await asyncio.wait_for(protocol.wanted.wait(), 5)
+        assert protocol.got == [b"%d" % i for i in range(5)] and transport.reads >= 3
+    finally:
+        transport.close()
+
+
 async def test_a_slow_tick_leaves_nothing_waiting_longer_than_the_read_timer(v4) -> None:
     sender, _ = v4
     protocol = _Recorder()
