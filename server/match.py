@@ -577,7 +577,7 @@ class Match:
         encoded: dict[Any, bytes] = {}
         full = self.settings.full_snapshots
         rules, state = self.rules, self.state
-        hold = self._hold_sends and tick > self.committed  # (then each send waits in _outbox)
+        hold = self._held(tick)  # (decided once for the tick: then each send waits in _outbox)
         for player_id, session in self.sessions.items():
             key = rules.view_key(state, player_id)
             if not over and (key if type(key) is int else hash(key)) % self._send_every != phase:
@@ -594,12 +594,16 @@ class Match:
 
     # ------------------------------------------------------------ delivery after commit
 
+    def _held(self, tick: int) -> bool:
+        """Whether what ``tick`` shows must wait for its commit (tick durability)."""
+        return self._hold_sends and tick > self.committed
+
     def _deliver(self, tick: int, send: Callable[[], None]) -> None:
         """Send now, or, with tick durability, once ``tick`` is committed."""
-        if not self._hold_sends or tick <= self.committed:
-            send()
-        else:
+        if self._held(tick):
             self._outbox.append((tick, send))
+        else:
+            send()
 
     def _on_commit(self, tick: int) -> None:
         self.committed = tick
