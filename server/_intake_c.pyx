@@ -9,6 +9,7 @@ is read again by the twin's decoder, so that its refusal reads the same.
 
 import orjson
 
+from tickline.server._intake_py import NOT_IN_A_MATCH, SPECTATOR_INPUTS
 from tickline.server._intake_py import decode_input as _decode_slowly
 from tickline.server.intake import (
     DRAIN_WINDOW_TICKS,
@@ -18,6 +19,7 @@ from tickline.server.intake import (
     MAX_SEQ,
     MAX_SEQ_JUMP,
 )
+from tickline.shared.game import InvalidInput
 from tickline.shared.protocol import MAX_DATAGRAM, MAX_INPUT_TICKS, MalformedFrame
 
 cdef enum:
@@ -40,6 +42,10 @@ cdef str _SHAPE = "each input must be [seq, controls] or [seq, controls, ticks] 
 
 def decode_input(bytes data):
     """(ack, inputs) of a client's input datagram; a ProtocolError for anything else."""
+    return _decode(data)
+
+
+cdef tuple _decode(bytes data):
     cdef dict obj
     if len(data) <= _MAX_DATAGRAM:
         try:
@@ -56,11 +62,71 @@ def decode_input(bytes data):
     return _decode_slowly(data)
 
 
+cdef inline double _min(double x, double y) noexcept:
+    return y if y < x else x  # (Python's min: the first of equals)
+
+
+cdef inline double _max(double x, double y) noexcept:
+    return y if y > x else x
+
+
+cdef class InputBudget:
+    """One client's buckets for messages and bytes, in server time (the twin's, in doubles)."""
+
+    cdef public object limits
+    cdef double _rate_messages, _rate_bytes
+    cdef double _burst_messages, _burst_bytes
+    cdef double _messages, _bytes, _debt_messages, _debt_bytes, _when
+    cdef public str exhausted
+
+    def __init__(self, limits, double now):
+        self.limits = limits
+        self._rate_messages = limits.messages_per_s
+        self._rate_bytes = limits.bytes_per_s
+        self._burst_messages = self._rate_messages * <double>limits.burst_s
+        self._burst_bytes = _max(self._rate_bytes * <double>limits.burst_s, 1200.0)
+        self._messages, self._bytes = self._burst_messages, self._burst_bytes
+        self._debt_messages = self._debt_bytes = 0.0
+        self._when = now
+        self.exhausted = ""
+
+    def take(self, Py_ssize_t size, double now):
+        """Admit a datagram of ``size`` bytes at ``now``: "" when admitted, else why it is
+        refused ("messages" or "bytes")."""
+        return self._take(size, now)
+
+    cdef str _take(self, Py_ssize_t size, double now):
+        cdef double elapsed = _max(0.0, now - self._when)
+        self._when = now
+        if elapsed != 0.0:
+            self._messages = _min(self._burst_messages, self._messages + elapsed * self._rate_messages)
+            self._bytes = _min(self._burst_bytes, self._bytes + elapsed * self._rate_bytes)
+            self._debt_messages = _max(0.0, self._debt_messages - elapsed * self._rate_messages)
+            self._debt_bytes = _max(0.0, self._debt_bytes - elapsed * self._rate_bytes)
+        if self._messages >= 1 and self._bytes >= size:
+            self._messages -= 1
+            self._bytes -= size
+            return ""
+        self._debt_messages += 1
+        self._debt_bytes += size
+        if not self.exhausted:  # (the first reason stands)
+            if self._debt_messages > self._burst_messages:
+                self.exhausted = f"sent more than {self.limits.messages_per_s:g} datagrams a second for too long"
+            elif self._debt_bytes > self._burst_bytes:
+                self.exhausted = f"sent more than {self.limits.bytes_per_s:g} bytes of datagrams a second for too long"
+        return "messages" if self._messages < 1 else "bytes"
+
+
 cdef class InputQueue:
     """One player's inputs between their datagrams and the ticks; ``validate`` is the game's
     input check (``Rules.validate_input``)."""
 
     cdef object _validate
+    cdef InputBudget _budget
+    cdef public bint spectating
+    cdef public object ack  # (any integer the client wrote)
+    cdef public str refusal
+    cdef public int dropped_now
     cdef long long _seqs[RING]
     cdef long long _ticks[RING]  # the match tick each was received at
     cdef list _controls  # RING slots; None: a later tick of an input that holds
@@ -73,8 +139,13 @@ cdef class InputQueue:
     cdef public long long input_underruns
     cdef public long long inputs_merged
 
-    def __init__(self, validate):
-        self._validate = validate
+    def __init__(self, validate, InputBudget budget=None, bint spectating=False):
+        self._validate = validate  # None: not in a match yet (datagrams are budgeted, then ignored)
+        self._budget = budget
+        self.spectating = spectating
+        self.ack = 0
+        self.refusal = ""
+        self.dropped_now = 0
         self._controls = [None] * RING
         self._head = self._count = 0
         self._primed = False
@@ -104,12 +175,37 @@ cdef class InputQueue:
     cdef inline bint _newest_held(self):
         return self._count > 0 and self._controls[(self._head + self._count - 1) % RING] is None
 
+    def receive(self, bytes data, double now, long long tick):
+        """One input datagram at server time ``now`` and match tick ``tick``: budgeted, read and
+        queued: False when the budget refused it (``refusal`` says why), else True, with the
+        datagram's ack in ``ack``. MalformedFrame or InvalidInput for a bad one."""
+        cdef str refused
+        if self._budget is not None:
+            refused = self._budget._take(len(data), now)
+            if refused:
+                self.refusal = refused
+                return False
+        self.dropped_now = 0
+        if self._validate is None:
+            return True  # (before the match it is not read: the client resends)
+        ack, items = _decode(data)
+        if self.spectating and items:
+            raise MalformedFrame(SPECTATOR_INPUTS)
+        self.dropped_now = self._put(items, tick)
+        self.ack = ack
+        return True
+
     def put(self, list items, long long tick):
         """Queue the new inputs of one datagram, received at match tick ``tick``; how many were
         dropped because the queue was full. MalformedFrame or InvalidInput for a bad one."""
+        return self._put(items, tick)
+
+    cdef int _put(self, list items, long long tick) except -1:
         cdef long long seq, ticks, limit
         cdef int dropped = 0, i
         cdef Py_ssize_t size
+        if self._validate is None:
+            raise InvalidInput(NOT_IN_A_MATCH)
         if len(items) > _MAX_INPUTS:
             raise MalformedFrame(f"input datagram carries more than {MAX_INPUTS_PER_DATAGRAM} inputs")
         for item in items:

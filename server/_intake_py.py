@@ -15,8 +15,12 @@ from tickline.server.intake import (
     MAX_SEQ,
     MAX_SEQ_JUMP,
 )
-from tickline.shared.game import Controls
+from tickline.server.ratelimit import InputLimits
+from tickline.shared.game import Controls, InvalidInput
 from tickline.shared.protocol import MAX_INPUT_TICKS, Input, MalformedFrame, decode_datagram
+
+SPECTATOR_INPUTS = "spectators cannot send inputs"
+NOT_IN_A_MATCH = "no inputs before the session joins a match"
 
 
 def decode_input(data: bytes) -> tuple[int, list[Any]]:
@@ -27,25 +31,97 @@ def decode_input(data: bytes) -> tuple[int, list[Any]]:
     return frame.ack, frame.inputs
 
 
+class InputBudget:
+    """One client's buckets for messages and bytes, in server time.
+
+    A datagram takes one message and its size from them. When either is short it is refused
+    (and nothing is spent): the client is slowed, its datagrams over the rate dropped. Each
+    refusal adds to a debt that drains at the same rate; once the debt passes a whole burst
+    (the client has sent well over twice the rate for a while, or a flood for an instant),
+    ``exhausted`` is set and the caller closes the client. A client a little over the rate
+    stays slowed and is not closed.
+    """
+
+    __slots__ = (
+        "_burst_bytes",
+        "_burst_messages",
+        "_bytes",
+        "_debt_bytes",
+        "_debt_messages",
+        "_messages",
+        "_when",
+        "exhausted",
+        "limits",
+    )
+
+    def __init__(self, limits: InputLimits, now: float) -> None:
+        self.limits = limits
+        self._burst_messages = limits.messages_per_s * limits.burst_s
+        self._burst_bytes = max(limits.bytes_per_s * limits.burst_s, 1200.0)
+        self._messages, self._bytes = self._burst_messages, self._burst_bytes
+        self._debt_messages = self._debt_bytes = 0.0
+        self._when = now
+        self.exhausted = ""  # why the client should be closed, once it should
+
+    def take(self, size: int, now: float) -> str:
+        """Admit a datagram of ``size`` bytes at ``now``: "" when admitted, else why it is
+        refused ("messages" or "bytes")."""
+        elapsed = max(0.0, now - self._when)
+        self._when = now
+        limits = self.limits
+        if elapsed:
+            self._messages = min(self._burst_messages, self._messages + elapsed * limits.messages_per_s)
+            self._bytes = min(self._burst_bytes, self._bytes + elapsed * limits.bytes_per_s)
+            self._debt_messages = max(0.0, self._debt_messages - elapsed * limits.messages_per_s)
+            self._debt_bytes = max(0.0, self._debt_bytes - elapsed * limits.bytes_per_s)
+        if self._messages >= 1 and self._bytes >= size:
+            self._messages -= 1
+            self._bytes -= size
+            return ""
+        self._debt_messages += 1
+        self._debt_bytes += size
+        if not self.exhausted:  # (the first reason stands)
+            if self._debt_messages > self._burst_messages:
+                self.exhausted = f"sent more than {limits.messages_per_s:g} datagrams a second for too long"
+            elif self._debt_bytes > self._burst_bytes:
+                self.exhausted = f"sent more than {limits.bytes_per_s:g} bytes of datagrams a second for too long"
+        return "messages" if self._messages < 1 else "bytes"
+
+
 class InputQueue:
     """One player's inputs between their datagrams and the ticks; ``validate`` is the game's
     input check (``Rules.validate_input``)."""
 
     __slots__ = (
+        "_budget",
         "_inputs",
         "_primed",
         "_validate",
         "_window_min",
         "_window_ticks",
+        "ack",
         "applied_seq",
+        "dropped_now",
         "input_underruns",
         "inputs_dropped",
         "inputs_merged",
         "received_seq",
+        "refusal",
+        "spectating",
     )
 
-    def __init__(self, validate: Callable[[Any], Controls]) -> None:
-        self._validate = validate
+    def __init__(
+        self,
+        validate: Callable[[Any], Controls] | None,
+        budget: InputBudget | None = None,
+        spectating: bool = False,
+    ) -> None:
+        self._validate = validate  # None: not in a match yet (datagrams are budgeted, then ignored)
+        self._budget = budget
+        self.spectating = spectating
+        self.ack = 0  # the newest tick the last admitted datagram says the client holds
+        self.refusal = ""  # why the budget refused the last datagram it refused
+        self.dropped_now = 0  # inputs the last datagram pushed out of a full queue
         self.received_seq = 0
         # One entry per tick of input: (seq, controls, tick received); the later
         # ticks of an input that holds for several have controls None.
@@ -62,9 +138,32 @@ class InputQueue:
         """Ticks of input waiting."""
         return len(self._inputs)
 
+    def receive(self, data: bytes, now: float, tick: int) -> bool:
+        """One input datagram at server time ``now`` and match tick ``tick``: budgeted, read and
+        queued: False when the budget refused it (``refusal`` says why), else True, with the
+        datagram's ack in ``ack``. MalformedFrame or InvalidInput for a bad one."""
+        budget = self._budget
+        if budget is not None:
+            refused = budget.take(len(data), now)
+            if refused:
+                self.refusal = refused
+                return False
+        self.dropped_now = 0
+        if self._validate is None:
+            return True  # (before the match it is not read: the client resends)
+        ack, items = decode_input(data)
+        if self.spectating and items:
+            raise MalformedFrame(SPECTATOR_INPUTS)
+        self.dropped_now = self.put(items, tick)
+        self.ack = ack
+        return True
+
     def put(self, items: list[Any], tick: int) -> int:
         """Queue the new inputs of one datagram, received at match tick ``tick``; how many were
         dropped because the queue was full. MalformedFrame or InvalidInput for a bad one."""
+        validate = self._validate
+        if validate is None:
+            raise InvalidInput(NOT_IN_A_MATCH)
         if len(items) > MAX_INPUTS_PER_DATAGRAM:
             raise MalformedFrame(f"input datagram carries more than {MAX_INPUTS_PER_DATAGRAM} inputs")
         inputs = self._inputs
@@ -90,7 +189,7 @@ class InputQueue:
             # newest controls win a tick sooner, and held inputs never stand in a queue.
             while inputs and inputs[-1][1] is None:
                 inputs.pop()
-            inputs.append((seq, self._validate(raw), tick))
+            inputs.append((seq, validate(raw), tick))
             for _ in range(ticks - 1):
                 inputs.append((seq, None, tick))
             self.received_seq = seq

@@ -1,5 +1,7 @@
-"""A player's inputs on their way in: the datagram's frame read, and the queue between the
-datagrams and the ticks that apply them (the jitter buffer).
+"""A player's inputs on their way in: the client's datagram budget (``InputBudget``, its
+limits in ``server/ratelimit.py``), the datagram's frame read, and the queue between the
+datagrams and the ticks that apply them (the jitter buffer). ``InputQueue.receive`` does all
+three for one datagram in one call.
 
 Every input datagram repeats the inputs the server has not yet confirmed; :class:`InputQueue`
 takes each new one once, in sequence order, checked by the game's declared inputs, and gives

@@ -6,9 +6,10 @@ and told how long to wait. The table of buckets is bounded, so a sender cycling 
 addresses costs a fixed amount of memory: when it is full, the bucket that was refilled
 longest ago goes first (a full bucket carries no state worth keeping).
 
-``InputBudget`` is one client's admission of datagrams (inputs and acks): messages and bytes a
-second, with a burst that lets a lag spike's backlog through. Past it a datagram is refused,
-which slows the client; a client that keeps sending well past it is closed.
+``InputLimits`` is what one client may send as datagrams (inputs and acks): messages and bytes
+a second, with a burst that lets a lag spike's backlog through. Its buckets, ``InputBudget``,
+are part of every datagram's intake, so they live with the input queue in ``server/intake.py``
+(native where built).
 """
 
 from __future__ import annotations
@@ -68,48 +69,3 @@ class InputLimits:
             )
         if not 0.1 <= self.burst_s <= 60:
             raise ValueError(f"--input-burst {self.burst_s:g} is out of range; use 0.1 to 60 seconds")
-
-
-class InputBudget:
-    """One client's buckets for messages and bytes, in server time.
-
-    A datagram takes one message and its size from them. When either is short it is refused
-    (and nothing is spent): the client is slowed, its datagrams over the rate dropped. Each
-    refusal adds to a debt that drains at the same rate; once the debt passes a whole burst
-    (the client has sent well over twice the rate for a while, or a flood for an instant),
-    ``exhausted`` is set and the caller closes the client. A client a little over the rate
-    stays slowed and is not closed.
-    """
-
-    def __init__(self, limits: InputLimits, now: float) -> None:
-        self.limits = limits
-        self._burst_messages = limits.messages_per_s * limits.burst_s
-        self._burst_bytes = max(limits.bytes_per_s * limits.burst_s, 1200.0)
-        self._messages, self._bytes = self._burst_messages, self._burst_bytes
-        self._debt_messages = self._debt_bytes = 0.0
-        self._when = now
-        self.exhausted = ""  # why the client should be closed, once it should
-
-    def take(self, size: int, now: float) -> str:
-        """Admit a datagram of ``size`` bytes at ``now``: "" when admitted, else why it is
-        refused ("messages" or "bytes")."""
-        elapsed = max(0.0, now - self._when)
-        self._when = now
-        limits = self.limits
-        if elapsed:
-            self._messages = min(self._burst_messages, self._messages + elapsed * limits.messages_per_s)
-            self._bytes = min(self._burst_bytes, self._bytes + elapsed * limits.bytes_per_s)
-            self._debt_messages = max(0.0, self._debt_messages - elapsed * limits.messages_per_s)
-            self._debt_bytes = max(0.0, self._debt_bytes - elapsed * limits.bytes_per_s)
-        if self._messages >= 1 and self._bytes >= size:
-            self._messages -= 1
-            self._bytes -= size
-            return ""
-        self._debt_messages += 1
-        self._debt_bytes += size
-        if not self.exhausted:  # (the first reason stands)
-            if self._debt_messages > self._burst_messages:
-                self.exhausted = f"sent more than {limits.messages_per_s:g} datagrams a second for too long"
-            elif self._debt_bytes > self._burst_bytes:
-                self.exhausted = f"sent more than {limits.bytes_per_s:g} bytes of datagrams a second for too long"
-        return "messages" if self._messages < 1 else "bytes"

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
-from tickline.server.ratelimit import InputBudget, InputLimits
+from tickline.server.ratelimit import InputLimits
 from tickline.shared import delta, native
 from tickline.shared.fastpath import CAPABILITY, FastKeys
 from tickline.shared.game import Controls, InvalidInput, Rules
@@ -60,10 +60,10 @@ log = logging.getLogger(__name__)
 
 # A player's input queue and its datagrams' decoder (server/intake.py): native where built.
 if TYPE_CHECKING:  # (both twins have the pure one's interface)
-    from tickline.server._intake_py import InputQueue, decode_input
+    from tickline.server._intake_py import InputBudget, InputQueue
 else:
     _intake = native.load("tickline.server", "intake")
-    InputQueue, decode_input = _intake.InputQueue, _intake.decode_input
+    InputBudget, InputQueue = _intake.InputBudget, _intake.InputQueue
 
 # Baselines kept per client: a delta can be against any of the last 64 sent views
 # (about two seconds at 30 Hz, so that a stall does not force full snapshots).
@@ -77,10 +77,6 @@ MAX_CAPS = 16
 MAX_CAP = 32
 # A match id is 32 hex digits; a spectator may name a prefix of one.
 MAX_MATCH_ID = 32
-
-
-def _no_rules(raw: Any) -> Controls:
-    raise InvalidInput("no inputs before the session joins a match")
 
 
 def valid_name(name: str) -> bool:
@@ -171,14 +167,13 @@ class Session:
         self.caps: frozenset[str] = frozenset()
         self._packed = False  # deltas as packed datagrams (shared/protocol.py)
         self.match: Watched | None = None
-        self._rules: Rules | None = None
         self._decoder = StreamDecoder(MAX_CLIENT_FRAME)
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.departure = Departure.LOST
         # inputs (server/intake.py); the game's check is known once the session joins a match
-        self.inputs = InputQueue(_no_rules)
+        self.inputs = InputQueue(None, self._budget)
         # Inputs refused since the match last looked, by reason (the match writes them in
         # its log); a kick's reason is "kicked: why".
         self.refused: Counter[str] = Counter()
@@ -213,19 +208,30 @@ class Session:
             return
         self.bytes_up += len(data)
         now = self._clock()
-        refused = self._budget.take(len(data), now)
-        if refused:
-            self.refused[refused] += 1
+        inputs = self.inputs
+        try:
+            # budgeted, read and queued in one call (server/intake.py: native where built)
+            admitted = inputs.receive(data, now, self.match.tick if self.match is not None else 0)
+        except (ProtocolError, InvalidInput) as exc:
+            self.fail(str(exc))
+            return
+        if not admitted:
+            self.refused[inputs.refusal] += 1
             if self._budget.exhausted:
                 self.fail(self._budget.exhausted)
             return
-        if self._rules is None:
-            return  # before welcome: nothing to apply it to; clients resend
-        try:
-            ack, items = decode_input(data)
-            self._take_input(ack, items, now)
-        except (ProtocolError, InvalidInput) as exc:
-            self.fail(str(exc))
+        if inputs.dropped_now:
+            self.refused["buffer"] += inputs.dropped_now
+        ack = inputs.ack
+        if ack > self.acked and ack in self._sent:
+            self.acked = ack
+            self._acked_at = now
+        elif self._sent and now - self._acked_at > self._ack_timeout_s:
+            # It sends, so it is there, but it takes none of the views: whatever queues up for
+            # it in the transport is wasted. As a lost connection (it may come back).
+            reason = f"acknowledged none of the views sent for {self._ack_timeout_s:g} s"
+            log.warning("closing %s (%s): %s", self.channel.peer, self._who(), reason)
+            self.close(reason, error=True, departure=Departure.LOST)
 
     def on_closed(self, reason: str) -> None:
         """The transport lost the connection (not closed by us)."""
@@ -321,15 +327,13 @@ class Session:
 
     def join(self, match: Match, player_id: int) -> None:
         self.match = match
-        self._rules = match.rules
-        self.inputs = InputQueue(match.rules.validate_input)
+        self.inputs = InputQueue(match.rules.validate_input, self._budget)
         self.player_id = player_id
 
     def watch(self, match: Watched, follow: int) -> None:
         """Join ``match`` (live or recorded) as a spectator of ``follow`` (0: the whole match)."""
         self.match = match
-        self._rules = match.rules
-        self.inputs = InputQueue(match.rules.validate_input)
+        self.inputs = InputQueue(match.rules.validate_input, self._budget, spectating=True)
         self.spectating = True
         self.follow = follow
 
@@ -350,23 +354,6 @@ class Session:
                 self.match.leave(self)
 
     # ------------------------------------------------------------ inputs
-
-    def _take_input(self, ack: int, items: list[Any], now: float) -> None:
-        if self.spectating and items:
-            raise MalformedFrame("spectators cannot send inputs")
-        if ack > self.acked and ack in self._sent:
-            self.acked = ack
-            self._acked_at = now
-        elif self._sent and now - self._acked_at > self._ack_timeout_s:
-            # It sends, so it is there, but it takes none of the views: whatever queues up for
-            # it in the transport is wasted. As a lost connection (it may come back).
-            reason = f"acknowledged none of the views sent for {self._ack_timeout_s:g} s"
-            log.warning("closing %s (%s): %s", self.channel.peer, self._who(), reason)
-            self.close(reason, error=True, departure=Departure.LOST)
-            return
-        dropped = self.inputs.put(items, self.match.tick if self.match else 0)
-        if dropped:
-            self.refused["buffer"] += dropped
 
     def take_input(self, tick: int) -> tuple[int, Controls] | None:
         """The next input in sequence order for ``tick``, or None (the player keeps its

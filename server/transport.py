@@ -50,7 +50,7 @@ from tickline.server.gate import (
 from tickline.server.session import Channel, Receiver
 from tickline.server.udp import UdpTransport, open_udp
 from tickline.server.webtransport import WebTransportConnection
-from tickline.shared.fastpath import FastKeys, is_fastpath
+from tickline.shared.fastpath import QUIC_FIXED_BIT, FastKeys
 from tickline.shared.protocol import ALPN, H3_ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
 
 log = logging.getLogger(__name__)
@@ -306,9 +306,9 @@ class Endpoint(QuicServer):
             self._fast.attach(cast(asyncio.DatagramTransport, transport))
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
-        if not isinstance(data, bytes) or not data:
+        if not data or not isinstance(data, bytes):
             return
-        if self._fast is not None and is_fastpath(data):
+        if not data[0] & QUIC_FIXED_BIT and self._fast is not None:  # (is_fastpath, inline: every input)
             self._fast.datagram_received(data, addr)
             return
         cid_length = self._configuration.connection_id_length

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import aiohttp
 import pytest
@@ -26,20 +27,31 @@ from tickline.replays.verify import verify_match
 from tickline.server.app import ConfigurationError, ServerConfig
 from tickline.server.gate import GateSettings
 from tickline.server.intake import MAX_SEQ, MAX_SEQ_JUMP
-from tickline.server.ratelimit import InputBudget, InputLimits
+from tickline.server.ratelimit import InputLimits
 from tickline.server.session import Departure, Session
+from tickline.shared import native
 from tickline.shared.game import TickInputs
 from tickline.shared.protocol import MAX_CLIENT_FRAME, PROTOCOL_VERSION, Hello, Input, Welcome, encode, encode_stream
 
 # ---------------------------------------------------------------------- the budget, sans-I/O
+
+# (the budget is part of every datagram's intake: native where built, and tested on both twins)
+INTAKE = native.twins("tickline.server", "intake")
+
+
+@pytest.fixture(scope="module", params=sorted(INTAKE))
+def budget_twin(request: pytest.FixtureRequest) -> Any:
+    """The InputBudget class of one twin, then the other."""
+    return INTAKE[request.param].InputBudget
+
 
 LIMITS = InputLimits(messages_per_s=10, bytes_per_s=10_000, burst_s=2)
 
 
 @settings(max_examples=200, deadline=None)
 @given(gaps=st.lists(st.floats(min_value=0.1, max_value=5), min_size=1, max_size=200))
-def test_a_client_within_its_rate_is_never_refused(gaps: list[float]) -> None:
-    budget, now = InputBudget(LIMITS, 0.0), 0.0
+def test_a_client_within_its_rate_is_never_refused(budget_twin: Any, gaps: list[float]) -> None:
+    budget, now = budget_twin(LIMITS, 0.0), 0.0
     for gap in gaps:
         now += gap
         assert budget.take(100, now) == ""
@@ -48,8 +60,8 @@ def test_a_client_within_its_rate_is_never_refused(gaps: list[float]) -> None:
 
 @settings(max_examples=200, deadline=None)
 @given(gaps=st.lists(st.floats(min_value=0, max_value=0.5), min_size=1, max_size=400))
-def test_no_window_admits_more_than_the_burst_plus_the_rate(gaps: list[float]) -> None:
-    budget, now, admitted = InputBudget(LIMITS, 0.0), 0.0, []
+def test_no_window_admits_more_than_the_burst_plus_the_rate(budget_twin: Any, gaps: list[float]) -> None:
+    budget, now, admitted = budget_twin(LIMITS, 0.0), 0.0, []
     for gap in gaps:
         now += gap
         if budget.take(10, now) == "":
@@ -60,28 +72,28 @@ def test_no_window_admits_more_than_the_burst_plus_the_rate(gaps: list[float]) -
             assert j - i + 1 <= LIMITS.messages_per_s * (LIMITS.burst_s + span) + 1e-6
 
 
-def test_a_client_a_little_over_its_rate_is_slowed_but_never_closed() -> None:
-    budget, refused = InputBudget(LIMITS, 0.0), 0
+def test_a_client_a_little_over_its_rate_is_slowed_but_never_closed(budget_twin: Any) -> None:
+    budget, refused = budget_twin(LIMITS, 0.0), 0
     for i in range(1, 1500 + 1):  # 15 a second for 100 s, against 10 a second
         refused += budget.take(100, i / 15) != ""
     assert 400 < refused < 600  # about a third: the rate is held
     assert budget.exhausted == ""
 
 
-def test_a_flood_is_closed_once_its_refusals_pass_a_whole_burst() -> None:
-    budget = InputBudget(LIMITS, 0.0)
+def test_a_flood_is_closed_once_its_refusals_pass_a_whole_burst(budget_twin: Any) -> None:
+    budget = budget_twin(LIMITS, 0.0)
     results = [budget.take(10, 0.0) for _ in range(41)]
     assert results[:20] == [""] * 20  # the burst: two seconds' worth
     assert set(results[20:]) == {"messages"}
     assert budget.exhausted == "sent more than 10 datagrams a second for too long"
-    assert InputBudget(LIMITS, 0.0).exhausted == ""
-    budget = InputBudget(LIMITS, 0.0)
+    assert budget_twin(LIMITS, 0.0).exhausted == ""
+    budget = budget_twin(LIMITS, 0.0)
     [budget.take(10, 0.0) for _ in range(40)]
     assert budget.exhausted == ""  # 20 refused: the debt is a burst, not past it
 
 
-def test_bytes_are_budgeted_as_well_as_messages() -> None:
-    budget = InputBudget(LIMITS, 0.0)
+def test_bytes_are_budgeted_as_well_as_messages(budget_twin: Any) -> None:
+    budget = budget_twin(LIMITS, 0.0)
     assert budget.take(1200, 0.0) == ""
     taken = [budget.take(1200, 0.0) for _ in range(40)]
     assert taken.count("") == 15  # 20,000 bytes of burst: 16 datagrams of 1200, then "bytes"

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tickline.server.intake import INPUT_BUFFER, JITTER_TICKS, MAX_SEQ
+from tickline.server.ratelimit import InputLimits
 from tickline.shared import native
 from tickline.shared.game import InvalidInput
 from tickline.shared.protocol import MAX_DATAGRAM, Input, MalformedFrame, ProtocolError, encode
@@ -150,3 +151,81 @@ def test_the_native_and_pure_decoders_read_and_refuse_alike(data: bytes) -> None
         except ProtocolError as exc:
             outcomes.append((type(exc).__name__, str(exc)))
     assert outcomes[0] == outcomes[1]
+
+
+def _datagram(ack: int, items: list[Any]) -> bytes:
+    return _dumps({"t": "in", "ack": ack, "inputs": items})  # (as any client may write it)
+
+
+def test_a_datagram_is_budgeted_read_and_queued_in_one_call(twin: Any) -> None:
+    budget = twin.InputBudget(InputLimits(messages_per_s=1, bytes_per_s=1200, burst_s=2), 0.0)
+    queue = twin.InputQueue(_validate, budget)
+    assert queue.receive(_datagram(7, [[1, {"a": 1}]]), 0.0, 3) is True
+    assert (queue.ack, queue.dropped_now, len(queue), queue.received_seq) == (7, 0, 1, 1)
+    assert queue.receive(_datagram(8, [[2, {}]]), 0.0, 3) is True  # the burst: two messages
+    assert queue.receive(_datagram(9, [[3, {}]]), 0.0, 3) is False
+    assert (queue.refusal, queue.ack, queue.received_seq) == ("messages", 8, 2)  # refused: not read
+    assert queue.receive(_datagram(9, [[3, {}]]), 1.0, 4) is True  # a second later, one more
+
+
+def test_a_datagram_before_the_match_is_budgeted_and_not_read(twin: Any) -> None:
+    budget = twin.InputBudget(InputLimits(messages_per_s=1, bytes_per_s=1200, burst_s=1), 0.0)
+    queue = twin.InputQueue(None, budget)
+    assert queue.receive(b"not even JSON", 0.0, 0) is True and len(queue) == 0
+    assert queue.receive(b"not even JSON", 0.0, 0) is False and queue.refusal == "messages"
+    with pytest.raises(InvalidInput, match="no inputs before the session joins a match"):
+        queue.put([[1, {}]], 0)
+
+
+def test_a_spectator_may_acknowledge_but_not_send_inputs(twin: Any) -> None:
+    queue = twin.InputQueue(_validate, spectating=True)
+    assert queue.receive(_datagram(5, []), 0.0, 0) is True and queue.ack == 5
+    with pytest.raises(MalformedFrame, match="spectators cannot send inputs"):
+        queue.receive(_datagram(6, [[1, {}]]), 0.0, 0)
+
+
+def test_a_datagram_that_overfills_the_queue_says_how_many_it_pushed_out(twin: Any) -> None:
+    queue = twin.InputQueue(_validate)
+    for seq in range(1, INPUT_BUFFER + 1, 8):
+        assert queue.receive(_datagram(0, [[s, {}] for s in range(seq, seq + 8)]), 0.0, 0)
+    assert queue.receive(_datagram(0, [[INPUT_BUFFER + 1, {}], [INPUT_BUFFER + 2, {}]]), 0.0, 0)
+    assert queue.dropped_now == 2 and queue.inputs_dropped == 2
+    assert queue.receive(_datagram(0, [[INPUT_BUFFER + 2, {}]]), 0.0, 0) and queue.dropped_now == 0
+
+
+_LIMITS = InputLimits(messages_per_s=20, bytes_per_s=2000, burst_s=0.5)
+_receive_step = st.tuples(
+    st.one_of(
+        st.builds(_datagram, st.integers(-5, 2**70), st.lists(_item, max_size=6)),
+        st.binary(max_size=30),
+        st.binary(min_size=900, max_size=1400),
+    ),
+    st.floats(0, 0.2) | st.just(0.0),
+    st.integers(0, 50),
+    st.booleans(),
+)
+
+
+@pytest.mark.skipif(len(INTAKE) < 2, reason="the native module is not built here")
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_receive_step, max_size=60), st.booleans())
+def test_the_native_and_pure_intakes_agree_on_any_datagrams_budgets_and_ticks(
+    steps: list[Any], spectating: bool
+) -> None:
+    twins = [INTAKE[kind] for kind in ("native", "pure")]
+    budgets = [t.InputBudget(_LIMITS, 0.0) for t in twins]
+    queues = [t.InputQueue(_validate, b, spectating) for t, b in zip(twins, budgets, strict=True)]
+    now = 0.0
+    for data, gap, tick, take in steps:
+        now += gap
+        outcomes: list[Any] = []
+        for queue in queues:
+            try:
+                outcome: Any = ("ok", queue.receive(data, now, tick), queue.ack, queue.refusal, queue.dropped_now)
+            except (ProtocolError, InvalidInput) as exc:
+                outcome = (type(exc).__name__, str(exc))
+            outcomes.append((outcome, queue.take(tick) if take else None))
+        assert outcomes[0] == outcomes[1]
+        assert budgets[0].exhausted == budgets[1].exhausted
+        figures = [(len(q), q.received_seq, q.applied_seq, q.inputs_dropped) for q in queues]
+        assert figures[0] == figures[1]

@@ -197,10 +197,10 @@ INTAKE = native.twins("tickline.server", "intake")
 
 @pytest.fixture(params=sorted(INTAKE))
 def intake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The session's input queue and decoder from one twin (server/intake.py), then the other."""
+    """The session's input queue and budget from one twin (server/intake.py), then the other."""
     twin = INTAKE[request.param]
     monkeypatch.setattr(session_module, "InputQueue", twin.InputQueue)
-    monkeypatch.setattr(session_module, "decode_input", twin.decode_input)
+    monkeypatch.setattr(session_module, "InputBudget", twin.InputBudget)
     return twin
 
 
