@@ -395,6 +395,9 @@ class NullChannel:
         """A null channel has no fast path."""
         return None
 
+    def fast_sender(self) -> None:
+        return None
+
 
 Batch = tuple[tuple[bool, str, int], ...]  # (is keyframe, match id, tick) of each row a commit wrote
 

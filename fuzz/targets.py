@@ -59,6 +59,9 @@ class _Channel:
     def offer_fastpath(self) -> None:
         return None
 
+    def fast_sender(self) -> None:
+        return None
+
 
 class _Match:
     """What a session reads of its match: the rules and the tick."""

@@ -11,12 +11,17 @@ The twin of ``_udpbatch_py.py``, on a non-blocking UDP socket's file descriptor:
   ``(payload, address)``, addresses as the socket module gives them (IPv6: host, port, flow
   label, scope id; a link-local host without its ``%zone``); an empty list when none is
   queued, OSError for an error the socket reported with nothing read before it.
+- an :class:`Outbox`: the fast path's packets of one loop turn, each sealed as it is queued
+  (``send(route, body)``), taken together for the sender (``take()``). A session's deltas
+  reach it with no Python frame between them and the seal.
 """
 
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset, strerror
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+
+from tickline.shared.fastpath import DATA
 
 cdef extern from "<sys/uio.h>" nogil:
     struct iovec:
@@ -247,3 +252,40 @@ cdef class Receiver:
             if got < want:
                 break  # the queue is empty
         return out
+
+
+cdef int _DATA = DATA
+
+
+cdef class Outbox:
+    """The fast path's packets of one loop turn, sealed as they are queued; ``on_first`` is
+    called when the first goes in (to schedule the flush that takes them)."""
+
+    cdef object _on_first
+    cdef public list packets
+    cdef public long long packets_out
+    cdef public long long bytes_out
+
+    def __init__(self, on_first):
+        self._on_first = on_first
+        self.packets = []
+        self.packets_out = self.bytes_out = 0
+
+    def send(self, route, bytes body):
+        """Seal ``body`` as a data packet under ``route``'s sealer, to its address; False, with
+        nothing sealed, when the route cannot carry it now (not active, or no address yet)."""
+        addr = route.addr
+        if not route.active or addr is None:
+            return False
+        packet = route.sealer.seal(_DATA, body)
+        if not self.packets:
+            self._on_first()
+        self.packets.append((packet, addr))
+        self.packets_out += 1
+        self.bytes_out += len(packet)
+        return True
+
+    def take(self):
+        """Every packet queued since the last take, in order."""
+        packets, self.packets = self.packets, []
+        return packets

@@ -9,13 +9,18 @@ On a non-blocking UDP socket's file descriptor:
 - a :class:`Receiver`: ``receive(limit)`` returns up to ``limit`` queued datagrams as
   ``(payload, address)``, one ``recvfrom`` each; an empty list when none is queued, OSError
   for an error the socket reported with nothing read before it.
+- an :class:`Outbox`: the fast path's packets of one loop turn, each sealed as it is queued
+  (``send(route, body)``), taken together for the sender (``take()``).
 """
 
 from __future__ import annotations
 
 import ipaddress
 import socket
+from collections.abc import Callable
 from typing import Any
+
+from tickline.shared.fastpath import DATA
 
 
 class Sender:
@@ -93,3 +98,35 @@ class Receiver:
                     break  # (reported by the next call)
                 raise
         return out
+
+
+class Outbox:
+    """The fast path's packets of one loop turn, sealed as they are queued; ``on_first`` is
+    called when the first goes in (to schedule the flush that takes them)."""
+
+    __slots__ = ("_on_first", "bytes_out", "packets", "packets_out")
+
+    def __init__(self, on_first: Callable[[], object]) -> None:
+        self._on_first = on_first
+        self.packets: list[tuple[bytes, Any]] = []
+        self.packets_out = 0
+        self.bytes_out = 0
+
+    def send(self, route: Any, body: bytes) -> bool:
+        """Seal ``body`` as a data packet under ``route``'s sealer, to its address; False, with
+        nothing sealed, when the route cannot carry it now (not active, or no address yet)."""
+        addr = route.addr
+        if not route.active or addr is None:
+            return False
+        packet = route.sealer.seal(DATA, body)
+        if not self.packets:
+            self._on_first()
+        self.packets.append((packet, addr))
+        self.packets_out += 1
+        self.bytes_out += len(packet)
+        return True
+
+    def take(self) -> list[tuple[bytes, Any]]:
+        """Every packet queued since the last take, in order."""
+        packets, self.packets = self.packets, []
+        return packets

@@ -26,6 +26,7 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from tickline.shared import native
@@ -83,25 +84,35 @@ class Route:
 class FastPath:
     """Every route of one server, and what the fast path did (for /metrics).
 
-    Deltas are sealed as they are sent, and leave together at the end of the loop turn: one
-    ``sendmmsg`` for a whole tick's where the native sender was built (``_udpbatch_c``),
-    one ``sendto`` each on its twin. Whatever the kernel will not take at once goes through
-    the transport, which buffers it."""
+    Deltas are sealed as they are sent, into the turn's :class:`Outbox` (native where built:
+    a session's :meth:`sender` reaches the seal without a Python frame), and leave together
+    at the end of the loop turn: one ``sendmmsg`` for a whole tick's where the native sender
+    was built (``_udpbatch_c``), one ``sendto`` each on its twin. Whatever the kernel will
+    not take at once goes through the transport, which buffers it."""
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
         self._sender: Any = None  # a _udpbatch Sender on the transport's socket
-        self._outbox: list[tuple[bytes, Address]] = []
+        self._loop = asyncio.get_running_loop()
+        self._outbox = _udpbatch.Outbox(self._flush_soon)
         self.batches = 0  # flushes of the outbox
         self.routes: dict[bytes, Route] = {}
         self.dropped: Counter[str] = Counter()
         self.packets_in = 0
-        self.packets_out = 0
         self.bytes_in = 0
-        self.bytes_out = 0
+        self._control_packets = 0  # challenges, sent apart from the outbox
+        self._control_bytes = 0
         self.challenges = 0
         self.migrations = 0
-        self._clock = asyncio.get_running_loop().time
+        self._clock = self._loop.time
+
+    @property
+    def packets_out(self) -> int:
+        return int(self._outbox.packets_out) + self._control_packets
+
+    @property
+    def bytes_out(self) -> int:
+        return int(self._outbox.bytes_out) + self._control_bytes
 
     def attach(self, transport: asyncio.DatagramTransport) -> None:
         """Send and challenge through ``transport`` (the QUIC endpoint's socket)."""
@@ -181,18 +192,18 @@ class FastPath:
     def send(self, route: Route, body: bytes) -> bool:
         """Seal ``body`` to the route's address, to leave at the end of this loop turn; False
         when the route cannot carry it now."""
-        if not route.active or route.addr is None or self.transport is None:
-            return False
-        packet = route.sealer.seal(DATA, body)
-        if not self._outbox:
-            asyncio.get_running_loop().call_soon(self._flush)
-        self._outbox.append((packet, route.addr))
-        self.packets_out += 1
-        self.bytes_out += len(packet)
-        return True
+        return self.transport is not None and self._outbox.send(route, body)
+
+    def sender(self, route: Route) -> Callable[[bytes], bool]:
+        """:meth:`send` for one route, as one native call where the outbox is native (what a
+        session sends its deltas through, every tick)."""
+        return partial(self._outbox.send, route)
+
+    def _flush_soon(self) -> None:
+        self._loop.call_soon(self._flush)
 
     def _flush(self) -> None:
-        outbox, self._outbox = self._outbox, []
+        outbox = self._outbox.take()
         transport = self.transport
         if not outbox or transport is None or transport.is_closing():
             return  # (the endpoint closed within this turn: its connections are gone)
@@ -204,5 +215,5 @@ class FastPath:
     def _send(self, packet: bytes, addr: Address) -> None:
         assert self.transport is not None
         self.transport.sendto(packet, addr)
-        self.packets_out += 1
-        self.bytes_out += len(packet)
+        self._control_packets += 1
+        self._control_bytes += len(packet)

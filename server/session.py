@@ -101,6 +101,11 @@ class Channel(Protocol):
     def offer_fastpath(self) -> FastKeys | None:
         """Keys for the fast path (shared/fastpath.py), or None where this channel has none."""
 
+    def fast_sender(self) -> Callable[[bytes], bool] | None:
+        """Once the fast path is offered: a call that sends one datagram's body on it, False when
+        it cannot now (the client has not used it yet, or went back); None without one. The
+        session sends its deltas through it directly, falling back to ``send_datagram``."""
+
 
 class Receiver(Protocol):
     """What a transport feeds with one connection's traffic: a :class:`Session`, or (in a
@@ -190,6 +195,7 @@ class Session:
         self.sends_skipped = 0
         # The tick of a state frame sent on the control stream and not yet acked.
         self._reliable_pending = 0
+        self._fast_send: Callable[[bytes], bool] | None = None  # the channel's fast_sender
 
     # ------------------------------------------------------------ from the transport
 
@@ -388,6 +394,7 @@ class Session:
         if CAPABILITY in self.caps:
             keys = self.channel.offer_fastpath()
             if keys is not None:
+                self._fast_send = self.channel.fast_sender()
                 self.send_frame(FastPath(**keys.to_wire()))
 
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
@@ -439,7 +446,9 @@ class Session:
         if not body or len(body) > MAX_DATAGRAM:
             body = encode_delta(tick, base, seq, self._diff(cache, view, base_view))
         if len(body) <= MAX_DATAGRAM:
-            self.channel.send_datagram(body)
+            fast = self._fast_send
+            if fast is None or not fast(body):  # (on the fast path: sealed and queued in one call)
+                self.channel.send_datagram(body)
         elif self._reliable_pending and self.acked < self._reliable_pending:
             # One state frame at a time on the stream: queuing more behind it
             # (a client falling behind gets bigger deltas, then full snapshots)

@@ -111,6 +111,7 @@ class ServerConnection(QuicConnectionProtocol):
         self._control_stream: int | None = None
         self._fast = fast
         self._route: Route | None = None
+        self._fast_send: Callable[[bytes], bool] | None = None  # the route's FastPath.sender
         # Set when the client negotiated h3: from then on its events are the WebTransport side's.
         self._web: WebTransportConnection | None = None
         self.peer = "?"
@@ -169,8 +170,7 @@ class ServerConnection(QuicConnectionProtocol):
     def send_datagram(self, body: bytes) -> None:
         if len(body) > MAX_DATAGRAM:
             raise ValueError(f"datagram of {len(body)} bytes exceeds {MAX_DATAGRAM}")
-        route = self._route
-        if route is not None and self._fast is not None and self._fast.send(route, body):
+        if self._fast_send is not None and self._fast_send(body):
             return
         self._quic.send_datagram_frame(body)
         # Deferred to the end of this loop turn, so that everything queued for this
@@ -182,7 +182,11 @@ class ServerConnection(QuicConnectionProtocol):
             return None
         if self._route is None:
             self._route = self._fast.open_route(self._session.on_datagram, self._validated_addr)
+            self._fast_send = self._fast.sender(self._route)
         return self._route.keys
+
+    def fast_sender(self) -> Callable[[bytes], bool] | None:
+        return self._fast_send
 
     def _validated_addr(self) -> Address | None:
         addr, validated = quic_peer(self._quic)
@@ -190,8 +194,10 @@ class ServerConnection(QuicConnectionProtocol):
 
     def _drop_route(self) -> None:
         if self._route is not None and self._fast is not None:
+            self._route.active = False  # (the session may hold its sender: it carries nothing now)
             self._fast.close_route(self._route)
         self._route = None
+        self._fast_send = None
 
     # A Channel's close(reason, error) in place of aioquic's close(error_code, reason_phrase): the
     # only caller that passes nothing, aioquic's server at shutdown, gets a normal close either way.

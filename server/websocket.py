@@ -138,6 +138,9 @@ class WebSocketChannel:
     def offer_fastpath(self) -> FastKeys | None:
         return None  # the fast path is UDP; a client on a WebSocket has none
 
+    def fast_sender(self) -> None:
+        return None
+
     # --------------------------------------------------------------------------
 
     def buffered(self) -> int:

@@ -139,6 +139,9 @@ class WebTransportConnection:
     def offer_fastpath(self) -> FastKeys | None:
         return None  # the fast path is raw UDP, which a page cannot send
 
+    def fast_sender(self) -> None:
+        return None
+
     # aioquic ------------------------------------------------------------------
 
     def quic_event_received(self, event: QuicEvent) -> None:

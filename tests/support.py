@@ -118,6 +118,9 @@ class RecordingChannel:
     def offer_fastpath(self) -> Any:
         return None  # no fast path beside this channel
 
+    def fast_sender(self) -> Any:
+        return None
+
 
 class MatchStandIn:
     """What a Session reads of its match: the rules, and the tick."""

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from tickline.server.fastpath import FastPath
 from tickline.server.udp import UdpTransport, open_udp
 from tickline.shared import native
-from tickline.shared.fastpath import DATA, client_ends
+from tickline.shared.fastpath import DATA, OVERHEAD, FastKeys, Sealer, client_ends, server_ends
 
 TWINS = native.twins("tickline.server", "udpbatch")
 
@@ -157,6 +157,63 @@ async def test_the_fast_path_sends_a_turns_packets_together_after_it() -> None:
     finally:
         sink.close()
         out.close()
+
+
+class _Route:
+    """What an outbox reads of a fast-path route."""
+
+    def __init__(self, sealer: Sealer, addr: Any, active: bool = True) -> None:
+        self.sealer, self.addr, self.active = sealer, addr, active
+
+
+def test_an_outbox_seals_each_body_for_its_route_in_order_and_gives_them_up_at_once(twin) -> None:
+    firsts: list[int] = []
+    outbox = twin.Outbox(lambda: firsts.append(1))
+    keys = FastKeys.generate()
+    route, opener = _Route(server_ends(keys)[0], ("127.0.0.1", 9)), client_ends(keys)[1]
+    assert outbox.send(route, b"a") and outbox.send(route, b"bc")
+    assert firsts == [1]  # the flush is scheduled once a turn
+    assert (outbox.packets_out, outbox.bytes_out) == (2, 2 * OVERHEAD + 3)
+    packets = outbox.take()
+    assert [addr for _, addr in packets] == [route.addr] * 2
+    assert [opener.open(packet) for packet, _ in packets] == [(DATA, b"a"), (DATA, b"bc")]
+    assert outbox.take() == []
+    assert outbox.send(route, b"d") and firsts == [1, 1]  # the next turn's first
+
+
+def test_an_outbox_refuses_a_route_that_cannot_carry_and_seals_nothing(twin) -> None:
+    outbox = twin.Outbox(lambda: None)
+    sealer = server_ends(FastKeys.generate())[0]
+    assert not outbox.send(_Route(sealer, None), b"no address validated yet")
+    assert not outbox.send(_Route(sealer, ("127.0.0.1", 9), active=False), b"the client went back to QUIC")
+    assert sealer.seq == 0  # (no sequence number spent)
+    assert outbox.take() == [] and outbox.packets_out == 0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 2), st.binary(max_size=60), st.booleans(), st.booleans(), st.booleans()),
+        max_size=30,
+    )
+)
+def test_the_twins_outboxes_queue_the_same_packets(steps: list[tuple[int, bytes, bool, bool, bool]]) -> None:
+    if len(TWINS) < 2:
+        pytest.skip("the native module is not built here")
+    keys = [FastKeys.generate() for _ in range(3)]
+    results = []
+    for twin in (TWINS["native"], TWINS["pure"]):
+        routes = [_Route(server_ends(k)[0], ("127.0.0.1", 9 + i)) for i, k in enumerate(keys)]
+        firsts: list[int] = []
+        outbox, outcomes = twin.Outbox(lambda firsts=firsts: firsts.append(1)), []
+        for at, body, active, addressed, take in steps:
+            route = routes[at]
+            route.active, route.addr = active, ("127.0.0.1", 9 + at) if addressed else None
+            outcomes.append(outbox.send(route, body))
+            if take:
+                outcomes.append(outbox.take())
+        results.append((outcomes, outbox.take(), len(firsts), outbox.packets_out, outbox.bytes_out))
+    assert results[0] == results[1]
 
 
 # ------------------------------------------------------------------ reading
