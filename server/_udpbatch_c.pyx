@@ -14,6 +14,9 @@ The twin of ``_udpbatch_py.py``, on a non-blocking UDP socket's file descriptor:
 - an :class:`Outbox`: the fast path's packets of one loop turn, each sealed as it is queued
   (``send(route, body)``), taken together for the sender (``take()``). A session's deltas
   reach it with no Python frame between them and the seal.
+- an :class:`Inbox`: the fast path's packets of a read, each opened (its replay window
+  checked) and handed to its route (``receive_batch(batch, on_error)``, which returns the
+  rest, QUIC's, in order): an input packet reaches its session with no Python frame before.
 """
 
 from libc.errno cimport EAGAIN, EINTR, errno
@@ -21,7 +24,7 @@ from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset, strerror
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 
-from tickline.shared.fastpath import DATA
+from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, session_of
 
 cdef extern from "<sys/uio.h>" nogil:
     struct iovec:
@@ -289,3 +292,61 @@ cdef class Outbox:
         """Every packet queued since the last take, in order."""
         packets, self.packets = self.packets, []
         return packets
+
+
+cdef int _QUIC_FIXED_BIT = QUIC_FIXED_BIT
+
+
+cdef class Inbox:
+    """The fast path's packets as they are read: each authentic data packet from its route's
+    address is counted and delivered to the route; ``other(route, kind, payload, packet,
+    address)`` decides about the rest (True: deliver the payload as data); ``dropped``
+    counts what fails, by reason."""
+
+    cdef public dict routes
+    cdef public object dropped
+    cdef object _other
+    cdef public long long packets_in
+    cdef public long long bytes_in
+
+    def __init__(self, dict routes, dropped, other):
+        self.routes = routes
+        self.dropped = dropped
+        self._other = other
+        self.packets_in = self.bytes_in = 0
+
+    def receive_batch(self, list batch, on_error):
+        """Take the fast-path packets of ``batch`` and return the others, in order; a packet whose
+        handling raises goes to ``on_error``, and the batch goes on."""
+        cdef list rest = []
+        for item in batch:
+            data = item[0]
+            if type(data) is not bytes or PyBytes_GET_SIZE(data) == 0 or (<unsigned char>PyBytes_AS_STRING(data)[0]) & _QUIC_FIXED_BIT:
+                rest.append(item)
+                continue
+            try:
+                self._receive(<bytes>data, item[1])
+            except Exception as exc:
+                on_error(exc)
+        return rest
+
+    def receive(self, bytes data, addr):
+        """One fast-path packet."""
+        self._receive(data, addr)
+
+    cdef _receive(self, bytes data, addr):
+        route = self.routes.get(data[1:9])
+        try:
+            if route is None:
+                session_of(data)  # (a short packet or an unknown kind is counted as such)
+                raise Dropped("session")
+            kind, payload = route.opener.open(data)
+        except Dropped as drop:
+            self.dropped[drop.reason] += 1
+            return
+        if (kind != _DATA or addr != route.addr) and not self._other(route, kind, payload, data, addr):
+            return
+        self.packets_in += 1
+        self.bytes_in += PyBytes_GET_SIZE(data)
+        route.active = True
+        route.deliver(payload)

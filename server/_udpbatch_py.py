@@ -11,6 +11,9 @@ On a non-blocking UDP socket's file descriptor:
   for an error the socket reported with nothing read before it.
 - an :class:`Outbox`: the fast path's packets of one loop turn, each sealed as it is queued
   (``send(route, body)``), taken together for the sender (``take()``).
+- an :class:`Inbox`: the fast path's packets of a read, each opened (its replay window
+  checked) and handed to its route (``receive_batch(batch, on_error)``, which returns the
+  rest, QUIC's, in order).
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ import socket
 from collections.abc import Callable
 from typing import Any
 
-from tickline.shared.fastpath import DATA
+from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, session_of
 
 
 class Sender:
@@ -130,3 +133,52 @@ class Outbox:
         """Every packet queued since the last take, in order."""
         packets, self.packets = self.packets, []
         return packets
+
+
+class Inbox:
+    """The fast path's packets as they are read: each authentic data packet from its route's
+    address is counted and delivered to the route; ``other(route, kind, payload, packet,
+    address)`` decides about the rest (True: deliver the payload as data); ``dropped``
+    counts what fails, by reason."""
+
+    __slots__ = ("_other", "bytes_in", "dropped", "packets_in", "routes")
+
+    def __init__(self, routes: dict[bytes, Any], dropped: Any, other: Callable[..., bool]) -> None:
+        self.routes = routes  # session id -> route
+        self.dropped = dropped
+        self._other = other
+        self.packets_in = 0
+        self.bytes_in = 0
+
+    def receive_batch(self, batch: list[tuple[bytes, Any]], on_error: Callable[[Exception], object]) -> list[Any]:
+        """Take the fast-path packets of ``batch`` and return the others, in order; a packet whose
+        handling raises goes to ``on_error``, and the batch goes on."""
+        rest = []
+        for item in batch:
+            data = item[0]
+            if type(data) is not bytes or not data or data[0] & QUIC_FIXED_BIT:
+                rest.append(item)
+                continue
+            try:
+                self.receive(data, item[1])
+            except Exception as exc:  # noqa: BLE001 (one packet's failure must not lose the rest)
+                on_error(exc)
+        return rest
+
+    def receive(self, data: bytes, addr: Any) -> None:
+        """One fast-path packet."""
+        route = self.routes.get(data[1:9])
+        try:
+            if route is None:
+                session_of(data)  # (a short packet or an unknown kind is counted as such)
+                raise Dropped("session")
+            kind, payload = route.opener.open(data)
+        except Dropped as drop:
+            self.dropped[drop.reason] += 1
+            return
+        if (kind != DATA or addr != route.addr) and not self._other(route, kind, payload, data, addr):
+            return
+        self.packets_in += 1
+        self.bytes_in += len(data)
+        route.active = True
+        route.deliver(payload)

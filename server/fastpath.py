@@ -1,9 +1,11 @@
 """The server's end of the fast path: routes, address validation, and the counters.
 
-QUIC and fast-path packets share one UDP socket; the endpoint in
-``server.transport`` hands every packet whose first byte has the QUIC fixed bit
-clear to :meth:`FastPath.datagram_received`. A :class:`Route` is one
-connection's fast path: its keys, its replay window, the address deltas go to.
+QUIC and fast-path packets share one UDP socket; each read of it goes through
+:meth:`FastPath.receive_batch` first, which takes every packet whose first byte
+has the QUIC fixed bit clear and leaves the rest to the QUIC endpoint in
+``server.transport``. A :class:`Route` is one connection's fast path: its keys,
+its replay window, the address deltas go to. The per-packet work both ways is
+``_udpbatch``'s ``Inbox`` and ``Outbox``, native where built.
 
 What an attacker gets from this port: nothing. A packet is checked for length,
 kind and a known session id, then authenticated, before any route is touched;
@@ -36,10 +38,8 @@ from tickline.shared.fastpath import (
     DATA,
     OVERHEAD,
     RESPONSE,
-    Dropped,
     FastKeys,
     server_ends,
-    session_of,
 )
 
 log = logging.getLogger(__name__)
@@ -98,13 +98,20 @@ class FastPath:
         self.batches = 0  # flushes of the outbox
         self.routes: dict[bytes, Route] = {}
         self.dropped: Counter[str] = Counter()
-        self.packets_in = 0
-        self.bytes_in = 0
+        self._inbox = _udpbatch.Inbox(self.routes, self.dropped, self._other)
         self._control_packets = 0  # challenges, sent apart from the outbox
         self._control_bytes = 0
         self.challenges = 0
         self.migrations = 0
         self._clock = self._loop.time
+
+    @property
+    def packets_in(self) -> int:
+        return int(self._inbox.packets_in)
+
+    @property
+    def bytes_in(self) -> int:
+        return int(self._inbox.bytes_in)
 
     @property
     def packets_out(self) -> int:
@@ -139,28 +146,28 @@ class FastPath:
     # ------------------------------------------------------------ in
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        # (every player's every input comes this way: the opener checks the rest, in native code)
-        route = self.routes.get(data[1:9])
-        try:
-            if route is None:
-                session_of(data)  # (a short packet or an unknown kind is counted as such)
-                raise Dropped("session")
-            kind, payload = route.opener.open(data)
-        except Dropped as drop:
-            self.dropped[drop.reason] += 1
-            return
+        """One fast-path packet (the socket's reads hand theirs to :meth:`receive_batch`)."""
+        self._inbox.receive(data, addr)
+
+    def receive_batch(self, batch: list[tuple[bytes, Address]], on_error: Callable[[Exception], object]) -> list[Any]:
+        """Take the fast-path packets of a read, in native code where built: each is opened and
+        its input handed to its session with no Python frame before. Returns the rest (QUIC's),
+        in order; a packet whose handling raised goes to ``on_error``."""
+        result: list[Any] = self._inbox.receive_batch(batch, on_error)
+        return result
+
+    def _other(self, route: Route, kind: int, payload: bytes, data: bytes, addr: Address) -> bool:
+        """What the inbox leaves to Python: an authentic packet that is not data from the route's
+        address. True when its payload is an input to deliver."""
         if kind == DATA:
-            if addr != route.addr:
-                # Authentic, so the input is the player's and is applied; deltas
-                # go to a new address only once it has answered a challenge.
-                self._check_address(route, addr, len(data))
-            self.packets_in += 1
-            self.bytes_in += len(data)
-            route.active = True
-            route.deliver(payload)
-        elif kind == RESPONSE:
+            # Authentic, so the input is the player's and is applied; deltas
+            # go to a new address only once it has answered a challenge.
+            self._check_address(route, addr, len(data))
+            return True
+        if kind == RESPONSE:
             if addr == route._challenge_addr and payload == route._challenge:
-                self._count_in(data)
+                self._inbox.packets_in += 1
+                self._inbox.bytes_in += len(data)
                 route.addr = addr
                 route._challenge, route._challenge_addr = b"", None
                 self.migrations += 1
@@ -168,10 +175,7 @@ class FastPath:
                 self.dropped["challenge"] += 1
         else:
             self.dropped["kind"] += 1  # challenges only go server -> client
-
-    def _count_in(self, data: bytes) -> None:
-        self.packets_in += 1
-        self.bytes_in += len(data)
+        return False
 
     def _check_address(self, route: Route, addr: Address, size: int) -> None:
         """Take ``addr`` for the route's deltas if QUIC validated it, else challenge it."""

@@ -310,6 +310,8 @@ class Endpoint(QuicServer):
         if self._fast is not None:
             # (asyncio's own UDP transport does not subclass DatagramTransport; it has its methods)
             self._fast.attach(cast(asyncio.DatagramTransport, transport))
+            if isinstance(transport, UdpTransport):
+                transport.prefilter = self._fast.receive_batch  # (its packets of each read, natively)
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
         if not data or not isinstance(data, bytes):

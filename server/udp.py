@@ -3,7 +3,8 @@
 QUIC, WebTransport and the fast path share one UDP port. An input that arrives mid-tick is
 applied at the next tick whenever it is read, so while a match ticks the socket is not
 watched by the event loop at all: each tick begins by reading everything queued, in batches
-(``recvmmsg`` where the native ``udpbatch`` module was built), and handing it to the QUIC
+(``recvmmsg`` where the native ``udpbatch`` module was built), and handing it to the fast
+path's ``prefilter`` (which takes its own packets in one call) and the rest to the QUIC
 endpoint. That takes the per-packet wake-ups and loop callbacks off the server, the largest
 per-player cost after the sends.
 
@@ -63,6 +64,10 @@ class UdpTransport(asyncio.DatagramTransport):
         self.reads = 0
         self.datagrams = 0
         self.per_wake = WAKE_LIMIT  # datagrams one event-loop wake reads, while no match ticks
+        # Takes its own datagrams of each read first and returns the rest for the protocol: the
+        # fast path's (FastPath.receive_batch), whose inputs then reach their sessions without
+        # a Python loop over them here.
+        self.prefilter: Callable[[list[tuple[bytes, Address]], Callable[[Exception], object]], list[Any]] | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
     # ------------------------------------------------------------ reading
@@ -81,14 +86,19 @@ class UdpTransport(asyncio.DatagramTransport):
             return
         self.reads += 1
         self.datagrams += len(batch)
+        if self.prefilter is not None:
+            batch = self.prefilter(batch, self._handler_failed)
         received = self._protocol.datagram_received
         for data, addr in batch:
             try:
                 received(data, addr)
             except Exception as exc:  # noqa: BLE001 (one datagram's failure must not lose the rest of the batch)
-                self._loop.call_exception_handler(
-                    {"message": "UDP datagram handler failed", "exception": exc, "transport": self}
-                )
+                self._handler_failed(exc)
+
+    def _handler_failed(self, exc: Exception) -> None:
+        self._loop.call_exception_handler(
+            {"message": "UDP datagram handler failed", "exception": exc, "transport": self}
+        )
 
     def _readable(self) -> None:
         self.drain(self.per_wake)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from collections import Counter
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,17 @@ from hypothesis import strategies as st
 from tickline.server.fastpath import FastPath
 from tickline.server.udp import UdpTransport, open_udp
 from tickline.shared import native
-from tickline.shared.fastpath import DATA, OVERHEAD, FastKeys, Sealer, client_ends, server_ends
+from tickline.shared.fastpath import (
+    CHALLENGE,
+    DATA,
+    OVERHEAD,
+    RESPONSE,
+    FastKeys,
+    Opener,
+    Sealer,
+    client_ends,
+    server_ends,
+)
 
 TWINS = native.twins("tickline.server", "udpbatch")
 
@@ -213,6 +224,168 @@ def test_the_twins_outboxes_queue_the_same_packets(steps: list[tuple[int, bytes,
             if take:
                 outcomes.append(outbox.take())
         results.append((outcomes, outbox.take(), len(firsts), outbox.packets_out, outbox.bytes_out))
+    assert results[0] == results[1]
+
+
+class _InRoute:
+    """What an inbox reads and writes of a fast-path route; ``got`` is what it delivered."""
+
+    def __init__(self, opener: Opener, addr: Any) -> None:
+        self.opener, self.addr, self.active = opener, addr, False
+        self.got: list[bytes] = []
+
+    def deliver(self, payload: bytes) -> None:
+        if payload == b"raise":
+            raise RuntimeError("a session's handler failed")
+        self.got.append(payload)
+
+
+def _inbox(twin: Any, n: int = 2) -> tuple[Any, list[_InRoute], list[Sealer], list[Any], Counter[str]]:
+    """An inbox over ``n`` routes, their clients' sealers, and what its ``other`` was asked."""
+    keys = [FastKeys.generate() for _ in range(n)]
+    routes = [_InRoute(server_ends(k)[1], ("127.0.0.1", 9000 + i)) for i, k in enumerate(keys)]
+    asked: list[Any] = []
+    dropped: Counter[str] = Counter()
+
+    def other(route: _InRoute, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
+        asked.append((routes.index(route), kind, payload, len(packet), addr))
+        return kind == DATA and payload != b"refuse"
+
+    inbox = twin.Inbox({k.session_id: r for k, r in zip(keys, routes, strict=True)}, dropped, other)
+    return inbox, routes, [client_ends(k)[0] for k in keys], asked, dropped
+
+
+def test_an_inbox_delivers_each_routes_inputs_in_order_and_returns_quics_packets(twin) -> None:
+    inbox, routes, sealers, asked, dropped = _inbox(twin)
+    quic = [(b"\xc0 a long header", ("127.0.0.1", 1)), (b"\x40 a short one", ("127.0.0.1", 1)), (b"", None)]
+    batch = [
+        quic[0],
+        (sealers[0].seal(DATA, b"a1"), routes[0].addr),
+        (sealers[1].seal(DATA, b"b1"), routes[1].addr),
+        quic[1],
+        (sealers[0].seal(DATA, b"a2"), routes[0].addr),
+        quic[2],
+    ]
+    errors: list[Exception] = []
+    assert inbox.receive_batch(batch, errors.append) == quic
+    assert routes[0].got == [b"a1", b"a2"] and routes[1].got == [b"b1"]
+    assert routes[0].active and routes[1].active
+    assert (inbox.packets_in, inbox.bytes_in) == (3, 3 * (OVERHEAD + 2))
+    assert not asked and not dropped and not errors
+
+
+def test_an_inbox_counts_what_it_drops_by_reason_and_delivers_none_of_it(twin) -> None:
+    inbox, routes, sealers, asked, dropped = _inbox(twin)
+    packet = sealers[0].seal(DATA, b"once")
+    forged = bytearray(sealers[0].seal(DATA, b"forged"))
+    forged[-1] ^= 1
+    stranger = client_ends(FastKeys.generate())[0].seal(DATA, b"who")
+    at = routes[0].addr
+    batch = [
+        (packet, at),
+        (packet, at),
+        (bytes(forged), at),
+        (stranger, at),
+        (packet[:20], at),
+        (b"\x07" + packet[1:], at),
+    ]
+    assert inbox.receive_batch(batch, lambda exc: None) == []
+    assert routes[0].got == [b"once"] and inbox.packets_in == 1
+    assert dropped == Counter({"replayed": 1, "auth": 1, "session": 1, "short": 1, "kind": 1})
+    assert not asked
+
+
+def test_an_inbox_asks_about_a_new_address_or_another_kind_and_does_as_told(twin) -> None:
+    inbox, routes, sealers, asked, _ = _inbox(twin)
+    elsewhere = ("127.0.0.1", 1234)
+    batch = [
+        (sealers[0].seal(DATA, b"moved"), elsewhere),  # other says deliver
+        (sealers[0].seal(DATA, b"refuse"), elsewhere),  # other says no
+        (sealers[1].seal(RESPONSE, b"12345678"), routes[1].addr),
+        (sealers[1].seal(CHALLENGE, b"12345678"), routes[1].addr),
+    ]
+    inbox.receive_batch(batch, lambda exc: None)
+    size = OVERHEAD + 5
+    assert asked == [
+        (0, DATA, b"moved", size, elsewhere),
+        (0, DATA, b"refuse", OVERHEAD + 6, elsewhere),
+        (1, RESPONSE, b"12345678", OVERHEAD + 8, routes[1].addr),
+        (1, CHALLENGE, b"12345678", OVERHEAD + 8, routes[1].addr),
+    ]
+    assert routes[0].got == [b"moved"] and routes[1].got == [] and inbox.packets_in == 1
+
+
+def test_a_failing_session_does_not_lose_the_rest_of_the_read(twin) -> None:
+    inbox, routes, sealers, _, _ = _inbox(twin)
+    batch = [(sealers[0].seal(DATA, p), routes[0].addr) for p in (b"1", b"raise", b"2")]
+    errors: list[Exception] = []
+    assert inbox.receive_batch(batch, errors.append) == []
+    assert routes[0].got == [b"1", b"2"]
+    assert [str(e) for e in errors] == ["a session's handler failed"]
+
+
+_packet_step = st.tuples(
+    st.sampled_from(["data", "replay", "flip", "quic", "junk", "response", "raise"]),
+    st.integers(0, 2),
+    st.booleans(),
+    st.binary(max_size=12),
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.lists(_packet_step, max_size=12), max_size=6))
+def test_the_twins_inboxes_take_deliver_and_drop_the_same(reads: list[list[tuple[str, int, bool, bytes]]]) -> None:
+    if len(TWINS) < 2:
+        pytest.skip("the native module is not built here")
+    keys = [FastKeys.generate() for _ in range(3)]
+    # The same packets for both: sealed once, from the same keys.
+    sealers = [client_ends(k)[0] for k in keys]
+    batches, last = [], b""
+    for read in reads:
+        batch: list[Any] = []
+        for what, at, moved, body in read:
+            addr = ("127.0.0.1", 7000 + at + (100 if moved else 0))
+            if what == "data":
+                last = sealers[at].seal(DATA, body)
+                batch.append((last, addr))
+            elif what == "raise":
+                batch.append((sealers[at].seal(DATA, b"raise"), addr))
+            elif what == "replay" and last:
+                batch.append((last, addr))
+            elif what == "flip" and last:
+                batch.append((bytes([last[0]]) + last[1:-1] + bytes([last[-1] ^ 1]), addr))
+            elif what == "quic":
+                batch.append((b"\xc0" + body, addr))
+            elif what == "response":
+                batch.append((sealers[at].seal(RESPONSE, body), addr))
+            else:
+                batch.append((body, addr))
+        batches.append(batch)
+    results = []
+    for twin in (TWINS["native"], TWINS["pure"]):
+        routes = [_InRoute(server_ends(k)[1], ("127.0.0.1", 7000 + i)) for i, k in enumerate(keys)]
+        asked: list[Any] = []
+        dropped: Counter[str] = Counter()
+
+        def other(route: _InRoute, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
+            asked.append((routes.index(route), kind, payload, packet, addr))  # noqa: B023 (one twin at a time)
+            return kind == DATA
+
+        inbox = twin.Inbox({k.session_id: r for k, r in zip(keys, routes, strict=True)}, dropped, other)
+        errors: list[str] = []
+        rests = [inbox.receive_batch(batch, lambda exc: errors.append(str(exc))) for batch in batches]  # noqa: B023
+        results.append(
+            (
+                rests,
+                [r.got for r in routes],
+                [r.active for r in routes],
+                asked,
+                dropped,
+                errors,
+                inbox.packets_in,
+                inbox.bytes_in,
+            )
+        )
     assert results[0] == results[1]
 
 
