@@ -50,8 +50,11 @@ class Ticker:
         return late
 
     async def wait(self, clock: Callable[[], float]) -> float:
-        """Sleep until the next tick is due, then :meth:`begin` it; its lateness in seconds."""
+        """Sleep until the next tick is due, then :meth:`begin` it; its lateness in seconds.
+
+        A tick that is due already still yields to the loop once: a match that fell behind
+        catches up between the other tasks' turns (the other matches' ticks, the sessions,
+        the HTTP server), not ahead of them all for up to ``max_behind_s``."""
         delay = self.deadline - clock()
-        if delay > 0:
-            await asyncio.sleep(delay)
+        await asyncio.sleep(delay if delay > 0 else 0)
         return self.begin(clock())

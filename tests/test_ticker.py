@@ -40,6 +40,21 @@ def test_a_restart_after_a_pause_skips_the_ticks_it_spanned() -> None:
     assert ticker.deadline == 3.0 and ticker.begin(3.0) == 0.0 and ticker.catch_ups == 0
 
 
+async def test_a_ticker_that_is_behind_still_lets_other_tasks_run_before_each_tick() -> None:
+    ticker = Ticker(60, now=0.0)
+    ran: list[int] = []
+
+    async def other(i: int) -> None:
+        ran.append(i)
+
+    for i in range(3):  # every tick is due already: 0.1 s behind, within max_behind_s
+        task = asyncio.create_task(other(i))  # (scheduled: it runs at the loop's next turn)
+        assert await ticker.wait(lambda: 0.1) > 0
+        assert ran == list(range(i + 1))
+        await task
+    assert ticker.catch_ups == 0
+
+
 def test_a_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="positive"):
         Ticker(0, now=0.0)
