@@ -193,14 +193,10 @@ class FastPath:
 
     # ------------------------------------------------------------ out
 
-    def send(self, route: Route, body: bytes) -> bool:
-        """Seal ``body`` to the route's address, to leave at the end of this loop turn; False
-        when the route cannot carry it now."""
-        return self.transport is not None and self._outbox.send(route, body)
-
     def sender(self, route: Route) -> Callable[[bytes], bool]:
-        """:meth:`send` for one route, as one native call where the outbox is native (what a
-        session sends its deltas through, every tick)."""
+        """What sends a body on ``route``: sealed to the route's address, to leave at the end of
+        this loop turn; False when the route cannot carry it now. One native call where the
+        outbox is native (a session sends its deltas through it, every tick)."""
         return partial(self._outbox.send, route)
 
     def _flush_soon(self) -> None:

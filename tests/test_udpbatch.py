@@ -159,7 +159,7 @@ async def test_the_fast_path_sends_a_turns_packets_together_after_it() -> None:
             route.addr, route.active = to, True
             routes.append(route)
         for i, route in enumerate(routes):
-            assert fast.send(route, b"delta %d" % i)
+            assert fast.sender(route)(b"delta %d" % i)
         assert fast.batches == 0 and fast.packets_out == 20  # sealed and counted, not yet sent
         await asyncio.wait_for(arrived.wait(), 5)
         assert fast.batches == 1
