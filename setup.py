@@ -15,6 +15,7 @@ NATIVE = [
     ("tickline.shared._delta_c", "shared/_delta_c.pyx", []),
     ("tickline.shared._seal_c", "shared/_seal_c.pyx", ["crypto"]),
     ("tickline.server._intake_c", "server/_intake_c.pyx", []),
+    ("tickline.server._link_c", "server/_link_c.pyx", []),
     ("tickline.server._udpbatch_c", "server/_udpbatch_c.pyx", []),
 ]
 

@@ -20,6 +20,7 @@ from tickline.server.intake import (
     MAX_SEQ_JUMP,
 )
 from tickline.shared.game import InvalidInput
+from tickline.shared.schema import Bool, Choice, Inputs, Int, ListOf, Text
 from tickline.shared.protocol import MAX_DATAGRAM, MAX_INPUT_TICKS, MalformedFrame
 
 cdef enum:
@@ -60,6 +61,93 @@ cdef tuple _decode(bytes data):
                 if type(ack) is int and type(inputs) is list:
                     return ack, inputs
     return _decode_slowly(data)
+
+
+# ---------------------------------------------------------------------- declared inputs
+
+cdef enum:
+    OTHER = 0  # the field's own check, every time (ListOf, mixed Choices, bounds beyond C's)
+    INT = 1
+    BOOL = 2
+    TEXT = 3
+    CHOICE = 4  # of ints alone, or of strings alone
+
+cdef object _MISSING = object()
+cdef str _NOT_AN_OBJECT = "an input must be an object of controls"
+
+
+cdef class _Control:
+    cdef str name
+    cdef int kind
+    cdef long long lo, hi  # INT's bounds; TEXT's longest in hi
+    cdef object values  # CHOICE's, as a frozenset
+    cdef type value_type  # CHOICE's values' type
+    cdef object spec  # the declared field: its check words every refusal
+    cdef bint fresh_list  # a ListOf's default: a new list for each input
+
+
+cdef class InputDecoder:
+    """An :class:`Inputs` declaration's decoder, in native code: the same controls, in the same
+    order, with the same types as ``Inputs.decode`` (shared/schema.py), and the same refusal;
+    a value that fails a control's test goes to the field's own ``check`` for its words."""
+
+    cdef list _controls
+    cdef dict _template  # the non-optional controls' defaults, in declaration order
+    cdef frozenset _names
+
+    def __init__(self, inputs):
+        cdef _Control c
+        self._controls = []
+        self._template = {}
+        self._names = frozenset(inputs.controls)
+        for name, spec in inputs.controls.items():
+            c = _Control()
+            c.name, c.spec, c.kind, c.fresh_list = name, spec, OTHER, isinstance(spec, ListOf)
+            if isinstance(spec, Int) and -(2**62) <= spec.lo <= spec.hi <= 2**62:
+                c.kind, c.lo, c.hi = INT, spec.lo, spec.hi
+            elif isinstance(spec, Bool):
+                c.kind = BOOL
+            elif isinstance(spec, Text):
+                c.kind, c.hi = TEXT, spec.max_len
+            elif isinstance(spec, Choice) and {type(v) for v in spec.values} in ({int}, {str}):
+                c.kind, c.values, c.value_type = CHOICE, frozenset(spec.values), type(spec.values[0])
+            if name not in inputs.optional:
+                self._template[name] = spec.default
+            self._controls.append(c)
+
+    def __call__(self, raw):
+        return self.decode(raw)
+
+    cdef dict decode(self, raw):
+        cdef _Control c
+        cdef dict out
+        cdef Py_ssize_t seen = 0
+        cdef bint ok
+        if type(raw) is not dict:
+            raise InvalidInput(_NOT_AN_OBJECT)
+        out = self._template.copy()
+        for c in self._controls:
+            v = (<dict>raw).get(c.name, _MISSING)
+            if v is _MISSING:
+                if c.fresh_list and c.name in out:
+                    out[c.name] = []  # (no list shared between inputs)
+                continue
+            if c.kind == INT:
+                ok = type(v) is int and c.lo <= v <= c.hi
+            elif c.kind == BOOL:
+                ok = type(v) is bool
+            elif c.kind == TEXT:
+                ok = type(v) is str and len(<str>v) <= c.hi
+            elif c.kind == CHOICE:
+                ok = type(v) is c.value_type and v in c.values
+            else:
+                ok = False
+            out[c.name] = v if ok else c.spec.check(v, c.name)
+            seen += 1
+        if seen != len(<dict>raw):
+            extra = sorted(str(k) for k in (<dict>raw).keys() - self._names)
+            raise InvalidInput(f"input has unknown control {extra[0][:32]!r}")
+        return out
 
 
 cdef inline double _min(double x, double y) noexcept:
@@ -122,6 +210,7 @@ cdef class InputQueue:
     input check (``Rules.validate_input``)."""
 
     cdef object _validate
+    cdef InputDecoder _decoder
     cdef InputBudget _budget
     cdef public bint spectating
     cdef public object ack  # (any integer the client wrote)
@@ -140,7 +229,10 @@ cdef class InputQueue:
     cdef public long long inputs_merged
 
     def __init__(self, validate, InputBudget budget=None, bint spectating=False):
-        self._validate = validate  # None: not in a match yet (datagrams are budgeted, then ignored)
+        # None: not in a match yet (datagrams are budgeted, then ignored); a declaration
+        # (Rules.input_check) is read by its own decoder, natively
+        self._decoder = InputDecoder(validate) if isinstance(validate, Inputs) else None
+        self._validate = validate
         self._budget = budget
         self.spectating = spectating
         self.ack = 0
@@ -240,7 +332,7 @@ cdef class InputQueue:
             while self._newest_held():
                 self._count -= 1
                 self._controls[(self._head + self._count) % RING] = None
-            self._push(seq, self._validate(raw), tick)
+            self._push(seq, self._decoder.decode(raw) if self._decoder is not None else self._validate(raw), tick)
             for i in range(ticks - 1):
                 self._push(seq, None, tick)
             self.received_seq = seq

@@ -18,6 +18,7 @@ from tickline.server.intake import (
 from tickline.server.ratelimit import InputLimits
 from tickline.shared.game import Controls, InvalidInput
 from tickline.shared.protocol import MAX_INPUT_TICKS, Input, MalformedFrame, decode_datagram
+from tickline.shared.schema import Inputs
 
 SPECTATOR_INPUTS = "spectators cannot send inputs"
 NOT_IN_A_MATCH = "no inputs before the session joins a match"
@@ -112,11 +113,13 @@ class InputQueue:
 
     def __init__(
         self,
-        validate: Callable[[Any], Controls] | None,
+        validate: Inputs | Callable[[Any], Controls] | None,
         budget: InputBudget | None = None,
         spectating: bool = False,
     ) -> None:
-        self._validate = validate  # None: not in a match yet (datagrams are budgeted, then ignored)
+        # None: not in a match yet (datagrams are budgeted, then ignored); a declaration
+        # (Rules.input_check) is read by its own decoder
+        self._validate = validate.decode if isinstance(validate, Inputs) else validate
         self._budget = budget
         self.spectating = spectating
         self.ack = 0  # the newest tick the last admitted datagram says the client holds

@@ -56,10 +56,11 @@ from tickline.server.fastpath import FastPath
 from tickline.server.gate import Gate, GateSettings, RetryTokens
 from tickline.server.gcpacing import GcPacer
 from tickline.server.http import LobbyRefused, Metrics, start_http
+from tickline.server.link import ACK_TIMEOUT_S
 from tickline.server.match import Match, MatchSettings, rules_for
 from tickline.server.ratelimit import InputLimits
 from tickline.server.rebroadcast import Rebroadcast
-from tickline.server.session import ACK_TIMEOUT_S, Channel, Departure, Session, SessionClosed
+from tickline.server.session import Channel, Departure, Session, SessionClosed
 from tickline.server.tls import Certificates, certificate_sha256, ensure_token_key, utc_now
 from tickline.server.transport import RECEIVE_WINDOW, Endpoint, server_configuration, start_endpoint
 from tickline.server.udp import UdpTransport

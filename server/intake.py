@@ -24,9 +24,11 @@ MAX_INPUTS_PER_DATAGRAM = 16
 INPUT_BUFFER = 32
 # How far an input's sequence number may jump past the newest one received (inputs lost
 # in between are gone anyway); a session's first input may start anywhere below MAX_SEQ
-# (a client that comes back keeps its numbering), which JavaScript numbers hold exactly.
+# (a client that comes back keeps its numbering). A packed delta names the newest input
+# applied in 32 bits (about four years of inputs at 30 a second): a larger one was
+# accepted once and then failed the match's send.
 MAX_SEQ_JUMP = 4096
-MAX_SEQ = 2**53 - 1
+MAX_SEQ = 2**32 - 1
 # The jitter buffer, counted in ticks of input (an input that holds for two ticks
 # counts two): after running dry, a player's inputs wait until this many ticks are
 # queued (or the oldest has waited this many ticks) so that arrival jitter does

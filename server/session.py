@@ -21,20 +21,18 @@ import asyncio
 import enum
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
-import orjson
-
+from tickline.server.link import ACK_TIMEOUT_S
 from tickline.server.ratelimit import InputLimits
-from tickline.shared import delta, native
+from tickline.shared import native
 from tickline.shared.fastpath import CAPABILITY, FastKeys
-from tickline.shared.game import Controls, InvalidInput, Rules
+from tickline.shared.game import Controls, Rules
 from tickline.shared.protocol import (
     DEFLATE,
     MAX_CLIENT_FRAME,
-    MAX_DATAGRAM,
     PROTOCOL_VERSION,
     Bye,
     Event,
@@ -47,9 +45,6 @@ from tickline.shared.protocol import (
     UnsupportedVersion,
     Welcome,
     encode,
-    encode_delta,
-    encode_packed_delta,
-    pack_diff,
 )
 from tickline.shared.tokens import MAX_TOKEN
 
@@ -61,16 +56,12 @@ log = logging.getLogger(__name__)
 # A player's input queue and its datagrams' decoder (server/intake.py): native where built.
 if TYPE_CHECKING:  # (both twins have the pure one's interface)
     from tickline.server._intake_py import InputBudget, InputQueue
+    from tickline.server._link_py import Link
 else:
     _intake = native.load("tickline.server", "intake")
     InputBudget, InputQueue = _intake.InputBudget, _intake.InputQueue
-
-# Baselines kept per client: a delta can be against any of the last 64 sent views
-# (about two seconds at 30 Hz, so that a stall does not force full snapshots).
-BASELINE_RING = 64
-# A client that acknowledges none of the views sent to it for this long is closed (as a
-# lost connection: it may come back): what it would make the server queue is capped.
-ACK_TIMEOUT_S = 15.0
+    # Its datagrams in and deltas out (server/link.py): native where built too.
+    Link = native.load("tickline.server", "link").Link
 MAX_NAME = 32
 # Capabilities a hello may name, at most, and their longest name.
 MAX_CAPS = 16
@@ -162,15 +153,12 @@ class Session:
         ack_timeout_s: float = ACK_TIMEOUT_S,
     ) -> None:
         self.channel = channel
-        self._clock = clock
         self._budget = InputBudget(limits or InputLimits(), clock())
-        self._ack_timeout_s = ack_timeout_s
         self.player_id = 0
         self.spectating = False
         self.follow = 0  # the player a spectator watches; 0: the whole match
         self.name = ""
         self.caps: frozenset[str] = frozenset()
-        self._packed = False  # deltas as packed datagrams (shared/protocol.py)
         self.match: Watched | None = None
         self._decoder = StreamDecoder(MAX_CLIENT_FRAME)
         self._frames: asyncio.Queue[Frame] = asyncio.Queue()
@@ -182,62 +170,50 @@ class Session:
         # Inputs refused since the match last looked, by reason (the match writes them in
         # its log); a kick's reason is "kicked: why".
         self.refused: Counter[str] = Counter()
-        # deltas
-        self._sent: OrderedDict[int, dict[str, Any]] = OrderedDict()
-        self.acked = 0
-        self._acked_at = 0.0  # when a view was last acknowledged (or sending began)
-        self._sent_at = -ack_timeout_s - 1.0  # when a view was last sent
-        self.bytes_down = 0
-        self.bytes_up = 0
-        self.deltas_sent = 0
+        self._ack_timeout_s = ack_timeout_s
+        # Datagrams in and deltas out, the routine of every tick (server/link.py). The
+        # transports hand it the client's datagrams, and the match takes inputs through it,
+        # with no Python frame of the session's in between.
+        self.link = Link(self.inputs, clock, self, channel.send_datagram, ack_timeout_s)
+        self.on_datagram = self.link.deliver
+        self.take_input = self.link.take
+        # deltas too big for a datagram, sent on the control stream one at a time
         self.reliable_deltas = 0
-        self.diffs_encoded = 0
         self.sends_skipped = 0
         # The tick of a state frame sent on the control stream and not yet acked.
         self._reliable_pending = 0
-        self._fast_send: Callable[[bytes], bool] | None = None  # the channel's fast_sender
 
     # ------------------------------------------------------------ from the transport
 
     def on_stream_data(self, data: bytes) -> None:
         if self.closed.is_set():
             return
-        self.bytes_up += len(data)
+        self.link.bytes_up += len(data)
         try:
             for frame in self._decoder.feed(data):
                 self._frames.put_nowait(frame)
         except ProtocolError as exc:
             self.fail(str(exc))
 
-    def on_datagram(self, data: bytes) -> None:
-        if self.closed.is_set():
-            return
-        self.bytes_up += len(data)
-        now = self._clock()
-        inputs = self.inputs
-        try:
-            # budgeted, read and queued in one call (server/intake.py: native where built)
-            admitted = inputs.receive(data, now, self.match.tick if self.match is not None else 0)
-        except (ProtocolError, InvalidInput) as exc:
-            self.fail(str(exc))
-            return
-        if not admitted:
-            self.refused[inputs.refusal] += 1
-            if self._budget.exhausted:
-                self.fail(self._budget.exhausted)
-            return
-        if inputs.dropped_now:
-            self.refused["buffer"] += inputs.dropped_now
-        ack = inputs.ack
-        if ack > self.acked and ack in self._sent:
-            self.acked = ack
-            self._acked_at = now
-        elif self._sent and now - self._acked_at > self._ack_timeout_s:
-            # It sends, so it is there, but it takes none of the views: whatever queues up for
-            # it in the transport is wasted. As a lost connection (it may come back).
-            reason = f"acknowledged none of the views sent for {self._ack_timeout_s:g} s"
-            log.warning("closing %s (%s): %s", self.channel.peer, self._who(), reason)
-            self.close(reason, error=True, departure=Departure.LOST)
+    # (the link's own method, set per session: budgeted, read, queued and its ack taken)
+    on_datagram: Callable[[bytes], None]
+
+    # ------------------------------------------------------------ what the link leaves to us
+
+    def input_refused(self, reason: str) -> None:
+        self.refused[reason] += 1
+        if self._budget.exhausted:
+            self.fail(self._budget.exhausted)
+
+    def inputs_overflowed(self, dropped: int) -> None:
+        self.refused["buffer"] += dropped
+
+    def acks_stopped(self) -> None:
+        # It sends, so it is there, but it takes none of the views: whatever queues up for
+        # it in the transport is wasted. As a lost connection (it may come back).
+        reason = f"acknowledged none of the views sent for {self._ack_timeout_s:g} s"
+        log.warning("closing %s (%s): %s", self.channel.peer, self._who(), reason)
+        self.close(reason, error=True, departure=Departure.LOST)
 
     def on_closed(self, reason: str) -> None:
         """The transport lost the connection (not closed by us)."""
@@ -246,6 +222,7 @@ class Session:
                 self.close_reason = reason or "connection closed"
                 self.departure = Departure.LOST
             self.closed.set()
+            self.link.closed = True
 
     def say_goodbye(self, reason: str) -> None:
         """Tell the client on the control stream why we are done; it closes the connection.
@@ -278,6 +255,7 @@ class Session:
         self.close_reason = reason
         self.departure = departure
         self.closed.set()
+        self.link.closed = True
         self.channel.close(reason, error)
 
     async def next_frame(self) -> Frame:
@@ -328,18 +306,20 @@ class Session:
             raise SessionClosed(self.close_reason) from None
         self.name = name
         self.caps = frozenset(frame.caps)  # ones this server does not know are ignored
-        self._packed = DEFLATE in self.caps
+        self.link.packed = DEFLATE in self.caps
         return frame
 
     def join(self, match: Match, player_id: int) -> None:
         self.match = match
-        self.inputs = InputQueue(match.rules.validate_input, self._budget)
+        self.inputs = self.link.queue = InputQueue(match.rules.input_check(), self._budget)
+        self.link.match = match
         self.player_id = player_id
 
     def watch(self, match: Watched, follow: int) -> None:
         """Join ``match`` (live or recorded) as a spectator of ``follow`` (0: the whole match)."""
         self.match = match
-        self.inputs = InputQueue(match.rules.validate_input, self._budget, spectating=True)
+        self.inputs = self.link.queue = InputQueue(match.rules.input_check(), self._budget, spectating=True)
+        self.link.match = match
         self.spectating = True
         self.follow = follow
 
@@ -361,10 +341,9 @@ class Session:
 
     # ------------------------------------------------------------ inputs
 
-    def take_input(self, tick: int) -> tuple[int, Controls] | None:
-        """The next input in sequence order for ``tick``, or None (the player keeps its
-        controls): server/intake.py's jitter buffer."""
-        return self.inputs.take(tick)
+    # The next input in sequence order for a tick, or None (the player keeps its controls):
+    # server/intake.py's jitter buffer, through the link (set per session, as on_datagram).
+    take_input: Callable[[int], tuple[int, Controls] | None]
 
     @property
     def applied_seq(self) -> int:
@@ -383,9 +362,30 @@ class Session:
     def inputs_merged(self) -> int:
         return self.inputs.inputs_merged
 
+    @property
+    def bytes_up(self) -> int:
+        return int(self.link.bytes_up)
+
+    @property
+    def bytes_down(self) -> int:
+        return int(self.link.bytes_down)
+
+    @property
+    def deltas_sent(self) -> int:
+        return int(self.link.deltas_sent)
+
+    @property
+    def diffs_encoded(self) -> int:
+        return int(self.link.diffs_encoded)
+
+    @property
+    def acked(self) -> int:
+        """The newest tick whose view the client acknowledged (the next delta's baseline)."""
+        return int(self.link.acked)
+
     def send_frame(self, frame: Frame) -> None:
         body = encode(frame)
-        self.bytes_down += len(body)
+        self.link.bytes_down += len(body)
         self.channel.send_reliable(body)
 
     def send_welcome(self, welcome: Welcome) -> None:
@@ -394,20 +394,11 @@ class Session:
         if CAPABILITY in self.caps:
             keys = self.channel.offer_fastpath()
             if keys is not None:
-                self._fast_send = self.channel.fast_sender()
+                self.link.fast_send = self.channel.fast_sender()
                 self.send_frame(FastPath(**keys.to_wire()))
 
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))
-
-    def _diff(self, cache: dict[Any, bytes], view: dict[str, Any], base_view: dict[str, Any] | None) -> bytes:
-        """The encoded diff from ``base_view`` to ``view``, made once per tick for everyone."""
-        key = (id(view), id(base_view))
-        diff_json = cache.get(key)
-        if diff_json is None:
-            diff_json = cache[key] = orjson.dumps(delta.diff(base_view or {}, view))
-            self.diffs_encoded += 1
-        return diff_json
 
     def send_view(
         self,
@@ -426,41 +417,16 @@ class Session:
         replaces the applied input's sequence number (a spectator's deltas carry
         the server's tick there).
         """
-        if self.closed.is_set():
+        body = self.link.send_view(tick, view, encoded if encoded is not None else {}, full, seq)
+        if body is None:
             return
-        now = self._clock()
-        if now - self._sent_at > self._ack_timeout_s:
-            self._acked_at = now  # the first view, or the first after a pause in sending: the clock starts
-        self._sent_at = now
-        base_view = None if full else self._sent.get(self.acked)
-        base = self.acked if base_view is not None else 0
-        cache: dict[Any, bytes] = encoded if encoded is not None else {}
-        seq = self.inputs.applied_seq if seq is None else seq
-        body = b""
-        if self._packed:
-            # (the packed diff is looked up first: most clients share it, and skip the JSON)
-            packed = cache.get((id(view), id(base_view), DEFLATE))
-            if packed is None:
-                packed = cache[(id(view), id(base_view), DEFLATE)] = pack_diff(self._diff(cache, view, base_view))
-            body = encode_packed_delta(tick, base, seq, packed)
-        if not body or len(body) > MAX_DATAGRAM:
-            body = encode_delta(tick, base, seq, self._diff(cache, view, base_view))
-        if len(body) <= MAX_DATAGRAM:
-            fast = self._fast_send
-            if fast is None or not fast(body):  # (on the fast path: sealed and queued in one call)
-                self.channel.send_datagram(body)
-        elif self._reliable_pending and self.acked < self._reliable_pending:
-            # One state frame at a time on the stream: queuing more behind it
-            # (a client falling behind gets bigger deltas, then full snapshots)
-            # only delays the one that would let it catch up.
+        # Too big for a datagram: on the control stream, one state frame at a time.
+        # Queuing more behind it (a client falling behind gets bigger deltas, then full
+        # snapshots) only delays the one that would let it catch up.
+        if self._reliable_pending and self.link.acked < self._reliable_pending:
             self.sends_skipped += 1
             return
-        else:
-            self._reliable_pending = tick
-            self.reliable_deltas += 1
-            self.channel.send_reliable(body)
-        self.bytes_down += len(body)
-        self.deltas_sent += 1
-        self._sent[tick] = view
-        if len(self._sent) > BASELINE_RING:  # (one view comes in per call: one goes)
-            self._sent.popitem(last=False)
+        self._reliable_pending = tick
+        self.reliable_deltas += 1
+        self.channel.send_reliable(body)
+        self.link.sent(tick, view, len(body))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -162,6 +163,17 @@ class Rules(ABC):
         """Normalised controls from a client's raw input, or InvalidInput (by the declared inputs).
         A game whose inputs need more than their declaration can say overrides this."""
         return self.input_schema().decode(raw)
+
+    def input_check(self) -> Inputs | Callable[[Any], Controls]:
+        """What the server checks each raw input with: the declaration itself when
+        :meth:`validate_input` is the declaration's (so that a native intake reads it with no
+        call back into Python), else :meth:`validate_input`."""
+        if type(self).validate_input is Rules.validate_input:
+            try:
+                return self.input_schema()
+            except NotImplementedError:
+                pass  # (then each input says so, from validate_input)
+        return self.validate_input
 
     def idle_input(self) -> Controls:
         """The controls of a player who is not touching anything (used while disconnected)."""

@@ -16,6 +16,7 @@ from tickline.server.ratelimit import InputLimits
 from tickline.shared import native
 from tickline.shared.game import InvalidInput
 from tickline.shared.protocol import MAX_DATAGRAM, Input, MalformedFrame, ProtocolError, encode
+from tickline.shared.schema import Bool, Choice, Inputs, Int, ListOf, Text
 
 INTAKE = native.twins("tickline.server", "intake")
 
@@ -229,3 +230,65 @@ def test_the_native_and_pure_intakes_agree_on_any_datagrams_budgets_and_ticks(
         assert budgets[0].exhausted == budgets[1].exhausted
         figures = [(len(q), q.received_seq, q.applied_seq, q.inputs_dropped) for q in queues]
         assert figures[0] == figures[1]
+
+
+# ------------------------------------------------------------------ declared inputs, read natively
+
+_fields = st.one_of(
+    st.tuples(st.integers(-(2**70), 2**70), st.integers(0, 2**70)).map(lambda b: Int(b[0], b[0] + b[1])),
+    st.tuples(st.integers(-100, 100), st.integers(0, 200)).map(lambda b: Int(b[0], b[0] + b[1])),
+    st.builds(Bool, st.booleans()),
+    st.builds(Text, st.integers(0, 8)),
+    st.lists(st.integers(-3, 3), min_size=1, max_size=4, unique=True).map(lambda v: Choice(tuple(v))),
+    st.lists(st.sampled_from(["a", "b", "up"]), min_size=1, max_size=3, unique=True).map(lambda v: Choice(tuple(v))),
+    st.just(Choice((1, "one", True))),
+    st.builds(lambda n: ListOf(Int(0, 9), n), st.integers(0, 3)),
+)
+_names = st.sampled_from(["mx", "my", "fire", "name", "vt", "hand"])
+_declarations = st.dictionaries(_names, _fields, min_size=1, max_size=5).flatmap(
+    lambda controls: st.builds(
+        lambda optional: Inputs(controls, frozenset(optional)), st.sets(st.sampled_from(sorted(controls)))
+    )
+)
+_values = st.one_of(
+    st.integers(-5, 5),
+    st.integers(-(2**80), 2**80),
+    st.booleans(),
+    st.text(max_size=10),
+    st.sampled_from(["a", "b", "up", "one"]),
+    st.floats(allow_nan=False),
+    st.none(),
+    st.lists(st.integers(-2, 12), max_size=4),
+    st.dictionaries(st.text(max_size=2), st.integers(), max_size=2),
+)
+_raw = st.one_of(
+    st.dictionaries(st.one_of(_names, st.text(max_size=4)), _values, max_size=6),
+    _values,
+)
+
+
+@pytest.mark.skipif(len(INTAKE) < 2, reason="the native module is not built here")
+@settings(max_examples=500, deadline=None)
+@given(_declarations, st.lists(_raw, min_size=1, max_size=5))
+def test_the_native_decoder_reads_any_declared_inputs_as_the_declaration_does(
+    declared: Inputs, raws: list[Any]
+) -> None:
+    native_decode = INTAKE["native"].InputDecoder(declared)
+    for raw in raws:
+        outcomes: list[Any] = []
+        for decode in (native_decode, declared.decode):
+            try:
+                out = decode(raw)
+                outcomes.append(("ok", [(k, type(v), v) for k, v in out.items()]))
+            except InvalidInput as exc:
+                outcomes.append(("refused", str(exc)))
+        assert outcomes[0] == outcomes[1]
+
+
+def test_a_queue_given_the_declaration_reads_inputs_by_it(twin: Any) -> None:
+    declared = Inputs({"mx": Choice((-1, 0, 1), default=0), "fire": Bool(), "vt": Int(0, 100)}, frozenset({"vt"}))
+    queue = twin.InputQueue(declared)
+    queue.put([[1, {"fire": True}], [2, {"mx": -1, "vt": 7}]], 0)
+    assert [queue.take(t) for t in (2, 3)] == [(1, {"mx": 0, "fire": True}), (2, {"mx": -1, "fire": False, "vt": 7})]
+    with pytest.raises(InvalidInput, match="input control 'mx' must be -1, 0 or 1"):
+        queue.put([[3, {"mx": 2}]], 3)

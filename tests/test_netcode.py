@@ -193,14 +193,17 @@ def test_impairment_is_replayable_from_its_seed() -> None:
 # ----------------------------------------------------------------- sans-I/O pieces
 
 INTAKE = native.twins("tickline.server", "intake")
+LINK = native.twins("tickline.server", "link")
 
 
 @pytest.fixture(params=sorted(INTAKE))
 def intake(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Any:
-    """The session's input queue and budget from one twin (server/intake.py), then the other."""
+    """The session's input queue, budget and link from one twin of each (server/intake.py,
+    server/link.py), then from the others."""
     twin = INTAKE[request.param]
     monkeypatch.setattr(session_module, "InputQueue", twin.InputQueue)
     monkeypatch.setattr(session_module, "InputBudget", twin.InputBudget)
+    monkeypatch.setattr(session_module, "Link", LINK[request.param].Link)
     return twin
 
 
@@ -308,7 +311,7 @@ def test_a_newer_input_cuts_short_the_hold_of_the_one_before_so_none_wait(intake
     assert session.inputs_merged == 0 and session.input_underruns == 0
 
 
-def test_a_delta_too_big_for_a_datagram_goes_reliably() -> None:
+def test_a_delta_too_big_for_a_datagram_goes_reliably(intake: Any) -> None:
     session, channel, _ = _session()
     session.send_view(1, {"players": {str(i): {"name": f"player-{i:04d}", "x": i, "y": i} for i in range(40)}})
     session.send_view(2, {"small": 1})
@@ -317,7 +320,7 @@ def test_a_delta_too_big_for_a_datagram_goes_reliably() -> None:
     assert len(channel.datagrams) == 1
 
 
-def test_same_view_and_baseline_encode_one_diff_for_all_clients() -> None:
+def test_same_view_and_baseline_encode_one_diff_for_all_clients(intake: Any) -> None:
     sessions = [_session()[0] for _ in range(8)]
     view = {"players": {"1": {"x": 1}}}
     cache: dict[Any, bytes] = {}
@@ -340,7 +343,7 @@ async def _packed_session() -> tuple[Session, RecordingChannel]:
     return session, channel
 
 
-async def test_clients_that_name_deflate_get_packed_deltas_packed_once_per_shared_diff() -> None:
+async def test_clients_that_name_deflate_get_packed_deltas_packed_once_per_shared_diff(intake: Any) -> None:
     packed = [await _packed_session() for _ in range(4)]
     plain, plain_channel, _ = _session()
     view = {"players": {str(i): {"name": f"player-{i:04d}", "x": 1000 + i, "y": i} for i in range(40)}}
@@ -521,7 +524,7 @@ def test_lag_compensation_rewinds_no_further_than_its_cap() -> None:
     assert events[0]["rewind"] == 60  # lag_comp_ms 1000 at 60 Hz
 
 
-def test_full_snapshot_mode_ignores_acknowledgements() -> None:
+def test_full_snapshot_mode_ignores_acknowledgements(intake: Any) -> None:
     session, channel, _ = _session()
     session.send_view(2, {"a": 1})
     session.on_datagram(encode(Input(ack=2, inputs=[])))
@@ -571,7 +574,7 @@ async def test_a_dropped_player_leaves_when_its_grace_window_ends(start_server) 
                 pass
 
 
-def test_only_one_oversized_state_frame_waits_on_the_stream_at_a_time() -> None:
+def test_only_one_oversized_state_frame_waits_on_the_stream_at_a_time(intake: Any) -> None:
     session, channel, _ = _session()
     big = {"players": {str(i): {"name": f"player-{i:04d}", "x": i, "y": i} for i in range(40)}}
     session.send_view(2, big)

@@ -1,0 +1,218 @@
+# cython: language_level=3, boundscheck=False, wraparound=False
+"""A client's link on the hot path, in native code: the twin of ``_link_py.py``.
+
+``server/link.py`` describes both. The baselines are a ring of C integers (the ticks)
+beside the views, in the order the twin's ordered dict keeps; the packed delta's header is
+written here, and everything out of the routine goes through the same Python calls as the
+twin's.
+"""
+
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from libc.string cimport memcpy
+
+import orjson
+
+from tickline.server.link import BASELINE_RING
+from tickline.shared import delta
+from tickline.shared.game import InvalidInput
+from tickline.shared.protocol import (
+    DEFLATE,
+    MAX_DATAGRAM,
+    PACKED_DELTA,
+    ProtocolError,
+    encode_delta,
+    encode_packed_delta,
+    pack_diff,
+)
+
+cdef enum:
+    RING = 64
+
+assert BASELINE_RING == RING
+
+cdef object _dumps = orjson.dumps
+cdef object _DEFLATE = DEFLATE
+cdef Py_ssize_t _MAX_DATAGRAM = MAX_DATAGRAM
+cdef unsigned char _PACKED_TAG = PACKED_DELTA[0]
+cdef long long _U32 = 0xFFFFFFFF
+
+
+cdef inline void _u32(char* at, long long value) noexcept:
+    at[0] = <char>((value >> 24) & 0xFF)
+    at[1] = <char>((value >> 16) & 0xFF)
+    at[2] = <char>((value >> 8) & 0xFF)
+    at[3] = <char>(value & 0xFF)
+
+
+cdef bytes _packed_delta(long long tick, long long base, object seq_obj, bytes packed):
+    """encode_packed_delta's bytes; numbers it cannot write go to it, for the same error."""
+    cdef long long seq
+    if type(seq_obj) is not int or not (0 <= seq_obj <= _U32) or not (0 <= tick <= _U32) or not (0 <= base <= _U32):
+        return encode_packed_delta(tick, base, seq_obj, packed)
+    seq = seq_obj
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(packed)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, 13 + size)
+    cdef char* buf = PyBytes_AS_STRING(out)
+    buf[0] = <char>_PACKED_TAG
+    _u32(buf + 1, tick)
+    _u32(buf + 5, base)
+    _u32(buf + 9, seq)
+    memcpy(buf + 13, PyBytes_AS_STRING(packed), size)
+    return out
+
+
+cdef class Link:
+    """One client's datagrams in and deltas out: see ``_link_py.Link``."""
+
+    cdef public object queue
+    cdef object _clock
+    cdef object _owner
+    cdef object _send_datagram
+    cdef double _ack_timeout_s
+    cdef public object fast_send
+    cdef public bint packed
+    cdef public bint closed
+    cdef public object match
+    cdef public long long bytes_up
+    cdef public long long bytes_down
+    cdef public long long deltas_sent
+    cdef public long long diffs_encoded
+    cdef public long long acked
+    cdef public double acked_at
+    cdef public double sent_at
+    cdef long long _ticks[RING]
+    cdef list _views  # RING slots, beside _ticks
+    cdef int _head, _count
+
+    def __init__(self, queue, clock, owner, send_datagram, double ack_timeout_s):
+        self.queue = queue
+        self._clock = clock
+        self._owner = owner
+        self._send_datagram = send_datagram
+        self._ack_timeout_s = ack_timeout_s
+        self.fast_send = None
+        self.packed = False
+        self.closed = False
+        self.match = None
+        self.bytes_up = self.bytes_down = self.deltas_sent = self.diffs_encoded = 0
+        self.acked = 0
+        self.acked_at = 0.0
+        self.sent_at = -ack_timeout_s - 1.0
+        self._views = [None] * RING
+        self._head = self._count = 0
+
+    cdef inline int _find(self, long long tick) noexcept:
+        """The ring slot of ``tick``'s view, or -1 (newest first: acks are recent)."""
+        cdef int i, at
+        for i in range(self._count - 1, -1, -1):
+            at = (self._head + i) % RING
+            if self._ticks[at] == tick:
+                return at
+        return -1
+
+    # ------------------------------------------------------------ in
+
+    def deliver(self, bytes data):
+        """One input datagram from the client."""
+        cdef long long ack
+        cdef bint known = False
+        if self.closed:
+            return
+        self.bytes_up += PyBytes_GET_SIZE(data)
+        cdef double now = self._clock()
+        queue = self.queue
+        try:
+            admitted = queue.receive(data, now, self.match.tick if self.match is not None else 0)
+        except (ProtocolError, InvalidInput) as exc:
+            self._owner.fail(str(exc))
+            return
+        if not admitted:
+            self._owner.input_refused(queue.refusal)
+            return
+        dropped = queue.dropped_now
+        if dropped:
+            self._owner.inputs_overflowed(dropped)
+        ack_obj = queue.ack
+        if -0x7FFFFFFFFFFFFFFF <= ack_obj <= 0x7FFFFFFFFFFFFFFF:
+            ack = ack_obj
+            known = ack > self.acked and self._find(ack) >= 0
+        if known:
+            self.acked = ack
+            self.acked_at = now
+        elif self._count and now - self.acked_at > self._ack_timeout_s:
+            self._owner.acks_stopped()
+
+    def take(self, long long tick):
+        """The next input for match tick ``tick`` (the queue's ``take``)."""
+        return self.queue.take(tick)
+
+    # ------------------------------------------------------------ out
+
+    def send_view(self, long long tick, view, dict cache, bint full, seq):
+        """Send ``view`` for ``tick`` as a delta: see ``_link_py.Link.send_view``."""
+        cdef int at
+        cdef long long base = 0
+        if self.closed:
+            return None
+        cdef double now = self._clock()
+        if now - self.sent_at > self._ack_timeout_s:
+            self.acked_at = now  # the first view, or the first after a pause in sending: the clock starts
+        self.sent_at = now
+        base_view = None
+        if not full:
+            at = self._find(self.acked)
+            if at >= 0:
+                base_view = self._views[at]
+                base = self.acked
+        if seq is None:
+            seq = self.queue.applied_seq
+        body = None
+        if self.packed:
+            # (the packed diff is looked up first: most clients share it, and skip the JSON)
+            key = (id(view), id(base_view), _DEFLATE)
+            packed = cache.get(key)
+            if packed is None:
+                packed = cache[key] = pack_diff(self._diff(cache, view, base_view))
+            body = _packed_delta(tick, base, seq, packed)
+        if body is None or PyBytes_GET_SIZE(body) > _MAX_DATAGRAM:
+            body = encode_delta(tick, base, seq, self._diff(cache, view, base_view))
+        if PyBytes_GET_SIZE(body) > _MAX_DATAGRAM:
+            return body
+        fast = self.fast_send
+        if fast is None or not fast(body):  # (on the fast path: sealed and queued in one call)
+            self._send_datagram(body)
+        self._note(tick, view, PyBytes_GET_SIZE(body))
+        return None
+
+    cdef bytes _diff(self, dict cache, view, base_view):
+        key = (id(view), id(base_view))
+        diff_json = cache.get(key)
+        if diff_json is None:
+            diff_json = cache[key] = _dumps(delta.diff(base_view or {}, view))
+            self.diffs_encoded += 1
+        return diff_json
+
+    def sent(self, long long tick, view, Py_ssize_t size):
+        """``view`` went out for ``tick`` in ``size`` bytes: a baseline from now on."""
+        self._note(tick, view, size)
+
+    cdef void _note(self, long long tick, view, Py_ssize_t size):
+        cdef int at
+        self.bytes_down += size
+        self.deltas_sent += 1
+        at = self._find(tick)
+        if at >= 0:  # (the same tick again: its view is replaced where it stands)
+            self._views[at] = view
+            return
+        if self._count == RING:  # (one view comes in: one goes)
+            self._views[self._head] = None
+            self._head = (self._head + 1) % RING
+            self._count -= 1
+        at = (self._head + self._count) % RING
+        self._ticks[at] = tick
+        self._views[at] = view
+        self._count += 1
+
+    def sent_ticks(self):
+        """The ticks whose views are kept as baselines, oldest first."""
+        return [self._ticks[(self._head + i) % RING] for i in range(self._count)]
