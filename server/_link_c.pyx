@@ -150,6 +150,9 @@ cdef class Link:
 
     def send_view(self, long long tick, view, dict cache, bint full, seq):
         """Send ``view`` for ``tick`` as a delta: see ``_link_py.Link.send_view``."""
+        return self._send_view(tick, view, cache, full, seq)
+
+    cdef object _send_view(self, long long tick, view, dict cache, bint full, seq):
         cdef int at
         cdef long long base = 0
         if self.closed:
@@ -216,3 +219,28 @@ cdef class Link:
     def sent_ticks(self):
         """The ticks whose views are kept as baselines, oldest first."""
         return [self._ticks[(self._head + i) % RING] for i in range(self._count)]
+
+
+def take_inputs(dict sessions, long long tick, dict seqs, dict inputs):
+    """Each session's next input for a tick: see ``_link_py.take_inputs``."""
+    cdef Py_ssize_t applied = 0
+    cdef list refused = []
+    for player_id, session in sessions.items():
+        taken = (<Link?>session.link).queue.take(tick)
+        if taken is not None:
+            seqs[player_id] = (<tuple?>taken)[0]
+            inputs[player_id] = (<tuple>taken)[1]
+            applied += 1
+        if session.refused:
+            refused.append(session)
+    return applied, refused
+
+
+def send_views(list sessions, long long tick, view, dict cache, bint full):
+    """A view to each session's link: see ``_link_py.send_views``."""
+    cdef list oversized = []
+    for session in sessions:
+        body = (<Link?>session.link)._send_view(tick, view, cache, full, None)
+        if body is not None:
+            oversized.append((session, body))
+    return oversized

@@ -141,3 +141,33 @@ class Link:
     def sent_ticks(self) -> list[int]:
         """The ticks whose views are kept as baselines, oldest first."""
         return list(self._sent)
+
+
+def take_inputs(
+    sessions: dict[int, Any], tick: int, seqs: dict[int, int], inputs: dict[int, Any]
+) -> tuple[int, list[Any]]:
+    """Each session's next input for match tick ``tick``, into ``seqs`` and ``inputs`` by
+    player id (``sessions``: player id -> a session, with its ``link`` and ``refused``); how
+    many there were, and the sessions with refusals to report."""
+    applied, refused = 0, []
+    for player_id, session in sessions.items():
+        taken = session.link.take(tick)
+        if taken is not None:
+            seqs[player_id], inputs[player_id] = taken
+            applied += 1
+        if session.refused:
+            refused.append(session)
+    return applied, refused
+
+
+def send_views(
+    sessions: list[Any], tick: int, view: Any, cache: dict[Any, bytes], full: bool
+) -> list[tuple[Any, bytes]]:
+    """``view`` for ``tick`` to each session's link (:meth:`Link.send_view`); the sessions and
+    deltas too big for a datagram, for each session to send."""
+    oversized = []
+    for session in sessions:
+        body = session.link.send_view(tick, view, cache, full, None)
+        if body is not None:
+            oversized.append((session, body))
+    return oversized

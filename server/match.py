@@ -55,7 +55,7 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from tickline.server.eventlog import (
     EventLog,
@@ -70,10 +70,19 @@ from tickline.server.eventlog import (
 from tickline.server.session import Departure, Session
 from tickline.server.stats import Samples
 from tickline.server.ticker import Ticker
+from tickline.shared import native
 from tickline.shared.game import ConfigError, Rules, State, TickInputs, state_hash
 from tickline.shared.games import game_class, load
 from tickline.shared.logformat import Divergence, MatchHeader, decode_state, replay_stored_tick
 from tickline.shared.protocol import PROTOCOL_VERSION, Welcome
+
+# Every player's input taken, and a view sent to all who share it, in one call each
+# (server/link.py): native where built.
+if TYPE_CHECKING:  # (both twins have the pure one's interface)
+    from tickline.server._link_py import send_views, take_inputs
+else:
+    _link = native.load("tickline.server", "link")
+    send_views, take_inputs = _link.send_views, _link.take_inputs
 
 log = logging.getLogger(__name__)
 
@@ -538,13 +547,11 @@ class Match:
         for player_id in self._idle:
             inputs.inputs[player_id] = self.rules.idle_input()
         self._idle.clear()
-        for player_id, session in self.sessions.items():
-            taken = session.take_input(self.tick + 1)
-            if taken is not None:
-                inputs.seqs[player_id], inputs.inputs[player_id] = taken
-                self.inputs_applied += 1
-            if session.refused:
-                self._take_refused(session)
+        # (every player's next input in one call: server/link.py, native where built)
+        applied, refused = take_inputs(self.sessions, self.tick + 1, inputs.seqs, inputs.inputs)
+        self.inputs_applied += applied
+        for session in refused:
+            self._take_refused(session)
         for spectator in self.spectators:
             if spectator.refused:
                 self._take_refused(spectator)
@@ -578,19 +585,32 @@ class Match:
         full = self.settings.full_snapshots
         rules, state = self.rules, self.state
         hold = self._held(tick)  # (decided once for the tick: then each send waits in _outbox)
+        sharing: dict[Any, list[Session]] = {}  # view key -> the players shown that view
         for player_id, session in self.sessions.items():
             key = rules.view_key(state, player_id)
             if not over and (key if type(key) is int else hash(key)) % self._send_every != phase:
                 continue
-            view = views.get(key)
-            if view is None:
-                view = views[key] = rules.view(state, player_id)
+            group = sharing.get(key)
+            if group is None:
+                views[key] = rules.view(state, player_id)
+                group = sharing[key] = []
+            group.append(session)
+        for key, group in sharing.items():
             if hold:
-                self._outbox.append((tick, partial(session.send_view, tick, view, encoded, full)))
+                self._outbox.append((tick, partial(self._send_views, group, tick, views[key], encoded, full)))
             else:
-                session.send_view(tick, view, encoded, full)
+                self._send_views(group, tick, views[key], encoded, full)
         if self.spectators:
             self._watch(tick, views, encoded)
+
+    @staticmethod
+    def _send_views(
+        sessions: list[Session], tick: int, view: dict[str, Any], encoded: dict[Any, bytes], full: bool
+    ) -> None:
+        """``view`` to each of ``sessions`` in one call (server/link.py), but for deltas too big
+        for a datagram, which each session sends itself."""
+        for session, body in send_views(sessions, tick, view, encoded, full):
+            session.send_oversized(tick, view, body)
 
     # ------------------------------------------------------------ delivery after commit
 

@@ -418,9 +418,12 @@ class Session:
         the server's tick there).
         """
         body = self.link.send_view(tick, view, encoded if encoded is not None else {}, full, seq)
-        if body is None:
-            return
-        # Too big for a datagram: on the control stream, one state frame at a time.
+        if body is not None:
+            self.send_oversized(tick, view, body)
+
+    def send_oversized(self, tick: int, view: dict[str, Any], body: bytes) -> None:
+        """A delta the link found too big for a datagram: on the control stream, one state
+        frame at a time."""
         # Queuing more behind it (a client falling behind gets bigger deltas, then full
         # snapshots) only delays the one that would let it catch up.
         if self._reliable_pending and self.link.acked < self._reliable_pending:

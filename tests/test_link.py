@@ -256,3 +256,62 @@ def test_deltas_from_either_twin_rebuild_the_view(views: list[dict[str, Any]], a
             assert shown[tick] == view
             if acks[i]:
                 link.deliver(_ack(tick))
+
+
+# ------------------------------------------------------------------ a whole match's players in one call
+
+
+class Player:
+    """What take_inputs and send_views read of a session: its link, and its refusals."""
+
+    def __init__(self, kind: str, packed: bool = True) -> None:
+        self.link, self.sent, self.owner, self.clock = _link(kind, packed=packed)
+        self.refused: dict[str, int] = {}
+
+
+def test_every_players_next_input_is_taken_in_one_call(kind: str) -> None:
+    players = {pid: Player(kind) for pid in (3, 5, 8)}
+    players[3].link.deliver(_ack(0, [1, {"mx": 1}]))
+    players[8].link.deliver(_ack(0, [1, {"mx": -1}], [2, {"mx": 0}]))
+    players[5].refused["bytes"] = 2
+    seqs: dict[int, int] = {}
+    inputs: dict[int, Any] = {}
+    applied, refused = LINK[kind].take_inputs(players, 9, seqs, inputs)
+    assert applied == 2 and seqs == {3: 1, 8: 1} and inputs == {3: {"mx": 1}, 8: {"mx": -1}}
+    assert refused == [players[5]]
+    applied, _ = LINK[kind].take_inputs(players, 10, seqs, inputs)
+    assert applied == 1 and seqs == {3: 1, 8: 2} and inputs[8] == {"mx": 0}
+
+
+def test_a_view_goes_to_every_player_who_shares_it_and_the_oversized_come_back(kind: str) -> None:
+    players = [Player(kind), Player(kind), Player(kind, packed=False)]
+    players[1].link.closed = True
+    view = {"players": {str(i): {"name": f"player-{i:04d}", "x": 1000 + i, "y": i} for i in range(40)}}
+    cache: dict[Any, bytes] = {}
+    oversized = LINK[kind].send_views(players, 2, view, cache, False)
+    assert [p.sent for p in players[:2]] == [[players[0].sent[0]], []] and len(players[0].sent[0]) <= MAX_DATAGRAM
+    assert len(oversized) == 1 and oversized[0][0] is players[2] and len(oversized[0][1]) > MAX_DATAGRAM
+    assert players[0].link.diffs_encoded + players[2].link.diffs_encoded == 1  # one diff, for all
+
+
+@pytest.mark.skipif(len(LINK) < 2, reason="the native twin is not built")
+@settings(max_examples=100, deadline=None)
+@given(
+    inputs=st.lists(st.tuples(st.integers(0, 3), st.lists(st.integers(1, 30), max_size=3)), max_size=20),
+    ticks=st.lists(st.integers(1, 3), min_size=1, max_size=10),
+)
+def test_the_twins_take_the_same_inputs_for_a_whole_match(
+    inputs: list[tuple[int, list[int]]], ticks: list[int]
+) -> None:
+    results = []
+    for kind in KINDS:
+        players = {pid: Player(kind) for pid in range(4)}
+        for pid, seqs in inputs:
+            players[pid].link.deliver(_ack(0, *[[s, {"mx": s % 3 - 1}] for s in seqs]))
+        out, tick = [], 0
+        for step in ticks:
+            tick += step
+            got: tuple[dict[int, int], dict[int, Any]] = ({}, {})
+            out.append((LINK[kind].take_inputs(players, tick, *got)[0], got))
+        results.append(out)
+    assert results[0] == results[1]

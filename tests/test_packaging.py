@@ -69,7 +69,13 @@ def test_installing_tickline_adds_one_top_level_package_and_it_imports_whole(tmp
     assert Path(where).is_relative_to(target) and missing == "[]"
     # The native modules were built, and are in use (the server's once imported: it was).
     assert chosen == "{'delta': True, 'intake': True, 'link': True, 'seal': True, 'udpbatch': True}"
-    for module in ("shared/_delta_c.", "shared/_seal_c.", "server/_intake_c.", "server/_link_c.", "server/_udpbatch_c."):
+    for module in (
+        "shared/_delta_c.",
+        "shared/_seal_c.",
+        "server/_intake_c.",
+        "server/_link_c.",
+        "server/_udpbatch_c.",
+    ):
         assert any(f.startswith(f"tickline/{module}") and f.endswith(".so") for f in files), module
 
 
