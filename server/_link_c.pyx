@@ -83,6 +83,7 @@ cdef class Link:
     cdef long long _ticks[RING]
     cdef list _views  # RING slots, beside _ticks
     cdef int _head, _count
+    cdef long long _highest  # no tick in the ring is higher
 
     def __init__(self, queue, clock, owner, send_datagram, double ack_timeout_s):
         self.queue = queue
@@ -100,6 +101,7 @@ cdef class Link:
         self.sent_at = -ack_timeout_s - 1.0
         self._views = [None] * RING
         self._head = self._count = 0
+        self._highest = -1
 
     cdef inline int _find(self, long long tick) noexcept:
         """The ring slot of ``tick``'s view, or -1 (newest first: acks are recent)."""
@@ -203,16 +205,19 @@ cdef class Link:
         cdef int at
         self.bytes_down += size
         self.deltas_sent += 1
-        at = self._find(tick)
-        if at >= 0:  # (the same tick again: its view is replaced where it stands)
-            self._views[at] = view
-            return
+        if tick <= self._highest:
+            at = self._find(tick)  # (only then: ticks rise, and a higher one is in no slot)
+            if at >= 0:  # (the same tick again: its view is replaced where it stands)
+                self._views[at] = view
+                return
         if self._count == RING:  # (one view comes in: one goes)
             self._views[self._head] = None
             self._head = (self._head + 1) % RING
             self._count -= 1
         at = (self._head + self._count) % RING
         self._ticks[at] = tick
+        if tick > self._highest:
+            self._highest = tick
         self._views[at] = view
         self._count += 1
 

@@ -204,6 +204,7 @@ _views = st.dictionaries(
 _steps = st.lists(
     st.one_of(
         st.tuples(st.just("send"), _views, st.booleans(), st.one_of(st.none(), st.integers(0, 2**32 - 1))),
+        st.tuples(st.just("again"), _views, st.integers(0, 3)),
         st.tuples(st.just("ack"), st.integers(-3, 80), st.lists(st.integers(1, 40), max_size=3)),
         st.tuples(st.just("take"), st.integers(0, 3)),
         st.tuples(st.just("wait"), st.floats(0.0, 3.0)),
@@ -220,6 +221,9 @@ def _run(kind: str, packed: bool, steps: list[tuple[Any, ...]]) -> list[Any]:
         if step[0] == "send":
             tick += 1 + len(step[1]) % 2  # (sends skip ticks, as phases do)
             body = link.send_view(tick, step[1], {}, step[2], step[3])
+            out.append(("body", body))
+        elif step[0] == "again":  # a view for a tick already sent, or older (the ring's order holds)
+            body = link.send_view(max(1, tick - step[2]), step[1], {}, False, None)
             out.append(("body", body))
         elif step[0] == "ack":
             link.deliver(_ack(step[1], *[[s, {"mx": s}] for s in step[2]]))
