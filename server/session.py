@@ -165,8 +165,6 @@ class Session:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.departure = Departure.LOST
-        # inputs (server/intake.py); the game's check is known once the session joins a match
-        self.inputs = InputQueue(None, self._budget)
         # Inputs refused since the match last looked, by reason (the match writes them in
         # its log); a kick's reason is "kicked: why".
         self.refused: Counter[str] = Counter()
@@ -174,7 +172,9 @@ class Session:
         # Datagrams in and deltas out, the routine of every tick (server/link.py). The
         # transports hand it the client's datagrams, and the match takes inputs through it,
         # with no Python frame of the session's in between.
-        self.link = Link(self.inputs, clock, self, channel.send_datagram, ack_timeout_s)
+        # Its input queue (server/intake.py) is swapped for one with the game's check when the
+        # session joins a match.
+        self.link = Link(InputQueue(None, self._budget), clock, self, channel.send_datagram, ack_timeout_s)
         self.on_datagram = self.link.deliver
         self.take_input = self.link.take
         # deltas too big for a datagram, sent on the control stream one at a time
@@ -310,18 +310,24 @@ class Session:
         return frame
 
     def join(self, match: Match, player_id: int) -> None:
-        self.match = match
-        self.inputs = self.link.queue = InputQueue(match.rules.input_check(), self._budget)
-        self.link.match = match
+        self._enter(match, spectating=False)
         self.player_id = player_id
 
     def watch(self, match: Watched, follow: int) -> None:
         """Join ``match`` (live or recorded) as a spectator of ``follow`` (0: the whole match)."""
-        self.match = match
-        self.inputs = self.link.queue = InputQueue(match.rules.input_check(), self._budget, spectating=True)
-        self.link.match = match
+        self._enter(match, spectating=True)
         self.spectating = True
         self.follow = follow
+
+    def _enter(self, match: Watched, spectating: bool) -> None:
+        self.match = self.link.match = match
+        self.link.queue = InputQueue(match.rules.input_check(), self._budget, spectating)
+
+    @property
+    def inputs(self) -> InputQueue:
+        """The input queue (server/intake.py), the link's."""
+        queue: InputQueue = self.link.queue  # (either twin's)
+        return queue
 
     async def run(self) -> None:
         """The session task, owned by its match: serve control frames until the connection ends."""
