@@ -6,6 +6,8 @@ machine without a C compiler still installs, and runs on the twins.
 """
 
 import os
+import shutil
+from pathlib import Path
 
 from setuptools import Extension, setup
 
@@ -24,6 +26,22 @@ def _flag(name: str) -> bool:
     return os.environ.get(name, "") not in ("", "0")
 
 
+def _include_tree() -> str:
+    """A folder where the modules' .pxd files sit under their import names (tickline/...), as
+    ``cimport`` looks them up: the repository's folders are the package, under another name."""
+    root = Path(__file__).resolve().parent
+    tree = root / "build" / "cython-include"
+    for _, source, _ in NATIVE:
+        pxd = (root / source).with_suffix(".pxd")
+        if pxd.exists():
+            into = tree / "tickline" / Path(source).parent
+            into.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(pxd, into / pxd.name)
+            for package in (tree / "tickline", into):
+                (package / "__init__.pxd").touch()
+    return str(tree)
+
+
 def extensions() -> list[Extension]:
     if _flag("TICKLINE_NO_EXTENSIONS"):
         return []
@@ -37,6 +55,7 @@ def extensions() -> list[Extension]:
     built = cythonize(
         [Extension(name, [source], libraries=libraries) for name, source, libraries in NATIVE],
         language_level=3,
+        include_path=[_include_tree()],
         quiet=True,
     )
     for extension in built:

@@ -17,12 +17,19 @@ The twin of ``_udpbatch_py.py``, on a non-blocking UDP socket's file descriptor:
 - an :class:`Inbox`: the fast path's packets of a read, each opened (its replay window
   checked) and handed to its route (``receive_batch(batch, on_error)``, which returns the
   rest, QUIC's, in order): an input packet reaches its session with no Python frame before.
+  ``drain(receiver, limit, on_error)`` reads the batch itself and opens each packet in the
+  receiver's buffer: an input from its client's own address makes no Python object but its
+  payload.
 """
 
 from libc.errno cimport EAGAIN, EINTR, errno
+from libc.stdint cimport uint8_t
 from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memset, strerror
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
+from cpython.unicode cimport PyUnicode_CompareWithASCIIString
+
+from tickline.shared._seal_c cimport Opener, Sealer
 
 from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, session_of
 
@@ -203,6 +210,34 @@ cdef object _address(sockaddr_storage *name):
     return None
 
 
+cdef bint _same_address(sockaddr_storage *name, object addr) except -1:
+    """Whether ``addr`` (an address as :func:`_address` gives them) names ``name``; made to
+    make no object, as every input from a client's own address asks it."""
+    cdef char host[_HOST]
+    cdef sockaddr_in *v4
+    cdef sockaddr_in6 *v6
+    if type(addr) is not tuple:
+        return False
+    if name.ss_family == AF_INET:
+        v4 = <sockaddr_in *>name
+        if len(<tuple>addr) != 2 or type((<tuple>addr)[1]) is not int or (<tuple>addr)[1] != ntohs(v4.sin_port):
+            return False
+        inet_ntop(AF_INET, &v4.sin_addr, host, _HOST)
+    elif name.ss_family == AF_INET6:
+        v6 = <sockaddr_in6 *>name
+        if (
+            len(<tuple>addr) != 4
+            or type((<tuple>addr)[1]) is not int or (<tuple>addr)[1] != ntohs(v6.sin6_port)
+            or type((<tuple>addr)[2]) is not int or (<tuple>addr)[2] != ntohl(v6.sin6_flowinfo)
+            or type((<tuple>addr)[3]) is not int or (<tuple>addr)[3] != v6.sin6_scope_id
+        ):
+            return False
+        inet_ntop(AF_INET6, &v6.sin6_addr, host, _HOST)
+    else:
+        return False
+    return type((<tuple>addr)[0]) is str and PyUnicode_CompareWithASCIIString((<tuple>addr)[0], host) == 0
+
+
 cdef class Receiver:
     """Reads batches of datagrams from the socket ``fd`` of address family ``family``."""
 
@@ -228,33 +263,41 @@ cdef class Receiver:
     def receive(self, int limit=_RECEIVE_BATCH):
         """Up to ``limit`` queued datagrams, [(payload, address)], in arrival order."""
         cdef list out = []
-        cdef int got, i, want, err
+        cdef int got, i, want
         while len(out) < limit:
             want = min(limit - len(out), _RECEIVE_BATCH)
-            for i in range(want):
-                self.vectors[i].iov_base = self.slots + <size_t>i * _SLOT
-                self.vectors[i].iov_len = _SLOT
-                memset(&self.messages[i], 0, sizeof(mmsghdr))
-                self.messages[i].msg_hdr.msg_name = &self.names[i]
-                self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
-                self.messages[i].msg_hdr.msg_iov = &self.vectors[i]
-                self.messages[i].msg_hdr.msg_iovlen = 1
-            with nogil:
-                got = recvmmsg(self.fd, self.messages, <unsigned int>want, MSG_DONTWAIT, NULL)
-                err = errno
-            self.calls += 1
-            if got < 0:
-                if err == EAGAIN or err == EINTR or out:  # (EWOULDBLOCK is EAGAIN on Linux)
-                    break  # (an error after datagrams were read is reported by the next call)
-                raise OSError(err, strerror(err).decode())
+            got = self._read(want, len(out) > 0)
             for i in range(got):
-                out.append((
-                    PyBytes_FromStringAndSize(self.slots + <size_t>i * _SLOT, self.messages[i].msg_len),
-                    _address(&self.names[i]),
-                ))
+                out.append(self._datagram(i))
             if got < want:
                 break  # the queue is empty
         return out
+
+    cdef int _read(self, int want, bint some) except -2:
+        """Read up to ``want`` datagrams into the slots; how many (0 when none is queued, or
+        on an error once ``some`` were read: the next call reports it)."""
+        cdef int got, i, err
+        for i in range(want):
+            self.vectors[i].iov_base = self.slots + <size_t>i * _SLOT
+            self.vectors[i].iov_len = _SLOT
+            memset(&self.messages[i], 0, sizeof(mmsghdr))
+            self.messages[i].msg_hdr.msg_name = &self.names[i]
+            self.messages[i].msg_hdr.msg_namelen = sizeof(sockaddr_storage)
+            self.messages[i].msg_hdr.msg_iov = &self.vectors[i]
+            self.messages[i].msg_hdr.msg_iovlen = 1
+        with nogil:
+            got = recvmmsg(self.fd, self.messages, <unsigned int>want, MSG_DONTWAIT, NULL)
+            err = errno
+        self.calls += 1
+        if got < 0:
+            if err == EAGAIN or err == EINTR or some:  # (EWOULDBLOCK is EAGAIN on Linux)
+                return 0
+            raise OSError(err, strerror(err).decode())
+        return got
+
+    cdef tuple _datagram(self, int i):
+        """Slot ``i`` as (payload, address)."""
+        return (PyBytes_FromStringAndSize(self.slots + <size_t>i * _SLOT, self.messages[i].msg_len), _address(&self.names[i]))
 
 
 cdef int _DATA = DATA
@@ -280,7 +323,8 @@ cdef class Outbox:
         addr = route.addr
         if not route.active or addr is None:
             return False
-        packet = route.sealer.seal(_DATA, body)
+        sealer = route.sealer
+        packet = (<Sealer>sealer).seal_c(_DATA, body) if type(sealer) is Sealer else sealer.seal(_DATA, body)
         if not self.packets:
             self._on_first()
         self.packets.append((packet, addr))
@@ -330,17 +374,73 @@ cdef class Inbox:
                 on_error(exc)
         return rest
 
+    def drain(self, Receiver receiver, int limit, on_error):
+        """Read up to ``limit`` datagrams from ``receiver`` as ``receive_batch`` takes them,
+        straight from its buffers: the fast path's packets are opened where they were read, an
+        input from its route's own address making no Python object but its payload (no packet,
+        no address, no tuple). Returns (the rest in order, as ``receive`` gives them; how many
+        datagrams were read)."""
+        cdef list rest = []
+        cdef int got, i, want, read = 0
+        cdef const uint8_t *data
+        cdef Py_ssize_t size
+        while read < limit:
+            want = min(limit - read, _RECEIVE_BATCH)
+            got = receiver._read(want, read > 0)
+            for i in range(got):
+                data = <const uint8_t *>(receiver.slots + <size_t>i * _SLOT)
+                size = receiver.messages[i].msg_len
+                if size == 0 or data[0] & _QUIC_FIXED_BIT:
+                    rest.append(receiver._datagram(i))
+                    continue
+                try:
+                    self._open(receiver, i, data, size)
+                except Exception as exc:
+                    on_error(exc)
+            read += got
+            if got < want:
+                break  # the queue is empty
+        return rest, read
+
+    cdef _open(self, Receiver receiver, int i, const uint8_t *data, Py_ssize_t size):
+        """Slot ``i`` of ``receiver``'s read, a fast-path packet, as ``_receive`` takes it."""
+        cdef int kind = 0
+        route = self.routes.get(PyBytes_FromStringAndSize(<const char *>data + 1, 8)) if size >= 9 else None
+        opener = None if route is None else route.opener
+        if type(opener) is not Opener:
+            item = receiver._datagram(i)  # (no route; or an opener of the pure twin's)
+            self._receive(item[0], item[1])
+            return
+        try:
+            payload = (<Opener>opener).open_c(data, size, &kind)
+        except Dropped as drop:
+            self.dropped[drop.reason] += 1
+            return
+        if kind != _DATA or not _same_address(&receiver.names[i], route.addr):
+            addr = _address(&receiver.names[i])
+            if not self._other(route, kind, payload, PyBytes_FromStringAndSize(<const char *>data, size), addr):
+                return
+        self.packets_in += 1
+        self.bytes_in += size
+        route.active = True
+        route.deliver(payload)
+
     def receive(self, bytes data, addr):
         """One fast-path packet."""
         self._receive(data, addr)
 
     cdef _receive(self, bytes data, addr):
+        cdef int kind = 0
         route = self.routes.get(data[1:9])
         try:
             if route is None:
                 session_of(data)  # (a short packet or an unknown kind is counted as such)
                 raise Dropped("session")
-            kind, payload = route.opener.open(data)
+            opener = route.opener
+            if type(opener) is Opener:
+                payload = (<Opener>opener).open_c(<const uint8_t *>PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data), &kind)
+            else:
+                kind, payload = opener.open(data)
         except Dropped as drop:
             self.dropped[drop.reason] += 1
             return

@@ -13,7 +13,7 @@ On a non-blocking UDP socket's file descriptor:
   (``send(route, body)``), taken together for the sender (``take()``).
 - an :class:`Inbox`: the fast path's packets of a read, each opened (its replay window
   checked) and handed to its route (``receive_batch(batch, on_error)``, which returns the
-  rest, QUIC's, in order).
+  rest, QUIC's, in order; ``drain(receiver, limit, on_error)`` reads the batch first).
 """
 
 from __future__ import annotations
@@ -164,6 +164,12 @@ class Inbox:
             except Exception as exc:  # noqa: BLE001 (one packet's failure must not lose the rest)
                 on_error(exc)
         return rest
+
+    def drain(self, receiver: Receiver, limit: int, on_error: Callable[[Exception], object]) -> tuple[list[Any], int]:
+        """Read up to ``limit`` datagrams from ``receiver`` and take them as ``receive_batch``
+        does: (the rest, in order; how many datagrams were read)."""
+        batch = receiver.receive(limit)
+        return self.receive_batch(batch, on_error), len(batch)
 
     def receive(self, data: bytes, addr: Any) -> None:
         """One fast-path packet."""

@@ -1,10 +1,10 @@
 """The server's end of the fast path: routes, address validation, and the counters.
 
 QUIC and fast-path packets share one UDP socket; each read of it goes through
-:meth:`FastPath.receive_batch` first, which takes every packet whose first byte
-has the QUIC fixed bit clear and leaves the rest to the QUIC endpoint in
-``server.transport``. A :class:`Route` is one connection's fast path: its keys,
-its replay window, the address deltas go to. The per-packet work both ways is
+:meth:`FastPath.read`, which takes every packet whose first byte has the QUIC
+fixed bit clear and leaves the rest to the QUIC endpoint in ``server.transport``.
+A :class:`Route` is one connection's fast path: its keys, its replay window, the
+address deltas go to. The per-packet work both ways is
 ``_udpbatch``'s ``Inbox`` and ``Outbox``, native where built.
 
 What an attacker gets from this port: nothing. A packet is checked for length,
@@ -146,14 +146,16 @@ class FastPath:
     # ------------------------------------------------------------ in
 
     def datagram_received(self, data: bytes, addr: Address) -> None:
-        """One fast-path packet (the socket's reads hand theirs to :meth:`receive_batch`)."""
+        """One fast-path packet (the socket's reads go through :meth:`read`)."""
         self._inbox.receive(data, addr)
 
-    def receive_batch(self, batch: list[tuple[bytes, Address]], on_error: Callable[[Exception], object]) -> list[Any]:
-        """Take the fast-path packets of a read, in native code where built: each is opened and
-        its input handed to its session with no Python frame before. Returns the rest (QUIC's),
-        in order; a packet whose handling raised goes to ``on_error``."""
-        result: list[Any] = self._inbox.receive_batch(batch, on_error)
+    def read(self, receiver: Any, limit: int, on_error: Callable[[Exception], object]) -> tuple[list[Any], int]:
+        """Read up to ``limit`` datagrams from ``receiver`` (a ``_udpbatch`` Receiver) and take
+        the fast path's, in native code where built: each is opened in the receiver's buffer
+        and its input handed to its session with no Python frame before. Returns the rest
+        (QUIC's) in order, and how many datagrams were read; a packet whose handling raised
+        goes to ``on_error``."""
+        result: tuple[list[Any], int] = self._inbox.drain(receiver, limit, on_error)
         return result
 
     def _other(self, route: Route, kind: int, payload: bytes, data: bytes, addr: Address) -> bool:

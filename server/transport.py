@@ -311,7 +311,7 @@ class Endpoint(QuicServer):
             # (asyncio's own UDP transport does not subclass DatagramTransport; it has its methods)
             self._fast.attach(cast(asyncio.DatagramTransport, transport))
             if isinstance(transport, UdpTransport):
-                transport.prefilter = self._fast.receive_batch  # (its packets of each read, natively)
+                transport.reader = self._fast.read  # (its packets of each read, natively)
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
         if not data or not isinstance(data, bytes):

@@ -3,8 +3,8 @@
 QUIC, WebTransport and the fast path share one UDP port. An input that arrives mid-tick is
 applied at the next tick whenever it is read, so while a match ticks the socket is not
 watched by the event loop at all: each tick begins by reading everything queued, in batches
-(``recvmmsg`` where the native ``udpbatch`` module was built), and handing it to the fast
-path's ``prefilter`` (which takes its own packets in one call) and the rest to the QUIC
+(``recvmmsg`` where the native ``udpbatch`` module was built) through the fast path's
+``reader`` (which takes its own packets as they are read) and handing the rest to the QUIC
 endpoint. That takes the per-packet wake-ups and loop callbacks off the server, the largest
 per-player cost after the sends.
 
@@ -64,10 +64,10 @@ class UdpTransport(asyncio.DatagramTransport):
         self.reads = 0
         self.datagrams = 0
         self.per_wake = WAKE_LIMIT  # datagrams one event-loop wake reads, while no match ticks
-        # Takes its own datagrams of each read first and returns the rest for the protocol: the
-        # fast path's (FastPath.receive_batch), whose inputs then reach their sessions without
-        # a Python loop over them here.
-        self.prefilter: Callable[[list[tuple[bytes, Address]], Callable[[Exception], object]], list[Any]] | None = None
+        # Reads the socket (through the receiver, up to a limit), takes its own datagrams and
+        # returns the rest for the protocol, with how many were read: the fast path's
+        # (FastPath.read), whose inputs then reach their sessions without a Python loop here.
+        self.reader: Callable[[Any, int, Callable[[Exception], object]], tuple[list[Any], int]] | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
     # ------------------------------------------------------------ reading
@@ -78,16 +78,18 @@ class UdpTransport(asyncio.DatagramTransport):
             return
         self._drained_at = self._loop.time()
         try:
-            batch = self._receiver.receive(limit)
+            if self.reader is not None:
+                batch, read = self.reader(self._receiver, limit, self._handler_failed)
+            else:
+                batch = self._receiver.receive(limit)
+                read = len(batch)
         except OSError as exc:
             self._protocol.error_received(exc)  # an ICMP error for something we sent
             return
-        if not batch:
+        if not read:
             return
         self.reads += 1
-        self.datagrams += len(batch)
-        if self.prefilter is not None:
-            batch = self.prefilter(batch, self._handler_failed)
+        self.datagrams += read
         received = self._protocol.datagram_received
         for data, addr in batch:
             try:

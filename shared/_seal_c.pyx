@@ -8,38 +8,9 @@ every call): the same packets, byte for byte, and the same refusals for the same
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from libc.stdint cimport uint8_t, uint64_t
 from libc.string cimport memcmp, memcpy, memset
 
 from tickline.shared.fastpath import KINDS, LABEL, Dropped
-
-cdef extern from "<openssl/evp.h>" nogil:
-    ctypedef struct EVP_CIPHER_CTX:
-        pass
-    ctypedef struct EVP_CIPHER:
-        pass
-    ctypedef struct ENGINE:
-        pass
-    EVP_CIPHER_CTX *EVP_CIPHER_CTX_new()
-    void EVP_CIPHER_CTX_free(EVP_CIPHER_CTX *ctx)
-    int EVP_CIPHER_CTX_ctrl(EVP_CIPHER_CTX *ctx, int type, int arg, void *ptr)
-    const EVP_CIPHER *EVP_aes_256_gcm()
-    int EVP_EncryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl, const unsigned char *key, const unsigned char *iv)
-    int EVP_EncryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl, const unsigned char *inp, int inl)
-    int EVP_EncryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl)
-    int EVP_DecryptInit_ex(EVP_CIPHER_CTX *ctx, const EVP_CIPHER *cipher, ENGINE *impl, const unsigned char *key, const unsigned char *iv)
-    int EVP_DecryptUpdate(EVP_CIPHER_CTX *ctx, unsigned char *out, int *outl, const unsigned char *inp, int inl)
-    int EVP_DecryptFinal_ex(EVP_CIPHER_CTX *ctx, unsigned char *outm, int *outl)
-    int EVP_CTRL_GCM_GET_TAG
-    int EVP_CTRL_GCM_SET_TAG
-
-cdef enum:
-    HEADER_SIZE = 17  # kind, session id (8), sequence (8)
-    TAG_SIZE = 16
-    KEY_SIZE = 32
-    SESSION_ID_SIZE = 8
-    WINDOW = 64  # ReplayWindow.SIZE
-    MAX_LABEL = 64
 
 cdef bytes _LABEL = LABEL
 cdef Py_ssize_t _LABEL_SIZE = len(LABEL)
@@ -64,11 +35,6 @@ cdef inline uint64_t _get_u64(const uint8_t *data) noexcept nogil:
 cdef class _Direction:
     """One key, its EVP context, and the session id every packet names."""
 
-    cdef EVP_CIPHER_CTX *ctx
-    cdef uint8_t session_id[SESSION_ID_SIZE]
-    cdef uint8_t aad[HEADER_SIZE + MAX_LABEL]  # the header, then the protocol label
-    cdef uint8_t nonce[12]
-
     def __cinit__(self, bytes key, bytes session_id):
         if len(key) != KEY_SIZE:
             raise ValueError("AESGCM key must be 128, 192, or 256 bits.")
@@ -89,14 +55,16 @@ cdef class _Direction:
 cdef class Sealer(_Direction):
     """One direction's sending side: seals payloads under its key with rising sequences."""
 
-    cdef public unsigned long long seq
-
     def __init__(self, bytes key, bytes session_id):
         if EVP_EncryptInit_ex(self.ctx, EVP_aes_256_gcm(), NULL, <const unsigned char *>PyBytes_AS_STRING(key), NULL) != 1:
             raise RuntimeError("OpenSSL refused the AES-256-GCM key")
         self.seq = 0
 
     def seal(self, int kind, bytes payload):
+        """The packet of ``payload`` as ``kind``, sealed under the next sequence."""
+        return self.seal_c(kind, payload)
+
+    cdef bytes seal_c(self, int kind, bytes payload):
         cdef Py_ssize_t size = PyBytes_GET_SIZE(payload)
         cdef int outl = 0, finl = 0
         cdef uint8_t *out
@@ -126,9 +94,6 @@ cdef class Sealer(_Direction):
 cdef class Opener(_Direction):
     """One direction's receiving side: authenticates packets and keeps the replay window."""
 
-    cdef public unsigned long long newest  # the newest sequence authenticated (0: none yet)
-    cdef uint64_t seen  # bit i: newest - 1 - i was authenticated
-
     def __init__(self, bytes key, bytes session_id):
         if EVP_DecryptInit_ex(self.ctx, EVP_aes_256_gcm(), NULL, <const unsigned char *>PyBytes_AS_STRING(key), NULL) != 1:
             raise RuntimeError("OpenSSL refused the AES-256-GCM key")
@@ -137,8 +102,14 @@ cdef class Opener(_Direction):
 
     def open(self, bytes packet):
         """(kind, payload) of an authentic, new packet; raises Dropped otherwise."""
-        cdef Py_ssize_t size = PyBytes_GET_SIZE(packet), body
-        cdef const uint8_t *data = <const uint8_t *>PyBytes_AS_STRING(packet)
+        cdef int kind = 0
+        payload = self.open_c(<const uint8_t *>PyBytes_AS_STRING(packet), PyBytes_GET_SIZE(packet), &kind)
+        return kind, payload
+
+    cdef bytes open_c(self, const uint8_t *data, Py_ssize_t size, int *kind):
+        """The payload of the authentic, new packet at ``data`` (its kind in ``kind``); raises
+        Dropped otherwise."""
+        cdef Py_ssize_t body
         cdef uint64_t seq, behind, shift
         cdef int outl = 0, finl = 0
         cdef uint8_t rest[TAG_SIZE]  # (GCM's final step writes nothing here)
@@ -176,4 +147,5 @@ cdef class Opener(_Direction):
         else:
             self.seen = (self.seen << shift) | (<uint64_t>1 << (shift - 1))
         self.newest = seq
-        return data[0], payload
+        kind[0] = data[0]
+        return payload

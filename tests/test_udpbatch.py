@@ -30,6 +30,7 @@ from tickline.shared.fastpath import (
 )
 
 TWINS = native.twins("tickline.server", "udpbatch")
+SEAL = native.twins("tickline.shared", "seal")
 
 
 @pytest.fixture(params=sorted(TWINS))
@@ -387,6 +388,164 @@ def test_the_twins_inboxes_take_deliver_and_drop_the_same(reads: list[list[tuple
             )
         )
     assert results[0] == results[1]
+
+
+class _Wire:
+    """A server socket to drain, and client sockets: ``home[i]`` is route i's address, and
+    ``away`` another one (a client seen from a new address)."""
+
+    def __init__(self, n: int) -> None:
+        self.server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.server.bind(("127.0.0.1", 0))
+        self.server.setblocking(False)
+        self.home = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
+        self.away = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        for sock in (*self.home, self.away):
+            sock.bind(("127.0.0.1", 0))
+
+    def send(self, sock: socket.socket, data: bytes) -> None:
+        sock.sendto(data, self.server.getsockname())  # (queued at the server when it returns)
+
+    def close(self) -> None:
+        for sock in (self.server, *self.home, self.away):
+            sock.close()
+
+
+def _wired_inbox(twin: Any, wire: _Wire, keys: list[FastKeys], opener: Any) -> tuple[Any, list[_InRoute], list[Any]]:
+    routes = [_InRoute(opener(k.up, k.session_id), wire.home[i].getsockname()) for i, k in enumerate(keys)]
+    asked: list[Any] = []
+    dropped: Counter[str] = Counter()
+
+    def other(route: _InRoute, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
+        asked.append((routes.index(route), kind, payload, packet, addr))
+        return kind == DATA and payload != b"refuse"
+
+    inbox = twin.Inbox({k.session_id: r for k, r in zip(keys, routes, strict=True)}, dropped, other)
+    return inbox, routes, asked
+
+
+@pytest.mark.parametrize("opener", sorted(SEAL))
+def test_a_drain_reads_the_socket_and_takes_its_packets_as_a_read_and_a_batch_would(twin, opener: str) -> None:
+    wire = _Wire(2)
+    try:
+        keys = [FastKeys.generate() for _ in range(2)]
+        inbox, routes, asked = _wired_inbox(twin, wire, keys, SEAL[opener].Opener)
+        sealers = [client_ends(k)[0] for k in keys]
+        once, b1 = sealers[0].seal(DATA, b"a1"), sealers[1].seal(DATA, b"b1")
+        forged = bytearray(sealers[1].seal(DATA, b"forged"))
+        forged[-1] ^= 1
+        sent = [
+            (wire.home[0], b"\xc0 a long header"),
+            (wire.home[0], once),
+            (wire.home[1], b1),
+            (wire.home[0], once),  # replayed
+            (wire.home[1], bytes(forged)),
+            (wire.home[1], client_ends(FastKeys.generate())[0].seal(DATA, b"who")),
+            (wire.home[1], once[:20]),
+            (wire.home[1], b"\x07" + once[1:]),
+            (wire.away, sealers[0].seal(DATA, b"moved")),  # other says deliver
+            (wire.away, sealers[0].seal(DATA, b"refuse")),  # other says no
+            (wire.home[1], sealers[1].seal(RESPONSE, b"12345678")),
+            (wire.home[0], sealers[0].seal(DATA, b"raise")),
+            (wire.home[1], b"\x40 a short one"),
+            (wire.home[0], sealers[0].seal(DATA, b"a2")),
+        ]
+        for sock, data in sent:
+            wire.send(sock, data)
+        receiver = twin.Receiver(wire.server.fileno(), socket.AF_INET)
+        errors: list[Exception] = []
+        rest, read = inbox.drain(receiver, 4096, errors.append)
+        home0, home1, away = wire.home[0].getsockname(), wire.home[1].getsockname(), wire.away.getsockname()
+        assert read == len(sent)
+        assert rest == [(b"\xc0 a long header", home0), (b"\x40 a short one", home1)]
+        assert routes[0].got == [b"a1", b"moved", b"a2"] and routes[1].got == [b"b1"]
+        assert asked == [
+            (0, DATA, b"moved", sent[8][1], away),
+            (0, DATA, b"refuse", sent[9][1], away),
+            (1, RESPONSE, b"12345678", sent[10][1], home1),
+        ]
+        assert inbox.dropped == Counter({"replayed": 1, "auth": 1, "session": 1, "short": 1, "kind": 1})
+        assert [str(e) for e in errors] == ["a session's handler failed"]
+        assert (inbox.packets_in, inbox.bytes_in) == (5, sum(len(sent[i][1]) for i in (1, 2, 8, 11, 13)))
+        assert inbox.drain(receiver, 4096, errors.append) == ([], 0)
+    finally:
+        wire.close()
+
+
+def test_a_drain_reads_no_more_than_its_limit_and_leaves_the_rest_queued(twin) -> None:
+    wire = _Wire(1)
+    try:
+        keys = [FastKeys.generate()]
+        inbox, routes, _ = _wired_inbox(twin, wire, keys, SEAL["pure"].Opener)
+        sealer = client_ends(keys[0])[0]
+        for i in range(100):
+            wire.send(wire.home[0], sealer.seal(DATA, b"%d" % i))
+        receiver = twin.Receiver(wire.server.fileno(), socket.AF_INET)
+        assert inbox.drain(receiver, 70, print) == ([], 70)
+        assert routes[0].got == [b"%d" % i for i in range(70)]
+        assert inbox.drain(receiver, 70, print) == ([], 30)
+        assert routes[0].got == [b"%d" % i for i in range(100)]
+    finally:
+        wire.close()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(_packet_step, max_size=40), st.sampled_from(sorted(SEAL)), st.integers(1, 50))
+def test_the_twins_drains_take_deliver_and_drop_the_same(
+    steps: list[tuple[str, int, bool, bytes]], opener: str, limit: int
+) -> None:
+    if len(TWINS) < 2:
+        pytest.skip("the native module is not built here")
+    keys = [FastKeys.generate() for _ in range(3)]
+    sealers = [client_ends(k)[0] for k in keys]
+    packets, last = [], b""  # (which socket: a route's home, or -1 for away; the datagram)
+    for what, at, moved, body in steps:
+        where = -1 if moved else at
+        if what == "data":
+            last = sealers[at].seal(DATA, body)
+            packets.append((where, last))
+        elif what == "raise":
+            packets.append((where, sealers[at].seal(DATA, b"raise")))
+        elif what in ("replay", "flip") and last:
+            packets.append((where, last if what == "replay" else last[:-1] + bytes([last[-1] ^ 1])))
+        elif what == "quic":
+            packets.append((where, b"\xc0" + body))
+        elif what == "response":
+            packets.append((where, sealers[at].seal(RESPONSE, body)))
+        elif body:  # (an empty datagram is the same for both, and ends nothing)
+            packets.append((where, body))
+    results = []
+    for twin in (TWINS["native"], TWINS["pure"]):
+        wire = _Wire(3)
+        try:
+            inbox, routes, asked = _wired_inbox(twin, wire, keys, SEAL[opener].Opener)
+            for where, data in packets:
+                wire.send(wire.away if where < 0 else wire.home[where], data)
+            receiver = twin.Receiver(wire.server.fileno(), socket.AF_INET)
+            errors: list[str] = []
+            reads = []
+            while True:
+                rest, read = inbox.drain(receiver, limit, lambda exc: errors.append(str(exc)))  # noqa: B023
+                if not read:
+                    break
+                reads.append(([data for data, _ in rest], read))
+            names = {s.getsockname(): i for i, s in enumerate(wire.home)} | {wire.away.getsockname(): -1}
+            results.append(
+                (
+                    reads,
+                    [r.got for r in routes],
+                    [r.active for r in routes],
+                    [(i, kind, payload, packet, names[addr]) for i, kind, payload, packet, addr in asked],
+                    inbox.dropped,
+                    errors,
+                    inbox.packets_in,
+                    inbox.bytes_in,
+                )
+            )
+        finally:
+            wire.close()
+    assert results[0] == results[1]
+    assert sum(read for _, read in results[0][0]) == len(packets)
 
 
 # ------------------------------------------------------------------ reading
