@@ -1065,8 +1065,8 @@ def replay_from_tick_one(path: Path, match_id: str, final_hash: str) -> float:
     t0 = time.perf_counter()
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        game, version, config, seed = conn.execute(
-            "SELECT game, game_version, config, seed FROM matches WHERE match_id = ?", (match_id,)
+        game, version, config, seed, hash_version = conn.execute(
+            "SELECT game, game_version, config, seed, hash_version FROM matches WHERE match_id = ?", (match_id,)
         ).fetchone()
         rules = make_rules(game, json.loads(config), version)
         state = rules.initial_state(seed)
@@ -1074,12 +1074,12 @@ def replay_from_tick_one(path: Path, match_id: str, final_hash: str) -> float:
         for tick, payload, stored_hash in conn.execute(
             "SELECT tick, payload, hash FROM ticks WHERE match_id = ? ORDER BY tick", (match_id,)
         ):
-            replay_stored_tick(rules, state, expected, tick, payload, stored_hash)
+            replay_stored_tick(rules, state, expected, tick, payload, stored_hash, hash_version)
             expected += 1
     finally:
         conn.close()
     elapsed = time.perf_counter() - t0
-    assert state_hash(state) == final_hash, "replay from tick 1 did not reach the stored final state"
+    assert state_hash(state, hash_version) == final_hash, "replay from tick 1 did not reach the stored final state"
     return elapsed
 
 

@@ -28,6 +28,7 @@ from tickline.server.match import Match
 from tickline.server.session import Session
 from tickline.shared import fastpath, tokens
 from tickline.shared.arena import Arena
+from tickline.shared.game import HASH_VERSION
 from tickline.shared.games import UnknownGame
 from tickline.shared.logformat import Divergence, replay_stored_tick
 from tickline.shared.protocol import ProtocolError, decode_datagram
@@ -184,7 +185,7 @@ def log_tick(data: bytes) -> None:
     """A stored tick (from the log, or an imported replay file) replayed into arena."""
     state = _arena.initial_state(7)
     with contextlib.suppress(Divergence):
-        replay_stored_tick(_arena, state, 1, 1, data, "")
+        replay_stored_tick(_arena, state, 1, 1, data, "", HASH_VERSION)
 
 
 TARGETS: dict[str, Callable[[bytes], None]] = {

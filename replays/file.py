@@ -36,6 +36,7 @@ import orjson
 import zstandard
 
 from tickline.replays.replay import MIN_HASH_CHARS, Frame, Replay, StoredStep
+from tickline.shared.game import HASH_VERSIONS
 from tickline.shared.logformat import MatchHeader
 
 MAGIC = b"TICKLINE REPLAY\n"
@@ -107,6 +108,7 @@ def export_replay(replay: Replay, keyframe_every_s: int = KEYFRAME_EVERY_S) -> b
         "final_hash": summary.final_hash,
         "keyframe_every": every,
         "hash_chars": HASH_CHARS,
+        "hash_version": h.hash_version,
     }
     hashes = "".join(step.hash[:HASH_CHARS] for step in replay.steps)
     body = orjson.dumps({"inputs": records, "hashes": hashes, "keyframes": keyframes})
@@ -216,6 +218,15 @@ def decode(data: bytes) -> Contents:
     return Contents(header, parsed)
 
 
+def _hash_version(value: Any) -> int:
+    if value not in HASH_VERSIONS or type(value) is not int:
+        raise ReplayFileError(
+            f"the replay file's state hashes are of version {value!r}, which this tickline does not know "
+            f"{HASH_VERSIONS}: upgrade tickline to read it"
+        )
+    return int(value)
+
+
 def replay_from(contents: Contents, rules_version: int | None = None) -> Replay:
     """A :class:`Replay` of a decoded file (GameNotInstalled when its game is not installed)."""
     header, body = contents.header, contents.body
@@ -247,6 +258,7 @@ def replay_from(contents: Contents, rules_version: int | None = None) -> Replay:
         tick_rate=header["tick_rate"],
         send_rate=header["send_rate"],
         created_at=header["created_at"],
+        hash_version=_hash_version(header.get("hash_version", 1)),  # (files from before it: 1)
     )
     replay = Replay(
         match,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from sqlalchemy import column, func, inspect, select, table
+from sqlalchemy import column, func, inspect, literal, select, table
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -73,6 +73,7 @@ class LogReader:
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
         self._keyframes_table: bool | None = None
+        self._hash_versions: bool | None = None  # whether matches has hash_version (schema 0003)
 
     @classmethod
     async def open(cls, url: str) -> LogReader:
@@ -111,14 +112,14 @@ class LogReader:
 
     async def matches(self) -> list[MatchSummary]:
         """Every match in the log, newest first."""
-        query = select(_matches).order_by(_matches.c.created_at.desc())
+        query = (await self._matches_query()).order_by(_matches.c.created_at.desc())
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
         return [_summary(row) for row in rows]
 
     async def match(self, match_id: str) -> tuple[MatchHeader, MatchSummary]:
         """The header and summary of one match; a unique prefix of its id will do."""
-        query = select(_matches).where(_matches.c.match_id.startswith(match_id, autoescape=True))
+        query = (await self._matches_query()).where(_matches.c.match_id.startswith(match_id, autoescape=True))
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query.limit(2))).mappings().all()
         if not rows:
@@ -152,6 +153,16 @@ class LogReader:
         async with self._engine.connect() as conn:
             rows = (await conn.execute(query)).all()
         return [StoredKeyframe(row.tick, row.state, row.hash) for row in rows]
+
+    async def _matches_query(self) -> Any:
+        """SELECT of the matches' columns; a log from before hash versions hashed with version 1."""
+        if self._hash_versions is None:
+            async with self._engine.connect() as conn:
+                names = await conn.run_sync(lambda c: {col["name"] for col in inspect(c).get_columns("matches")})
+            self._hash_versions = "hash_version" in names
+        if self._hash_versions:
+            return select(_matches)
+        return select(*(c for c in _matches.c if c.name != "hash_version"), literal(1).label("hash_version"))
 
     async def _has_keyframes(self) -> bool:
         if self._keyframes_table is None:

@@ -128,6 +128,10 @@ class Replay:
 
     # ------------------------------------------------------------ what it holds
 
+    def hash(self, state: State) -> str:
+        """``state``'s hash as this match's log computes them (its header's hash version)."""
+        return state_hash(state, self.header.hash_version)
+
     @property
     def tick_rate(self) -> int:
         return self.header.tick_rate
@@ -199,7 +203,7 @@ class Replay:
                 raise
             except (CorruptRecord, ValueError, KeyError, TypeError) as exc:
                 raise Divergence(tick, f"tick record cannot be replayed: {exc}") from None
-            digest = state_hash(state)
+            digest = self.hash(state)
             check_hash(tick, digest, step.hash)
             yield Frame(tick, state, inputs, events, digest)
 
@@ -226,7 +230,7 @@ class Replay:
             state = self.rules.load_state(data if data[:1] == b"{" else decode_state(data))
         except (CorruptRecord, ValueError, KeyError, TypeError) as exc:
             raise Divergence(tick, f"keyframe at tick {tick} cannot be read: {exc}") from None
-        if state_hash(state) != kept_hash:
+        if self.hash(state) != kept_hash:
             raise Divergence(tick, f"keyframe at tick {tick} does not match its stored hash")
         return state
 
@@ -265,7 +269,7 @@ class Replay:
                 scores.append((frame.tick, self.rules.result(state).get("scores", {})))
             if visit is not None:
                 visit(frame)
-        self._summary = Summary(players, self.rules.result(state), marks, state_hash(state), scores)
+        self._summary = Summary(players, self.rules.result(state), marks, self.hash(state), scores)
         return self._summary
 
 

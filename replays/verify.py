@@ -25,7 +25,7 @@ from typing import Any
 
 from tickline.replays.reader import LogReader
 from tickline.replays.replay import Replay
-from tickline.shared.game import Rules, State, state_hash
+from tickline.shared.game import Rules, State
 from tickline.shared.games import game_class
 from tickline.shared.logformat import Divergence, MatchHeader
 
@@ -119,11 +119,11 @@ def check_segment(replay: Replay, start: int, stop: int) -> Segment:
         for frame in replay.run_from(state, start, stop + 1):
             if frame.tick in replay.keyframes:
                 kept = replay.keyframe_state(frame.tick)  # Divergence when unreadable or not its own hash
-                if state_hash(kept) != frame.hash:
+                if replay.hash(kept) != frame.hash:
                     raise Divergence(frame.tick, f"keyframe at tick {frame.tick} does not hold the replayed state")
                 found.keyframes += 1
             found.ok_through = frame.tick
-        found.final_hash = state_hash(state)
+        found.final_hash = replay.hash(state)
     except Divergence as exc:
         found.bad = (exc.tick, str(exc))
     return found

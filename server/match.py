@@ -115,17 +115,18 @@ def rules_for(settings: MatchSettings) -> Rules:
 
 def rebuild_state(rules: Rules, recovered: Recovered) -> State:
     """The state after the newest committed tick: the newest keyframe, then the ticks after it."""
+    version = recovered.header.hash_version
     if recovered.keyframe is not None:
         kf_tick, data, kf_hash = recovered.keyframe
         state = rules.load_state(decode_state(data))
-        if state_hash(state) != kf_hash:
+        if state_hash(state, version) != kf_hash:
             raise Divergence(kf_tick, f"keyframe at tick {kf_tick} does not match its stored hash")
         expected = kf_tick + 1
     else:
         state = rules.initial_state(recovered.header.seed)
         expected = 1
     for tick, payload, stored_hash in recovered.ticks:
-        replay_stored_tick(rules, state, expected, tick, payload, stored_hash)
+        replay_stored_tick(rules, state, expected, tick, payload, stored_hash, version)
         expected += 1
     if expected - 1 != recovered.last_tick:
         raise Divergence(
@@ -207,6 +208,7 @@ class Match:
         self._tick_rate = self.header.tick_rate
         self._send_every = max(1, self.header.tick_rate // self.header.send_rate)
         self._keyframe_every = settings.keyframe_every or self.header.tick_rate
+        self._hash_version = self.header.hash_version  # a resumed match hashes as it was logged
         self.spectator_delay = round(settings.spectator_delay_s * self._tick_rate)  # in ticks
         # The spectators' views of the last spectator_delay + 1 ticks, oldest first (while any watch).
         self._watched: deque[_Watched] = deque(maxlen=self.spectator_delay + 1)
@@ -566,7 +568,7 @@ class Match:
             inputs.inputs = dict(sorted(inputs.inputs.items()))
         events = self.rules.step(self.state, inputs)
         self.tick = tick = self.tick + 1
-        digest = state_hash(self.state)
+        digest = state_hash(self.state, self._hash_version)
         for record in self._new_players:
             self._log.add_player(record)
         self._new_players.clear()
@@ -684,7 +686,7 @@ class Match:
                 match_id=self.match_id,
                 status=self.status,
                 last_tick=self.tick,
-                final_hash=state_hash(self.state),
+                final_hash=state_hash(self.state, self.header.hash_version),
                 stats=self.figures(),
             )
         )

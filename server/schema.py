@@ -42,6 +42,8 @@ matches = Table(
     Column("stats", Text),  # JSON: the server's figures for the match, written at its end
     Column("owner", String(64)),  # the server that may write this match
     Column("epoch", Integer, nullable=False, server_default="0"),  # bumped on every takeover
+    # shared.game.state_hash's version for this match's hashes; logs from before it: 1
+    Column("hash_version", Integer, nullable=False, server_default="1"),
 )
 
 ticks = Table(

@@ -22,7 +22,7 @@ import lz4.block
 import orjson
 import zstandard
 
-from tickline.shared.game import Rules, State, TickInputs, state_hash
+from tickline.shared.game import HASH_VERSION, Rules, State, TickInputs, state_hash
 
 
 class CorruptRecord(ValueError):
@@ -159,6 +159,7 @@ class MatchHeader:
     tick_rate: int
     send_rate: int
     created_at: float
+    hash_version: int = HASH_VERSION  # how its state hashes are computed (game.state_hash)
 
     def to_row(self) -> dict[str, Any]:
         """The header as the columns of its ``matches`` row."""
@@ -171,6 +172,7 @@ class MatchHeader:
             "tick_rate": self.tick_rate,
             "send_rate": self.send_rate,
             "created_at": self.created_at,
+            "hash_version": self.hash_version,
         }
 
     @classmethod
@@ -185,10 +187,21 @@ class MatchHeader:
             tick_rate=row["tick_rate"],
             send_rate=row["send_rate"],
             created_at=row["created_at"],
+            hash_version=row["hash_version"],
         )
 
 
-HEADER_COLUMNS = ("match_id", "game", "game_version", "seed", "config", "tick_rate", "send_rate", "created_at")
+HEADER_COLUMNS = (
+    "match_id",
+    "game",
+    "game_version",
+    "seed",
+    "config",
+    "tick_rate",
+    "send_rate",
+    "created_at",
+    "hash_version",
+)
 
 
 class Divergence(ValueError):
@@ -199,8 +212,11 @@ class Divergence(ValueError):
         self.tick = tick
 
 
-def replay_stored_tick(rules: Rules, state: State, expected: int, tick: int, payload: bytes, stored_hash: str) -> None:
-    """Step ``state`` by one stored tick and check its hash; raise Divergence if it does not hold.
+def replay_stored_tick(
+    rules: Rules, state: State, expected: int, tick: int, payload: bytes, stored_hash: str, hash_version: int
+) -> None:
+    """Step ``state`` by one stored tick and check its hash (of ``hash_version``, the match
+    header's); raise Divergence if it does not hold.
 
     The one definition of "a stored tick replays correctly", shared by the
     replay verifier and the server's crash recovery.
@@ -212,6 +228,6 @@ def replay_stored_tick(rules: Rules, state: State, expected: int, tick: int, pay
         rules.step(state, TickInputs.from_record(inputs))
     except (CorruptRecord, ValueError, KeyError, TypeError) as exc:
         raise Divergence(tick, f"tick record cannot be replayed: {exc}") from None
-    computed = state_hash(state)
+    computed = state_hash(state, hash_version)
     if computed != stored_hash:
         raise Divergence(tick, f"state hash differs at tick {tick}: stored {stored_hash}, replayed {computed}")

@@ -10,7 +10,7 @@ import asyncio
 from typing import Any
 
 from tickline.server.eventlog import EventLog, KeyframeRecord, MatchEnd, PlayerRecord, TickRecord
-from tickline.shared.game import Rules, TickInputs, state_hash
+from tickline.shared.game import HASH_VERSION, Rules, TickInputs, state_hash
 from tickline.shared.games import make_rules
 from tickline.shared.logformat import MatchHeader
 
@@ -47,6 +47,7 @@ async def write_match(
     server_id: str = "A",
     config: dict[str, Any] | None = None,
     players: int = 2,
+    hash_version: int = HASH_VERSION,
 ) -> dict[int, str]:
     """Play a scripted arena match through the real writer; returns tick -> hash."""
     rules = make_rules("arena", config if config is not None else {"time_limit_s": 60})
@@ -59,6 +60,7 @@ async def write_match(
         tick_rate=60,
         send_rate=30,
         created_at=1.0,
+        hash_version=hash_version,
     )
     log = await EventLog.open(url, server_id)
     writer = asyncio.create_task(log.run())
@@ -70,7 +72,7 @@ async def write_match(
     for tick in range(1, ticks + 1):
         inputs = scripted_inputs(rules, tick, players)
         events = rules.step(state, inputs)
-        hashes[tick] = state_hash(state)
+        hashes[tick] = state_hash(state, hash_version)
         log.append(TickRecord(match_id, tick, inputs.to_record(), events, hashes[tick]))
         if tick % keyframe_every == 0:
             log.add_keyframe(KeyframeRecord(match_id, tick, rules.dump_state(state), hashes[tick]))
@@ -79,7 +81,7 @@ async def write_match(
         if rules.is_over(state):
             break
     if end:
-        log.end_match(MatchEnd(match_id, "finished", tick, state_hash(state), {"ticks": tick}))
+        log.end_match(MatchEnd(match_id, "finished", tick, state_hash(state, hash_version), {"ticks": tick}))
     log.stop()
     await writer
     assert log.lag_ticks(match_id) == 0

@@ -20,6 +20,8 @@ from hypothesis import strategies as st
 from tickline.shared.arena import AIM_LIMIT, UNIT, Arena
 from tickline.shared.delta import apply, diff
 from tickline.shared.game import (
+    HASH_VERSION,
+    HASH_VERSIONS,
     ConfigError,
     GameEvent,
     InvalidInput,
@@ -49,16 +51,16 @@ BUSY = {
 # ----------------------------------------------------------------- helpers
 
 
-def run(rules, seed, stream, reload_at=None):
+def run(rules, seed, stream, reload_at=None, hash_version=HASH_VERSION):
     """Play ``stream`` from ``seed``: (hash per tick from tick 0, events per tick, final state)."""
     state = rules.initial_state(seed)
-    hashes = [state_hash(state)]
+    hashes = [state_hash(state, hash_version)]
     events = []
     for tick, inputs in enumerate(stream, 1):
         events.append(rules.step(state, inputs))
         if tick == reload_at:
             state = rules.load_state(rules.dump_state(state))
-        hashes.append(state_hash(state))
+        hashes.append(state_hash(state, hash_version))
     return hashes, events, state
 
 
@@ -232,27 +234,38 @@ def test_busy_scenario_exercises_every_event_kind_deterministically():
     assert len(set(hashes_a)) == len(hashes_a)  # every tick changes the state (the tick counter)
 
 
-# Digests of every tick's hash over a 600-tick busy match, recorded with arena version 1.
-# Logs written by earlier releases must still verify: a change to the rules' code that
-# moves any hash needs a new rules version, not a new pin.
+# Digests of every tick's hash over a 600-tick busy match, recorded with arena version 1,
+# under each state hash version (1: BLAKE2b, 2: xxh3). Logs written by earlier releases must
+# still verify: a change to the rules' code that moves any hash needs a new rules version,
+# and a change to how a state is hashed a new hash version, not a new pin.
 RECORDED = {
-    "projectile": ({}, "e9964c65db622cb73c6e6da47ce4c28a"),
-    "hitscan": ({"weapon": "hitscan", "hitscan_range": 60, "lag_comp_ms": 100}, "3bbd312f806e2f502c8e644582e5d2b2"),
+    "projectile": ({}, {1: "e9964c65db622cb73c6e6da47ce4c28a", 2: "f29479cbcff210a5652930a77aab7c64"}),
+    "hitscan": (
+        {"weapon": "hitscan", "hitscan_range": 60, "lag_comp_ms": 100},
+        {1: "3bbd312f806e2f502c8e644582e5d2b2", 2: "933899b2c548ab054eeb42d7d1704e52"},
+    ),
     "hitscan, no rewind, time limit": (
         {"weapon": "hitscan", "hitscan_range": 60, "lag_comp_ms": 0, "time_limit_s": 8},
-        "53afff10d06444207ea483b7fd99bf2e",
+        {1: "53afff10d06444207ea483b7fd99bf2e", 2: "6795c8b7ecfc50471edd625168fdaf05"},
     ),
 }
 
 
+@pytest.mark.parametrize("version", HASH_VERSIONS)
 @pytest.mark.parametrize("name", sorted(RECORDED))
-def test_the_arena_reproduces_the_hashes_its_version_recorded(name: str) -> None:
+def test_the_arena_reproduces_the_hashes_its_version_recorded(name: str, version: int) -> None:
     extra, recorded = RECORDED[name]
     rules = make_rules("arena", {**BUSY, **extra})
     assert rules.version == 1
-    hashes, events, _ = run(rules, 99, busy_stream(rules, random.Random(2024), 600, players=6))
+    stream = busy_stream(rules, random.Random(2024), 600, players=6)
+    hashes, events, _ = run(rules, 99, stream, hash_version=version)
     assert {"hit", "kill", "respawn"} <= {e["k"] for tick in events for e in tick}
-    assert hashlib.blake2b("".join(hashes).encode(), digest_size=16).hexdigest() == recorded
+    assert hashlib.blake2b("".join(hashes).encode(), digest_size=16).hexdigest() == recorded[version]
+
+
+def test_an_unknown_hash_version_is_refused_with_what_to_do() -> None:
+    with pytest.raises(ValueError, match=r"state hash version 3 is not one this tickline knows \(1, 2\); upgrade"):
+        state_hash({"tick": 1}, 3)
 
 
 def test_different_seed_gives_different_hashes_and_spawn_spots():

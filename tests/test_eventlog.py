@@ -25,10 +25,10 @@ from tickline.replays.reader import LogReader, LogUnavailable, MatchNotFound
 from tickline.replays.verify import state_at, verify_match
 from tickline.server import migrate
 from tickline.server.eventlog import WRITER_NICE, EventLog, FencedOut, LogSettings, TickRecord
-from tickline.server.match import rebuild_state
-from tickline.shared.game import TickInputs, state_hash
+from tickline.server.match import Match, MatchSettings, rebuild_state
+from tickline.shared.game import HASH_VERSION, TickInputs, state_hash
 from tickline.shared.games import GameNotInstalled, make_rules
-from tickline.shared.logformat import MatchHeader
+from tickline.shared.logformat import MatchHeader, encode_payload
 
 
 async def _sql(url: str, statement: str, **params: object) -> list[Any]:
@@ -145,6 +145,78 @@ async def test_recovery_rebuilds_the_last_committed_state_from_the_newest_keyfra
     assert state_hash(rebuild_state(rules, recovered)) == hashes[150]
 
 
+async def test_new_matches_hash_with_the_newest_version_and_a_version_1_log_still_verifies(db_url: str) -> None:
+    old = await _write_match(db_url, match_id="a" * 32, hash_version=1)  # as tickline logged before versions
+    new = await _write_match(db_url, match_id="b" * 32)
+    assert HASH_VERSION == 2
+    rows = await _sql(db_url, "SELECT match_id, hash_version FROM matches ORDER BY match_id")
+    assert rows == [("a" * 32, 1), ("b" * 32, 2)]
+    assert old.keys() == new.keys() and all(old[t] != new[t] for t in old)  # same states, hashed two ways
+    for match_id in ("a" * 32, "b" * 32):
+        report = await _verify(db_url, match_id)
+        assert report.verified and report.ticks == TICKS, report
+
+
+async def test_a_match_resumed_from_a_version_1_log_hashes_on_with_version_1(db_url: str) -> None:
+    hashes = await _write_match(db_url, ticks=150, end=False, hash_version=1)
+    log = await EventLog.open(db_url, "A")
+    try:
+        recovered = await log.load_running(MATCH)
+        assert recovered.header.hash_version == 1
+        match = Match(MatchSettings(), log, recovered)
+        assert state_hash(match.state, 1) == hashes[150]
+        writer = asyncio.create_task(log.run())
+        running = asyncio.create_task(match.run())
+        await until(lambda: log.committed.get(MATCH, 0) >= 160)
+        match.stop()
+        await running
+        log.stop()
+        await writer
+    finally:
+        await log.dispose()
+    report = await _verify(db_url)  # (every tick's hash recomputed with the header's version, 1)
+    assert report.verified and report.ticks >= 160, report
+
+
+async def test_a_log_from_before_hash_versions_is_read_without_an_upgrade(tmp_path: Path) -> None:
+    """A log at schema 0002 (no hash_version column) reads as hashed with version 1, and the
+    reader leaves it as it was."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    rules = make_rules("arena", {"time_limit_s": 60})
+    state = rules.initial_state(5)
+    engine = create_async_engine(url)
+    try:
+        await migrate.upgrade(engine, "0002")
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "INSERT INTO matches (match_id, game, game_version, seed, config, tick_rate, send_rate, "
+                    "created_at, status, last_tick) VALUES (:m, 'arena', 1, 5, :c, 60, 30, 1.0, 'finished', 90)"
+                ),
+                {"m": MATCH, "c": orjson.dumps(rules.config).decode()},
+            )
+            for tick in range(1, 91):
+                inputs = _inputs(rules, tick)
+                events = rules.step(state, inputs)
+                await conn.execute(
+                    text("INSERT INTO ticks VALUES (:m, :t, :p, :h)"),
+                    {"m": MATCH, "t": tick, "p": encode_payload(inputs.to_record(), events), "h": state_hash(state, 1)},
+                )
+            await conn.execute(text("UPDATE matches SET final_hash = :h"), {"h": state_hash(state, 1)})
+    finally:
+        await engine.dispose()
+    async with await LogReader.open(url) as reader:
+        header, _ = await reader.match(MATCH)
+        report = await verify_match(reader, MATCH)
+    assert header.hash_version == 1
+    assert report.verified and report.ticks == 90, report
+    engine = create_async_engine(url)
+    try:
+        assert await migrate.current(engine) == "0002"  # the reader changed nothing
+    finally:
+        await engine.dispose()
+
+
 async def test_a_server_that_lost_its_match_is_fenced_out(db_url: str) -> None:
     await _write_match(db_url, ticks=30, end=False, server_id="A")
     rules = make_rules("arena", {"time_limit_s": 60})
@@ -198,9 +270,9 @@ async def test_a_log_from_the_first_schema_opens_upgraded_and_verifies(tmp_path:
             payload = zlib.compress(orjson.dumps({"in": inputs.to_record()}), 1)  # 0.1's format
             await conn.execute(
                 text("INSERT INTO ticks VALUES (:m, :t, :p, :h)"),
-                {"m": MATCH, "t": tick, "p": payload, "h": state_hash(state)},
+                {"m": MATCH, "t": tick, "p": payload, "h": state_hash(state, 1)},  # 0.1 hashed with version 1
             )
-        await conn.execute(text("UPDATE matches SET final_hash = :h"), {"h": state_hash(state)})
+        await conn.execute(text("UPDATE matches SET final_hash = :h"), {"h": state_hash(state, 1)})
     await engine.dispose()
 
     log = await EventLog.open(url, "A")  # opening upgrades

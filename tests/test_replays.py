@@ -150,6 +150,21 @@ async def test_a_forged_score_in_the_header_is_found(recorded: tuple[str, dict[i
     assert replay_file.header_claims(forged) == ["the header's result is not what the replay gives"]
 
 
+async def test_a_file_keeps_its_logs_hash_version_and_one_from_before_versions_reads_as_1(tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'v1.db'}"
+    hashes = await write_match(url, ticks=300, config=DUEL, players=4, hash_version=1)
+    data = replay_file.export_replay(await _from_log(url))
+    assert replay_file.decode(data).header["hash_version"] == 1
+    unversioned = _rewrite(data, change_header=lambda header: header.pop("hash_version"))  # as written before
+    for file in (data, unversioned):
+        back = replay_file.replay_from(replay_file.decode(file))
+        assert back.header.hash_version == 1
+        assert verify_replay(back).verified and back.hash(back.state_at(200)) == hashes[200]
+    unknown = _rewrite(data, change_header=lambda header: header.update(hash_version=9))
+    with pytest.raises(replay_file.ReplayFileError, match="hashes are of version 9, which this tickline does not"):
+        replay_file.replay_from(replay_file.decode(unknown))
+
+
 @pytest.mark.slow
 async def test_export_info_verify_and_import_from_the_command_line(
     recorded: tuple[str, dict[int, str]], tmp_path: Path
