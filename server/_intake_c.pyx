@@ -7,6 +7,8 @@ same order with the same words. A datagram that is anything but a well-formed in
 is read again by the twin's decoder, so that its refusal reads the same.
 """
 
+from cpython.long cimport PyLong_AsLongLongAndOverflow
+
 import orjson
 
 from tickline.server._intake_py import NOT_IN_A_MATCH, SPECTATOR_INPUTS
@@ -22,9 +24,6 @@ from tickline.server.intake import (
 from tickline.shared.game import InvalidInput
 from tickline.shared.schema import Bool, Choice, Inputs, Int, ListOf, Text
 from tickline.shared.protocol import MAX_DATAGRAM, MAX_INPUT_TICKS, MalformedFrame
-
-cdef enum:
-    RING = 64  # > INPUT_BUFFER + MAX_INPUT_TICKS: the most a put holds before trimming
 
 assert INPUT_BUFFER + MAX_INPUT_TICKS < RING
 
@@ -77,23 +76,13 @@ cdef str _NOT_AN_OBJECT = "an input must be an object of controls"
 
 
 cdef class _Control:
-    cdef str name
-    cdef int kind
-    cdef long long lo, hi  # INT's bounds; TEXT's longest in hi
-    cdef object values  # CHOICE's, as a frozenset
-    cdef type value_type  # CHOICE's values' type
-    cdef object spec  # the declared field: its check words every refusal
-    cdef bint fresh_list  # a ListOf's default: a new list for each input
+    """One declared control, as the decoder tests it (its fields: _intake_c.pxd)."""
 
 
 cdef class InputDecoder:
     """An :class:`Inputs` declaration's decoder, in native code: the same controls, in the same
     order, with the same types as ``Inputs.decode`` (shared/schema.py), and the same refusal;
     a value that fails a control's test goes to the field's own ``check`` for its words."""
-
-    cdef list _controls
-    cdef dict _template  # the non-optional controls' defaults, in declaration order
-    cdef frozenset _names
 
     def __init__(self, inputs):
         cdef _Control c
@@ -123,6 +112,8 @@ cdef class InputDecoder:
         cdef dict out
         cdef Py_ssize_t seen = 0
         cdef bint ok
+        cdef long long number
+        cdef int overflow
         if type(raw) is not dict:
             raise InvalidInput(_NOT_AN_OBJECT)
         out = self._template.copy()
@@ -133,7 +124,10 @@ cdef class InputDecoder:
                     out[c.name] = []  # (no list shared between inputs)
                 continue
             if c.kind == INT:
-                ok = type(v) is int and c.lo <= v <= c.hi
+                ok = False
+                if type(v) is int:  # (compared in C: no int object made for the bounds)
+                    number = PyLong_AsLongLongAndOverflow(v, &overflow)
+                    ok = overflow == 0 and c.lo <= number <= c.hi
             elif c.kind == BOOL:
                 ok = type(v) is bool
             elif c.kind == TEXT:
@@ -160,12 +154,6 @@ cdef inline double _max(double x, double y) noexcept:
 
 cdef class InputBudget:
     """One client's buckets for messages and bytes, in server time (the twin's, in doubles)."""
-
-    cdef public object limits
-    cdef double _rate_messages, _rate_bytes
-    cdef double _burst_messages, _burst_bytes
-    cdef double _messages, _bytes, _debt_messages, _debt_bytes, _when
-    cdef public str exhausted
 
     def __init__(self, limits, double now):
         self.limits = limits
@@ -209,25 +197,6 @@ cdef class InputQueue:
     """One player's inputs between their datagrams and the ticks; ``validate`` is the game's
     input check (``Rules.validate_input``)."""
 
-    cdef object _validate
-    cdef InputDecoder _decoder
-    cdef InputBudget _budget
-    cdef public bint spectating
-    cdef public object ack  # (any integer the client wrote)
-    cdef public str refusal
-    cdef public int dropped_now
-    cdef long long _seqs[RING]
-    cdef long long _ticks[RING]  # the match tick each was received at
-    cdef list _controls  # RING slots; None: a later tick of an input that holds
-    cdef int _head, _count
-    cdef bint _primed
-    cdef int _window_ticks, _window_min
-    cdef public long long received_seq
-    cdef public long long applied_seq
-    cdef public long long inputs_dropped
-    cdef public long long input_underruns
-    cdef public long long inputs_merged
-
     def __init__(self, validate, InputBudget budget=None, bint spectating=False):
         # None: not in a match yet (datagrams are budgeted, then ignored); a declaration
         # (Rules.input_check) is read by its own decoder, natively
@@ -249,14 +218,14 @@ cdef class InputQueue:
     def __len__(self):
         return self._count
 
-    cdef inline void _push(self, long long seq, object controls, long long tick):
+    cdef void _push(self, long long seq, object controls, long long tick):
         cdef int at = (self._head + self._count) % RING
         self._seqs[at] = seq
         self._ticks[at] = tick
         self._controls[at] = controls
         self._count += 1
 
-    cdef inline object _pop_oldest(self):
+    cdef object _pop_oldest(self):
         """The oldest entry's controls (None for a held tick); the entry leaves the ring."""
         controls = self._controls[self._head]
         self._controls[self._head] = None
@@ -264,28 +233,32 @@ cdef class InputQueue:
         self._count -= 1
         return controls
 
-    cdef inline bint _newest_held(self):
+    cdef bint _newest_held(self):
         return self._count > 0 and self._controls[(self._head + self._count - 1) % RING] is None
 
     def receive(self, bytes data, double now, long long tick):
         """One input datagram at server time ``now`` and match tick ``tick``: budgeted, read and
         queued: False when the budget refused it (``refusal`` says why), else True, with the
         datagram's ack in ``ack``. MalformedFrame or InvalidInput for a bad one."""
+        return self.receive_c(data, now, tick) == 1
+
+    cdef int receive_c(self, bytes data, double now, long long tick) except -1:
+        """``receive``'s work: 1 for True, 0 for False."""
         cdef str refused
         if self._budget is not None:
             refused = self._budget._take(len(data), now)
             if refused:
                 self.refusal = refused
-                return False
+                return 0
         self.dropped_now = 0
         if self._validate is None:
-            return True  # (before the match it is not read: the client resends)
+            return 1  # (before the match it is not read: the client resends)
         ack, items = _decode(data)
         if self.spectating and items:
             raise MalformedFrame(SPECTATOR_INPUTS)
         self.dropped_now = self._put(items, tick)
         self.ack = ack
-        return True
+        return 1
 
     def put(self, list items, long long tick):
         """Queue the new inputs of one datagram, received at match tick ``tick``; how many were
@@ -344,6 +317,9 @@ cdef class InputQueue:
 
     def take(self, long long tick):
         """The next input in sequence order for ``tick``, or None (the player keeps its controls)."""
+        return self.take_c(tick)
+
+    cdef object take_c(self, long long tick):
         cdef long long seq
         if not self._primed:
             if self._count == 0 or (self._count < _JITTER_TICKS and tick - self._ticks[self._head] < _JITTER_TICKS):

@@ -12,6 +12,7 @@ from libc.string cimport memcpy
 
 import orjson
 
+from tickline.server._intake_c cimport InputQueue
 from tickline.server.link import BASELINE_RING
 from tickline.shared import delta
 from tickline.shared.game import InvalidInput
@@ -122,9 +123,13 @@ cdef class Link:
             return
         self.bytes_up += PyBytes_GET_SIZE(data)
         cdef double now = self._clock()
+        cdef long long tick = self.match.tick if self.match is not None else 0
         queue = self.queue
         try:
-            admitted = queue.receive(data, now, self.match.tick if self.match is not None else 0)
+            if type(queue) is InputQueue:  # (the native queue, called through C)
+                admitted = (<InputQueue>queue).receive_c(data, now, tick) == 1
+            else:
+                admitted = queue.receive(data, now, tick)
         except (ProtocolError, InvalidInput) as exc:
             self._owner.fail(str(exc))
             return
@@ -146,7 +151,13 @@ cdef class Link:
 
     def take(self, long long tick):
         """The next input for match tick ``tick`` (the queue's ``take``)."""
-        return self.queue.take(tick)
+        return self._take(tick)
+
+    cdef object _take(self, long long tick):
+        queue = self.queue
+        if type(queue) is InputQueue:
+            return (<InputQueue>queue).take_c(tick)
+        return queue.take(tick)
 
     # ------------------------------------------------------------ out
 
@@ -231,7 +242,7 @@ def take_inputs(dict sessions, long long tick, dict seqs, dict inputs):
     cdef Py_ssize_t applied = 0
     cdef list refused = []
     for player_id, session in sessions.items():
-        taken = (<Link?>session.link).queue.take(tick)
+        taken = (<Link?>session.link)._take(tick)
         if taken is not None:
             seqs[player_id] = (<tuple?>taken)[0]
             inputs[player_id] = (<tuple>taken)[1]
