@@ -163,10 +163,13 @@ cdef class Link:
 
     def send_view(self, long long tick, view, dict cache, bint full, seq):
         """Send ``view`` for ``tick`` as a delta: see ``_link_py.Link.send_view``."""
-        return self._send_view(tick, view, cache, full, seq)
+        return self._send_view(tick, view, cache, full, seq, None)
 
-    cdef object _send_view(self, long long tick, view, dict cache, bint full, seq):
+    cdef object _send_view(self, long long tick, view, dict cache, bint full, seq, list memo):
+        # memo: [base view, packed diff, ...] of ``view`` for one send_views call, searched by
+        # identity before the cache, whose keys are tuples to make (a room has 2-3 baselines)
         cdef int at
+        cdef Py_ssize_t i
         cdef long long base = 0
         if self.closed:
             return None
@@ -185,10 +188,19 @@ cdef class Link:
         body = None
         if self.packed:
             # (the packed diff is looked up first: most clients share it, and skip the JSON)
-            key = (id(view), id(base_view), _DEFLATE)
-            packed = cache.get(key)
+            packed = None
+            if memo is not None:
+                for i in range(0, len(memo), 2):
+                    if memo[i] is base_view:
+                        packed = memo[i + 1]
+                        break
             if packed is None:
-                packed = cache[key] = pack_diff(self._diff(cache, view, base_view))
+                key = (id(view), id(base_view), _DEFLATE)
+                packed = cache.get(key)
+                if packed is None:
+                    packed = cache[key] = pack_diff(self._diff(cache, view, base_view))
+                if memo is not None:
+                    memo += (base_view, packed)
             body = _packed_delta(tick, base, seq, packed)
         if body is None or PyBytes_GET_SIZE(body) > _MAX_DATAGRAM:
             body = encode_delta(tick, base, seq, self._diff(cache, view, base_view))
@@ -255,8 +267,9 @@ def take_inputs(dict sessions, long long tick, dict seqs, dict inputs):
 def send_views(list sessions, long long tick, view, dict cache, bint full):
     """A view to each session's link: see ``_link_py.send_views``."""
     cdef list oversized = []
+    cdef list memo = []
     for session in sessions:
-        body = (<Link?>session.link)._send_view(tick, view, cache, full, None)
+        body = (<Link?>session.link)._send_view(tick, view, cache, full, None, memo)
         if body is not None:
             oversized.append((session, body))
     return oversized
