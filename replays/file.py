@@ -224,7 +224,7 @@ def _hash_version(value: Any) -> int:
             f"the replay file's state hashes are of version {value!r}, which this tickline does not know "
             f"{HASH_VERSIONS}: upgrade tickline to read it"
         )
-    return int(value)
+    return value
 
 
 def replay_from(contents: Contents, rules_version: int | None = None) -> Replay:

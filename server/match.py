@@ -208,7 +208,6 @@ class Match:
         self._tick_rate = self.header.tick_rate
         self._send_every = max(1, self.header.tick_rate // self.header.send_rate)
         self._keyframe_every = settings.keyframe_every or self.header.tick_rate
-        self._hash_version = self.header.hash_version  # a resumed match hashes as it was logged
         self.spectator_delay = round(settings.spectator_delay_s * self._tick_rate)  # in ticks
         # The spectators' views of the last spectator_delay + 1 ticks, oldest first (while any watch).
         self._watched: deque[_Watched] = deque(maxlen=self.spectator_delay + 1)
@@ -568,7 +567,7 @@ class Match:
             inputs.inputs = dict(sorted(inputs.inputs.items()))
         events = self.rules.step(self.state, inputs)
         self.tick = tick = self.tick + 1
-        digest = state_hash(self.state, self._hash_version)
+        digest = state_hash(self.state, self.header.hash_version)  # (a resumed match's: as logged)
         for record in self._new_players:
             self._log.add_player(record)
         self._new_players.clear()

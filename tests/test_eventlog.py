@@ -8,6 +8,7 @@ import os
 import sys
 import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -178,15 +179,14 @@ async def test_a_match_resumed_from_a_version_1_log_hashes_on_with_version_1(db_
     assert report.verified and report.ticks >= 160, report
 
 
-async def test_a_log_from_before_hash_versions_is_read_without_an_upgrade(tmp_path: Path) -> None:
-    """A log at schema 0002 (no hash_version column) reads as hashed with version 1, and the
-    reader leaves it as it was."""
-    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+async def _old_log(url: str, revision: str, payload: Callable[[TickInputs, list[Any]], bytes]) -> None:
+    """A finished 90-tick arena match as an older tickline wrote it: schema ``revision``, each
+    tick's ``payload(inputs, events)``, and state hashes of version 1 (all it had)."""
     rules = make_rules("arena", {"time_limit_s": 60})
     state = rules.initial_state(5)
     engine = create_async_engine(url)
     try:
-        await migrate.upgrade(engine, "0002")
+        await migrate.upgrade(engine, revision)
         async with engine.begin() as conn:
             await conn.execute(
                 text(
@@ -200,11 +200,18 @@ async def test_a_log_from_before_hash_versions_is_read_without_an_upgrade(tmp_pa
                 events = rules.step(state, inputs)
                 await conn.execute(
                     text("INSERT INTO ticks VALUES (:m, :t, :p, :h)"),
-                    {"m": MATCH, "t": tick, "p": encode_payload(inputs.to_record(), events), "h": state_hash(state, 1)},
+                    {"m": MATCH, "t": tick, "p": payload(inputs, events), "h": state_hash(state, 1)},
                 )
             await conn.execute(text("UPDATE matches SET final_hash = :h"), {"h": state_hash(state, 1)})
     finally:
         await engine.dispose()
+
+
+async def test_a_log_from_before_hash_versions_is_read_without_an_upgrade(tmp_path: Path) -> None:
+    """A log at schema 0002 (no hash_version column) reads as hashed with version 1, and the
+    reader leaves it as it was."""
+    url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
+    await _old_log(url, "0002", lambda inputs, events: encode_payload(inputs.to_record(), events))
     async with await LogReader.open(url) as reader:
         header, _ = await reader.match(MATCH)
         report = await verify_match(reader, MATCH)
@@ -252,29 +259,8 @@ async def test_a_server_that_lost_its_match_is_fenced_out(db_url: str) -> None:
 async def test_a_log_from_the_first_schema_opens_upgraded_and_verifies(tmp_path: Path) -> None:
     """A log written by tickline 0.1 (schema 0001, plain zlib payloads) still opens and replays."""
     url = f"sqlite+aiosqlite:///{tmp_path / 'old.db'}"
-    rules = make_rules("arena", {"time_limit_s": 60})
-    state = rules.initial_state(5)
-    engine = create_async_engine(url)
-    await migrate.upgrade(engine, "0001")
-    async with engine.begin() as conn:
-        await conn.execute(
-            text(
-                "INSERT INTO matches (match_id, game, game_version, seed, config, tick_rate, send_rate, "
-                "created_at, status, last_tick) VALUES (:m, 'arena', 1, 5, :c, 60, 30, 1.0, 'finished', 90)"
-            ),
-            {"m": MATCH, "c": orjson.dumps(rules.config).decode()},
-        )
-        for tick in range(1, 91):
-            inputs = _inputs(rules, tick)
-            rules.step(state, inputs)
-            payload = zlib.compress(orjson.dumps({"in": inputs.to_record()}), 1)  # 0.1's format
-            await conn.execute(
-                text("INSERT INTO ticks VALUES (:m, :t, :p, :h)"),
-                {"m": MATCH, "t": tick, "p": payload, "h": state_hash(state, 1)},  # 0.1 hashed with version 1
-            )
-        await conn.execute(text("UPDATE matches SET final_hash = :h"), {"h": state_hash(state, 1)})
-    await engine.dispose()
-
+    # 0.1's payloads: zlib, no events
+    await _old_log(url, "0001", lambda inputs, events: zlib.compress(orjson.dumps({"in": inputs.to_record()}), 1))
     log = await EventLog.open(url, "A")  # opening upgrades
     try:
         assert await migrate.current(log.engine) == migrate.head()
