@@ -65,6 +65,7 @@ from tickline.server.transport import server_configuration, start_endpoint
 from tickline.server.udp import UdpTransport
 from tickline.shared import fastpath
 from tickline.shared.protocol import (
+    IDLE_TIMEOUT_S,
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
     Hello,
@@ -77,7 +78,8 @@ from tickline.shared.protocol import (
 )
 
 HOST = "127.0.0.1"
-# As tickline's client: on the fast path QUIC carries nothing, so a PING this often keeps it open.
+# As tickline's client to a server that does not count fast-path packets (FastPath.idle_ms 0):
+# on the fast path QUIC carries nothing, so a PING this often keeps it open.
 KEEPALIVE_S = 2.0
 
 
@@ -108,7 +110,8 @@ class BareReceiver:
             self.keyed = True
             keys = self.channel.offer_fastpath()
             if keys is not None:
-                self.channel.send_reliable(encode(FastPathFrame(**keys.to_wire())))
+                idle_ms = round(IDLE_TIMEOUT_S * 1000)  # (the endpoint's: fast-path packets count)
+                self.channel.send_reliable(encode(FastPathFrame(**keys.to_wire(), idle_ms=idle_ms)))
 
     def on_datagram(self, data: bytes) -> None:
         self.figures.received += 1
@@ -183,7 +186,7 @@ async def serve_ceiling(args: argparse.Namespace) -> int:
         figures.handshakes += 1
         return BareReceiver(channel, figures)
 
-    endpoint, port = await start_endpoint(HOST, args.port, server_configuration(cert, key, 15.0), accept, fast)
+    endpoint, port = await start_endpoint(HOST, args.port, server_configuration(cert, key), accept, fast)
     if args.read_per_packet:
         endpoint.intake.per_wake = 1  # as asyncio's own transport reads: one datagram a wake
     loop = asyncio.get_running_loop()
@@ -274,6 +277,7 @@ class BareClient(ClientProtocol):
         self.ends: tuple[fastpath.Sealer, fastpath.Opener] | None = None
         self._control = StreamDecoder()
         self._pinged_at = 0.0
+        self._pings = True  # on the fast path: until the server says it counts fast-path packets
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (asyncio's own UDP transport does not subclass DatagramTransport; it has its methods)
@@ -303,7 +307,7 @@ class BareClient(ClientProtocol):
         if self.ends is not None and self.udp is not None:
             self.udp.sendto(self.ends[0].seal(fastpath.DATA, payload), self.server)
             self.result.fast_sent += 1
-            if now - self._pinged_at < KEEPALIVE_S:
+            if not self._pings or now - self._pinged_at < KEEPALIVE_S:
                 return
             self._quic.send_ping(0)
             self._pinged_at = now
@@ -317,6 +321,7 @@ class BareClient(ClientProtocol):
                 if isinstance(frame, FastPathFrame):
                     keys = fastpath.FastKeys.from_wire({"sid": frame.sid, "up": frame.up, "down": frame.down})
                     self.ends = fastpath.client_ends(keys)
+                    self._pings = frame.idle_ms == 0
         elif isinstance(event, DatagramFrameReceived):
             self.result.received += 1
         elif isinstance(event, ConnectionTerminated):

@@ -52,10 +52,12 @@ from tickline.shared.games import UnknownGame, make_rules
 from tickline.shared.protocol import (
     ALPN,
     DEFLATE,
+    IDLE_TIMEOUT_S,
     MAX_INPUT_TICKS,
     MAX_STREAM_FRAME,
     PACKED_DELTA,
     PROTOCOL_VERSION,
+    QUIC_IDLE_S,
     QUIC_PACKET_SIZE,
     WEBSOCKET_PATH,
     WS_CONTROL,
@@ -93,6 +95,7 @@ class ClientStats:
     fast_packets_down: int = 0
     fast_dropped: int = 0
     fast_fallbacks: int = 0
+    quic_pings: int = 0  # keepalives sent as QUIC PINGs (none on the fast path to a server that counts it)
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +122,13 @@ class ClientOptions:
 
 # Seconds without a fast-path packet after which inputs go back to QUIC datagrams.
 FALLBACK_S = 1.0
-# While on the fast path QUIC carries almost nothing; a PING this often keeps
-# the connection alive (a third of the 15 s idle timeout, so two may be lost).
-# Each PING costs the server a packet in and an ACK out.
-KEEPALIVE_S = 5.0
+# A QUIC client keeps its connection alive itself (QUIC's own idle timer is a backstop a day
+# long, shared/protocol.py): when it has sent nothing that the server counts for this share of
+# the server's idle timeout (so two may be lost), it sends something. On the fast path, to a
+# server that counts fast-path packets (it says so with the keys), that is an ack sealed as a
+# fast-path packet; otherwise a QUIC PING, which costs the server a packet in and an ACK out.
+# And a connection that brings nothing from the server for the idle timeout is ended.
+KEEPALIVE_SHARE = 1 / 3
 
 
 class ClientProtocol(QuicConnectionProtocol):
@@ -189,6 +195,7 @@ async def quic_connect(
 class _Protocol(ClientProtocol):
     client: GameClient
     udp: asyncio.DatagramTransport | None = None  # the socket QUIC sends from (and the fast path)
+    packets = 0  # QUIC packets received (the client's keepalive looks at it)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # (asyncio's own UDP transport does not subclass DatagramTransport; it has its methods)
@@ -200,6 +207,7 @@ class _Protocol(ClientProtocol):
         if client is not None and isinstance(data, bytes) and fastpath.is_fastpath(data):
             client._on_fast(data, addr)
             return
+        self.packets += 1
         super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
@@ -379,7 +387,7 @@ def client_configuration(cafile: Path | str | None = None) -> QuicConfiguration:
         # Without this on both ends, aioquic drops datagrams silently.
         max_datagram_frame_size=65536,
         max_datagram_size=QUIC_PACKET_SIZE,
-        idle_timeout=15.0,
+        idle_timeout=QUIC_IDLE_S,
     )
     if cafile is not None:
         config.load_verify_locations(cafile=str(cafile))
@@ -464,7 +472,16 @@ class GameClient:
         self._fast: tuple[fastpath.Sealer, fastpath.Opener] | None = None
         self.fast_state = "none"  # none | trying | on | off
         self._fast_heard_at = 0.0
-        self._quic_sent_at = 0.0
+        # Keepalive (KEEPALIVE_SHARE): the server's idle timeout (it says so with the fast
+        # path's keys), whether it counts fast-path packets, when we last sent anything and
+        # anything on QUIC, and the packets heard from it at the last look, since when.
+        self._idle_s = IDLE_TIMEOUT_S
+        self._fast_keepalive = False
+        self._sent_at = self._quic_sent_at = self._loop.time()
+        self._heard_count, self._heard_count_at = 0, self._loop.time()
+        self._keepalive_timer: asyncio.TimerHandle | None = None
+        if self._quic is not None:
+            self._keepalive_timer = self._loop.call_later(self._idle_s * KEEPALIVE_SHARE, self._keepalive)
         wire.attach(self)
 
     # ------------------------------------------------------------ connect
@@ -582,7 +599,8 @@ class GameClient:
         async with opening as wire:
             client = cls(wire, hello.name, world)
             client.options = options
-            hello.caps = [DEFLATE] + ([fastpath.CAPABILITY] if options.fast and client._quic is not None else [])
+            fast = options.fast and client._quic is not None
+            hello.caps = [DEFLATE] + ([fastpath.CAPABILITY, fastpath.KEEPALIVE_CAPABILITY] if fast else [])
             client._send_stream(hello)
             try:
                 async with asyncio.timeout(timeout):
@@ -657,13 +675,9 @@ class GameClient:
         if self.closed.is_set() or not (always or self.world.unconfirmed):
             return
         body = encode(self.world.input_frame())
-        now = self._loop.time()
-        quic = self._quic
-        if self._fast is not None and quic is not None and self._fast_usable(now):
+        now = self._sent_at = self._loop.time()
+        if self._fast is not None and self._quic is not None and self._fast_usable(now):
             self._send_udp(self._fast[0].seal(fastpath.DATA, body))
-            if now - self._quic_sent_at >= KEEPALIVE_S:
-                quic.ping()
-                self._quic_sent_at = now
         else:
             self._wire.send_datagram(body)
             self._quic_sent_at = now
@@ -674,6 +688,33 @@ class GameClient:
     def on_fastpath(self) -> bool:
         """True while inputs and deltas travel as fast-path packets."""
         return self.fast_state == "on"
+
+    def _keepalive(self) -> None:
+        """Every KEEPALIVE_SHARE of the idle timeout: end the connection if the server has gone
+        silent, and send it something if we have not."""
+        quic = self._quic
+        if quic is None or self.closed.is_set():
+            return
+        now = self._loop.time()
+        heard = quic.protocol.packets + (self._fast[1].newest if self._fast is not None else 0)
+        if heard != self._heard_count:
+            self._heard_count, self._heard_count_at = heard, now
+        elif now - self._heard_count_at >= self._idle_s:
+            self._keepalive_timer = None
+            reason = f"idle timeout: nothing heard from the server for {self._idle_s:g} s"
+            self.close_reason = reason
+            self._wire.close(reason)
+            self._on_closed(reason)
+            return
+        interval = self._idle_s * KEEPALIVE_SHARE
+        if self._fast_keepalive and self._fast is not None and self._fast_usable(now):
+            if now - self._sent_at >= interval:
+                self.flush_inputs(always=True)  # (an ack: on the fast path, as it is usable)
+        elif now - self._quic_sent_at >= interval:
+            quic.ping()
+            self.stats.quic_pings += 1
+            self._sent_at = self._quic_sent_at = now
+        self._keepalive_timer = self._loop.call_later(interval, self._keepalive)
 
     def _fast_usable(self, now: float) -> bool:
         if self.fast_state not in ("trying", "on"):
@@ -749,6 +790,7 @@ class GameClient:
         data = encode_stream(frame)
         self.stats.bytes_up += len(data)
         self._wire.send_stream(data)
+        self._sent_at = self._quic_sent_at = self._loop.time()
 
     def _on_stream(self, data: bytes) -> None:
         self.stats.bytes_down += len(data)
@@ -781,6 +823,11 @@ class GameClient:
         self._fast = fastpath.client_ends(keys)
         self.fast_state = "trying"
         self._fast_heard_at = 0.0
+        if frame.idle_ms > 0:  # the server counts fast-path packets: no QUIC PINGs needed there
+            self._idle_s, self._fast_keepalive = frame.idle_ms / 1000, True
+            if self._keepalive_timer is not None:
+                self._keepalive_timer.cancel()
+                self._keepalive_timer = self._loop.call_later(self._idle_s * KEEPALIVE_SHARE, self._keepalive)
 
     def _on_fast(self, packet: bytes, addr: Any) -> None:
         if self._fast is None or self._quic is None:
@@ -851,6 +898,9 @@ class GameClient:
         self._wire.close(reason, error=True)
 
     def _on_closed(self, reason: str) -> None:
+        if self._keepalive_timer is not None:
+            self._keepalive_timer.cancel()
+            self._keepalive_timer = None
         if not self.closed.is_set():
             self.close_reason = self.close_reason or reason
             self.closed.set()

@@ -70,7 +70,7 @@ from tickline.shared.game import ConfigError, Rules
 from tickline.shared.games import GameNotInstalled, UnknownGame, load
 from tickline.shared.games import names as installed_games
 from tickline.shared.logformat import Divergence, UnsupportedLogUrl, check_log_url
-from tickline.shared.protocol import ALPN, H3_ALPN, WEBTRANSPORT_PATH, Hello
+from tickline.shared.protocol import ALPN, H3_ALPN, IDLE_TIMEOUT_S, WEBTRANSPORT_PATH, Hello
 from tickline.shared.tokens import DEFAULT_TTL_S, UsedTokens
 
 log = logging.getLogger(__name__)
@@ -108,7 +108,8 @@ class ServerConfig:
     metrics_port: int | None = None
     http_host: str = "127.0.0.1"
     hello_timeout: float = 5.0  # a connection that has not said a valid hello by then is closed
-    idle_timeout: float = 15.0
+    # A connection its client sends nothing on (QUIC or fast path) for this long is closed as lost.
+    idle_timeout: float = IDLE_TIMEOUT_S
     fastpath: bool = True  # offer native clients the fast path (server/fastpath.py)
     # Connect tokens (shared/tokens.py): the key that signs them (default: DATA_DIR/tls/token.key,
     # made on first start; a fleet shares one file), and whether a new player must bring one.
@@ -187,6 +188,8 @@ class ServerConfig:
             raise ConfigurationError(str(exc)) from None
         if not 1 <= self.ack_timeout <= 600:
             raise ConfigurationError(f"--ack-timeout {self.ack_timeout:g} is out of range; use 1 to 600 seconds")
+        if not 1 <= self.idle_timeout <= 600:
+            raise ConfigurationError(f"--idle-timeout {self.idle_timeout:g} is out of range; use 1 to 600 seconds")
         if not 0.1 <= self.hello_timeout <= 120:
             raise ConfigurationError(f"--hello-timeout {self.hello_timeout:g} is out of range; use 0.1 to 120 seconds")
         if not 16 * 1024 <= self.receive_window <= 64 * 1024 * 1024:
@@ -251,7 +254,7 @@ class Server:
         self._lobby_games: dict[str, type[Rules]] | None = None
         self._admitting: set[Session] = set()
         self._streams: set[Rebroadcast] = set()  # recorded matches streamed to spectators
-        # /ws on the HTTP side; its pings find a dead WebSocket within QUIC's idle timeout.
+        # /ws on the HTTP side; its pings find a dead WebSocket within the idle timeout too.
         self.websockets = WebSockets(
             self.accept, heartbeat_s=config.idle_timeout / 2, connections=self.gate.connections
         )
@@ -313,7 +316,7 @@ class Server:
             log.info("%s TLS certificate %s", "created" if self.certificates.created else "using", cert)
             where = f"{cert} / {key}"
         try:
-            config = server_configuration(cert, key, cfg.idle_timeout, cfg.receive_window)
+            config = server_configuration(cert, key, cfg.receive_window)
         except (ValueError, OSError) as exc:  # ssl.SSLError is an OSError
             raise ConfigurationError(f"cannot load the TLS certificate and key {where}: {_first_line(exc)}") from None
         self.cert_path = cert
@@ -366,9 +369,7 @@ class Server:
         if self._endpoint is not None and self.certificates is not None:
             cfg = self.config
             self._endpoint.reconfigure(
-                server_configuration(
-                    self.certificates.cert_path, self.certificates.key_path, cfg.idle_timeout, cfg.receive_window
-                )
+                server_configuration(self.certificates.cert_path, self.certificates.key_path, cfg.receive_window)
             )
 
     async def _serve(
@@ -394,7 +395,14 @@ class Server:
                     # that a fleet sharing --token-key validates each other's (server/gate.py).
                     retry_tokens = RetryTokens(self.token_key, time.time) if cfg.gate.retry != "never" else None
                     endpoint, self.port = await start_endpoint(
-                        cfg.host, cfg.port, quic_config, self._accept, self.fastpath, self.gate, retry_tokens
+                        cfg.host,
+                        cfg.port,
+                        quic_config,
+                        self._accept,
+                        self.fastpath,
+                        self.gate,
+                        retry_tokens,
+                        idle_timeout_s=cfg.idle_timeout,
                     )
                 except OSError as exc:
                     raise _port_problem(exc, "--port", cfg.port) from None
@@ -659,7 +667,7 @@ class Server:
 
     def _session(self, channel: Channel) -> Session:
         clock = asyncio.get_running_loop().time
-        return Session(channel, clock, self.config.inputs, self.config.ack_timeout)
+        return Session(channel, clock, self.config.inputs, self.config.ack_timeout, self.config.idle_timeout)
 
     def _accept(self, channel: Channel) -> Session:
         """Called by the transport for each new connection: its session."""

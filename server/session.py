@@ -28,10 +28,11 @@ from typing import TYPE_CHECKING, Any, Protocol
 from tickline.server.link import ACK_TIMEOUT_S
 from tickline.server.ratelimit import InputLimits
 from tickline.shared import native
-from tickline.shared.fastpath import CAPABILITY, FastKeys
+from tickline.shared.fastpath import CAPABILITY, KEEPALIVE_CAPABILITY, FastKeys
 from tickline.shared.game import Controls, Rules
 from tickline.shared.protocol import (
     DEFLATE,
+    IDLE_TIMEOUT_S,
     MAX_CLIENT_FRAME,
     PROTOCOL_VERSION,
     Bye,
@@ -143,7 +144,9 @@ class Departure(enum.Enum):
 
 class Session:
     """``clock`` is server time in seconds (the loop's); ``limits`` what the client may send
-    as datagrams; ``ack_timeout_s`` how long it may leave every view unacknowledged."""
+    as datagrams; ``ack_timeout_s`` how long it may leave every view unacknowledged;
+    ``idle_timeout_s`` how long its channel waits for a packet from it (a fast-path client
+    that asks is told, so that it keeps the connection alive on the fast path)."""
 
     def __init__(
         self,
@@ -151,6 +154,7 @@ class Session:
         clock: Callable[[], float] = time.monotonic,
         limits: InputLimits | None = None,
         ack_timeout_s: float = ACK_TIMEOUT_S,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
     ) -> None:
         self.channel = channel
         self._budget = InputBudget(limits or InputLimits(), clock())
@@ -169,6 +173,7 @@ class Session:
         # its log); a kick's reason is "kicked: why".
         self.refused: Counter[str] = Counter()
         self._ack_timeout_s = ack_timeout_s
+        self._idle_timeout_s = idle_timeout_s
         # Datagrams in and deltas out, the routine of every tick (server/link.py). The
         # transports hand it the client's datagrams, and the match takes inputs through it,
         # with no Python frame of the session's in between.
@@ -401,7 +406,8 @@ class Session:
             keys = self.channel.offer_fastpath()
             if keys is not None:
                 self.link.fast_send = self.channel.fast_sender()
-                self.send_frame(FastPath(**keys.to_wire()))
+                idle_ms = round(self._idle_timeout_s * 1000) if KEEPALIVE_CAPABILITY in self.caps else 0
+                self.send_frame(FastPath(**keys.to_wire(), idle_ms=idle_ms))
 
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))

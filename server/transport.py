@@ -51,30 +51,42 @@ from tickline.server.session import Channel, Receiver
 from tickline.server.udp import UdpTransport, open_udp
 from tickline.server.webtransport import WebTransportConnection
 from tickline.shared.fastpath import QUIC_FIXED_BIT, FastKeys
-from tickline.shared.protocol import ALPN, H3_ALPN, MAX_DATAGRAM, QUIC_PACKET_SIZE, frame_for_stream
+from tickline.shared.protocol import (
+    ALPN,
+    H3_ALPN,
+    IDLE_TIMEOUT_S,
+    MAX_DATAGRAM,
+    QUIC_IDLE_S,
+    QUIC_PACKET_SIZE,
+    frame_for_stream,
+)
 
 log = logging.getLogger(__name__)
 
 # QUIC application error codes sent with a close.
 CLOSE_NORMAL = 0
 CLOSE_PROTOCOL_ERROR = 1
+# A connection's silence is looked at this many times per idle timeout: one that goes silent
+# is closed between one and 1 + 1/IDLE_CHECKS idle timeouts after its last packet.
+IDLE_CHECKS = 3
 # A client sends little on its streams (a hello, a goodbye; a browser's HTTP/3 requests), so a
 # window far below aioquic's 1 MiB default caps what one connection can make us hold.
 RECEIVE_WINDOW = 128 * 1024
 
 
-def server_configuration(
-    cert: Path, key: Path, idle_timeout: float, receive_window: int = RECEIVE_WINDOW
-) -> QuicConfiguration:
+def server_configuration(cert: Path, key: Path, receive_window: int = RECEIVE_WINDOW) -> QuicConfiguration:
     """``receive_window``: the bytes a client may have in flight to us on its streams, in all and
-    on each (QUIC's flow control; aioquic holds out-of-order stream data up to it)."""
+    on each (QUIC's flow control; aioquic holds out-of-order stream data up to it).
+
+    QUIC's idle timeout is only a backstop (``QUIC_IDLE_S``); each connection's idle timeout
+    is the endpoint's (:func:`start_endpoint`), which counts fast-path packets too."""
     config = QuicConfiguration(
         is_client=False,
         alpn_protocols=[ALPN, H3_ALPN],
         # Without this on both ends, aioquic drops datagrams silently.
         max_datagram_frame_size=65536,
         max_datagram_size=QUIC_PACKET_SIZE,
-        idle_timeout=idle_timeout,
+        idle_timeout=QUIC_IDLE_S,
         max_data=receive_window,
         max_stream_data=receive_window,
     )
@@ -102,9 +114,19 @@ def quic_peer(quic: QuicConnection) -> tuple[Address | None, bool]:
 
 
 class ServerConnection(QuicConnectionProtocol):
-    """One QUIC connection; a Channel for its Receiver once the handshake completes."""
+    """One QUIC connection; a Channel for its Receiver once the handshake completes.
 
-    def __init__(self, *args: Any, accept: Accept, fast: FastPath | None = None, **kwargs: Any) -> None:
+    It is closed once its peer has sent nothing for ``idle_timeout_s``: no QUIC packet (of any
+    kind, ACKs too) and no authentic fast-path packet."""
+
+    def __init__(
+        self,
+        *args: Any,
+        accept: Accept,
+        fast: FastPath | None = None,
+        idle_timeout_s: float = IDLE_TIMEOUT_S,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(*args, **kwargs)
         self._accept = accept
         self._session: Receiver | None = None
@@ -121,6 +143,15 @@ class ServerConnection(QuicConnectionProtocol):
         self._counted: tuple[Gate, str] | None = None  # in the gate's open connections until terminated
         self._handshake_done = False
         self._handshake_timer: asyncio.TimerHandle | None = None
+        # Liveness: QUIC packets counted as they come, the fast path's by its replay window's
+        # newest sequence, both looked at by a timer (nothing is timed per packet).
+        self.idle_timeout_s = idle_timeout_s
+        self.packets = 0  # QUIC packets received from the peer
+        self._heard = 0
+        self._heard_at = self._loop.time()
+        self._idle_timer: asyncio.TimerHandle | None = self._loop.call_later(
+            idle_timeout_s / IDLE_CHECKS, self._check_idle
+        )
 
     def half_open(self, gate: Gate, host: str, timeout_s: float) -> None:
         """Count this connection against ``gate``'s half-open places until its handshake ends,
@@ -147,10 +178,29 @@ class ServerConnection(QuicConnectionProtocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        self._stop_idle_timer()
         vars(self._quic).clear()
         self._web = None  # (a browser's: its HTTP/3 layer holds our transmit callbacks)
         self._connection_id_issued_handler = self._connection_id_retired_handler = _ignore_cid
         self._connection_terminated_handler = _nothing
+
+    def _check_idle(self) -> None:
+        route = self._route
+        heard = self.packets + (route.opener.newest if route is not None else 0)
+        now = self._loop.time()
+        if heard != self._heard:
+            self._heard, self._heard_at = heard, now
+        elif now - self._heard_at >= self.idle_timeout_s:
+            self._idle_timer = None
+            # A lost connection to its session (ConnectionTerminated brings it this reason).
+            self.close(f"idle timeout: nothing heard for {self.idle_timeout_s:g} s")
+            return
+        self._idle_timer = self._loop.call_later(self.idle_timeout_s / IDLE_CHECKS, self._check_idle)
+
+    def _stop_idle_timer(self) -> None:
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+            self._idle_timer = None
 
     def _handshake_timed_out(self) -> None:
         self._handshake_timer = None
@@ -202,6 +252,7 @@ class ServerConnection(QuicConnectionProtocol):
     # A Channel's close(reason, error) in place of aioquic's close(error_code, reason_phrase): the
     # only caller that passes nothing, aioquic's server at shutdown, gets a normal close either way.
     def close(self, reason: str = "", error: bool = False) -> None:  # type: ignore[override]
+        self._stop_idle_timer()
         if self._web is not None:
             self._web.close_now(reason, error)  # (only aioquic's server calls this one: shutting down)
             return
@@ -213,7 +264,13 @@ class ServerConnection(QuicConnectionProtocol):
 
     # aioquic ------------------------------------------------------------------
 
+    def datagram_received(self, data: bytes | str, addr: Address) -> None:
+        self.packets += 1
+        super().datagram_received(data, addr)
+
     def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, ConnectionTerminated):
+            self._stop_idle_timer()
         if isinstance(event, HandshakeCompleted):
             self._handshake_done = True
         elif isinstance(event, ConnectionTerminated) and not self._handshake_done:
@@ -403,14 +460,16 @@ async def start_endpoint(
     fast: FastPath | None = None,
     gate: Gate | None = None,
     retry_tokens: RetryTokens | None = None,
+    idle_timeout_s: float = IDLE_TIMEOUT_S,
 ) -> tuple[Endpoint, int]:
     """Listen on ``host:port`` (port 0 picks a free one); return the endpoint and its port.
 
     With ``fast``, clients that ask for it are offered the fast path on the same port; with
-    ``gate``, new connections are admitted as it says (``retry_tokens`` signs its Retries)."""
+    ``gate``, new connections are admitted as it says (``retry_tokens`` signs its Retries).
+    A connection whose peer sends nothing for ``idle_timeout_s`` is closed."""
 
     def create(*args: Any, **kwargs: Any) -> ServerConnection:
-        return ServerConnection(*args, accept=accept, fast=fast, **kwargs)
+        return ServerConnection(*args, accept=accept, fast=fast, idle_timeout_s=idle_timeout_s, **kwargs)
 
     transport, endpoint = await open_udp(
         lambda: Endpoint(

@@ -55,6 +55,9 @@ LABEL = b"tickline fast path 1"
 NONCE_PAD = bytes(4)
 # Capability a client names in its hello to be offered the fast path.
 CAPABILITY = "fastpath"
+# ...and to be told the server's idle timeout with the keys (FastPath.idle_ms): a client
+# that knows it keeps its connection alive on the fast path alone, without QUIC PINGs.
+KEEPALIVE_CAPABILITY = "fastpath-keepalive"
 
 
 class Dropped(Exception):

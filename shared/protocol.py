@@ -56,6 +56,14 @@ MAX_DATAGRAM = QUIC_PACKET_SIZE - 100
 WEBSOCKET_PATH = "/ws"
 WS_CONTROL = b"\x00"
 WS_DATAGRAM = b"\x01"
+# A connection that brings its peer no packet for this long is closed (the server's default;
+# ``tickline serve --idle-timeout``). Each end decides this itself, counting every packet it
+# gets, QUIC or fast path: a fast-path client's QUIC connection may carry nothing for a whole
+# match, so QUIC's own idle timer, which counts only QUIC packets, cannot be the judge.
+IDLE_TIMEOUT_S = 15.0
+# QUIC's idle timeout as both ends advertise it: a backstop far beyond IDLE_TIMEOUT_S. (A peer
+# that advertises less, such as a browser, gets its own; QUIC takes the smaller.)
+QUIC_IDLE_S = 24 * 3600.0
 
 _LENGTH = struct.Struct("!I")
 PACKED_DELTA = b"z"
@@ -188,12 +196,17 @@ class FastPath:
     Sent right after the welcome to a client whose hello named the "fastpath"
     capability; from then on the client may send inputs as fast-path packets,
     and the server answers on the path the client's inputs last came by.
+
+    ``idle_ms`` (sent to a hello that also names "fastpath-keepalive"): the server's
+    idle timeout, in which any fast-path packet counts as hearing from the client, so
+    that it needs no QUIC packets to stay connected. 0 (left out): it needs them.
     """
 
     TAG: ClassVar[str] = "fast"
     sid: str
     up: str
     down: str
+    idle_ms: int = 0
 
 
 @dataclass(slots=True)
@@ -235,7 +248,7 @@ _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
     Input: {"ack": (int,), "inputs": (list,)},
     Delta: {"tick": (int,), "base": (int,), "seq": (int,), "diff": (dict,)},
     Event: {"tick": (int,), "kind": (str,), "data": (dict,)},
-    FastPath: {"sid": (str,), "up": (str,), "down": (str,)},
+    FastPath: {"sid": (str,), "up": (str,), "down": (str,), "idle_ms": (int,)},
     Bye: {"reason": (str,)},
 }
 
@@ -250,6 +263,7 @@ _REQUIRED = {cls: _required_fields(cls) for cls in _TYPES.values()}
 _NEWER_FIELDS: dict[type, dict[str, Any]] = {
     Hello: {"spectate": "", "follow": 0, "connect_token": ""},
     Welcome: {"spectator_delay": 0},
+    FastPath: {"idle_ms": 0},
 }
 
 

@@ -185,6 +185,7 @@ def _garbage(path: Path, data: bytes) -> Path:
         ("--host of another machine", "--host 192.0.2.1 is not an address of this machine"),
         ("--http-host of another machine", "--http-host 192.0.2.1 is not an address of this machine"),
         ("--lobby-rate of zero", "--lobby-rate 0 is out of range"),
+        ("--idle-timeout under a second", "--idle-timeout 0.5 is out of range; use 1 to 600 seconds"),
         (
             "--db of an unsupported database",
             "--db mysql://... is not a database tickline can log to; use sqlite+aiosqlite",
@@ -217,6 +218,7 @@ async def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path, case: st
         "--host of another machine": ["--data-dir", str(data), "--host", "192.0.2.1"],  # TEST-NET-1
         "--http-host of another machine": ["--data-dir", str(data), "--http-port", "0", "--http-host", "192.0.2.1"],
         "--lobby-rate of zero": ["--data-dir", str(data), "--lobby-rate", "0"],
+        "--idle-timeout under a second": ["--data-dir", str(data), "--idle-timeout", "0.5"],
         "--db of an unsupported database": ["--data-dir", str(data), "--db", "mysql://user@db.example/tl"],
     }[case]
     if case == "garbage certificate in the data folder":

@@ -17,6 +17,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.support import until
+from tickline.bots import client as client_module
 from tickline.bots.client import FALLBACK_S, ClientOptions, GameClient
 from tickline.bots.impair import Impairment, ImpairmentProxy
 from tickline.bots.metrics import sample_sum, scrape
@@ -24,6 +25,7 @@ from tickline.bots.swarm import run_swarm
 from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
 from tickline.server.fastpath import CHALLENGE_PACKET, FastPath
+from tickline.server.session import Departure
 from tickline.shared import fastpath, native
 from tickline.shared.fastpath import (
     CHALLENGE,
@@ -384,4 +386,69 @@ async def test_a_server_without_the_fast_path_keeps_clients_on_quic(start_server
     async with GameClient.connect("127.0.0.1", srv.port, "plain", cafile=srv.cert) as client:
         await _play(client, 10)
         assert client.fast_state == "none" and client.stats.datagrams_down >= 10
+    await srv.stop()
+
+
+# ------------------------------------------------------------------ keepalives
+# Each end judges liveness by every packet it gets, fast-path ones included; QUIC's own idle
+# timer (a day long) is a backstop. These servers time out after 1 s.
+
+
+async def test_on_the_fast_path_a_client_stays_connected_with_no_quic_packets_from_it(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, idle_timeout=1.0)
+    async with GameClient.connect("127.0.0.1", srv.port, "quiet", cafile=srv.cert) as client:
+        await _play(client, 5)
+        assert client.on_fastpath
+        channel = srv.server.matches[0].sessions[client.player_id].channel
+        quic_in = channel.packets
+        loop = asyncio.get_running_loop()
+        end = loop.time() + 3.5  # more than three idle timeouts
+        while loop.time() < end:
+            await _play(client, 1)
+        assert channel.packets == quic_in  # not a QUIC packet from the client all that while
+        assert client.stats.quic_pings == 0
+        assert client.fast_state == "on" and not client.closed.is_set()
+    await srv.stop()
+
+
+async def test_a_client_the_network_loses_is_closed_by_both_ends_and_comes_back_to_its_place(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, idle_timeout=1.0)
+    proxy = ImpairmentProxy(Impairment())
+    port = await proxy.start(("127.0.0.1", 0), ("127.0.0.1", srv.port))
+    try:
+        async with GameClient.connect("127.0.0.1", port, "walker", cafile=srv.cert) as client:
+            await _play(client, 10)
+            assert client.on_fastpath and client.welcome is not None
+            session = srv.server.matches[0].sessions[client.player_id]
+            proxy.block = lambda data: True  # the network goes, both ways, and nobody says a word
+            async with asyncio.timeout(10):
+                await session.closed.wait()
+                await client.closed.wait()
+            assert session.close_reason == "idle timeout: nothing heard for 1 s"
+            assert session.departure is Departure.LOST
+            assert client.close_reason == "idle timeout: nothing heard from the server for 1 s"
+            token, world, player_id = client.welcome.token, client.world, client.player_id
+    finally:
+        proxy.close()
+    async with GameClient.connect("127.0.0.1", srv.port, "walker", cafile=srv.cert, token=token, world=world) as back:
+        await _play(back, 5)
+        assert back.player_id == player_id
+    await srv.stop()
+
+
+async def test_to_a_server_that_does_not_count_the_fast_path_a_client_sends_quic_pings(
+    start_server, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # An SDK from before the keepalive capability: the server tells it no idle timeout, so it
+    # keeps QUIC alive with PINGs (here a third of a 1 s timeout apart) while on the fast path.
+    monkeypatch.setattr(fastpath, "KEEPALIVE_CAPABILITY", "an-unknown-capability")
+    monkeypatch.setattr(client_module, "IDLE_TIMEOUT_S", 1.0)
+    srv = await start_server(game_config={"time_limit_s": 60})
+    async with GameClient.connect("127.0.0.1", srv.port, "older", cafile=srv.cert) as client:
+        await _play(client, 5)
+        channel = srv.server.matches[0].sessions[client.player_id].channel
+        quic_in = channel.packets
+        await until(lambda: client.stats.quic_pings >= 3)
+        assert channel.packets >= quic_in + 3
+        assert client.on_fastpath and not client.closed.is_set()
     await srv.stop()

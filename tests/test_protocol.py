@@ -18,6 +18,7 @@ from tickline.shared.protocol import (
     Bye,
     Delta,
     Event,
+    FastPath,
     Frame,
     FrameTooLarge,
     Hello,
@@ -94,6 +95,7 @@ SAMPLES: list[Frame] = [
     Input(ack=41, inputs=[[1, {"mx": 1, "my": 0, "ax": 5, "ay": -5, "fire": True}], [2, {}]]),
     Delta(tick=42, base=40, seq=2, diff={"s": {"over": False}, "u": {"players": {"r": ["3"]}}}),
     Event(tick=99, kind="over", data={"winner": 7}),
+    FastPath(sid="00" * 8, up="11" * 32, down="22" * 32, idle_ms=15000),
     Bye(reason="match over"),
 ]
 
@@ -133,6 +135,15 @@ def test_encoded_frame_carries_its_type_tag_and_fields():
         "kind": "chat",
         "data": {},
     }
+
+
+def test_a_field_added_later_is_left_out_at_its_default_so_older_decoders_still_read_the_frame():
+    keys = {"sid": "00" * 8, "up": "11" * 32, "down": "22" * 32}
+    assert orjson.loads(encode(FastPath(keys["sid"], keys["up"], keys["down"]))) == {"t": "fast", **keys}
+    assert orjson.loads(encode(FastPath(keys["sid"], keys["up"], keys["down"], idle_ms=2500)))["idle_ms"] == 2500
+    assert decode(body(t="fast", **keys)) == FastPath(keys["sid"], keys["up"], keys["down"], idle_ms=0)
+    with pytest.raises(MalformedFrame, match="idle_ms"):
+        decode(body(t="fast", **keys, idle_ms=1.5))
 
 
 def test_optional_fields_take_their_defaults_when_absent():

@@ -155,6 +155,7 @@ def _server_config(args: argparse.Namespace) -> Any:
             messages_per_s=args.input_messages_per_s, bytes_per_s=args.input_bytes_per_s, burst_s=args.input_burst
         ),
         ack_timeout=args.ack_timeout,
+        idle_timeout=args.idle_timeout,
         hello_timeout=args.hello_timeout,
         receive_window=args.receive_window,
         lobby_matches=args.lobby_matches,
@@ -876,6 +877,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=15.0,
         metavar="SECONDS",
         help="a client that sends but acknowledges none of its views for this long is closed (default: 15)",
+    )
+    sends.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="a connection whose client sends nothing for this long (not a QUIC packet, not a fast-path "
+        "one) is closed as lost; its player's place is kept for --grace (default: 15)",
     )
     sends.add_argument(
         "--receive-window",
