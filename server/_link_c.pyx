@@ -10,6 +10,8 @@ twin's.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from libc.string cimport memcpy
 
+from collections import Counter
+
 import orjson
 
 from tickline.server._intake_c cimport InputQueue
@@ -81,6 +83,7 @@ cdef class Link:
     cdef public long long acked
     cdef public double acked_at
     cdef public double sent_at
+    cdef public object refused
     cdef long long _ticks[RING]
     cdef list _views  # RING slots, beside _ticks
     cdef int _head, _count
@@ -97,6 +100,7 @@ cdef class Link:
         self.closed = False
         self.match = None
         self.bytes_up = self.bytes_down = self.deltas_sent = self.diffs_encoded = 0
+        self.refused = Counter()
         self.acked = 0
         self.acked_at = 0.0
         self.sent_at = -ack_timeout_s - 1.0
@@ -249,18 +253,20 @@ cdef class Link:
         return [self._ticks[(self._head + i) % RING] for i in range(self._count)]
 
 
-def take_inputs(dict sessions, long long tick, dict seqs, dict inputs):
-    """Each session's next input for a tick: see ``_link_py.take_inputs``."""
+def take_inputs(dict links, long long tick, dict seqs, dict inputs):
+    """Each link's next input for a tick: see ``_link_py.take_inputs``."""
     cdef Py_ssize_t applied = 0
     cdef list refused = []
-    for player_id, session in sessions.items():
-        taken = (<Link?>session.link)._take(tick)
+    cdef Link link
+    for player_id, value in links.items():
+        link = <Link?>value
+        taken = link._take(tick)
         if taken is not None:
             seqs[player_id] = (<tuple?>taken)[0]
             inputs[player_id] = (<tuple>taken)[1]
             applied += 1
-        if session.refused:
-            refused.append(session)
+        if link.refused:
+            refused.append(player_id)
     return applied, refused
 
 

@@ -25,12 +25,12 @@ The twin of ``_udpbatch_py.py``, on a non-blocking UDP socket's file descriptor:
 from libc.errno cimport EAGAIN, EINTR, errno
 from libc.stdint cimport uint8_t
 from libc.stdlib cimport calloc, free, malloc
-from libc.string cimport memset, strerror
+from libc.string cimport memcmp, memcpy, memset, strerror
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
-from cpython.unicode cimport PyUnicode_CompareWithASCIIString
 
 from tickline.shared._seal_c cimport Opener, Sealer
 
+from tickline.server._udpbatch_py import address_key  # (one function for both twins)
 from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, session_of
 
 cdef extern from "<sys/uio.h>" nogil:
@@ -86,6 +86,8 @@ cdef extern from "<arpa/inet.h>" nogil:
 
 cdef enum:
     _MAX_BATCH = 1024  # messages a call at most (Linux's UIO_MAXIOV)
+    _V4_KEY = 7  # address_key's lengths: family, port, address
+    _V6_KEY = 27  # family, port, flow info, address, scope id
 
 
 cdef bint _fill(int family, object address, sockaddr_storage *out, socklen_t *length) except -1:
@@ -210,32 +212,43 @@ cdef object _address(sockaddr_storage *name):
     return None
 
 
-cdef bint _same_address(sockaddr_storage *name, object addr) except -1:
-    """Whether ``addr`` (an address as :func:`_address` gives them) names ``name``; made to
-    make no object, as every input from a client's own address asks it."""
-    cdef char host[_HOST]
+cdef inline void _put16(uint8_t *at, unsigned int value) noexcept:
+    at[0], at[1] = (value >> 8) & 0xFF, value & 0xFF
+
+
+cdef inline void _put32(uint8_t *at, unsigned int value) noexcept:
+    _put16(at, value >> 16)
+    _put16(at + 2, value & 0xFFFF)
+
+
+cdef bint _same_address(sockaddr_storage *name, object key) except -1:
+    """Whether ``key`` (a route's address as ``address_key`` makes it) names ``name``: one
+    comparison of bytes, as every input from a client's own address asks it."""
+    cdef uint8_t mine[_V6_KEY]
+    cdef Py_ssize_t size
     cdef sockaddr_in *v4
     cdef sockaddr_in6 *v6
-    if type(addr) is not tuple:
-        return False
     if name.ss_family == AF_INET:
         v4 = <sockaddr_in *>name
-        if len(<tuple>addr) != 2 or type((<tuple>addr)[1]) is not int or (<tuple>addr)[1] != ntohs(v4.sin_port):
-            return False
-        inet_ntop(AF_INET, &v4.sin_addr, host, _HOST)
+        mine[0] = 0x34  # "4"
+        _put16(mine + 1, ntohs(v4.sin_port))
+        memcpy(mine + 3, &v4.sin_addr, 4)
+        size = _V4_KEY
     elif name.ss_family == AF_INET6:
         v6 = <sockaddr_in6 *>name
-        if (
-            len(<tuple>addr) != 4
-            or type((<tuple>addr)[1]) is not int or (<tuple>addr)[1] != ntohs(v6.sin6_port)
-            or type((<tuple>addr)[2]) is not int or (<tuple>addr)[2] != ntohl(v6.sin6_flowinfo)
-            or type((<tuple>addr)[3]) is not int or (<tuple>addr)[3] != v6.sin6_scope_id
-        ):
-            return False
-        inet_ntop(AF_INET6, &v6.sin6_addr, host, _HOST)
+        mine[0] = 0x36  # "6"
+        _put16(mine + 1, ntohs(v6.sin6_port))
+        _put32(mine + 3, ntohl(v6.sin6_flowinfo))
+        memcpy(mine + 7, &v6.sin6_addr, 16)
+        _put32(mine + 23, v6.sin6_scope_id)
+        size = _V6_KEY
     else:
         return False
-    return type((<tuple>addr)[0]) is str and PyUnicode_CompareWithASCIIString((<tuple>addr)[0], host) == 0
+    return (
+        type(key) is bytes
+        and PyBytes_GET_SIZE(key) == size
+        and memcmp(PyBytes_AS_STRING(key), mine, size) == 0
+    )
 
 
 cdef class Receiver:
@@ -345,7 +358,8 @@ cdef class Inbox:
     """The fast path's packets as they are read: each authentic data packet from its route's
     address is counted and delivered to the route; ``other(route, kind, payload, packet,
     address)`` decides about the rest (True: deliver the payload as data); ``dropped``
-    counts what fails, by reason."""
+    counts what fails, by reason. A route has ``opener``, ``addr`` and ``addr_key`` (its address
+    as :func:`address_key` makes it, what the native inbox compares), ``active`` and ``deliver``."""
 
     cdef public dict routes
     cdef public object dropped
@@ -416,7 +430,7 @@ cdef class Inbox:
         except Dropped as drop:
             self.dropped[drop.reason] += 1
             return
-        if kind != _DATA or not _same_address(&receiver.names[i], route.addr):
+        if kind != _DATA or not _same_address(&receiver.names[i], route.addr_key):
             addr = _address(&receiver.names[i])
             if not self._other(route, kind, payload, PyBytes_FromStringAndSize(<const char *>data, size), addr):
                 return

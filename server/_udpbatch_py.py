@@ -20,10 +20,29 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import struct
 from collections.abc import Callable
 from typing import Any
 
 from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, session_of
+
+_V4_KEY = struct.Struct("!cH4s")
+_V6_KEY = struct.Struct("!cHI16sI")
+
+
+def address_key(addr: Any) -> bytes:
+    """A socket address ((host, port), or IPv6's 4-tuple) as the bytes the native inbox makes of
+    a packet's source to compare with its route's: family, port, (flow info,) address, (scope
+    id); b"" for what is not one. Both twins export this one function."""
+    try:
+        if len(addr) == 2:
+            return _V4_KEY.pack(b"4", addr[1], socket.inet_pton(socket.AF_INET, addr[0]))
+        if len(addr) == 4:
+            host = socket.inet_pton(socket.AF_INET6, addr[0].partition("%")[0])
+            return _V6_KEY.pack(b"6", addr[1], addr[2], host, addr[3])
+    except (TypeError, ValueError, OSError, struct.error, AttributeError):
+        pass
+    return b""
 
 
 class Sender:
@@ -139,7 +158,8 @@ class Inbox:
     """The fast path's packets as they are read: each authentic data packet from its route's
     address is counted and delivered to the route; ``other(route, kind, payload, packet,
     address)`` decides about the rest (True: deliver the payload as data); ``dropped``
-    counts what fails, by reason."""
+    counts what fails, by reason. A route has ``opener``, ``addr`` and ``addr_key`` (its address
+    as :func:`address_key` makes it, what the native inbox compares), ``active`` and ``deliver``."""
 
     __slots__ = ("_other", "bytes_in", "dropped", "packets_in", "routes")
 

@@ -60,6 +60,7 @@ class Route:
         "_challenged_at",
         "active",
         "addr",
+        "addr_key",
         "deliver",
         "keys",
         "opener",
@@ -73,12 +74,17 @@ class Route:
         self.keys = keys
         self.sealer, self.opener = server_ends(keys)
         self.addr: Address | None = None  # validated: deltas may go here
+        self.addr_key = b""  # addr as the native inbox compares packets' sources with it
         self.active = False  # the client's newest input came by the fast path
         self.deliver = deliver  # the session's datagram handler
         self.quic_addr = quic_addr  # the QUIC connection's validated peer address
         self._challenge = b""
         self._challenge_addr: Address | None = None
         self._challenged_at = -1e9
+
+    def move_to(self, addr: Address) -> None:
+        """Send deltas to ``addr`` from now on (validated: by QUIC or by a challenge)."""
+        self.addr, self.addr_key = addr, _udpbatch.address_key(addr)
 
 
 class FastPath:
@@ -170,7 +176,7 @@ class FastPath:
             if addr == route._challenge_addr and payload == route._challenge:
                 self._inbox.packets_in += 1
                 self._inbox.bytes_in += len(data)
-                route.addr = addr
+                route.move_to(addr)
                 route._challenge, route._challenge_addr = b"", None
                 self.migrations += 1
             else:
@@ -185,7 +191,7 @@ class FastPath:
             # QUIC validated this address already (at the handshake, or when
             # the connection migrated).
             self.migrations += route.addr is not None
-            route.addr = addr
+            route.move_to(addr)
             return
         now = self._clock()
         if size >= CHALLENGE_PACKET and now - route._challenged_at >= CHALLENGE_INTERVAL:

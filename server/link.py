@@ -8,7 +8,9 @@ which chooses the next delta's baseline. Every view the match sends goes to
 shared with every client of the tick with the same view and baseline, packed, then sealed
 and queued on the fast path, or sent as a datagram. What is not routine (a refused or
 malformed datagram, a client that stopped acknowledging, a delta too big for a datagram)
-goes back to the session (:class:`LinkOwner`), which decides.
+goes back to the session (:class:`LinkOwner`), which decides. A link also holds what the
+server refused of its client since the match last looked (``refused``, by reason), so that
+the match's take of every player's input each tick (``take_inputs``) reads links alone.
 
 This is the per-player work of every datagram in and out, so it has a native twin
 (``_link_c.pyx``) beside the pure one (``_link_py.py``), with the same behaviour;

@@ -79,7 +79,7 @@ from tickline.shared.protocol import PROTOCOL_VERSION, Welcome
 # Every player's input taken, and a view sent to all who share it, in one call each
 # (server/link.py): native where built.
 if TYPE_CHECKING:  # (both twins have the pure one's interface)
-    from tickline.server._link_py import send_views, take_inputs
+    from tickline.server._link_py import Link, send_views, take_inputs
 else:
     _link = native.load("tickline.server", "link")
     send_views, take_inputs = _link.send_views, _link.take_inputs
@@ -159,6 +159,7 @@ class Match:
         self.settings = settings
         self._log = eventlog
         self.sessions: dict[int, Session] = {}
+        self._links: dict[int, Link] = {}  # each player's session's link, as take_inputs reads them
         self._tokens: dict[int, str] = {}  # player id -> sha256 of its reconnect token
         self._away: dict[int, float] = {}  # player id -> when its place is given up (monotonic)
         self._joins: list[tuple[int, str]] = []
@@ -281,6 +282,7 @@ class Match:
     def _seat(self, session: Session, player_id: int, token: str, tick: int) -> None:
         assert self._tg is not None
         self.sessions[player_id] = session
+        self._links[player_id] = session.link
         welcome = Welcome(
             version=PROTOCOL_VERSION,
             player_id=player_id,
@@ -388,6 +390,7 @@ class Match:
         if self.sessions.get(player_id) is not session:
             return  # replaced by a newer connection of the same player
         del self.sessions[player_id]
+        del self._links[player_id]
         self._bytes_down_gone += session.bytes_down
         if session.departure is Departure.LOST and not self._stopping and self.settings.grace_s > 0:
             self._away[player_id] = time.monotonic() + self.settings.grace_s
@@ -549,10 +552,10 @@ class Match:
             inputs.inputs[player_id] = self.rules.idle_input()
         self._idle.clear()
         # (every player's next input in one call: server/link.py, native where built)
-        applied, refused = take_inputs(self.sessions, self.tick + 1, inputs.seqs, inputs.inputs)
+        applied, refused = take_inputs(self._links, self.tick + 1, inputs.seqs, inputs.inputs)
         self.inputs_applied += applied
-        for session in refused:
-            self._take_refused(session)
+        for player_id in refused:
+            self._take_refused(self.sessions[player_id])
         for spectator in self.spectators:
             if spectator.refused:
                 self._take_refused(spectator)

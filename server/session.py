@@ -169,9 +169,6 @@ class Session:
         self.closed = asyncio.Event()
         self.close_reason = ""
         self.departure = Departure.LOST
-        # Inputs refused since the match last looked, by reason (the match writes them in
-        # its log); a kick's reason is "kicked: why".
-        self.refused: Counter[str] = Counter()
         self._ack_timeout_s = ack_timeout_s
         self._idle_timeout_s = idle_timeout_s
         # Datagrams in and deltas out, the routine of every tick (server/link.py). The
@@ -180,6 +177,10 @@ class Session:
         # Its input queue (server/intake.py) is swapped for one with the game's check when the
         # session joins a match.
         self.link = Link(InputQueue(None, self._budget), clock, self, channel.send_datagram, ack_timeout_s)
+        # Inputs refused since the match last looked, by reason (the match writes them in
+        # its log); a kick's reason is "kicked: why". The link's own counter, which the
+        # match's take of every player's input looks at.
+        self.refused: Counter[str] = self.link.refused
         self.on_datagram = self.link.deliver
         self.take_input = self.link.take
         # deltas too big for a datagram, sent on the control stream one at a time

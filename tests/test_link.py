@@ -266,25 +266,27 @@ def test_deltas_from_either_twin_rebuild_the_view(views: list[dict[str, Any]], a
 
 
 class Player:
-    """What take_inputs and send_views read of a session: its link, and its refusals."""
+    """What send_views reads of a session: its link."""
 
     def __init__(self, kind: str, packed: bool = True) -> None:
         self.link, self.sent, self.owner, self.clock = _link(kind, packed=packed)
-        self.refused: dict[str, int] = {}
 
 
-def test_every_players_next_input_is_taken_in_one_call(kind: str) -> None:
+def test_every_players_next_input_is_taken_in_one_call_with_who_has_refusals_to_report(kind: str) -> None:
     players = {pid: Player(kind) for pid in (3, 5, 8)}
+    links = {pid: player.link for pid, player in players.items()}
     players[3].link.deliver(_ack(0, [1, {"mx": 1}]))
     players[8].link.deliver(_ack(0, [1, {"mx": -1}], [2, {"mx": 0}]))
-    players[5].refused["bytes"] = 2
+    assert not players[5].link.refused  # (a new link has none)
+    players[5].link.refused["bytes"] = 2
     seqs: dict[int, int] = {}
     inputs: dict[int, Any] = {}
-    applied, refused = LINK[kind].take_inputs(players, 9, seqs, inputs)
+    applied, refused = LINK[kind].take_inputs(links, 9, seqs, inputs)
     assert applied == 2 and seqs == {3: 1, 8: 1} and inputs == {3: {"mx": 1}, 8: {"mx": -1}}
-    assert refused == [players[5]]
-    applied, _ = LINK[kind].take_inputs(players, 10, seqs, inputs)
-    assert applied == 1 and seqs == {3: 1, 8: 2} and inputs[8] == {"mx": 0}
+    assert refused == [5]
+    players[5].link.refused.clear()
+    applied, refused = LINK[kind].take_inputs(links, 10, seqs, inputs)
+    assert applied == 1 and seqs == {3: 1, 8: 2} and inputs[8] == {"mx": 0} and refused == []
 
 
 def test_a_view_goes_to_every_player_who_shares_it_and_the_oversized_come_back(kind: str) -> None:
@@ -309,13 +311,13 @@ def test_the_twins_take_the_same_inputs_for_a_whole_match(
 ) -> None:
     results = []
     for kind in KINDS:
-        players = {pid: Player(kind) for pid in range(4)}
+        links = {pid: Player(kind).link for pid in range(4)}
         for pid, seqs in inputs:
-            players[pid].link.deliver(_ack(0, *[[s, {"mx": s % 3 - 1}] for s in seqs]))
+            links[pid].deliver(_ack(0, *[[s, {"mx": s % 3 - 1}] for s in seqs]))
         out, tick = [], 0
         for step in ticks:
             tick += step
             got: tuple[dict[int, int], dict[int, Any]] = ({}, {})
-            out.append((LINK[kind].take_inputs(players, tick, *got)[0], got))
+            out.append((LINK[kind].take_inputs(links, tick, *got)[0], got))
         results.append(out)
     assert results[0] == results[1]

@@ -228,11 +228,23 @@ def test_the_twins_outboxes_queue_the_same_packets(steps: list[tuple[int, bytes,
     assert results[0] == results[1]
 
 
+def test_an_address_key_tells_addresses_apart_and_is_empty_for_what_is_not_one() -> None:
+    key = TWINS["pure"].address_key
+    assert all(twin.address_key is key for twin in TWINS.values())  # one function for both
+    assert key(("127.0.0.1", 9)) == key(("127.0.0.1", 9)) != key(("127.0.0.1", 10))
+    assert key(("127.0.0.1", 9)) != key(("127.0.0.2", 9))
+    assert key(("::1", 9, 0, 0)) != key(("::1", 9, 0, 1)) != key(("::1", 9, 1, 1))
+    assert key(("fe80::1%lo", 9, 0, 1)) == key(("fe80::1", 9, 0, 1))  # (the scope is the 4th field)
+    for junk in (None, ("no-such-host", 9), ("127.0.0.1",), ("127.0.0.1", -1), (1, 2), ("::1", 9, 0)):
+        assert key(junk) == b""
+
+
 class _InRoute:
     """What an inbox reads and writes of a fast-path route; ``got`` is what it delivered."""
 
     def __init__(self, opener: Opener, addr: Any) -> None:
         self.opener, self.addr, self.active = opener, addr, False
+        self.addr_key = TWINS["pure"].address_key(addr)
         self.got: list[bytes] = []
 
     def deliver(self, payload: bytes) -> None:
@@ -394,14 +406,15 @@ class _Wire:
     """A server socket to drain, and client sockets: ``home[i]`` is route i's address, and
     ``away`` another one (a client seen from a new address)."""
 
-    def __init__(self, n: int) -> None:
-        self.server = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.server.bind(("127.0.0.1", 0))
+    def __init__(self, n: int, host: str = "127.0.0.1") -> None:
+        self.family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self.server = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.server.bind((host, 0))
         self.server.setblocking(False)
-        self.home = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(n)]
-        self.away = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.home = [socket.socket(self.family, socket.SOCK_DGRAM) for _ in range(n)]
+        self.away = socket.socket(self.family, socket.SOCK_DGRAM)
         for sock in (*self.home, self.away):
-            sock.bind(("127.0.0.1", 0))
+            sock.bind((host, 0))
 
     def send(self, sock: socket.socket, data: bytes) -> None:
         sock.sendto(data, self.server.getsockname())  # (queued at the server when it returns)
@@ -424,9 +437,12 @@ def _wired_inbox(twin: Any, wire: _Wire, keys: list[FastKeys], opener: Any) -> t
     return inbox, routes, asked
 
 
+@pytest.mark.parametrize("host", ["127.0.0.1", "::1"])
 @pytest.mark.parametrize("opener", sorted(SEAL))
-def test_a_drain_reads_the_socket_and_takes_its_packets_as_a_read_and_a_batch_would(twin, opener: str) -> None:
-    wire = _Wire(2)
+def test_a_drain_reads_the_socket_and_takes_its_packets_as_a_read_and_a_batch_would(
+    twin, opener: str, host: str
+) -> None:
+    wire = _Wire(2, host)
     try:
         keys = [FastKeys.generate() for _ in range(2)]
         inbox, routes, asked = _wired_inbox(twin, wire, keys, SEAL[opener].Opener)
@@ -452,7 +468,7 @@ def test_a_drain_reads_the_socket_and_takes_its_packets_as_a_read_and_a_batch_wo
         ]
         for sock, data in sent:
             wire.send(sock, data)
-        receiver = twin.Receiver(wire.server.fileno(), socket.AF_INET)
+        receiver = twin.Receiver(wire.server.fileno(), wire.family)
         errors: list[Exception] = []
         rest, read = inbox.drain(receiver, 4096, errors.append)
         home0, home1, away = wire.home[0].getsockname(), wire.home[1].getsockname(), wire.away.getsockname()
