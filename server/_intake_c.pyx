@@ -9,6 +9,8 @@ is read again by the twin's decoder, so that its refusal reads the same.
 
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 
+import weakref
+
 import orjson
 
 from tickline.server._intake_py import NOT_IN_A_MATCH, SPECTATOR_INPUTS
@@ -79,6 +81,27 @@ cdef class _Control:
     """One declared control, as the decoder tests it (its fields: _intake_c.pxd)."""
 
 
+cdef bint _contiguous(frozenset values):
+    """Whether ``values`` (ints) are every int from their least to their greatest, in C's range."""
+    lo, hi = min(values), max(values)
+    return -(2**62) <= lo <= hi <= 2**62 and hi - lo + 1 == len(values)
+
+
+# One decoder per declaration, shared by every queue that reads it (so that its state stays in
+# the cache from one player's input to the next): id -> (a weak reference to it, its decoder).
+cdef dict _decoders = {}
+
+
+cdef InputDecoder _decoder_for(inputs):
+    key = id(inputs)
+    entry = _decoders.get(key)
+    if entry is not None and (<tuple>entry)[0]() is inputs:
+        return (<tuple>entry)[1]
+    decoder = InputDecoder(inputs)
+    _decoders[key] = (weakref.ref(inputs, lambda _, key=key: _decoders.pop(key, None)), decoder)
+    return decoder
+
+
 cdef class InputDecoder:
     """An :class:`Inputs` declaration's decoder, in native code: the same controls, in the same
     order, with the same types as ``Inputs.decode`` (shared/schema.py), and the same refusal;
@@ -100,6 +123,8 @@ cdef class InputDecoder:
                 c.kind, c.hi = TEXT, spec.max_len
             elif isinstance(spec, Choice) and {type(v) for v in spec.values} in ({int}, {str}):
                 c.kind, c.values, c.value_type = CHOICE, frozenset(spec.values), type(spec.values[0])
+                if c.value_type is int and _contiguous(c.values):  # (-1, 0, 1: compared in C, as an Int)
+                    c.kind, c.lo, c.hi = INT, min(c.values), max(c.values)
             if name not in inputs.optional:
                 self._template[name] = spec.default
             self._controls.append(c)
@@ -200,7 +225,7 @@ cdef class InputQueue:
     def __init__(self, validate, InputBudget budget=None, bint spectating=False):
         # None: not in a match yet (datagrams are budgeted, then ignored); a declaration
         # (Rules.input_check) is read by its own decoder, natively
-        self._decoder = InputDecoder(validate) if isinstance(validate, Inputs) else None
+        self._decoder = _decoder_for(validate) if isinstance(validate, Inputs) else None
         self._validate = validate
         self._budget = budget
         self.spectating = spectating
