@@ -69,7 +69,7 @@ cdef class Link:
 
     cdef public object queue
     cdef object _clock
-    cdef object _owner
+    cdef readonly object owner  # the session: what is not routine goes to it
     cdef object _send_datagram
     cdef double _ack_timeout_s
     cdef public object fast_send
@@ -92,7 +92,7 @@ cdef class Link:
     def __init__(self, queue, clock, owner, send_datagram, double ack_timeout_s):
         self.queue = queue
         self._clock = clock
-        self._owner = owner
+        self.owner = owner
         self._send_datagram = send_datagram
         self._ack_timeout_s = ack_timeout_s
         self.fast_send = None
@@ -135,14 +135,14 @@ cdef class Link:
             else:
                 admitted = queue.receive(data, now, tick)
         except (ProtocolError, InvalidInput) as exc:
-            self._owner.fail(str(exc))
+            self.owner.fail(str(exc))
             return
         if not admitted:
-            self._owner.input_refused(queue.refusal)
+            self.owner.input_refused(queue.refusal)
             return
         dropped = queue.dropped_now
         if dropped:
-            self._owner.inputs_overflowed(dropped)
+            self.owner.inputs_overflowed(dropped)
         ack_obj = queue.ack
         if -0x7FFFFFFFFFFFFFFF <= ack_obj <= 0x7FFFFFFFFFFFFFFF:
             ack = ack_obj
@@ -151,7 +151,7 @@ cdef class Link:
             self.acked = ack
             self.acked_at = now
         elif self._count and now - self.acked_at > self._ack_timeout_s:
-            self._owner.acks_stopped()
+            self.owner.acks_stopped()
 
     def take(self, long long tick):
         """The next input for match tick ``tick`` (the queue's ``take``)."""
@@ -270,12 +270,12 @@ def take_inputs(dict links, long long tick, dict seqs, dict inputs):
     return applied, refused
 
 
-def send_views(list sessions, long long tick, view, dict cache, bint full):
-    """A view to each session's link: see ``_link_py.send_views``."""
+def send_views(list links, long long tick, view, dict cache, bint full):
+    """A view to each link: see ``_link_py.send_views``."""
     cdef list oversized = []
     cdef list memo = []
-    for session in sessions:
-        body = (<Link?>session.link)._send_view(tick, view, cache, full, None, memo)
+    for link in links:
+        body = (<Link?>link)._send_view(tick, view, cache, full, None, memo)
         if body is not None:
-            oversized.append((session, body))
+            oversized.append((link, body))
     return oversized

@@ -39,7 +39,7 @@ class Link:
     ) -> None:
         self.queue = queue
         self._clock = clock
-        self._owner = owner
+        self.owner = owner  # the session: what is not routine goes to it
         self._send_datagram = send_datagram
         self._ack_timeout_s = ack_timeout_s
         self.fast_send: Callable[[bytes], bool] | None = None  # the channel's fast_sender
@@ -70,19 +70,19 @@ class Link:
         try:
             admitted = queue.receive(data, now, self.match.tick if self.match is not None else 0)
         except (ProtocolError, InvalidInput) as exc:
-            self._owner.fail(str(exc))
+            self.owner.fail(str(exc))
             return
         if not admitted:
-            self._owner.input_refused(queue.refusal)
+            self.owner.input_refused(queue.refusal)
             return
         if queue.dropped_now:
-            self._owner.inputs_overflowed(queue.dropped_now)
+            self.owner.inputs_overflowed(queue.dropped_now)
         ack = queue.ack
         if ack > self.acked and ack in self._sent:
             self.acked = ack
             self.acked_at = now
         elif self._sent and now - self.acked_at > self._ack_timeout_s:
-            self._owner.acks_stopped()
+            self.owner.acks_stopped()
 
     def take(self, tick: int) -> Any:
         """The next input for match tick ``tick`` (the queue's ``take``)."""
@@ -164,13 +164,13 @@ def take_inputs(
 
 
 def send_views(
-    sessions: list[Any], tick: int, view: Any, cache: dict[Any, bytes], full: bool
-) -> list[tuple[Any, bytes]]:
-    """``view`` for ``tick`` to each session's link (:meth:`Link.send_view`); the sessions and
-    deltas too big for a datagram, for each session to send."""
+    links: list[Link], tick: int, view: Any, cache: dict[Any, bytes], full: bool
+) -> list[tuple[Link, bytes]]:
+    """``view`` for ``tick`` to each link (:meth:`Link.send_view`); the links and deltas too big
+    for a datagram, for each link's owner to send."""
     oversized = []
-    for session in sessions:
-        body = session.link.send_view(tick, view, cache, full, None)
+    for link in links:
+        body = link.send_view(tick, view, cache, full, None)
         if body is not None:
-            oversized.append((session, body))
+            oversized.append((link, body))
     return oversized

@@ -20,7 +20,7 @@ read.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 # Baselines kept per client: a delta can be against any of the last 64 sent views
 # (about two seconds at 30 Hz, so that a stall does not force full snapshots).
@@ -44,3 +44,7 @@ class LinkOwner(Protocol):
 
     def acks_stopped(self) -> None:
         """The client has acknowledged none of the views sent for the ack timeout."""
+
+    def send_oversized(self, tick: int, view: dict[str, Any], body: bytes) -> None:
+        """A delta too big for a datagram (``send_views`` returns them, with their links): the
+        session sends it on the control stream."""

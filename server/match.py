@@ -589,8 +589,8 @@ class Match:
         full = self.settings.full_snapshots
         rules, state = self.rules, self.state
         hold = self._held(tick)  # (decided once for the tick: then each send waits in _outbox)
-        sharing: dict[Any, list[Session]] = {}  # view key -> the players shown that view
-        for player_id, session in self.sessions.items():
+        sharing: dict[Any, list[Link]] = {}  # view key -> the links of the players shown that view
+        for player_id, link in self._links.items():
             key = rules.view_key(state, player_id)
             if not over and (key if type(key) is int else hash(key)) % self._send_every != phase:
                 continue
@@ -598,7 +598,7 @@ class Match:
             if group is None:
                 views[key] = rules.view(state, player_id)
                 group = sharing[key] = []
-            group.append(session)
+            group.append(link)
         for key, group in sharing.items():
             if hold:
                 self._outbox.append((tick, partial(self._send_views, group, tick, views[key], encoded, full)))
@@ -608,13 +608,11 @@ class Match:
             self._watch(tick, views, encoded)
 
     @staticmethod
-    def _send_views(
-        sessions: list[Session], tick: int, view: dict[str, Any], encoded: dict[Any, bytes], full: bool
-    ) -> None:
-        """``view`` to each of ``sessions`` in one call (server/link.py), but for deltas too big
-        for a datagram, which each session sends itself."""
-        for session, body in send_views(sessions, tick, view, encoded, full):
-            session.send_oversized(tick, view, body)
+    def _send_views(links: list[Link], tick: int, view: dict[str, Any], encoded: dict[Any, bytes], full: bool) -> None:
+        """``view`` to each of ``links`` in one call (server/link.py), but for deltas too big
+        for a datagram, which each link's session sends itself."""
+        for link, body in send_views(links, tick, view, encoded, full):
+            link.owner.send_oversized(tick, view, body)
 
     # ------------------------------------------------------------ delivery after commit
 

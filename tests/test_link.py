@@ -266,7 +266,7 @@ def test_deltas_from_either_twin_rebuild_the_view(views: list[dict[str, Any]], a
 
 
 class Player:
-    """What send_views reads of a session: its link."""
+    """A player's link, what it sent and its owner (a stand-in for its session)."""
 
     def __init__(self, kind: str, packed: bool = True) -> None:
         self.link, self.sent, self.owner, self.clock = _link(kind, packed=packed)
@@ -294,9 +294,10 @@ def test_a_view_goes_to_every_player_who_shares_it_and_the_oversized_come_back(k
     players[1].link.closed = True
     view = {"players": {str(i): {"name": f"player-{i:04d}", "x": 1000 + i, "y": i} for i in range(40)}}
     cache: dict[Any, bytes] = {}
-    oversized = LINK[kind].send_views(players, 2, view, cache, False)
+    oversized = LINK[kind].send_views([p.link for p in players], 2, view, cache, False)
     assert [p.sent for p in players[:2]] == [[players[0].sent[0]], []] and len(players[0].sent[0]) <= MAX_DATAGRAM
-    assert len(oversized) == 1 and oversized[0][0] is players[2] and len(oversized[0][1]) > MAX_DATAGRAM
+    assert len(oversized) == 1 and oversized[0][0] is players[2].link and len(oversized[0][1]) > MAX_DATAGRAM
+    assert players[2].link.owner is players[2].owner  # (whom the match gives it to)
     assert players[0].link.diffs_encoded + players[2].link.diffs_encoded == 1  # one diff, for all
 
 
