@@ -31,7 +31,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes
 from tickline.shared._seal_c cimport Opener, Sealer
 
 from tickline.server._udpbatch_py import address_key  # (one function for both twins)
-from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, session_of
+from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, server_ends, session_of
 
 cdef extern from "<sys/uio.h>" nogil:
     struct iovec:
@@ -316,6 +316,36 @@ cdef class Receiver:
 cdef int _DATA = DATA
 
 
+cdef class Route:
+    """One connection's fast path: its ``keys`` and their ``sealer`` and ``opener``; ``addr``,
+    where its deltas go (validated), and ``addr_key``, that address as ``address_key``
+    makes it (:meth:`move_to` sets both); ``active``, whether its client's newest input came
+    this way; ``deliver``, its session's datagram handler; ``quic_addr()``, the QUIC
+    connection's validated address; and the challenge sent to a new address (``challenge``,
+    ``challenge_addr``, ``challenged_at``). ``server/fastpath.py`` decides what moves it."""
+
+    cdef public object keys, sealer, opener, addr, deliver, quic_addr, challenge_addr
+    cdef public bytes addr_key, challenge
+    cdef public bint active
+    cdef public double challenged_at
+
+    def __init__(self, keys, deliver, quic_addr):
+        self.keys = keys
+        self.sealer, self.opener = server_ends(keys)
+        self.addr = None
+        self.addr_key = b""
+        self.active = False
+        self.deliver = deliver
+        self.quic_addr = quic_addr
+        self.challenge = b""
+        self.challenge_addr = None
+        self.challenged_at = -1e9
+
+    def move_to(self, addr):
+        """Send deltas to ``addr`` from now on (validated: by QUIC or by a challenge)."""
+        self.addr, self.addr_key = addr, address_key(addr)
+
+
 cdef class Outbox:
     """The fast path's packets of one loop turn, sealed as they are queued; ``on_first`` is
     called when the first goes in (to schedule the flush that takes them)."""
@@ -330,7 +360,7 @@ cdef class Outbox:
         self.packets = []
         self.packets_out = self.bytes_out = 0
 
-    def send(self, route, bytes body):
+    def send(self, Route route, bytes body):
         """Seal ``body`` as a data packet under ``route``'s sealer, to its address; False, with
         nothing sealed, when the route cannot carry it now (not active, or no address yet)."""
         addr = route.addr
@@ -358,8 +388,7 @@ cdef class Inbox:
     """The fast path's packets as they are read: each authentic data packet from its route's
     address is counted and delivered to the route; ``other(route, kind, payload, packet,
     address)`` decides about the rest (True: deliver the payload as data); ``dropped``
-    counts what fails, by reason. A route has ``opener``, ``addr`` and ``addr_key`` (its address
-    as :func:`address_key` makes it, what the native inbox compares), ``active`` and ``deliver``."""
+    counts what fails, by reason. ``routes`` maps session ids to this module's Routes."""
 
     cdef public dict routes
     cdef public object dropped
@@ -419,14 +448,15 @@ cdef class Inbox:
     cdef _open(self, Receiver receiver, int i, const uint8_t *data, Py_ssize_t size):
         """Slot ``i`` of ``receiver``'s read, a fast-path packet, as ``_receive`` takes it."""
         cdef int kind = 0
-        route = self.routes.get(PyBytes_FromStringAndSize(<const char *>data + 1, 8)) if size >= 9 else None
-        opener = None if route is None else route.opener
-        if type(opener) is not Opener:
+        cdef Route route
+        found = self.routes.get(PyBytes_FromStringAndSize(<const char *>data + 1, 8)) if size >= 9 else None
+        if found is None or type((<Route?>found).opener) is not Opener:
             item = receiver._datagram(i)  # (no route; or an opener of the pure twin's)
             self._receive(item[0], item[1])
             return
+        route = <Route>found
         try:
-            payload = (<Opener>opener).open_c(data, size, &kind)
+            payload = (<Opener>route.opener).open_c(data, size, &kind)
         except Dropped as drop:
             self.dropped[drop.reason] += 1
             return

@@ -24,7 +24,7 @@ import struct
 from collections.abc import Callable
 from typing import Any
 
-from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, session_of
+from tickline.shared.fastpath import DATA, QUIC_FIXED_BIT, Dropped, FastKeys, server_ends, session_of
 
 _V4_KEY = struct.Struct("!cH4s")
 _V6_KEY = struct.Struct("!cHI16sI")
@@ -122,6 +122,45 @@ class Receiver:
         return out
 
 
+class Route:
+    """One connection's fast path: its ``keys`` and their ``sealer`` and ``opener``; ``addr``,
+    where its deltas go (validated), and ``addr_key``, that address as :func:`address_key`
+    makes it (:meth:`move_to` sets both); ``active``, whether its client's newest input came
+    this way; ``deliver``, its session's datagram handler; ``quic_addr()``, the QUIC
+    connection's validated address; and the challenge sent to a new address (``challenge``,
+    ``challenge_addr``, ``challenged_at``). ``server/fastpath.py`` decides what moves it."""
+
+    __slots__ = (
+        "active",
+        "addr",
+        "addr_key",
+        "challenge",
+        "challenge_addr",
+        "challenged_at",
+        "deliver",
+        "keys",
+        "opener",
+        "quic_addr",
+        "sealer",
+    )
+
+    def __init__(self, keys: FastKeys, deliver: Callable[[bytes], None], quic_addr: Callable[[], Any]) -> None:
+        self.keys = keys
+        self.sealer, self.opener = server_ends(keys)
+        self.addr: Any = None
+        self.addr_key = b""
+        self.active = False
+        self.deliver = deliver
+        self.quic_addr = quic_addr
+        self.challenge = b""
+        self.challenge_addr: Any = None
+        self.challenged_at = -1e9
+
+    def move_to(self, addr: Any) -> None:
+        """Send deltas to ``addr`` from now on (validated: by QUIC or by a challenge)."""
+        self.addr, self.addr_key = addr, address_key(addr)
+
+
 class Outbox:
     """The fast path's packets of one loop turn, sealed as they are queued; ``on_first`` is
     called when the first goes in (to schedule the flush that takes them)."""
@@ -134,7 +173,7 @@ class Outbox:
         self.packets_out = 0
         self.bytes_out = 0
 
-    def send(self, route: Any, body: bytes) -> bool:
+    def send(self, route: Route, body: bytes) -> bool:
         """Seal ``body`` as a data packet under ``route``'s sealer, to its address; False, with
         nothing sealed, when the route cannot carry it now (not active, or no address yet)."""
         addr = route.addr
@@ -158,8 +197,7 @@ class Inbox:
     """The fast path's packets as they are read: each authentic data packet from its route's
     address is counted and delivered to the route; ``other(route, kind, payload, packet,
     address)`` decides about the rest (True: deliver the payload as data); ``dropped``
-    counts what fails, by reason. A route has ``opener``, ``addr`` and ``addr_key`` (its address
-    as :func:`address_key` makes it, what the native inbox compares), ``active`` and ``deliver``."""
+    counts what fails, by reason. ``routes`` maps session ids to this module's Routes."""
 
     __slots__ = ("_other", "bytes_in", "dropped", "packets_in", "routes")
 

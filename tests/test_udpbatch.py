@@ -26,7 +26,6 @@ from tickline.shared.fastpath import (
     Opener,
     Sealer,
     client_ends,
-    server_ends,
 )
 
 TWINS = native.twins("tickline.server", "udpbatch")
@@ -171,18 +170,18 @@ async def test_the_fast_path_sends_a_turns_packets_together_after_it() -> None:
         out.close()
 
 
-class _Route:
-    """What an outbox reads of a fast-path route."""
-
-    def __init__(self, sealer: Sealer, addr: Any, active: bool = True) -> None:
-        self.sealer, self.addr, self.active = sealer, addr, active
+def _out_route(twin: Any, keys: FastKeys, addr: Any, active: bool = True) -> Any:
+    """A twin's route, as an outbox reads it: its sealer, address and whether it is active."""
+    route = twin.Route(keys, lambda payload: None, lambda: None)
+    route.addr, route.active = addr, active
+    return route
 
 
 def test_an_outbox_seals_each_body_for_its_route_in_order_and_gives_them_up_at_once(twin) -> None:
     firsts: list[int] = []
     outbox = twin.Outbox(lambda: firsts.append(1))
     keys = FastKeys.generate()
-    route, opener = _Route(server_ends(keys)[0], ("127.0.0.1", 9)), client_ends(keys)[1]
+    route, opener = _out_route(twin, keys, ("127.0.0.1", 9)), client_ends(keys)[1]
     assert outbox.send(route, b"a") and outbox.send(route, b"bc")
     assert firsts == [1]  # the flush is scheduled once a turn
     assert (outbox.packets_out, outbox.bytes_out) == (2, 2 * OVERHEAD + 3)
@@ -195,10 +194,11 @@ def test_an_outbox_seals_each_body_for_its_route_in_order_and_gives_them_up_at_o
 
 def test_an_outbox_refuses_a_route_that_cannot_carry_and_seals_nothing(twin) -> None:
     outbox = twin.Outbox(lambda: None)
-    sealer = server_ends(FastKeys.generate())[0]
-    assert not outbox.send(_Route(sealer, None), b"no address validated yet")
-    assert not outbox.send(_Route(sealer, ("127.0.0.1", 9), active=False), b"the client went back to QUIC")
-    assert sealer.seq == 0  # (no sequence number spent)
+    keys = FastKeys.generate()
+    unaddressed, inactive = _out_route(twin, keys, None), _out_route(twin, keys, ("127.0.0.1", 9), active=False)
+    assert not outbox.send(unaddressed, b"no address validated yet")
+    assert not outbox.send(inactive, b"the client went back to QUIC")
+    assert unaddressed.sealer.seq == inactive.sealer.seq == 0  # (no sequence number spent)
     assert outbox.take() == [] and outbox.packets_out == 0
 
 
@@ -215,7 +215,7 @@ def test_the_twins_outboxes_queue_the_same_packets(steps: list[tuple[int, bytes,
     keys = [FastKeys.generate() for _ in range(3)]
     results = []
     for twin in (TWINS["native"], TWINS["pure"]):
-        routes = [_Route(server_ends(k)[0], ("127.0.0.1", 9 + i)) for i, k in enumerate(keys)]
+        routes = [_out_route(twin, k, ("127.0.0.1", 9 + i)) for i, k in enumerate(keys)]
         firsts: list[int] = []
         outbox, outcomes = twin.Outbox(lambda firsts=firsts: firsts.append(1)), []
         for at, body, active, addressed, take in steps:
@@ -240,31 +240,45 @@ def test_an_address_key_tells_addresses_apart_and_is_empty_for_what_is_not_one()
 
 
 class _InRoute:
-    """What an inbox reads and writes of a fast-path route; ``got`` is what it delivered."""
+    """A twin's route (``route``) at ``addr`` for an inbox, and what it delivered (``got``)."""
 
-    def __init__(self, opener: Opener, addr: Any) -> None:
-        self.opener, self.addr, self.active = opener, addr, False
-        self.addr_key = TWINS["pure"].address_key(addr)
+    def __init__(self, twin: Any, keys: FastKeys, addr: Any, opener: Opener | None = None) -> None:
         self.got: list[bytes] = []
+        self.route = twin.Route(keys, self._deliver, lambda: None)
+        if opener is not None:
+            self.route.opener = opener
+        self.route.move_to(addr)
 
-    def deliver(self, payload: bytes) -> None:
+    @property
+    def addr(self) -> Any:
+        return self.route.addr
+
+    @property
+    def active(self) -> bool:
+        return bool(self.route.active)
+
+    def _deliver(self, payload: bytes) -> None:
         if payload == b"raise":
             raise RuntimeError("a session's handler failed")
         self.got.append(payload)
 
 
+def _index(routes: list[_InRoute], route: Any) -> int:
+    return [r.route for r in routes].index(route)
+
+
 def _inbox(twin: Any, n: int = 2) -> tuple[Any, list[_InRoute], list[Sealer], list[Any], Counter[str]]:
     """An inbox over ``n`` routes, their clients' sealers, and what its ``other`` was asked."""
     keys = [FastKeys.generate() for _ in range(n)]
-    routes = [_InRoute(server_ends(k)[1], ("127.0.0.1", 9000 + i)) for i, k in enumerate(keys)]
+    routes = [_InRoute(twin, k, ("127.0.0.1", 9000 + i)) for i, k in enumerate(keys)]
     asked: list[Any] = []
     dropped: Counter[str] = Counter()
 
-    def other(route: _InRoute, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
-        asked.append((routes.index(route), kind, payload, len(packet), addr))
+    def other(route: Any, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
+        asked.append((_index(routes, route), kind, payload, len(packet), addr))
         return kind == DATA and payload != b"refuse"
 
-    inbox = twin.Inbox({k.session_id: r for k, r in zip(keys, routes, strict=True)}, dropped, other)
+    inbox = twin.Inbox({k.session_id: r.route for k, r in zip(keys, routes, strict=True)}, dropped, other)
     return inbox, routes, [client_ends(k)[0] for k in keys], asked, dropped
 
 
@@ -376,15 +390,15 @@ def test_the_twins_inboxes_take_deliver_and_drop_the_same(reads: list[list[tuple
         batches.append(batch)
     results = []
     for twin in (TWINS["native"], TWINS["pure"]):
-        routes = [_InRoute(server_ends(k)[1], ("127.0.0.1", 7000 + i)) for i, k in enumerate(keys)]
+        routes = [_InRoute(twin, k, ("127.0.0.1", 7000 + i)) for i, k in enumerate(keys)]
         asked: list[Any] = []
         dropped: Counter[str] = Counter()
 
-        def other(route: _InRoute, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
-            asked.append((routes.index(route), kind, payload, packet, addr))  # noqa: B023 (one twin at a time)
+        def other(route: Any, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
+            asked.append((_index(routes, route), kind, payload, packet, addr))  # noqa: B023 (one twin at a time)
             return kind == DATA
 
-        inbox = twin.Inbox({k.session_id: r for k, r in zip(keys, routes, strict=True)}, dropped, other)
+        inbox = twin.Inbox({k.session_id: r.route for k, r in zip(keys, routes, strict=True)}, dropped, other)
         errors: list[str] = []
         rests = [inbox.receive_batch(batch, lambda exc: errors.append(str(exc))) for batch in batches]  # noqa: B023
         results.append(
@@ -425,15 +439,15 @@ class _Wire:
 
 
 def _wired_inbox(twin: Any, wire: _Wire, keys: list[FastKeys], opener: Any) -> tuple[Any, list[_InRoute], list[Any]]:
-    routes = [_InRoute(opener(k.up, k.session_id), wire.home[i].getsockname()) for i, k in enumerate(keys)]
+    routes = [_InRoute(twin, k, wire.home[i].getsockname(), opener(k.up, k.session_id)) for i, k in enumerate(keys)]
     asked: list[Any] = []
     dropped: Counter[str] = Counter()
 
-    def other(route: _InRoute, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
-        asked.append((routes.index(route), kind, payload, packet, addr))
+    def other(route: Any, kind: int, payload: bytes, packet: bytes, addr: Any) -> bool:
+        asked.append((_index(routes, route), kind, payload, packet, addr))
         return kind == DATA and payload != b"refuse"
 
-    inbox = twin.Inbox({k.session_id: r for k, r in zip(keys, routes, strict=True)}, dropped, other)
+    inbox = twin.Inbox({k.session_id: r.route for k, r in zip(keys, routes, strict=True)}, dropped, other)
     return inbox, routes, asked
 
 
