@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from typing import Any, cast
 
 import aiohttp
+from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import event
 
 from tests.support import until
 from tickline.bots.client import GameClient
+from tickline.server.http import TICK_BUCKETS, Metrics
 from tickline.shared import native
 
 
@@ -108,3 +111,31 @@ async def test_the_http_side_listens_on_http_host_apart_from_the_game(start_serv
     assert status == 0
     async with GameClient.connect("127.0.0.1", srv.port, "player", cafile=srv.cert) as client:
         assert await client.wait_update(timeout=2)
+
+
+def test_tick_histograms_count_as_prometheus_client_would_and_keep_an_ended_matchs_in_the_servers() -> None:
+    metrics = Metrics(cast(Any, None))  # (the server is read by the live gauges only, not here)
+    reference = Histogram("reference", "the same observations", buckets=TICK_BUCKETS, registry=CollectorRegistry())
+    a, b = metrics.tick_observer("a"), metrics.tick_observer("b")
+    lateness = [0.0, 0.0005, 0.0007, 0.002, 0.0166, 0.04, 0.5, 3.0]
+    for value in lateness[:-1]:
+        a(value, 0.001)
+    b(lateness[-1], 0.002)
+    for value in lateness:
+        reference.observe(value)
+    metrics.forget("a")
+    families = {family.name: family for family in metrics.ticks.collect()}
+    assert {s.labels["match"] for s in families["tickline_tick_lateness_seconds"].samples} == {"b"}
+
+    def buckets(family: Any) -> list[tuple[str, str, float]]:
+        return [
+            (s.name.rpartition("_")[2], s.labels.get("le", ""), s.value) for s in family.samples if "le" in s.labels
+        ]
+
+    (expected,) = reference.collect()
+    assert buckets(families["tickline_server_tick_lateness_seconds"]) == buckets(expected)
+    whole = {s.name: s.value for s in families["tickline_server_tick_lateness_seconds"].samples}
+    assert whole["tickline_server_tick_lateness_seconds_count"] == len(lateness)
+    assert whole["tickline_server_tick_lateness_seconds_sum"] == sum(lateness)
+    durations = {s.name: s.value for s in families["tickline_server_tick_duration_seconds"].samples}
+    assert durations["tickline_server_tick_duration_seconds_sum"] == 7 * 0.001 + 0.002
