@@ -32,6 +32,7 @@ with :class:`FencedOut` and stops the match instead of writing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import os
@@ -58,9 +59,8 @@ from tickline.shared.logformat import MatchHeader, check_log_url, encode_payload
 log = logging.getLogger(__name__)
 
 DURABILITIES = ("batch", "tick")
-# With this many records waiting there is a group to commit already: no flush wait.
-BACKLOG = 1000
 # The most records one transaction takes; a backlog drains as a pipeline of these.
+# With this many waiting, a group is full: it is committed without a flush wait.
 CHUNK = 2000
 
 _TICK_COLUMNS = ("match_id", "tick", "payload", "hash")
@@ -243,6 +243,9 @@ class EventLog:
         self.settings = settings
         self._items: deque[Queued] = deque()
         self._wake = asyncio.Event()
+        # Cuts a group commit's flush wait short: set on stop() and when a full
+        # group waits (a burst, or a writer that fell behind).
+        self._hurry = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
         self._stopping = False
@@ -446,7 +449,10 @@ class EventLog:
         self._items.append(record)
         if self._pending_since is None:
             self._pending_since = time.monotonic()
-        if len(self._items) >= self.settings.max_queue:
+        waiting = len(self._items)
+        if waiting >= CHUNK:
+            self._hurry.set()
+        if waiting >= self.settings.max_queue:
             self._room.clear()
         self._wake.set()
 
@@ -474,6 +480,7 @@ class EventLog:
         """Ask the writer to commit what is queued and return."""
         self._stopping = True
         self._wake.set()
+        self._hurry.set()
 
     async def run(self) -> None:
         """The writer task: commits, one group at a time, everything that waits.
@@ -491,11 +498,15 @@ class EventLog:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            if flush and not self._stopping and self._pending_since is not None and len(self._items) < BACKLOG:
-                # Group commit: let a flush interval's worth of records gather.
+            if flush and not self._stopping and self._pending_since is not None and len(self._items) < CHUNK:
+                # Group commit: let a flush interval's worth of records gather,
+                # unless a full group waits or the log stops meanwhile.
                 wait = self._pending_since + flush - time.monotonic()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    self._hurry.clear()
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._hurry.wait()
             chunk = [self._items.popleft() for _ in range(min(len(self._items), CHUNK))]
             since, self._pending_since = self._pending_since, (time.monotonic() if self._items else None)
             await self._write(self._group(chunk), since)

@@ -25,7 +25,7 @@ from tests.support import until
 from tickline.replays.reader import LogReader, LogUnavailable, MatchNotFound
 from tickline.replays.verify import state_at, verify_match
 from tickline.server import migrate
-from tickline.server.eventlog import WRITER_NICE, EventLog, FencedOut, LogSettings, TickRecord
+from tickline.server.eventlog import CHUNK, WRITER_NICE, EventLog, FencedOut, LogSettings, TickRecord
 from tickline.server.match import Match, MatchSettings, rebuild_state
 from tickline.shared.game import HASH_VERSION, TickInputs, state_hash
 from tickline.shared.games import GameNotInstalled, make_rules
@@ -348,3 +348,42 @@ async def test_writer_groups_ticks_into_few_commits_in_batch_mode(db_url: str) -
     assert log.rows == 120
     assert log.commits <= 120 // 2  # a commit takes every tick that waited up to 50 ms
     assert (await _verify(db_url)).ticks == 120
+
+
+async def _log_with_long_flush(db_url: str) -> EventLog:
+    """A batch-mode log whose flush interval no test waits out (10 s, the largest allowed)."""
+    log = await EventLog.open(db_url, "A", LogSettings(durability="batch", flush_ms=10_000))
+    rules = make_rules("arena")
+    await log.create_match(MatchHeader(MATCH, "arena", rules.version, 1, rules.config, 60, 30, 1.0))
+    return log
+
+
+async def test_stopping_commits_what_waits_without_the_flush_wait(db_url: str) -> None:
+    log = await _log_with_long_flush(db_url)
+    writer = asyncio.create_task(log.run())
+    for tick in range(1, 4):
+        log.append(TickRecord(MATCH, tick, {}, [], "h"))
+    await asyncio.sleep(0)  # one turn of the loop: the writer is now in its flush wait
+    try:
+        log.stop()
+        async with asyncio.timeout(5):  # well inside the 10 s flush interval
+            await writer
+    finally:
+        await log.dispose()
+    assert log.rows == 3 and log.committed[MATCH] == 3
+
+
+async def test_a_full_group_is_committed_without_the_flush_wait(db_url: str) -> None:
+    log = await _log_with_long_flush(db_url)
+    writer = asyncio.create_task(log.run())
+    try:
+        log.append(TickRecord(MATCH, 1, {}, [], "h"))
+        await asyncio.sleep(0)  # the writer waits for more, up to the flush interval
+        for tick in range(2, CHUNK + 1):
+            log.append(TickRecord(MATCH, tick, {}, [], "h"))
+        await until(lambda: log.commits >= 1, timeout=5)  # well inside the 10 s flush interval
+        assert log.rows == CHUNK and log.committed[MATCH] == CHUNK
+    finally:
+        log.stop()
+        await writer
+        await log.dispose()
