@@ -127,8 +127,9 @@ class Arena(Rules):
         self.pickup_every = ticks(c["pickup_every_ms"])
         self.time_limit = c["time_limit_s"] * rate
         self.view_r2 = (c["view_radius"] * UNIT) ** 2
-        # Views of the last tick's entities, reused while unchanged (see _entity_views).
-        self._entity_cache: dict[tuple[str, int], dict[str, Any]] = {}
+        # Views of the last tick's players, shots and pickups by id, reused while
+        # unchanged (see _entity_views).
+        self._entity_cache: tuple[dict[int, Any], dict[int, Any], dict[int, Any]] = ({}, {}, {})
         self._views_at: tuple[int, int, int] | None = None
         self._generation = 0  # bumped whenever a state is made or stepped
         self._views: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
@@ -270,10 +271,7 @@ class Arena(Rules):
             if player is not None:
                 player.update(inputs.inputs[pid])
 
-        shooters: list[int] = []
-        for pid in sorted(players):
-            if self._move_player(state, pid, players[pid], tick, events):
-                shooters.append(pid)
+        shooters = self._move_players(state, tick, events)
         if self.hitscan:
             self._remember(state, tick)
             for pid in shooters:
@@ -283,22 +281,28 @@ class Arena(Rules):
         self._check_end(state, tick, events)
         return events
 
-    def _move_player(self, state: State, pid: int, p: dict[str, Any], tick: int, events: list[GameEvent]) -> bool:
-        """Move (or respawn) one player; True when it fires a hitscan weapon this tick."""
-        if not p["alive"]:
-            if tick >= p["respawn"]:
-                p["x"], p["y"] = self._random_spot(state)
-                p["hp"] = self.config["max_hp"]
-                p["alive"] = True
-                events.append({"k": "respawn", "p": pid})
-            return False
-        p["x"], p["y"] = self._move(p["x"], p["y"], p["mx"], p["my"])
-        if self.hitscan:
-            if p["fire"] and tick >= p["cool"]:
+    def _move_players(self, state: State, tick: int, events: list[GameEvent]) -> list[int]:
+        """Move (or respawn) every player, in id order; the ids of those who fire a
+        hitscan weapon this tick (a projectile is fired here). One loop rather than a
+        call per player: this runs for every player every tick."""
+        players, move, hitscan = state["players"], self._move, self.hitscan
+        shooters: list[int] = []
+        for pid in sorted(players):
+            p = players[pid]
+            if not p["alive"]:
+                if tick >= p["respawn"]:
+                    p["x"], p["y"] = self._random_spot(state)
+                    p["hp"] = self.config["max_hp"]
+                    p["alive"] = True
+                    events.append({"k": "respawn", "p": pid})
+                continue
+            p["x"], p["y"] = move(p["x"], p["y"], p["mx"], p["my"])
+            if not p["fire"] or tick < p["cool"]:
+                continue
+            if hitscan:
                 p["cool"] = tick + self.cooldown
-                return True
-            return False
-        if p["fire"] and tick >= p["cool"]:
+                shooters.append(pid)
+                continue
             # 16 extra bits keep the direction exact enough that a short aim
             # vector such as (1, 1) fires no faster than a long one.
             ax, ay = p["ax"] << 16, p["ay"] << 16
@@ -319,7 +323,7 @@ class Arena(Rules):
                 }
                 p["cool"] = tick + self.cooldown
                 events.append({"k": "fire", "p": pid, "s": sid})
-        return False
+        return shooters
 
     def _remember(self, state: State, tick: int) -> None:
         flat: list[int] = []
@@ -462,7 +466,7 @@ class Arena(Rules):
 
     def _check_end(self, state: State, tick: int, events: list[GameEvent]) -> None:
         players = state["players"]
-        top = max((p["score"] for p in players.values()), default=0)
+        top = max([p["score"] for p in players.values()], default=0)
         if tick >= self.time_limit or top >= self.config["score_limit"]:
             # The winner: the top score, the lowest player id among equals.
             best = max(sorted(players), key=lambda pid: players[pid]["score"], default=0)
@@ -519,8 +523,10 @@ class Arena(Rules):
         key = (id(state), state["tick"], self._generation)
         if self._views_at == key:
             return self._views
-        before, now = self._entity_cache, {}
-        q = self.q
+        (players_before, shots_before, pickups_before), q = self._entity_cache, self.q
+        players_now: dict[int, Any] = {}
+        shots_now: dict[int, Any] = {}
+        pickups_now: dict[int, Any] = {}
         players = []
         for pid, p in state["players"].items():
             v = {
@@ -531,17 +537,17 @@ class Arena(Rules):
                 "score": p["score"],
                 "alive": p["alive"],
             }
-            old = before.get(("p", pid))
+            old = players_before.get(pid)
             if old == v:
                 v = old
-            now[("p", pid)] = v
+            players_now[pid] = v
             players.append((pid, str(pid), v, p["x"], p["y"]))
         shots = []
         for sid, s in state["shots"].items():
             # A shot flies straight, so a client places it at any tick from where
             # and when it was fired: x0 + vx * (tick - born). Its view never
             # changes, and costs bytes only in the delta that spawns it.
-            v = before.get(("s", sid)) or {
+            v = shots_before.get(sid) or {
                 "x0": s["x0"] // q,
                 "y0": s["y0"] // q,
                 "vx": s["vx"],
@@ -549,14 +555,14 @@ class Arena(Rules):
                 "born": s["born"],
                 "owner": s["owner"],
             }
-            now[("s", sid)] = v
+            shots_now[sid] = v
             shots.append((str(sid), v, s["x"], s["y"]))
         pickups = []
         for kid, k in state["pickups"].items():
-            v = before.get(("k", kid)) or {"x": k["x"] // q, "y": k["y"] // q}
-            now[("k", kid)] = v
+            v = pickups_before.get(kid) or {"x": k["x"] // q, "y": k["y"] // q}
+            pickups_now[kid] = v
             pickups.append((str(kid), v, k["x"], k["y"]))
-        self._entity_cache = now
+        self._entity_cache = (players_now, shots_now, pickups_now)
         self._views_at = key
         self._views = (players, shots, pickups)
         return self._views
