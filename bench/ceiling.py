@@ -111,7 +111,7 @@ class BareReceiver:
             keys = self.channel.offer_fastpath()
             if keys is not None:
                 idle_ms = round(IDLE_TIMEOUT_S * 1000)  # (the endpoint's: fast-path packets count)
-                self.channel.send_reliable(encode(FastPathFrame(**keys.to_wire(), idle_ms=idle_ms)))
+                self.channel.send_reliable(encode(FastPathFrame(**keys.to_wire(), idle_ms=idle_ms, packed=0)))
 
     def on_datagram(self, data: bytes) -> None:
         self.figures.received += 1

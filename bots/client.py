@@ -56,6 +56,7 @@ from tickline.shared.protocol import (
     MAX_INPUT_TICKS,
     MAX_STREAM_FRAME,
     PACKED_DELTA,
+    PACKED_INPUTS,
     PROTOCOL_VERSION,
     QUIC_IDLE_S,
     QUIC_PACKET_SIZE,
@@ -477,6 +478,8 @@ class GameClient:
         # anything on QUIC, and the packets heard from it at the last look, since when.
         self._idle_s = IDLE_TIMEOUT_S
         self._fast_keepalive = False
+        # Whether the server reads packed input datagrams (it says so with the fast path's keys).
+        self._packed_inputs = False
         self._sent_at = self._quic_sent_at = self._loop.time()
         self._heard_count, self._heard_count_at = 0, self._loop.time()
         self._keepalive_timer: asyncio.TimerHandle | None = None
@@ -600,7 +603,9 @@ class GameClient:
             client = cls(wire, hello.name, world)
             client.options = options
             fast = options.fast and client._quic is not None
-            hello.caps = [DEFLATE] + ([fastpath.CAPABILITY, fastpath.KEEPALIVE_CAPABILITY] if fast else [])
+            hello.caps = [DEFLATE] + (
+                [fastpath.CAPABILITY, fastpath.KEEPALIVE_CAPABILITY, PACKED_INPUTS] if fast else []
+            )
             client._send_stream(hello)
             try:
                 async with asyncio.timeout(timeout):
@@ -674,7 +679,7 @@ class GameClient:
         """Send the unconfirmed inputs now (``always``: even when there are none, to ack)."""
         if self.closed.is_set() or not (always or self.world.unconfirmed):
             return
-        body = encode(self.world.input_frame())
+        body = self.world.packed_input() if self._packed_inputs else encode(self.world.input_frame())
         now = self._sent_at = self._loop.time()
         if self._fast is not None and self._quic is not None and self._fast_usable(now):
             self._send_udp(self._fast[0].seal(fastpath.DATA, body))
@@ -683,6 +688,12 @@ class GameClient:
             self._quic_sent_at = now
         self.stats.bytes_up += len(body)
         self._unsent = 0
+
+    @property
+    def packed_inputs(self) -> bool:
+        """True when our input datagrams go packed (the server said, with the fast path's keys,
+        that it reads them): a few bytes smaller, and the server parses only the new inputs."""
+        return self._packed_inputs
 
     @property
     def on_fastpath(self) -> bool:
@@ -821,6 +832,7 @@ class GameClient:
             self._fail(f"bad frame from server: {exc}")
             return
         self._fast = fastpath.client_ends(keys)
+        self._packed_inputs = frame.packed == 1
         self.fast_state = "trying"
         self._fast_heard_at = 0.0
         if frame.idle_ms > 0:  # the server counts fast-path packets: no QUIC PINGs needed there

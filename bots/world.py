@@ -29,7 +29,7 @@ import orjson
 
 from tickline.shared import delta
 from tickline.shared.game import Controls, Rules
-from tickline.shared.protocol import Delta, Input, unpack_diff
+from tickline.shared.protocol import Delta, Input, encode_packed_input, unpack_diff
 from tickline.shared.schema import to_units
 
 # Views kept for baselines and interpolation (the server keeps 64 views per client).
@@ -189,6 +189,12 @@ class ClientWorld:
         return Input(
             ack=self.tick,
             inputs=[[seq, c] if ticks == 1 else [seq, c, ticks] for seq, c, ticks in self._pending[-REDUNDANT_INPUTS:]],
+        )
+
+    def packed_input(self) -> bytes:
+        """:meth:`input_frame`'s inputs and ack as a packed input datagram."""
+        return encode_packed_input(
+            self.tick, [(seq, orjson.dumps(c), ticks) for seq, c, ticks in self._pending[-REDUNDANT_INPUTS:]]
         )
 
     @property

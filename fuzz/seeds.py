@@ -26,6 +26,7 @@ from tickline.shared.protocol import (
     encode,
     encode_delta,
     encode_packed_delta,
+    encode_packed_input,
     encode_stream,
     pack_diff,
 )
@@ -75,7 +76,8 @@ def seeds() -> dict[str, list[bytes]]:
     return {
         "session_stream": [encode_stream(hello) + encode_stream(i) for i in inputs]
         + [encode_stream(Bye(reason="done"))],
-        "session_datagram": [encode(i) for i in inputs],
+        "session_datagram": [encode(i) for i in inputs]
+        + [encode_packed_input(i.ack, [(seq, orjson.dumps(c), 1) for seq, c in i.inputs]) for i in inputs],
         "datagram": [encode_packed_delta(t, t - 1, t, d) for t, d in enumerate(diffs[:20], 1)]
         + [encode_delta(1, 0, 1, orjson.dumps({"s": {"tick": 1}}))],
         "fastpath_packet": [sealer.seal(fastpath.DATA, encode(i)) for i in inputs] + [client.seal(fastpath.DATA, b"x")],

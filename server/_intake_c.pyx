@@ -7,6 +7,7 @@ same order with the same words. A datagram that is anything but a well-formed in
 is read again by the twin's decoder, so that its refusal reads the same.
 """
 
+from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
 
 import weakref
@@ -25,12 +26,13 @@ from tickline.server.intake import (
 )
 from tickline.shared.game import InvalidInput
 from tickline.shared.schema import Bool, Choice, Inputs, Int, ListOf, Text
-from tickline.shared.protocol import MAX_DATAGRAM, MAX_INPUT_TICKS, MalformedFrame
+from tickline.shared.protocol import MAX_DATAGRAM, MAX_INPUT_TICKS, PACKED_INPUT, MalformedFrame, input_controls
 
 assert INPUT_BUFFER + MAX_INPUT_TICKS < RING
 
 cdef object _loads = orjson.loads
 cdef Py_ssize_t _MAX_DATAGRAM = MAX_DATAGRAM
+cdef unsigned char _PACKED_INPUT_TAG = PACKED_INPUT[0]
 cdef long long _MAX_SEQ = MAX_SEQ
 cdef long long _MAX_SEQ_JUMP = MAX_SEQ_JUMP
 cdef object _MAX_SEQ_OBJECT = MAX_SEQ
@@ -49,7 +51,14 @@ def decode_input(bytes data):
 
 cdef tuple _decode(bytes data):
     cdef dict obj
-    if len(data) <= _MAX_DATAGRAM:
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(data)
+    if size and <unsigned char>PyBytes_AS_STRING(data)[0] == _PACKED_INPUT_TAG:
+        if size <= _MAX_DATAGRAM:
+            packed = _split_packed(data, size)
+            if packed is not None:
+                return packed
+        return _decode_slowly(data)
+    if size <= _MAX_DATAGRAM:
         try:
             parsed = _loads(data)
         except orjson.JSONDecodeError:
@@ -62,6 +71,41 @@ cdef tuple _decode(bytes data):
                 if type(ack) is int and type(inputs) is list:
                     return ack, inputs
     return _decode_slowly(data)
+
+
+cdef inline long long _be(const unsigned char* at, int width) noexcept:
+    cdef long long value = 0
+    cdef int i
+    for i in range(width):
+        value = (value << 8) | at[i]
+    return value
+
+
+cdef object _split_packed(bytes data, Py_ssize_t size):
+    """split_packed_input's (ack, inputs) of a packed datagram no longer than a datagram, or
+    None when it is cut short (the twin's decoder then says so)."""
+    cdef const unsigned char* buf = <const unsigned char*>PyBytes_AS_STRING(data)
+    cdef Py_ssize_t at = 5, length
+    cdef list inputs = []
+    if size < 5:
+        return None
+    while at < size:
+        if size - at < 7:
+            return None
+        length = _be(buf + at + 5, 2)
+        if size - at - 7 < length:
+            return None
+        inputs.append([_be(buf + at, 4), PyBytes_FromStringAndSize(<const char*>buf + at + 7, length), buf[at + 4]])
+        at += 7 + length
+    return _be(buf + 1, 4), inputs
+
+
+cdef object _controls(bytes raw):
+    """input_controls, with its refusal in its words."""
+    try:
+        return _loads(raw)
+    except orjson.JSONDecodeError:
+        return input_controls(raw)
 
 
 # ---------------------------------------------------------------------- declared inputs
@@ -330,6 +374,8 @@ cdef class InputQueue:
             while self._newest_held():
                 self._count -= 1
                 self._controls[(self._head + self._count) % RING] = None
+            if type(raw) is bytes:  # (a packed input's: no JSON value is bytes)
+                raw = _controls(<bytes>raw)
             self._push(seq, self._decoder.decode(raw) if self._decoder is not None else self._validate(raw), tick)
             for i in range(ticks - 1):
                 self._push(seq, None, tick)

@@ -17,7 +17,15 @@ from tickline.server.intake import (
 )
 from tickline.server.ratelimit import InputLimits
 from tickline.shared.game import Controls, InvalidInput
-from tickline.shared.protocol import MAX_INPUT_TICKS, Input, MalformedFrame, decode_datagram
+from tickline.shared.protocol import (
+    MAX_INPUT_TICKS,
+    PACKED_INPUT,
+    Input,
+    MalformedFrame,
+    decode_datagram,
+    input_controls,
+    split_packed_input,
+)
 from tickline.shared.schema import Inputs
 
 SPECTATOR_INPUTS = "spectators cannot send inputs"
@@ -25,7 +33,10 @@ NOT_IN_A_MATCH = "no inputs before the session joins a match"
 
 
 def decode_input(data: bytes) -> tuple[int, list[Any]]:
-    """(ack, inputs) of a client's input datagram; a ProtocolError for anything else."""
+    """(ack, inputs) of a client's input datagram, an ``in`` frame or packed (its inputs'
+    controls then left as JSON, read once new); a ProtocolError for anything else."""
+    if data[:1] == PACKED_INPUT:
+        return split_packed_input(data)
     frame = decode_datagram(data, packed=False)
     if not isinstance(frame, Input):
         raise MalformedFrame(f"{frame.TAG} frame is not allowed as a client datagram")
@@ -192,6 +203,8 @@ class InputQueue:
             # newest controls win a tick sooner, and held inputs never stand in a queue.
             while inputs and inputs[-1][1] is None:
                 inputs.pop()
+            if type(raw) is bytes:  # (a packed input's: no JSON value is bytes)
+                raw = input_controls(raw)
             inputs.append((seq, validate(raw), tick))
             for _ in range(ticks - 1):
                 inputs.append((seq, None, tick))

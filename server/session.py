@@ -34,6 +34,7 @@ from tickline.shared.protocol import (
     DEFLATE,
     IDLE_TIMEOUT_S,
     MAX_CLIENT_FRAME,
+    PACKED_INPUTS,
     PROTOCOL_VERSION,
     Bye,
     Event,
@@ -408,7 +409,8 @@ class Session:
             if keys is not None:
                 self.link.fast_send = self.channel.fast_sender()
                 idle_ms = round(self._idle_timeout_s * 1000) if KEEPALIVE_CAPABILITY in self.caps else 0
-                self.send_frame(FastPath(**keys.to_wire(), idle_ms=idle_ms))
+                packed = int(PACKED_INPUTS in self.caps)  # (we read them from anyone: this says so)
+                self.send_frame(FastPath(**keys.to_wire(), idle_ms=idle_ms, packed=packed))
 
     def send_event(self, tick: int, kind: str, data: dict[str, Any]) -> None:
         self.send_frame(Event(tick=tick, kind=kind, data=data))

@@ -349,6 +349,11 @@ async def test_fast_path_and_quic_clients_share_a_match(start_server) -> None:
         assert quic_client.fast_state == "none" and quic_client.stats.fast_packets_down == 0
         assert quic_client.stats.datagrams_down > 5
         assert set(fast_client.world.view["players"]) == set(quic_client.world.view["players"]) == {"1", "2"}
+        # The fast-path client's inputs go packed, the other's as in frames; both are applied.
+        assert fast_client.packed_inputs and not quic_client.packed_inputs
+        sessions = srv.server.matches[0].sessions
+        for c in (fast_client, quic_client):
+            assert sessions[c.player_id].applied_seq >= c.world.last_seq - 10
     await srv.stop()
 
 

@@ -15,7 +15,14 @@ from tickline.server.intake import INPUT_BUFFER, JITTER_TICKS, MAX_SEQ
 from tickline.server.ratelimit import InputLimits
 from tickline.shared import native
 from tickline.shared.game import InvalidInput
-from tickline.shared.protocol import MAX_DATAGRAM, Input, MalformedFrame, ProtocolError, encode
+from tickline.shared.protocol import (
+    MAX_DATAGRAM,
+    Input,
+    MalformedFrame,
+    ProtocolError,
+    encode,
+    encode_packed_input,
+)
 from tickline.shared.schema import Bool, Choice, Inputs, Int, ListOf, Text
 
 INTAKE = native.twins("tickline.server", "intake")
@@ -86,9 +93,42 @@ def test_an_input_datagram_is_read_and_anything_else_refused(twin: Any) -> None:
         (b'{"t":"in","ack":1,"inputs":[],"x":1}', "unknown field"),
         (b'{"t":"bye","reason":"x"}', "bye frame is not allowed"),
         (b'{"t":"in","ack":1,"inputs":[' + b"1," * MAX_DATAGRAM + b"1]}", "exceeds"),
+        (b"i\x00\x00", "shorter than its header"),
+        (encode_packed_input(7, [(1, b"{}", 1)])[:-1], "ends inside an input"),
+        (encode_packed_input(7, [(1, b"{}" * MAX_DATAGRAM, 1)]), "exceeds"),
     ]:
         with pytest.raises(ProtocolError, match=words):
             twin.decode_input(bad)
+
+
+def test_a_packed_datagram_is_read_with_its_controls_left_as_json(twin: Any) -> None:
+    data = encode_packed_input(7, [(1, b'{"mx":1}', 1), (2, b"{}", 3)])
+    assert twin.decode_input(data) == (7, [[1, b'{"mx":1}', 1], [2, b"{}", 3]])
+
+
+def test_a_packed_datagram_queues_what_its_in_frame_queues(twin: Any) -> None:
+    inputs: list[tuple[int, dict[str, Any], int]] = [(1, {"a": 1}, 1), (2, {"a": 2}, 3), (3, {}, 1)]
+    items = [[seq, controls] if ticks == 1 else [seq, controls, ticks] for seq, controls, ticks in inputs]
+    packed = encode_packed_input(9, [(seq, json.dumps(controls).encode(), ticks) for seq, controls, ticks in inputs])
+    queues = [twin.InputQueue(_validate) for _ in range(2)]
+    assert queues[0].receive(_datagram(9, items), 0.0, 0) and queues[1].receive(packed, 0.0, 0)
+    assert queues[0].ack == queues[1].ack == 9
+    taken = [[q.take(tick) for tick in range(8)] for q in queues]
+    assert taken[0] == taken[1] and taken[0][:2] == [(1, {"a": 1}), (2, {"a": 2})]
+
+
+def test_only_the_new_inputs_of_a_packed_datagram_have_their_controls_read(twin: Any) -> None:
+    queue = twin.InputQueue(_validate)
+    assert queue.receive(encode_packed_input(0, [(1, b'{"a":1}', 1)]), 0.0, 0)
+    # Input 1 again, its copy garbled: it was taken already, so its controls are never read.
+    assert queue.receive(encode_packed_input(0, [(1, b"{garbled", 1), (2, b'{"a":2}', 1)]), 0.0, 0)
+    assert queue.received_seq == 2 and len(queue) == 2
+    with pytest.raises(MalformedFrame, match="input controls are not valid JSON"):
+        queue.receive(encode_packed_input(0, [(3, b"{garbled", 1)]), 0.0, 0)
+    with pytest.raises(InvalidInput, match="'bad' is refused"):
+        queue.receive(encode_packed_input(0, [(3, b'{"bad":1}', 1)]), 0.0, 0)
+    with pytest.raises(MalformedFrame, match="holds for 1 to"):
+        queue.receive(encode_packed_input(0, [(3, b"{}", 0)]), 0.0, 0)
 
 
 # ------------------------------------------------------------------ the twins agree
@@ -135,6 +175,13 @@ def _dumps(value: Any) -> bytes:
     return json.dumps(value).encode()  # (integers of any size, as a client may send them)
 
 
+_packed_item = st.tuples(
+    st.integers(0, 40),
+    st.sampled_from([b"{}", b'{"a":1}', b'{"bad":1}', b"[1]", b"{garbled", b""]),
+    st.integers(0, 10),
+)
+
+
 @pytest.mark.skipif(len(INTAKE) < 2, reason="the native module is not built here")
 @settings(max_examples=300, deadline=None)
 @given(
@@ -142,6 +189,8 @@ def _dumps(value: Any) -> bytes:
         st.binary(max_size=40),
         st.dictionaries(st.sampled_from(["t", "ack", "inputs", "x"]), _json | st.just("in"), max_size=4).map(_dumps),
         st.builds(lambda ack, inputs: _dumps({"t": "in", "ack": ack, "inputs": inputs}), _json, _json),
+        st.binary(max_size=40).map(lambda rest: b"i" + rest),
+        st.builds(encode_packed_input, st.integers(0, 2**32 - 1), st.lists(_packed_item, max_size=4)),
     )
 )
 def test_the_native_and_pure_decoders_read_and_refuse_alike(data: bytes) -> None:
@@ -198,6 +247,7 @@ _LIMITS = InputLimits(messages_per_s=20, bytes_per_s=2000, burst_s=0.5)
 _receive_step = st.tuples(
     st.one_of(
         st.builds(_datagram, st.integers(-5, 2**70), st.lists(_item, max_size=6)),
+        st.builds(encode_packed_input, st.integers(0, 2**32 - 1), st.lists(_packed_item, max_size=6)),
         st.binary(max_size=30),
         st.binary(min_size=900, max_size=1400),
     ),

@@ -15,6 +15,7 @@ from tickline.shared.protocol import (
     MAX_DATAGRAM,
     MAX_STREAM_FRAME,
     PACKED_DELTA,
+    PACKED_INPUT,
     Bye,
     Delta,
     Event,
@@ -32,9 +33,12 @@ from tickline.shared.protocol import (
     decode_datagram,
     encode,
     encode_packed_delta,
+    encode_packed_input,
     encode_stream,
     frame_for_stream,
+    input_controls,
     pack_diff,
+    split_packed_input,
 )
 
 # ----------------------------------------------------------------- strategies
@@ -95,7 +99,7 @@ SAMPLES: list[Frame] = [
     Input(ack=41, inputs=[[1, {"mx": 1, "my": 0, "ax": 5, "ay": -5, "fire": True}], [2, {}]]),
     Delta(tick=42, base=40, seq=2, diff={"s": {"over": False}, "u": {"players": {"r": ["3"]}}}),
     Event(tick=99, kind="over", data={"winner": 7}),
-    FastPath(sid="00" * 8, up="11" * 32, down="22" * 32, idle_ms=15000),
+    FastPath(sid="00" * 8, up="11" * 32, down="22" * 32, idle_ms=15000, packed=1),
     Bye(reason="match over"),
 ]
 
@@ -144,6 +148,8 @@ def test_a_field_added_later_is_left_out_at_its_default_so_older_decoders_still_
     assert decode(body(t="fast", **keys)) == FastPath(keys["sid"], keys["up"], keys["down"], idle_ms=0)
     with pytest.raises(MalformedFrame, match="idle_ms"):
         decode(body(t="fast", **keys, idle_ms=1.5))
+    assert orjson.loads(encode(FastPath(keys["sid"], keys["up"], keys["down"], packed=1)))["packed"] == 1
+    assert "packed" not in orjson.loads(encode(FastPath(keys["sid"], keys["up"], keys["down"], idle_ms=5)))
 
 
 def test_optional_fields_take_their_defaults_when_absent():
@@ -453,3 +459,54 @@ def test_broken_packed_deltas_raise_malformed_frame(body: bytes) -> None:
 def test_random_bytes_after_the_packed_tag_raise_only_protocol_errors(data: bytes) -> None:
     with contextlib.suppress(ProtocolError):
         decode_datagram(PACKED_DELTA + data)
+
+
+# ----------------------------------------------------------------- packed inputs
+
+_packed_items = st.lists(
+    st.tuples(
+        st.integers(0, 2**32 - 1),
+        st.dictionaries(st.sampled_from(["mx", "my", "fire"]), st.integers(-1, 1) | st.booleans()).map(orjson.dumps),
+        st.integers(0, 255),
+    ),
+    max_size=8,
+)
+
+
+@given(st.integers(0, 2**32 - 1), _packed_items)
+@settings(max_examples=200)
+def test_a_packed_input_carries_what_an_in_frame_does_with_its_controls_left_unread(
+    ack: int, inputs: list[tuple[int, bytes, int]]
+) -> None:
+    data = encode_packed_input(ack, inputs)
+    assert data[:1] == PACKED_INPUT
+    assert split_packed_input(data) == (ack, [[seq, controls, ticks] for seq, controls, ticks in inputs])
+    assert [input_controls(controls) for _, controls, _ in inputs] == [orjson.loads(c) for _, c, _ in inputs]
+
+
+def test_a_packed_input_is_smaller_than_its_in_frame() -> None:
+    controls = {"mx": 1, "my": -1, "ax": 37, "ay": -80, "fire": True}
+    inputs = [(seq, orjson.dumps(controls), 2) for seq in (98, 99, 100)]
+    frame = encode(Input(ack=5100, inputs=[[seq, controls, 2] for seq in (98, 99, 100)]))
+    assert len(encode_packed_input(5100, inputs)) < 0.85 * len(frame)
+
+
+@pytest.mark.parametrize(
+    ("data", "words"),
+    [
+        (b"i", "shorter than its header"),
+        (b"i\x00\x00\x01", "shorter than its header"),
+        (encode_packed_input(1, [(1, b"{}", 1)])[:-1], "ends inside an input"),
+        (encode_packed_input(1, [(1, b"{}", 1)]) + b"\x00", "ends inside an input"),
+        (encode_packed_input(1, [(1, b"{}" * MAX_DATAGRAM, 1)]), "exceeds"),
+    ],
+)
+def test_a_packed_input_cut_short_or_too_long_is_refused(data: bytes, words: str) -> None:
+    with pytest.raises(ProtocolError, match=words):
+        split_packed_input(data)
+
+
+def test_packed_controls_that_are_not_json_are_refused_with_the_reason() -> None:
+    with pytest.raises(MalformedFrame, match="input controls are not valid JSON"):
+        input_controls(b"{mx")
+    assert input_controls(b"[1]") == [1]  # (the game's input check judges what it is)

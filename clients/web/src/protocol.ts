@@ -109,6 +109,8 @@ export interface FastPath {
   down: string;
   /** The server's idle timeout, to a client that asked (0: not said). */
   idle_ms: number;
+  /** 1: the server reads packed input datagrams, to a client that asked (0: not said). */
+  packed: number;
 }
 
 /** Either way on the control stream: the sender is closing, and why. */
@@ -148,20 +150,20 @@ const FIELDS: Record<string, Record<string, [Kind, boolean]>> = {
   in: { ack: ["int", true], inputs: ["list", true] },
   d: { tick: ["int", true], base: ["int", true], seq: ["int", true], diff: ["dict", true] },
   ev: { tick: ["int", true], kind: ["str", true], data: ["dict", false] },
-  fast: { sid: ["str", true], up: ["str", true], down: ["str", true], idle_ms: ["int", false] },
+  fast: { sid: ["str", true], up: ["str", true], down: ["str", true], idle_ms: ["int", false], packed: ["int", false] },
   bye: { reason: ["str", true] },
 };
 const DEFAULTS: Record<string, () => JsonObject> = {
   hello: () => ({ token: "", caps: [], spectate: "", follow: 0, connect_token: "" }),
   welcome: () => ({ token: "", config: {}, spectator_delay: 0 }),
   ev: () => ({ data: {} }),
-  fast: () => ({ idle_ms: 0 }),
+  fast: () => ({ idle_ms: 0, packed: 0 }),
 };
 // Fields added after version 1: left out at their defaults, so older decoders still read the frame.
 const NEWER: Record<string, JsonObject> = {
   hello: { spectate: "", follow: 0, connect_token: "" },
   welcome: { spectator_delay: 0 },
-  fast: { idle_ms: 0 },
+  fast: { idle_ms: 0, packed: 0 },
 };
 
 const encoder = new TextEncoder();
