@@ -7,6 +7,9 @@ neither. A delta from the network is at most 1024 levels deep (orjson's limit wh
 decoded), so the recursion here stays well within the C stack.
 """
 
+from cpython.long cimport PyLong_AsLongLongAndOverflow, PyLong_FromLongLong
+from libc.limits cimport LLONG_MAX, LLONG_MIN
+
 from tickline.shared._delta_py import DeltaError
 
 cdef object _ABSENT = object()
@@ -28,6 +31,8 @@ cdef dict _diff(dict a, dict b):
     cdef dict out
     cdef dict sub
     cdef Py_ssize_t kept = 0  # keys of b that a has too
+    cdef long long x, y
+    cdef int x_over, y_over
     for key, new in b.items():
         old = a.get(key, _ABSENT)
         if old is new:
@@ -36,7 +41,19 @@ cdef dict _diff(dict a, dict b):
         if old is not _ABSENT:
             kept += 1
         if type(new) is int and type(old) is int:  # not bool, which is an int too
-            if new != old:
+            x = PyLong_AsLongLongAndOverflow(old, &x_over)
+            y = PyLong_AsLongLongAndOverflow(new, &y_over)
+            if not x_over and not y_over:  # (the usual case, in C: no int objects but the step)
+                if x != y:
+                    if (x < 0 and y > LLONG_MAX + x) or (x > 0 and y < LLONG_MIN + x):
+                        if sets is None:  # (the step is past 64 bits: as below)
+                            sets = {}
+                        sets[key] = new
+                    else:
+                        if increments is None:
+                            increments = {}
+                        increments[key] = PyLong_FromLongLong(y - x)
+            elif new != old:
                 step = new - old
                 if -_INT64 <= step < _INT64:
                     if increments is None:

@@ -335,6 +335,13 @@ def test_an_increment_too_big_for_a_64_bit_integer_travels_as_the_new_value():
     d = diff(a, b)
     assert d == {"s": {"x": 2**63 - 1}, "n": {"y": 2**63 - 2}}
     assert apply(wire(a), wire(d)) == b
+    # Either side of the edge, from either sign, and with values past 64 bits themselves.
+    a = {"p": 1, "q": -1, "r": 0, "s": -1, "t": 2**64, "u": -(2**70)}
+    b = {"p": -(2**63), "q": 2**63 - 1, "r": -(2**63), "s": 2**63 - 2, "t": 2**64 + 5, "u": 0}
+    assert diff(a, b) == {
+        "s": {"p": -(2**63), "q": 2**63 - 1, "u": 0},
+        "n": {"r": -(2**63), "s": 2**63 - 1, "t": 5},
+    }
 
 
 @needs_both
