@@ -342,7 +342,9 @@ def split_packed_input(data: bytes) -> tuple[int, list[list[Any]]]:
     reads them)."""
     if len(data) > MAX_DATAGRAM:
         raise FrameTooLarge(f"frame of {len(data)} bytes exceeds the {MAX_DATAGRAM}-byte cap")
-    if data[:1] != PACKED_INPUT or len(data) < 1 + _PACKED_INPUT_ACK.size:
+    if data[:1] != PACKED_INPUT:
+        raise MalformedFrame("not a packed input")
+    if len(data) < 1 + _PACKED_INPUT_ACK.size:
         raise MalformedFrame("packed input datagram is shorter than its header")
     (ack,) = _PACKED_INPUT_ACK.unpack_from(data, 1)
     at = 1 + _PACKED_INPUT_ACK.size

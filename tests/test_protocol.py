@@ -494,6 +494,7 @@ def test_a_packed_input_is_smaller_than_its_in_frame() -> None:
 @pytest.mark.parametrize(
     ("data", "words"),
     [
+        (b"{}", "not a packed input"),
         (b"i", "shorter than its header"),
         (b"i\x00\x00\x01", "shorter than its header"),
         (encode_packed_input(1, [(1, b"{}", 1)])[:-1], "ends inside an input"),
