@@ -108,6 +108,10 @@ class UnsupportedVersion(ProtocolError):
     pass
 
 
+def _too_large(size: int, cap: int) -> FrameTooLarge:
+    return FrameTooLarge(f"frame of {size} bytes exceeds the {cap}-byte cap")
+
+
 # --------------------------------------------------------------------------- frames
 
 
@@ -341,7 +345,7 @@ def split_packed_input(data: bytes) -> tuple[int, list[list[Any]]]:
     as an ``in`` frame lists them, but with the controls left unread (:func:`input_controls`
     reads them)."""
     if len(data) > MAX_DATAGRAM:
-        raise FrameTooLarge(f"frame of {len(data)} bytes exceeds the {MAX_DATAGRAM}-byte cap")
+        raise _too_large(len(data), MAX_DATAGRAM)
     if data[:1] != PACKED_INPUT:
         raise MalformedFrame("not a packed input")
     if len(data) < 1 + _PACKED_INPUT_ACK.size:
@@ -400,7 +404,7 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
 def frame_for_stream(body: bytes) -> bytes:
     """A length prefix plus ``body``, ready for the control stream."""
     if len(body) > MAX_STREAM_FRAME:
-        raise FrameTooLarge(f"frame of {len(body)} bytes exceeds the {MAX_STREAM_FRAME}-byte cap")
+        raise _too_large(len(body), MAX_STREAM_FRAME)
     return _LENGTH.pack(len(body)) + body
 
 
@@ -414,7 +418,7 @@ def encode_stream(frame: Frame) -> bytes:
 def decode(data: bytes, max_size: int = MAX_STREAM_FRAME) -> Frame:
     """Parse one frame body; raise a :class:`ProtocolError` subclass on anything wrong."""
     if len(data) > max_size:
-        raise FrameTooLarge(f"frame of {len(data)} bytes exceeds the {max_size}-byte cap")
+        raise _too_large(len(data), max_size)
     obj = _json_object(data, "frame")
     tag = obj.pop("t", None)
     if not isinstance(tag, str):
@@ -461,7 +465,7 @@ class StreamDecoder:
         while len(self._buffer) >= _LENGTH.size:
             (length,) = _LENGTH.unpack_from(self._buffer)
             if length > self._max_size:
-                raise FrameTooLarge(f"frame of {length} bytes exceeds the {self._max_size}-byte cap")
+                raise _too_large(length, self._max_size)
             end = _LENGTH.size + length
             if len(self._buffer) < end:
                 break
