@@ -49,7 +49,7 @@ from typing import Any, Self
 import orjson
 from sqlalchemy import Connection, StaticPool, case, create_engine, event, insert, select, tuple_, update
 from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 from tickline.server import migrate
 from tickline.server.schema import keyframes, matches, players, ticks
@@ -263,6 +263,10 @@ class EventLog:
         # A SQLite file removed under a running server takes writes into an unlinked
         # inode, silently lost at exit; each commit first checks it is still there.
         self._sqlite_file: tuple[str, int] | None = None
+        # The writer's own connection, kept from one commit to the next: checking one out of
+        # the pool and back (with its reset) cost more CPU than committing a 50 ms group.
+        # Taken again after a failed commit, and after engine.dispose() (a new pool).
+        self._writer: tuple[AsyncConnection, Any] | None = None  # (connection, its pool)
         database = engine.url.database
         if engine.dialect.name == "sqlite" and database and database != ":memory:":
             self._sqlite_file = (database, os.stat(database).st_ino)
@@ -316,7 +320,21 @@ class EventLog:
         return cls(engine, server_id, settings)
 
     async def dispose(self) -> None:
+        await self._drop_writer()
         await self.engine.dispose()
+
+    async def _writer_connection(self) -> AsyncConnection:
+        if self._writer is not None and self._writer[1] is not self.engine.pool:
+            await self._drop_writer()  # the engine was disposed: its connections are not to be reused
+        if self._writer is None:
+            self._writer = (await self.engine.connect(), self.engine.pool)
+        return self._writer[0]
+
+    async def _drop_writer(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            with contextlib.suppress(Exception):  # (it failed already: what matters is the next one)
+                await writer[0].close()
 
     # ------------------------------------------------------------ outside the tick (awaited)
 
@@ -629,8 +647,9 @@ class EventLog:
         """
         fence = (self.server_id, {m: self._epochs.get(m, -1) for m in prepared.touched})
         started = time.perf_counter()
-        if self.engine.dialect.name == "sqlite":
-            async with self.engine.connect() as conn:
+        conn = await self._writer_connection()
+        try:
+            if self.engine.dialect.name == "sqlite":
                 pooled = await conn.get_raw_connection()
                 driver = pooled.driver_connection  # an aiosqlite.Connection
                 assert driver is not None
@@ -641,9 +660,14 @@ class EventLog:
                     await driver._execute(_write_in_thread, pooled.info, driver, prepared, fence)
                 except ValueError as exc:  # aiosqlite's "Connection closed": retried on a new one
                     raise EventLogUnavailable(f"the SQLite connection closed: {exc}") from None
-        else:
-            async with self.engine.begin() as conn:
-                await conn.run_sync(_write_group, prepared, fence)
+            else:
+                async with conn.begin():
+                    await conn.run_sync(_write_group, prepared, fence)
+        except FencedOut:
+            raise  # (the transaction rolled back; the connection is sound)
+        except Exception:
+            await self._drop_writer()  # the next attempt starts on a new connection
+            raise
         elapsed = time.perf_counter() - started
         self.commit_seconds.add(elapsed)
         self.mark_committed(prepared)
