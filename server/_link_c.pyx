@@ -150,8 +150,17 @@ cdef class Link:
         if known:
             self.acked = ack
             self.acked_at = now
+            self._forget_before(ack)
         elif self._count and now - self.acked_at > self._ack_timeout_s:
             self.owner.acks_stopped()
+
+    cdef inline void _forget_before(self, long long tick) noexcept:
+        """Let the views older than ``tick`` (in the ring) go: acks only rise, so none of them
+        is a baseline again (see the twin)."""
+        while self._count and self._ticks[self._head] < tick:
+            self._views[self._head] = None
+            self._head = (self._head + 1) % RING
+            self._count -= 1
 
     def take(self, long long tick):
         """The next input for match tick ``tick`` (the queue's ``take``)."""

@@ -81,6 +81,12 @@ class Link:
         if ack > self.acked and ack in self._sent:
             self.acked = ack
             self.acked_at = now
+            # Acks only rise: no view older than this one is a baseline again. Let them go
+            # now, not 64 sends later (the match's views live far shorter, and the collector
+            # has far fewer to walk).
+            sent = self._sent
+            while next(iter(sent)) < ack:
+                sent.popitem(last=False)
         elif self._sent and now - self.acked_at > self._ack_timeout_s:
             self.owner.acks_stopped()
 

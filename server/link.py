@@ -23,7 +23,8 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 # Baselines kept per client: a delta can be against any of the last 64 sent views
-# (about two seconds at 30 Hz, so that a stall does not force full snapshots).
+# (about two seconds at 30 Hz, so that a stall does not force full snapshots). Those
+# older than the newest acknowledged are let go as soon as it is: acks only rise.
 BASELINE_RING = 64
 # A client that acknowledges none of the views sent for this long is closed (it sends,
 # so it is there, but whatever queues up for it in the transport is wasted).

@@ -4,6 +4,7 @@ and what they leave to the session."""
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import pytest
@@ -118,6 +119,26 @@ def test_only_the_last_ring_of_views_are_baselines(kind: str) -> None:
     link.deliver(_ack(6))
     assert link.acked == 6
     assert link.deltas_sent == BASELINE_RING + 5 and link.bytes_down == sum(map(len, sent))
+
+
+def test_views_older_than_the_acknowledged_one_are_let_go(kind: str) -> None:
+    """Acks only rise, so a view older than the newest acknowledged is never a baseline
+    again: the link lets it go at once, not a ring of sends later."""
+    link, sent, _, _ = _link(kind)
+    views = {tick: {"a": tick} for tick in range(2, 12, 2)}
+    for tick, view in views.items():
+        link.send_view(tick, view, {}, False, None)
+    held = [sys.getrefcount(views[t]) for t in views]
+    link.deliver(_ack(6))
+    assert link.sent_ticks() == [6, 8, 10]
+    assert [a - sys.getrefcount(views[t]) for a, t in zip(held, views, strict=True)] == [1, 1, 0, 0, 0]
+    link.deliver(_ack(4))  # older than the newest acknowledged: nothing changes
+    assert link.sent_ticks() == [6, 8, 10] and link.acked == 6
+    link.deliver(_ack(10))
+    assert link.sent_ticks() == [10]
+    link.send_view(12, {"a": 12}, {}, False, None)
+    last = decode(sent[-1])
+    assert isinstance(last, Delta) and last.base == 10 and link.sent_ticks() == [10, 12]
 
 
 def test_a_client_that_acknowledges_nothing_for_the_timeout_is_left_to_the_session(kind: str) -> None:
