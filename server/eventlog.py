@@ -267,6 +267,7 @@ class EventLog:
         # the pool and back (with its reset) cost more CPU than committing a 50 ms group.
         # Taken again after a failed commit, and after engine.dispose() (a new pool).
         self._writer: tuple[AsyncConnection, Any] | None = None  # (connection, its pool)
+        self._committing = asyncio.Lock()
         database = engine.url.database
         if engine.dialect.name == "sqlite" and database and database != ":memory:":
             self._sqlite_file = (database, os.stat(database).st_ino)
@@ -646,28 +647,29 @@ class EventLog:
         (The writer's unit of work: a benchmark's subclass may measure or replace it.)
         """
         fence = (self.server_id, {m: self._epochs.get(m, -1) for m in prepared.touched})
-        started = time.perf_counter()
-        conn = await self._writer_connection()
-        try:
-            if self.engine.dialect.name == "sqlite":
-                pooled = await conn.get_raw_connection()
-                driver = pooled.driver_connection  # an aiosqlite.Connection
-                assert driver is not None
-                # aiosqlite's _execute runs fn in the connection's own thread: the one way to
-                # run a whole transaction there in one hop (aiosqlite has no public call for
-                # it; SQLAlchemy's aiosqlite dialect uses the same to set isolation levels).
-                try:
-                    await driver._execute(_write_in_thread, pooled.info, driver, prepared, fence)
-                except ValueError as exc:  # aiosqlite's "Connection closed": retried on a new one
-                    raise EventLogUnavailable(f"the SQLite connection closed: {exc}") from None
-            else:
-                async with conn.begin():
-                    await conn.run_sync(_write_group, prepared, fence)
-        except FencedOut:
-            raise  # (the transaction rolled back; the connection is sound)
-        except Exception:
-            await self._drop_writer()  # the next attempt starts on a new connection
-            raise
+        async with self._committing:  # (one transaction at a time on the writer's connection)
+            started = time.perf_counter()
+            conn = await self._writer_connection()
+            try:
+                if self.engine.dialect.name == "sqlite":
+                    pooled = await conn.get_raw_connection()
+                    driver = pooled.driver_connection  # an aiosqlite.Connection
+                    assert driver is not None
+                    # aiosqlite's _execute runs fn in the connection's own thread: the one way to
+                    # run a whole transaction there in one hop (aiosqlite has no public call for
+                    # it; SQLAlchemy's aiosqlite dialect uses the same to set isolation levels).
+                    try:
+                        await driver._execute(_write_in_thread, pooled.info, driver, prepared, fence)
+                    except ValueError as exc:  # aiosqlite's "Connection closed": retried on a new one
+                        raise EventLogUnavailable(f"the SQLite connection closed: {exc}") from None
+                else:
+                    async with conn.begin():
+                        await conn.run_sync(_write_group, prepared, fence)
+            except FencedOut:
+                raise  # (the transaction rolled back; the connection is sound)
+            except Exception:
+                await self._drop_writer()  # the next attempt starts on a new connection
+                raise
         elapsed = time.perf_counter() - started
         self.commit_seconds.add(elapsed)
         self.mark_committed(prepared)

@@ -366,9 +366,12 @@ async def test_the_writer_keeps_its_connection_until_a_commit_fails(db_url: str)
             await log.commit_group([TickRecord(MATCH, 5, {}, [], "h")])  # a tick written twice
         await log.commit_group([TickRecord(MATCH, 6, {}, [], "h")])
         assert len(checkouts) == 2
+        # Groups committed at once take turns on the one connection.
+        await asyncio.gather(*(log.commit_group([TickRecord(MATCH, tick, {}, [], "h")]) for tick in (7, 8, 9)))
+        assert len(checkouts) == 2
     finally:
         await log.dispose()
-    assert log.committed[MATCH] == 6 and log.commits == 6
+    assert log.committed[MATCH] == 9 and log.commits == 9
 
 
 async def _log_with_long_flush(db_url: str) -> EventLog:
