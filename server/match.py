@@ -590,9 +590,12 @@ class Match:
         rules, state = self.rules, self.state
         hold = self._held(tick)  # (decided once for the tick: then each send waits in _outbox)
         sharing: dict[Any, list[Link]] = {}  # view key -> the links of the players shown that view
+        # (this loop runs for every player every tick: its lookups are made once)
+        view_key, send_every = rules.view_key, self._send_every
+        in_phase_only = send_every > 1 and not over
         for player_id, link in self._links.items():
-            key = rules.view_key(state, player_id)
-            if not over and (key if type(key) is int else hash(key)) % self._send_every != phase:
+            key = view_key(state, player_id)
+            if in_phase_only and (key if type(key) is int else hash(key)) % send_every != phase:
                 continue
             group = sharing.get(key)
             if group is None:
