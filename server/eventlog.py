@@ -334,7 +334,7 @@ class EventLog:
     async def _drop_writer(self) -> None:
         writer, self._writer = self._writer, None
         if writer is not None:
-            with contextlib.suppress(Exception):  # (it failed already: what matters is the next one)
+            with contextlib.suppress(Exception):  # (one we are done with: its close failing changes nothing)
                 await writer[0].close()
 
     # ------------------------------------------------------------ outside the tick (awaited)
