@@ -312,6 +312,11 @@ def _transport_metrics(server: Server) -> Iterator[Metric]:
             "tickline_udp_reads", "Reads of the QUIC port's socket that found datagrams", value=udp.reads
         )
         yield CounterMetricFamily("tickline_udp_datagrams", "Datagrams read from the QUIC port", value=udp.datagrams)
+        yield CounterMetricFamily(
+            "tickline_udp_overdue_reads",
+            "Reads of the QUIC port's socket by its timer while matches ticked: no tick had read it in time",
+            value=udp.overdue,
+        )
     yield CounterMetricFamily(
         "tickline_websocket_datagrams_dropped",
         "Datagram messages not sent to WebSocket clients that were behind (as UDP would drop them)",

@@ -11,7 +11,8 @@ per-player cost after the sends.
 While no match ticks (a lobby, a server between matches) the event loop watches the socket
 as usual. While one does, a timer makes sure nothing waits more than ``max_delay_s`` to be
 read, whatever the tick rates: handshakes and the control stream do not wait for a slow
-match's ticks.
+match's ticks. The ticks' reads push that timer back, so while they come more often than
+every ``max_delay_s`` it never wakes the loop (``overdue`` counts the times it read).
 
 :class:`UdpTransport` is an ``asyncio.DatagramTransport``: aioquic's server drives it as it
 would the loop's own. Sends go straight to the socket; what it will not take now is kept and
@@ -58,11 +59,13 @@ class UdpTransport(asyncio.DatagramTransport):
         self._closing = False
         self._ticking = 0  # matches ticking now: while any does, ticks read the socket
         self._timer: asyncio.TimerHandle | None = None
+        self._due = 0.0  # when the timer reads, if no tick does first
         self._drained_at = self._loop.time()
         self._extra = {"socket": sock, "sockname": sock.getsockname()}
         # What reading did (for /metrics): reads that found datagrams, and those datagrams.
         self.reads = 0
         self.datagrams = 0
+        self.overdue = 0  # reads the timer made while matches ticked: no tick came for max_delay_s
         self.per_wake = WAKE_LIMIT  # datagrams one event-loop wake reads, while no match ticks
         # Reads the socket (through the receiver, up to a limit), takes its own datagrams and
         # returns the rest for the protocol, with how many were read: the fast path's
@@ -76,7 +79,12 @@ class UdpTransport(asyncio.DatagramTransport):
         """Read every queued datagram (up to ``limit``) and hand each to the protocol."""
         if self._closing:
             return
-        self._drained_at = self._loop.time()
+        now = self._drained_at = self._loop.time()
+        if self._timer is not None and self._due - now < self._max_delay_s / 2:
+            # Pushed back by the ticks' reads rather than woken to find one just made: while
+            # ticks come more often than max_delay_s, the timer never wakes the loop. (Only
+            # once it is near: one tick in several moves it, not every match's every tick.)
+            self._arm(now + self._max_delay_s)
         try:
             if self.reader is not None:
                 batch, read = self.reader(self._receiver, limit, self._handler_failed)
@@ -112,7 +120,7 @@ class UdpTransport(asyncio.DatagramTransport):
         self._ticking += 1
         if self._ticking == 1 and not self._closing:
             self._loop.remove_reader(self._sock.fileno())
-            self._timer = self._loop.call_later(self._max_delay_s, self._overdue)
+            self._arm(self._loop.time() + self._max_delay_s)
         try:
             yield
         finally:
@@ -122,13 +130,18 @@ class UdpTransport(asyncio.DatagramTransport):
                 self._loop.add_reader(self._sock.fileno(), self._readable)
                 self.drain()  # what came since the last tick
 
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._due = due
+        self._timer = self._loop.call_at(due, self._overdue)
+
     def _overdue(self) -> None:
-        now = self._loop.time()
-        if now - self._drained_at >= self._max_delay_s:
-            self.drain()
-            self._timer = self._loop.call_later(self._max_delay_s, self._overdue)
-        else:
-            self._timer = self._loop.call_at(self._drained_at + self._max_delay_s, self._overdue)
+        self._timer = None
+        self.overdue += 1
+        self.drain()
+        if not self._closing:
+            self._arm(self._loop.time() + self._max_delay_s)
 
     def _stop_timer(self) -> None:
         if self._timer is not None:

@@ -690,6 +690,29 @@ async def test_a_slow_tick_leaves_nothing_waiting_longer_than_the_read_timer(v4)
         transport.close()
 
 
+async def test_ticks_that_read_often_keep_the_read_timer_from_waking_the_loop(v4) -> None:
+    sender, _ = v4
+    protocol = _Recorder()
+    transport = await _udp(protocol, max_delay_s=0.4)
+    loop = asyncio.get_running_loop()
+    try:
+        with transport.ticking():
+            began = loop.time()
+            while loop.time() - began < 0.6:  # ticks 5 ms apart, for longer than max_delay_s
+                sender.sendto(b"input", transport.get_extra_info("sockname"))
+                await asyncio.sleep(0.005)
+                transport.drain()
+            assert transport.overdue == 0  # pushed back by every read: it never fired
+            assert protocol.got and set(protocol.got) == {b"input"}
+        sender.sendto(b"late", transport.get_extra_info("sockname"))
+        with transport.ticking():  # and with no tick at all, it reads by itself
+            protocol.want, protocol.wanted = len(protocol.got) + 1, asyncio.Event()
+            await asyncio.wait_for(protocol.wanted.wait(), 5)
+            assert transport.overdue == 1 and protocol.got[-1] == b"late"
+    finally:
+        transport.close()
+
+
 async def test_a_failing_handler_is_reported_and_the_rest_of_the_batch_still_arrives(v4) -> None:
     sender, _ = v4
     loop = asyncio.get_running_loop()
