@@ -140,6 +140,8 @@ DIFFERENCES = [
     "seq that comes back); the peer on 4 observer clients, tickline on every bot (every_input_lat_p99_ms also counts "
     "each input a newer one superseded before any update named it, with its own longer wait); tickline applies "
     "inputs behind an adaptive jitter buffer (an input brings two ticks, so one that comes applies at the next tick)",
+    "tick timers: each of the peer's rooms has its own simulation interval; tickline's four matches share one tick "
+    "instant (--matches-per-tick, 4 by default), so one wake-up of its loop runs all four ticks",
     "load generators: the peer's is one Node process; tickline's is Python (aioquic client) in worker processes, "
     "both pinned to CPU 1; tickline's bots in one process decode and apply each delta the server shared "
     "between them once (bots.world.SharedViews), the peer's clients each decode their own patches",

@@ -61,6 +61,7 @@ from tickline.server.match import Match, MatchSettings, rules_for
 from tickline.server.ratelimit import InputLimits
 from tickline.server.rebroadcast import Rebroadcast
 from tickline.server.session import Channel, Departure, Session, SessionClosed
+from tickline.server.ticker import MATCHES_PER_TICK, TickSlots
 from tickline.server.tls import Certificates, certificate_sha256, ensure_token_key, utc_now
 from tickline.server.transport import RECEIVE_WINDOW, Endpoint, server_configuration, start_endpoint
 from tickline.server.udp import UdpTransport
@@ -102,6 +103,9 @@ class ServerConfig:
     matches: int = 1  # matches open at once; each is replaced by a new one when it ends
     placement: str = "fill"  # fill: the first match with room; spread: the one with fewest players
     max_matches: int = 0  # stop after this many matches have ended (0: never)
+    # Matches of one rate that tick at the same instant, in one wake-up of the loop (server/ticker.py);
+    # 1 gives each match a phase of its own.
+    matches_per_tick: int = MATCHES_PER_TICK
     # The HTTP side (server/http.py): the lobby, the monitor, health, metrics, replays, the
     # WebSocket fallback. None: off, 0: a free port. It binds http_host, apart from the QUIC
     # host, so that the game can face the world while the pages stay on loopback.
@@ -167,6 +171,8 @@ class ServerConfig:
             raise ConfigurationError(f"--port {self.port} is not a UDP port; use 0 to 65535")
         if self.matches < 1:
             raise ConfigurationError("--matches must be at least 1")
+        if not 1 <= self.matches_per_tick <= 1000:
+            raise ConfigurationError(f"--matches-per-tick {self.matches_per_tick} is out of range; use 1 to 1000")
         if self.placement not in ("fill", "spread"):
             raise ConfigurationError(f"--placement {self.placement} is unknown; use fill or spread")
         if not 0 <= m.spectator_delay_s <= MAX_SPECTATOR_DELAY_S:  # (NaN fails this too)
@@ -241,6 +247,8 @@ class Server:
         self.kicked = 0  # connections closed for what they sent
         self.ended_totals = {"ticks": 0, "inputs_applied": 0, "bytes_down": 0, "catch_ups": 0}  # of matches that ended
         self.ended_refused: Counter[str] = Counter()  # inputs refused in matches that ended, by reason
+        # Which phase of the tick interval each match ticks at: a few share one (server/ticker.py).
+        self.tick_slots = TickSlots(config.matches_per_tick)
         self.metrics = Metrics(self)
         self.gc_pacer = GcPacer(on_collect=self.metrics.observe_gc)
         self.recovery_s = 0.0
@@ -480,6 +488,7 @@ class Server:
         match.on_tick = self.metrics.tick_observer(match.match_id)
         match.on_kick = self._count_kick
         match.intake = self.udp
+        match.slots = self.tick_slots
         self.matches.append(match)
         try:
             await match.run()

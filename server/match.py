@@ -69,7 +69,7 @@ from tickline.server.eventlog import (
 )
 from tickline.server.session import Departure, Session
 from tickline.server.stats import Samples
-from tickline.server.ticker import Ticker
+from tickline.server.ticker import Ticker, TickSlots
 from tickline.shared import native
 from tickline.shared.game import ConfigError, Rules, State, TickInputs, state_hash
 from tickline.shared.games import game_class, load
@@ -232,6 +232,9 @@ class Match:
         # The server's UDP socket, read at the start of every tick (server/udp.py); None: the
         # event loop reads it as packets come (a match run without a server, in tests).
         self.intake: Intake | None = None
+        # The server's tick slots (server/ticker.py): which phase of the interval this match
+        # ticks at, shared with up to a few others. None: phase 0 (a match run without a server).
+        self.slots: TickSlots | None = None
 
     # ------------------------------------------------------------ players
 
@@ -495,8 +498,17 @@ class Match:
             await self._ticks()
 
     async def _ticks(self) -> None:
+        slots = self.slots
+        slot, phase = slots.take(self._tick_rate) if slots is not None else (0, 0.0)
+        try:
+            await self._ticks_at(phase)
+        finally:
+            if slots is not None:
+                slots.release(self._tick_rate, slot)
+
+    async def _ticks_at(self, phase: float) -> None:
         clock = asyncio.get_running_loop().time
-        ticker = self.ticker = Ticker(self._tick_rate, clock())
+        ticker = self.ticker = Ticker(self._tick_rate, clock(), phase=phase)
         intake = self.intake
         while not self._stopping and not self.rules.is_over(self.state):
             if not self.sessions and not self._away and not self._joins:
@@ -723,6 +735,7 @@ class Match:
             "spectators_seen": self.spectators_seen,
             "inputs_applied": self.inputs_applied,
             "inputs_refused": dict(sorted(self.inputs_refused.items())),
+            "tick_phase_ms": round(self.ticker.phase * 1000, 3) if self.ticker is not None else None,
             "tick_late_ms": self.tick_late.summary(1000),
             "tick_work_ms": self.tick_work.summary(1000),
             "catch_ups": self.catch_ups,

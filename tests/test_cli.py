@@ -186,6 +186,7 @@ def _garbage(path: Path, data: bytes) -> Path:
         ("--http-host of another machine", "--http-host 192.0.2.1 is not an address of this machine"),
         ("--lobby-rate of zero", "--lobby-rate 0 is out of range"),
         ("--idle-timeout under a second", "--idle-timeout 0.5 is out of range; use 1 to 600 seconds"),
+        ("--matches-per-tick of zero", "--matches-per-tick 0 is out of range; use 1 to 1000"),
         (
             "--db of an unsupported database",
             "--db mysql://... is not a database tickline can log to; use sqlite+aiosqlite",
@@ -219,6 +220,7 @@ async def test_bad_configuration_is_one_line_and_exit_2(tmp_path: Path, case: st
         "--http-host of another machine": ["--data-dir", str(data), "--http-port", "0", "--http-host", "192.0.2.1"],
         "--lobby-rate of zero": ["--data-dir", str(data), "--lobby-rate", "0"],
         "--idle-timeout under a second": ["--data-dir", str(data), "--idle-timeout", "0.5"],
+        "--matches-per-tick of zero": ["--data-dir", str(data), "--matches-per-tick", "0"],
         "--db of an unsupported database": ["--data-dir", str(data), "--db", "mysql://user@db.example/tl"],
     }[case]
     if case == "garbage certificate in the data folder":

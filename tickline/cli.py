@@ -137,6 +137,7 @@ def _server_config(args: argparse.Namespace) -> Any:
         server_id=args.server_id,
         matches=args.matches,
         max_matches=args.max_matches,
+        matches_per_tick=args.matches_per_tick,
         placement=args.placement,
         metrics_port=args.metrics_port,
         http_host=args.http_host,
@@ -647,6 +648,8 @@ def cmd_capacity(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tickline.server.ticker import MATCHES_PER_TICK
+
     parser = _Parser(prog="tickline", description="An authoritative multiplayer game server with an event-sourced log.")
     parser.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
     parser.add_argument(
@@ -705,6 +708,13 @@ def build_parser() -> argparse.ArgumentParser:
         default="fill",
         choices=["fill", "spread"],
         help="which open match a new player joins: the first with room, or the emptiest (default: fill)",
+    )
+    serve.add_argument(
+        "--matches-per-tick",
+        type=int,
+        default=MATCHES_PER_TICK,
+        help="matches that tick at the same instant, in one wake-up of the server; a match waits for the ones "
+        f"before it in its slot (default: {MATCHES_PER_TICK}; 1: every match ticks apart)",
     )
     serve.add_argument(
         "--max-matches", type=int, default=0, help="stop after this many matches have ended (default: 0, never)"
