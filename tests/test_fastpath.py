@@ -8,6 +8,7 @@ sending to the server's QUIC port.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 from typing import Any
@@ -26,6 +27,7 @@ from tickline.replays.reader import LogReader
 from tickline.replays.verify import verify_match
 from tickline.server.fastpath import CHALLENGE_PACKET, FastPath
 from tickline.server.session import Departure
+from tickline.server.transport import IDLE_CHECK_GRID_S, IDLE_CHECKS, ServerConnection
 from tickline.shared import fastpath, native
 from tickline.shared.fastpath import (
     CHALLENGE,
@@ -413,6 +415,24 @@ async def test_on_the_fast_path_a_client_stays_connected_with_no_quic_packets_fr
         assert channel.packets == quic_in  # not a QUIC packet from the client all that while
         assert client.stats.quic_pings == 0
         assert client.fast_state == "on" and not client.closed.is_set()
+    await srv.stop()
+
+
+async def test_every_connections_idle_checks_fall_on_one_grid_so_they_share_wake_ups(start_server) -> None:
+    srv = await start_server(game_config={"time_limit_s": 60}, idle_timeout=1.0)
+    async with contextlib.AsyncExitStack() as stack:
+        channels = []
+        for name in ("first", "second"):
+            client = await stack.enter_async_context(GameClient.connect("127.0.0.1", srv.port, name, cafile=srv.cert))
+            await _play(client, 3)
+            channel = srv.server.matches[0].sessions[client.player_id].channel
+            assert isinstance(channel, ServerConnection)
+            channels.append(channel)
+        looks = [channel.idle_check_at for channel in channels]
+        loop = asyncio.get_running_loop()
+        for at in looks:
+            assert at is not None and loop.time() <= at <= loop.time() + 1.0 / IDLE_CHECKS + IDLE_CHECK_GRID_S
+            assert at / IDLE_CHECK_GRID_S == pytest.approx(round(at / IDLE_CHECK_GRID_S), abs=1e-6)
     await srv.stop()
 
 
