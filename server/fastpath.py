@@ -63,9 +63,10 @@ class FastPath:
 
     Deltas are sealed as they are sent, into the turn's :class:`Outbox` (native where built:
     a session's :meth:`sender` reaches the seal without a Python frame), and leave together
-    at the end of the loop turn: one ``sendmmsg`` for a whole tick's where the native sender
-    was built (``_udpbatch_c``), one ``sendto`` each on its twin. Whatever the kernel will
-    not take at once goes through the transport, which buffers it."""
+    at the end of their match's tick (or of the loop turn): one ``sendmmsg`` for a whole
+    tick's where the native sender was built (``_udpbatch_c``), one ``sendto`` each on its
+    twin. Whatever the kernel will not take at once goes through the transport, which
+    buffers it."""
 
     def __init__(self) -> None:
         self.transport: asyncio.DatagramTransport | None = None
@@ -179,9 +180,12 @@ class FastPath:
         return partial(self._outbox.send, route)
 
     def _flush_soon(self) -> None:
-        self._loop.call_soon(self._flush)
+        self._loop.call_soon(self.flush)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Send every packet queued since the last flush: a tick's, as it ends (through the
+        socket's ``flush``), so that a match's deltas do not wait for the others that tick at the
+        same instant; otherwise, at the end of the loop turn that queued them."""
         outbox = self._outbox.take()
         transport = self.transport
         if not outbox or transport is None or transport.is_closing():

@@ -144,6 +144,9 @@ class Intake(Protocol):
     def drain(self) -> None:
         """Read and hand on every queued datagram."""
 
+    def flush(self) -> None:
+        """Send what the tick queued on the socket (its deltas), now."""
+
 
 @dataclass(slots=True)
 class _Watched:
@@ -524,6 +527,8 @@ class Match:
             began = clock()
             self._tick()
             work = clock() - began
+            if intake is not None:
+                intake.flush()  # its deltas leave now, not after the other matches of its slot
             self.tick_late.add(late)
             self.tick_work.add(work)
             if self.on_tick is not None:

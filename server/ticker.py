@@ -95,13 +95,12 @@ class TickSlots:
     """Which phase of its tick interval each match of one server ticks at.
 
     Up to ``per_slot`` matches of one rate share a slot: their ticks fall due at the same
-    instant, so one wake-up of the event loop runs them all, one read of the socket brings
-    all their inputs, and one system call sends all their deltas. Waking from sleep costs
-    a server more than a small match's whole tick (tens of microseconds on a virtual
-    machine), so sharing is most of what a slot saves. The price: a match starts its tick
-    after the others of its slot have run theirs, and its lateness says so; ``per_slot``
-    bounds it. A new match takes the first slot with room; a new slot opens halfway
-    into the widest gap the open ones leave."""
+    instant, so one wake-up of the event loop runs them all, and one read of the socket
+    brings all their inputs. Waking from sleep costs a server more than a small match's
+    whole tick (tens of microseconds on a virtual machine), so sharing is most of what a
+    slot saves. The price: a match starts its tick after the others of its slot have run
+    theirs, and its lateness says so; ``per_slot`` bounds it. A new match takes the first
+    slot with room; a new slot opens halfway into the widest gap the open ones leave."""
 
     def __init__(self, per_slot: int = MATCHES_PER_TICK) -> None:
         if per_slot < 1:

@@ -382,6 +382,7 @@ class Endpoint(QuicServer):
             self._fast.attach(cast(asyncio.DatagramTransport, transport))
             if isinstance(transport, UdpTransport):
                 transport.reader = self._fast.read  # (its packets of each read, natively)
+                transport.flusher = self._fast.flush  # (a tick's deltas, as it ends)
 
     def datagram_received(self, data: bytes | str, addr: Address) -> None:
         if not data or not isinstance(data, bytes):

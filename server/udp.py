@@ -71,6 +71,8 @@ class UdpTransport(asyncio.DatagramTransport):
         # returns the rest for the protocol, with how many were read: the fast path's
         # (FastPath.read), whose inputs then reach their sessions without a Python loop here.
         self.reader: Callable[[Any, int, Callable[[Exception], object]], tuple[list[Any], int]] | None = None
+        # Sends what the fast path queued for this socket (FastPath.flush), at the end of a tick.
+        self.flusher: Callable[[], None] | None = None
         self._loop.add_reader(sock.fileno(), self._readable)
 
     # ------------------------------------------------------------ reading
@@ -104,6 +106,12 @@ class UdpTransport(asyncio.DatagramTransport):
                 received(data, addr)
             except Exception as exc:  # noqa: BLE001 (one datagram's failure must not lose the rest of the batch)
                 self._handler_failed(exc)
+
+    def flush(self) -> None:
+        """Send what the tick that just ended queued (its deltas), now rather than at the end of
+        the loop turn: the next match of its tick slot runs first otherwise."""
+        if self.flusher is not None:
+            self.flusher()
 
     def _handler_failed(self, exc: Exception) -> None:
         self._loop.call_exception_handler(

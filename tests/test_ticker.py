@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
 
 import pytest
 
+from tests.support import until
 from tickline.bots.client import GameClient
 from tickline.bots.metrics import histogram_buckets, sample_sum, scrape
 from tickline.server.ticker import MAX_BEHIND_S, Ticker, TickSlots
@@ -146,6 +148,41 @@ async def test_a_servers_matches_tick_together_up_to_matches_per_tick(start_serv
     # Every player gone: the three matches end (and the server with them), giving their slots back.
     await asyncio.wait_for(srv.task, 10)
     assert srv.server.matches_ended >= 3 and srv.server.tick_slots.sharing(60) == []
+
+
+async def test_each_match_of_a_slot_sends_its_deltas_as_its_tick_ends(start_server) -> None:
+    srv = await start_server(matches=2, placement="spread", send_rate=60)  # (one slot: both at once)
+    fastpath = srv.server.fastpath
+    assert fastpath is not None
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(GameClient.connect("127.0.0.1", srv.port, f"p{i}", cafile=srv.cert))
+            for i in range(2)
+        ]
+        await until(lambda: all(c.on_fastpath for c in clients))
+        first, second = srv.server.matches
+        assert first.ticker is not None and second.ticker is not None
+        assert first.ticker.phase == second.ticker.phase
+        sent_by_then: list[int] = []  # the fast path's flushes when each tick's hook ran, in turn
+        enough = asyncio.Event()
+        for match in (first, second):
+            observe = match.on_tick
+            assert observe is not None
+
+            def on_tick(late: float, work: float, observe=observe) -> None:
+                observe(late, work)
+                if len(sent_by_then) < 40:  # (while both players play)
+                    sent_by_then.append(fastpath.batches)
+                else:
+                    enough.set()
+
+            match.on_tick = on_tick
+        async with asyncio.timeout(10):
+            await enough.wait()
+    # Every tick sends its player a delta and flushes it: had the two ticks of an instant left
+    # their deltas to the end of the loop turn, the second would find no flush since the first.
+    steps = [b - a for a, b in itertools.pairwise(sent_by_then)]
+    assert min(steps) >= 1, str(steps)
 
 
 async def test_a_frozen_loop_shows_in_the_match_stats_and_the_metrics(start_server) -> None:
