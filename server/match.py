@@ -2,7 +2,8 @@
 
 ``Match.run`` is the match. It waits for the first player (a resumed match
 starts at once), then runs ``_tick`` on absolute deadlines (tick n is due at
-start + n/tick_rate, so lateness never accumulates into drift). One tick:
+start + n/tick_rate, so lateness never accumulates into drift; a few matches
+share each instant, server/ticker.py). One tick:
 
 0. read the server's UDP socket (``intake``): every datagram queued since the
    last tick, in batches, so players' inputs reach their sessions' queues here
@@ -16,6 +17,8 @@ start + n/tick_rate, so lateness never accumulates into drift). One tick:
    with ``--durability tick`` these wait in ``_outbox`` until the event log
    reports the tick committed, so a client never sees a tick that a crash
    could lose.
+5. flush the socket (``intake``): the tick's fast-path deltas leave now, not
+   after the other matches that ticked at the same instant.
 
 Before a tick, the loop checks that the event log has room; while it has
 not (the writer is far behind, or the database is failing) the match pauses
