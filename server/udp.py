@@ -60,7 +60,6 @@ class UdpTransport(asyncio.DatagramTransport):
         self._ticking = 0  # matches ticking now: while any does, ticks read the socket
         self._timer: asyncio.TimerHandle | None = None
         self._due = 0.0  # when the timer reads, if no tick does first
-        self._drained_at = self._loop.time()
         self._extra = {"socket": sock, "sockname": sock.getsockname()}
         # What reading did (for /metrics): reads that found datagrams, and those datagrams.
         self.reads = 0
@@ -81,7 +80,7 @@ class UdpTransport(asyncio.DatagramTransport):
         """Read every queued datagram (up to ``limit``) and hand each to the protocol."""
         if self._closing:
             return
-        now = self._drained_at = self._loop.time()
+        now = self._loop.time()
         if self._timer is not None and self._due - now < self._max_delay_s / 2:
             # Pushed back by the ticks' reads rather than woken to find one just made: while
             # ticks come more often than max_delay_s, the timer never wakes the loop. (Only
