@@ -465,6 +465,8 @@ class Arena(Rules):
                     break
 
     def _check_end(self, state: State, tick: int, events: list[GameEvent]) -> None:
+        if tick < self.time_limit and not any(event["k"] == "kill" for event in events):
+            return  # scores rise only with a kill: without one, only the clock ends a match
         players = state["players"]
         top = max([p["score"] for p in players.values()], default=0)
         if tick >= self.time_limit or top >= self.config["score_limit"]:

@@ -397,6 +397,29 @@ async def test_stopping_commits_what_waits_without_the_flush_wait(db_url: str) -
     assert log.rows == 3 and log.committed[MATCH] == 3
 
 
+async def test_a_record_in_the_last_tenth_of_the_flush_interval_commits_its_group_at_once(db_url: str) -> None:
+    """The tick that queues a record just before its group is due commits the group then, so
+    that the writer needs no wake-up of its own at the deadline."""
+    log = await _log_with_long_flush(db_url)
+    now = [100.0]
+    log.clock = lambda: now[0]
+    writer = asyncio.create_task(log.run())
+    try:
+        log.append(TickRecord(MATCH, 1, {}, [], "h"))
+        await asyncio.sleep(0)  # the writer waits for more, up to the flush interval (10 s)
+        now[0] += 8.9  # not yet in the last tenth: the group still waits
+        log.append(TickRecord(MATCH, 2, {}, [], "h"))
+        await asyncio.sleep(0)  # (had it hurried the writer, the writer would take 1-2 now)
+        now[0] += 0.2  # 9.1 s after the first record
+        log.append(TickRecord(MATCH, 3, {}, [], "h"))
+        await until(lambda: log.commits >= 1, timeout=5)  # well inside the 10 s flush interval
+        assert log.commits == 1 and log.rows == 3 and log.committed[MATCH] == 3  # one group
+    finally:
+        log.stop()
+        await writer
+        await log.dispose()
+
+
 async def test_a_full_group_is_committed_without_the_flush_wait(db_url: str) -> None:
     log = await _log_with_long_flush(db_url)
     writer = asyncio.create_task(log.run())
