@@ -55,3 +55,24 @@ async def test_pacer_leaves_collection_off_when_it_was_off_before() -> None:
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+async def test_a_nudge_makes_a_nearly_due_collection_at_once_and_pushes_the_timer_back() -> None:
+    """A tick's wake-up carries the collection that was about to need a wake-up of its own."""
+    pacer = GcPacer(young_every_s=10.0)  # (its timer never fires within the test)
+    task = asyncio.create_task(pacer.run())
+    await asyncio.sleep(0)
+    try:
+        due = pacer.due
+        pacer.nudge(due - 6.0)  # more than half an interval early: the timer keeps it
+        assert pacer.collections == [0, 0, 0] and pacer.due == due and pacer.nudged == 0
+        pacer.nudge(due - 4.0)
+        assert pacer.collections == [1, 0, 0] and pacer.nudged == 1
+        assert pacer.due >= due  # the timer's next is an interval after this collection
+        pacer.nudge(pacer.due - 6.0)
+        assert pacer.collections == [1, 0, 0]
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    pacer.nudge(pacer.due)  # a pacer that is not running collects nothing
+    assert pacer.collections == [1, 0, 0]

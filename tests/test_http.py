@@ -51,6 +51,7 @@ async def test_metrics_show_ticks_players_the_event_log_lag_and_gc_pauses(start_
     assert samples[("process_cpu_seconds_total", ())] > 0
     # 20 updates at 30 Hz take longer than 20 ms: the server's own collector has run.
     assert samples[("tickline_gc_pause_seconds_count", (("generation", "0"),))] > 0
+    assert srv.server.gc_pacer.nudged > 0  # and ticks carried collections that were nearly due
     # Whether the deltas went out of native code or its twin, as this process chose.
     assert samples[("tickline_native", (("module", "delta"),))] == native.report()["delta"]
 
