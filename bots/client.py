@@ -50,6 +50,7 @@ from tickline.bots.world import ClientWorld
 from tickline.shared import fastpath
 from tickline.shared.games import UnknownGame, make_rules
 from tickline.shared.protocol import (
+    ACK_GRID,
     ALPN,
     DEFLATE,
     IDLE_TIMEOUT_S,
@@ -603,7 +604,7 @@ class GameClient:
             client = cls(wire, hello.name, world)
             client.options = options
             fast = options.fast and client._quic is not None
-            hello.caps = [DEFLATE] + (
+            hello.caps = [DEFLATE, ACK_GRID] + (
                 [fastpath.CAPABILITY, fastpath.KEEPALIVE_CAPABILITY, PACKED_INPUTS] if fast else []
             )
             client._send_stream(hello)
@@ -653,6 +654,7 @@ class GameClient:
             rules = None  # a game this SDK does not know: no prediction, the server's word stands
         world = self.world
         world.rules, world.player_id, world.tick_rate = rules, welcome.player_id, welcome.tick_rate
+        world.ack_every = welcome.ack_every
         # One datagram per input interval (by default the send interval) carries
         # that interval's inputs and the unconfirmed ones before them.
         per_s = welcome.tick_rate / self.options.input_ticks  # inputs made a second

@@ -7,7 +7,9 @@ so that a delta against any recently acknowledged tick applies. On top of it:
 - **inputs**: one numbered input per client tick (or per ``ticks`` ticks, for a
   client that reads its controls less often); each input datagram repeats
   every input the server has not yet confirmed (up to ``REDUNDANT_INPUTS``), so
-  a lost datagram costs nothing;
+  a lost datagram costs nothing, and acknowledges the newest tick held (on the
+  welcome's ``ack_every`` grid, when it names one: the room's players then ack the
+  same ticks, and the server encodes one diff for them all);
 - **prediction**: the player's own entity is the server's latest position with
   the unconfirmed inputs replayed through the game's own rules
   (``Rules.predict_self``), so it answers the player at once; each delta
@@ -95,6 +97,7 @@ class ClientWorld:
         self.tick_rate = tick_rate
         self.interp_ticks = interp_ticks  # 6 ticks at 60 Hz: the 100 ms of Source's cl_interp
         self.tick = 0  # newest tick applied
+        self.ack_every = 0  # the welcome's ack grid (0: ack the newest tick)
         self.view: dict[str, Any] = {}
         self.server_seq = 0  # newest input the server says it applied
         self._views: OrderedDict[int, dict[str, Any]] = OrderedDict()
@@ -184,17 +187,32 @@ class ClientWorld:
         out, self.ack_latencies = self.ack_latencies, []
         return out
 
+    @property
+    def ack(self) -> int:
+        """The tick input datagrams acknowledge: the newest we hold, or with an ``ack_every``
+        grid the newest we hold on it, unless that one lags the newest by more than two steps
+        (then the newest: a diff against an old baseline only grows)."""
+        every = self.ack_every
+        if every > 0 and self.tick % every:
+            tick: int
+            for tick in reversed(self._views):
+                if self.tick - tick > 2 * every:
+                    break
+                if tick % every == 0:
+                    return tick
+        return self.tick
+
     def input_frame(self) -> Input:
-        """A datagram repeating the newest unconfirmed inputs and acking the newest tick we hold."""
+        """A datagram repeating the newest unconfirmed inputs and acking :attr:`ack`."""
         return Input(
-            ack=self.tick,
+            ack=self.ack,
             inputs=[[seq, c] if ticks == 1 else [seq, c, ticks] for seq, c, ticks in self._pending[-REDUNDANT_INPUTS:]],
         )
 
     def packed_input(self) -> bytes:
         """:meth:`input_frame`'s inputs and ack as a packed input datagram."""
         return encode_packed_input(
-            self.tick, [(seq, orjson.dumps(c), ticks) for seq, c, ticks in self._pending[-REDUNDANT_INPUTS:]]
+            self.ack, [(seq, orjson.dumps(c), ticks) for seq, c, ticks in self._pending[-REDUNDANT_INPUTS:]]
         )
 
     @property

@@ -77,7 +77,7 @@ from tickline.shared import native
 from tickline.shared.game import ConfigError, Rules, State, TickInputs, state_hash
 from tickline.shared.games import game_class, load
 from tickline.shared.logformat import Divergence, MatchHeader, decode_state, replay_stored_tick
-from tickline.shared.protocol import PROTOCOL_VERSION, Welcome
+from tickline.shared.protocol import ACK_GRID, PROTOCOL_VERSION, Welcome
 
 # Every player's input taken, and a view sent to all who share it, in one call each
 # (server/link.py): native where built.
@@ -214,6 +214,11 @@ class Match:
             self._next_player = max(self._tokens, default=0) + 1
         self._tick_rate = self.header.tick_rate
         self._send_every = max(1, self.header.tick_rate // self.header.send_rate)
+        # When every tick is sent, players whose inputs (which carry their acks) go out at half
+        # the tick rate or less ack ticks of both parities, and half of a room's diffs are
+        # against the other half's baseline: on a grid of two ticks they ack the same ones.
+        # (Sent less often, the ticks they ack are the sent ones, which they share already.)
+        self.ack_every = 2 if self._send_every == 1 else 0
         self._keyframe_every = settings.keyframe_every or self.header.tick_rate
         self.spectator_delay = round(settings.spectator_delay_s * self._tick_rate)  # in ticks
         # The spectators' views of the last spectator_delay + 1 ticks, oldest first (while any watch).
@@ -303,6 +308,7 @@ class Match:
             tick=tick,
             token=token,
             config=self.rules.config,
+            ack_every=self.ack_every if ACK_GRID in session.caps else 0,
         )
         session.join(self, player_id)
         # The welcome promises a player that exists once ``tick`` is in the log.

@@ -84,6 +84,8 @@ PACKED_INPUT = b"i"
 PACKED_INPUTS = "packed-inputs"
 _PACKED_INPUT_ACK = struct.Struct("!I")
 _PACKED_INPUT_ITEM = struct.Struct("!IBH")  # seq, ticks, the controls' length
+# Capability a client names in its hello when it acks on the welcome's ``ack_every`` grid.
+ACK_GRID = "ack-grid"
 # zlib's level 6: the smallest packets for about 10 us a diff (level 1: +25 % bytes, -30 % time).
 _DEFLATE_LEVEL = 6
 
@@ -161,6 +163,10 @@ class Welcome:
     # For a spectator: ticks its views are held back (each is of a tick at least this
     # far behind the server's). 0 for players.
     spectator_delay: int = 0
+    # To a hello that names "ack-grid": the client acks the newest tick it holds that is a
+    # multiple of this (unless that one is more than twice this behind its newest), so that
+    # the players of a room ack the same ticks and share one diff. 0 (left out): the newest.
+    ack_every: int = 0
 
 
 @dataclass(slots=True)
@@ -265,6 +271,7 @@ _FIELD_TYPES: dict[type, dict[str, tuple[type, ...]]] = {
         "token": (str,),
         "config": (dict,),
         "spectator_delay": (int,),
+        "ack_every": (int,),
     },
     Input: {"ack": (int,), "inputs": (list,)},
     Delta: {"tick": (int,), "base": (int,), "seq": (int,), "diff": (dict,)},
@@ -283,7 +290,7 @@ _REQUIRED = {cls: _required_fields(cls) for cls in _TYPES.values()}
 # whose decoder predates them (it refuses unknown fields) still reads what it knows.
 _NEWER_FIELDS: dict[type, dict[str, Any]] = {
     Hello: {"spectate": "", "follow": 0, "connect_token": ""},
-    Welcome: {"spectator_delay": 0},
+    Welcome: {"spectator_delay": 0, "ack_every": 0},
     FastPath: {"idle_ms": 0, "packed": 0},
 }
 

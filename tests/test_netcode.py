@@ -41,6 +41,7 @@ from tickline.shared.protocol import (
     encode,
     encode_stream,
     pack_diff,
+    split_packed_input,
 )
 
 BAD_NETWORK = Impairment(latency_ms=50, jitter_ms=10, loss=0.05, duplicate=0.01, reorder=0.01, seed=7)
@@ -438,6 +439,45 @@ def test_world_ignores_stale_duplicate_and_unknown_base_deltas() -> None:
     assert not world.on_delta(Delta(tick=4, base=0, seq=0, diff={"s": {"a": 0}}))
     assert not world.on_delta(Delta(tick=9, base=7, seq=0, diff={"s": {"a": 2}}))
     assert (world.deltas_stale, world.deltas_unusable, world.view) == (2, 1, {"a": 1})
+
+
+def test_world_acks_the_newest_tick_it_holds_on_the_welcomes_grid_unless_that_lags() -> None:
+    world = ClientWorld()
+    world.ack_every = 2
+    world.on_delta(Delta(tick=4, base=0, seq=0, diff={"s": {"a": 1}}))
+    world.on_delta(Delta(tick=5, base=4, seq=0, diff={}))
+    assert world.tick == 5 and world.ack == 4  # (the tick the room's other players ack too)
+    assert world.input_frame().ack == 4 and split_packed_input(world.packed_input())[0] == 4
+    world.on_delta(Delta(tick=6, base=4, seq=0, diff={}))
+    assert world.ack == 6
+    world.on_delta(Delta(tick=11, base=6, seq=0, diff={}))
+    assert world.ack == 11  # 6, the grid's newest held, lags by more than two steps: the newest
+    world.ack_every = 0
+    world.on_delta(Delta(tick=13, base=11, seq=0, diff={}))
+    assert world.ack == 13
+
+
+async def test_players_sent_every_tick_ack_on_a_grid_of_two_ticks(start_server) -> None:
+    """Inputs (and their acks) at half the tick rate would ack ticks of both parities, and a
+    room's diffs split between two baselines; on the grid the players ack the same ticks."""
+    srv = await start_server(game_config={"time_limit_s": 60, "view_radius": 0}, tick_rate=60, send_rate=60)
+    async with (
+        GameClient.connect("127.0.0.1", srv.port, "first", cafile=srv.cert) as first,
+        GameClient.connect("127.0.0.1", srv.port, "second", cafile=srv.cert) as second,
+    ):
+        assert first.welcome is not None and first.welcome.ack_every == 2 and first.world.ack_every == 2
+        for _ in range(20):
+            for client in (first, second):
+                assert await client.wait_update(timeout=2), client.close_reason
+                client.send_input({"mx": 1}, flush=True)
+        links = [session.link for session in srv.server.matches[0].sessions.values()]
+        await until(lambda: all(link.acked >= 20 for link in links), timeout=5)
+        assert all(link.acked % 2 == 0 for link in links), [link.acked for link in links]
+    await srv.stop()
+    # Sent less often than every tick, the sent ticks are what players ack: no grid.
+    slower = await start_server(game_config={"time_limit_s": 60}, tick_rate=60, send_rate=30)
+    async with GameClient.connect("127.0.0.1", slower.port, "third", cafile=slower.cert) as third:
+        assert third.welcome is not None and third.welcome.ack_every == 0
 
 
 def _packed(diff: dict[str, Any]) -> bytes:

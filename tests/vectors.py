@@ -33,6 +33,7 @@ from tickline.shared import delta
 from tickline.shared.game import Rules, TickInputs
 from tickline.shared.games import load, make_rules
 from tickline.shared.protocol import (
+    ACK_GRID,
     DEFLATE,
     MAX_DATAGRAM,
     PROTOCOL_VERSION,
@@ -157,6 +158,7 @@ class _Client:
                     self.welcome = frame
                     self.world.rules = make_rules(frame.game, frame.config, version=frame.game_version)
                     self.world.player_id, self.world.tick_rate = frame.player_id, frame.tick_rate
+                    self.world.ack_every = frame.ack_every
                 elif isinstance(frame, Delta):
                     self.world.on_delta(frame, now)
                 elif isinstance(frame, Event):
@@ -254,7 +256,7 @@ def arena_vectors(seed: int = 7, ticks: int = 240) -> dict[str, Any]:
     bots: dict[int, dict[str, Any]] = {}
     mine: dict[str, Any] | None = None
     steps: list[dict[str, Any]] = []
-    hello = Hello(version=PROTOCOL_VERSION, name="alice", caps=[DEFLATE])
+    hello = Hello(version=PROTOCOL_VERSION, name="alice", caps=[DEFLATE, ACK_GRID])
     welcome = Welcome(
         version=PROTOCOL_VERSION,
         player_id=1,
@@ -266,6 +268,7 @@ def arena_vectors(seed: int = 7, ticks: int = 240) -> dict[str, Any]:
         tick=1,
         token=f"{MATCH_ID}.1.vector-token",
         config=rules.config,
+        ack_every=4,  # (views come every 2 ticks: every other one is on the grid, and losses make acks lag)
     )
     wire.stream(0, encode_stream(welcome))
     injected = False
@@ -315,7 +318,7 @@ def arena_vectors(seed: int = 7, ticks: int = 240) -> dict[str, Any]:
             seq = world.next_input(mine, now)
             frame = encode(world.input_frame())
             sent_inputs[seq] = (mine, tick + latency_up)
-            acks.append((tick + latency_up, world.tick))
+            acks.append((tick + latency_up, world.ack))
             # The TypeScript client sends the newest input in "sent" as its controls, and must send exactly "sent".
             steps.append({"now": now, "sent": frame.decode(), "expect": client.expected(now, world.tick)})
     assert client.closed == "match over", "the match must end inside the vectors"
@@ -345,7 +348,7 @@ def goofspiel_vectors(seed: int = 11) -> dict[str, Any]:
     world = ClientWorld(interp_ticks=6)
     client = _Client(world)
     delay = 3
-    hello = Hello(version=PROTOCOL_VERSION, name="spectator", caps=[DEFLATE], spectate=MATCH_ID[:8])
+    hello = Hello(version=PROTOCOL_VERSION, name="spectator", caps=[DEFLATE, ACK_GRID], spectate=MATCH_ID[:8])
     welcome = Welcome(
         version=PROTOCOL_VERSION,
         player_id=0,

@@ -14,6 +14,7 @@
  */
 
 import {
+  ACK_GRID,
   type Frame,
   type GameEvent,
   type Inflate,
@@ -225,7 +226,7 @@ export class GameClient<C extends object = Controls, V extends object = View> {
     if (stored !== null) {
       this.retrying = true;
       try {
-        return await this.sayHello(hello(name, { token: stored.token, caps: [DEFLATE] }));
+        return await this.sayHello(hello(name, { token: stored.token, caps: [DEFLATE, ACK_GRID] }));
       } catch (exc) {
         if (this.isClosed) throw exc;
         this.forget(); // refused (the grace period ran out) or unanswered: join afresh
@@ -235,7 +236,7 @@ export class GameClient<C extends object = Controls, V extends object = View> {
       }
     }
     const connectToken = options.connectToken;
-    return await this.sayHello(hello(name, { token: options.token ?? "", caps: [DEFLATE], connectToken }));
+    return await this.sayHello(hello(name, { token: options.token ?? "", caps: [DEFLATE, ACK_GRID], connectToken }));
   }
 
   /**
@@ -243,7 +244,7 @@ export class GameClient<C extends object = Controls, V extends object = View> {
    * (`follow` 0) or what player `follow` is shown, behind the server's spectator delay.
    */
   spectate(matchId: string, follow = 0, name = "spectator", connectToken = ""): Promise<Welcome> {
-    return this.sayHello(hello(name, { spectate: matchId, follow, caps: [DEFLATE], connectToken }));
+    return this.sayHello(hello(name, { spectate: matchId, follow, caps: [DEFLATE, ACK_GRID], connectToken }));
   }
 
   private sayHello(frame: Hello): Promise<Welcome> {
@@ -279,6 +280,7 @@ export class GameClient<C extends object = Controls, V extends object = View> {
     world.rules = rulesFor(welcome.game, welcome.game_version, welcome.config);
     world.playerId = welcome.player_id;
     world.tickRate = welcome.tick_rate;
+    world.ackEvery = welcome.ack_every;
     const perS = welcome.tick_rate / (this.options.inputTicks ?? 1);
     this.inputBatch = Math.max(1, Math.floor(perS / (this.options.inputRate || welcome.send_rate)));
     if (welcome.player_id !== 0 && welcome.token) {
@@ -409,7 +411,7 @@ export class GameClient<C extends object = Controls, V extends object = View> {
     try {
       await this.reopen();
       this.world = this.world.reconnected();
-      const welcome = await this.sayHello(hello(this.name, { token, caps: [DEFLATE] }));
+      const welcome = await this.sayHello(hello(this.name, { token, caps: [DEFLATE, ACK_GRID] }));
       this.stats.reconnects += 1;
       this.onReconnect?.(welcome);
       return welcome;

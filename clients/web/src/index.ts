@@ -7,6 +7,7 @@ export { ArenaRules } from "./arena.js";
 export { ClientError, type ClientOptions, type ClientStats, connect, GameClient, type TokenStorage } from "./client.js";
 export { apply as applyDelta, DeltaError } from "./delta.js";
 export {
+  ACK_GRID,
   bye,
   type Bye,
   decode,

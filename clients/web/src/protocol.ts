@@ -20,6 +20,8 @@ export const MAX_DATAGRAM = 1250;
 export const MAX_INPUT_TICKS = 8;
 /** The capability a hello names to be sent packed deltas. */
 export const DEFLATE = "deflate";
+/** The capability a hello names to be given an ack grid (`Welcome.ack_every`). */
+export const ACK_GRID = "ack-grid";
 /** The first byte of a packed delta datagram: "z". */
 export const PACKED_DELTA = 0x7a;
 const PACKED_HEADER = 12;
@@ -71,6 +73,9 @@ export interface Welcome {
   token: string;
   config: JsonObject;
   spectator_delay: number;
+  /** To a hello that names ACK_GRID: ack the newest tick held that is a multiple of this
+   * (unless it lags the newest by more than two steps); 0: the newest. */
+  ack_every: number;
 }
 
 /** One input: [seq, controls] or [seq, controls, ticks]. */
@@ -146,6 +151,7 @@ const FIELDS: Record<string, Record<string, [Kind, boolean]>> = {
     token: ["str", false],
     config: ["dict", false],
     spectator_delay: ["int", false],
+    ack_every: ["int", false],
   },
   in: { ack: ["int", true], inputs: ["list", true] },
   d: { tick: ["int", true], base: ["int", true], seq: ["int", true], diff: ["dict", true] },
@@ -155,14 +161,14 @@ const FIELDS: Record<string, Record<string, [Kind, boolean]>> = {
 };
 const DEFAULTS: Record<string, () => JsonObject> = {
   hello: () => ({ token: "", caps: [], spectate: "", follow: 0, connect_token: "" }),
-  welcome: () => ({ token: "", config: {}, spectator_delay: 0 }),
+  welcome: () => ({ token: "", config: {}, spectator_delay: 0, ack_every: 0 }),
   ev: () => ({ data: {} }),
   fast: () => ({ idle_ms: 0, packed: 0 }),
 };
 // Fields added after version 1: left out at their defaults, so older decoders still read the frame.
 const NEWER: Record<string, JsonObject> = {
   hello: { spectate: "", follow: 0, connect_token: "" },
-  welcome: { spectator_delay: 0 },
+  welcome: { spectator_delay: 0, ack_every: 0 },
   fast: { idle_ms: 0, packed: 0 },
 };
 
@@ -235,7 +241,7 @@ export function hello(name: string, options: HelloOptions = {}): Hello {
     version: PROTOCOL_VERSION,
     name,
     token: options.token ?? "",
-    caps: options.caps ?? [DEFLATE],
+    caps: options.caps ?? [DEFLATE, ACK_GRID],
     spectate: options.spectate ?? "",
     follow: options.follow ?? 0,
     ...(options.connectToken ? { connect_token: options.connectToken } : {}),

@@ -7,7 +7,7 @@
  *   recent views is unusable (the next one will fit);
  * - inputs: numbered one per tick (or per `ticks` ticks); each input datagram repeats
  *   every input the server has not confirmed (the newest REDUNDANT_INPUTS) and
- *   acknowledges the newest tick held;
+ *   acknowledges the newest tick held (on the welcome's ack grid, when it names one);
  * - prediction: the player's own entity is the server's with the unconfirmed inputs
  *   replayed through the game's rules (GameRules.predictSelf);
  * - interpolation: other entities are drawn `interpTicks` behind the newest snapshot,
@@ -49,6 +49,8 @@ export class World<V extends object = View> {
   interpTicks: number;
   /** The newest tick applied. */
   tick = 0;
+  /** The welcome's ack grid (0: ack the newest tick). */
+  ackEvery = 0;
   /** The newest view the server sent. */
   view: V = NO_BASE as V;
   /** The newest input the server says it applied (a spectator's deltas: the server's tick). */
@@ -152,12 +154,25 @@ export class World<V extends object = View> {
     return out;
   }
 
-  /** The input datagram: the newest unconfirmed inputs and an ack of the newest tick held. */
+  /** The tick input datagrams acknowledge: the newest held, or with an `ackEvery` grid the
+   * newest held on it, unless that one lags the newest by more than two steps. */
+  get ack(): number {
+    const every = this.ackEvery;
+    if (every > 0 && this.tick % every !== 0) {
+      for (const tick of [...this.views.keys()].reverse()) {
+        if (this.tick - tick > 2 * every) break;
+        if (tick % every === 0) return tick;
+      }
+    }
+    return this.tick;
+  }
+
+  /** The input datagram: the newest unconfirmed inputs and an ack of `ack`. */
   inputFrame(): Input {
     const inputs = this.pending
       .slice(-REDUNDANT_INPUTS)
       .map(([seq, c, ticks]): InputItem => (ticks === 1 ? [seq, c as JsonObject] : [seq, c as JsonObject, ticks]));
-    return { t: "in", ack: this.tick, inputs };
+    return { t: "in", ack: this.ack, inputs };
   }
 
   get lastSeq(): number {

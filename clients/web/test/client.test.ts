@@ -11,7 +11,7 @@ import { FakeTransport, MemoryStorage } from "./support.js";
 
 const URLS = { webTransport: { url: "https://127.0.0.1:4433/" }, webSocket: { url: "ws://127.0.0.1:8080/ws" } };
 
-function welcome(playerId: number, token: string): Welcome {
+function welcome(playerId: number, token: string, ackEvery = 0): Welcome {
   return {
     t: "welcome",
     version: 1,
@@ -25,6 +25,7 @@ function welcome(playerId: number, token: string): Welcome {
     token,
     config: {},
     spectator_delay: 0,
+    ack_every: ackEvery,
   };
 }
 
@@ -108,16 +109,17 @@ test("the order of transports is the caller's, and no transport at all is a plai
   );
 });
 
-test("joining sends a hello that asks for packed deltas, and keeps the token for this tab", async () => {
+test("joining sends a hello that asks for packed deltas and an ack grid, and keeps the token for this tab", async () => {
   const storage = new MemoryStorage();
   const opened: ScriptedServer[] = [];
-  const client = await connect(scripted(() => [welcome(3, "m.3.secret")], opened, { storage }));
+  const client = await connect(scripted(() => [welcome(3, "m.3.secret", 2)], opened, { storage }));
   assert.equal(client.transportKind, "webtransport");
   const got = await client.join("alice");
   assert.equal(got.player_id, 3);
   assert.deepEqual(opened[0]!.hellos[0], {
-    t: "hello", version: 1, name: "alice", token: "", caps: ["deflate"], spectate: "", follow: 0, connect_token: "",
+    t: "hello", version: 1, name: "alice", token: "", caps: ["deflate", "ack-grid"], spectate: "", follow: 0, connect_token: "",
   }); // decoded: connect_token at its default (the wire leaves it out)
+  assert.equal(client.world.ackEvery, 2, "the welcome's ack grid reaches the world");
   assert.equal(client.inputBatch, 2, "60 Hz inputs, 30 views a second: a datagram every 2 inputs");
   const stored = JSON.parse(storage.getItem("tickline:https://127.0.0.1:4433/")!);
   assert.deepEqual(stored, { token: "m.3.secret", name: "alice", match_id: "m".repeat(32), player_id: 3 });

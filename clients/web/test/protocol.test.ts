@@ -37,7 +37,7 @@ function packed(tick: number, base: number, seq: number, diff: unknown): Uint8Ar
 }
 
 test("a hello leaves out the fields added after version 1 while they are at their defaults", () => {
-  assert.equal(utf8(encode(hello("alice"))), '{"version":1,"name":"alice","token":"","caps":["deflate"],"t":"hello"}');
+  assert.equal(utf8(encode(hello("alice"))), '{"version":1,"name":"alice","token":"","caps":["deflate","ack-grid"],"t":"hello"}');
   assert.equal(
     utf8(encode(hello("watcher", { spectate: "abc", follow: 2, caps: [] }))),
     '{"version":1,"name":"watcher","token":"","caps":[],"spectate":"abc","follow":2,"t":"hello"}',
@@ -63,6 +63,7 @@ test("decoded frames take the defaults of the fields left out", () => {
     token: "",
     config: {},
     spectator_delay: 0,
+    ack_every: 0,
   });
 });
 

@@ -31,6 +31,21 @@ test("the input datagram repeats the newest unconfirmed inputs and acks the newe
   assert.equal(world.unconfirmed, 10, "inputs up to the delta's seq are confirmed");
 });
 
+test("on the welcome's ack grid the input datagram acks the newest tick held on it, unless that lags", () => {
+  const world = new World();
+  world.ackEvery = 2;
+  world.onDelta(full(4, { a: 1 }));
+  world.onDelta({ t: "d", tick: 5, base: 4, seq: 0, diff: {} });
+  assert.equal(world.inputFrame().ack, 4, "5 is off the grid: 4, which the room's other players ack too");
+  world.onDelta({ t: "d", tick: 6, base: 4, seq: 0, diff: {} });
+  assert.equal(world.ack, 6);
+  world.onDelta({ t: "d", tick: 11, base: 6, seq: 0, diff: {} });
+  assert.equal(world.ack, 11, "the grid's newest held (6) lags 11 by more than two steps: the newest");
+  world.ackEvery = 0;
+  world.onDelta({ t: "d", tick: 13, base: 11, seq: 0, diff: {} });
+  assert.equal(world.ack, 13, "no grid: the newest");
+});
+
 test("arena predicts its own player by the server's movement rule, diagonals included", () => {
   const rules = new ArenaRules({ tick_rate: 60, player_speed: 200, width: 1000, height: 1000, view_step: 10 });
   assert.equal(rules.speed, 333); // 200 * 100 // 60
