@@ -13,14 +13,18 @@ cdef class _Control:
     cdef type value_type  # CHOICE's values' type
     cdef object spec  # the declared field: its check words every refusal
     cdef bint fresh_list  # a ListOf's default: a new list for each input
+    cdef bytes name_utf8  # the name as a JSON key's bytes
 
 
 cdef class InputDecoder:
     cdef list _controls
     cdef dict _template  # the non-optional controls' defaults, in declaration order
     cdef frozenset _names
+    cdef list _slots  # decode_json's values, by control, while it reads
+    cdef bint _in_c  # whether decode_json reads this declaration (at most 64 controls)
 
     cdef dict decode(self, raw)
+    cdef object decode_json(self, const unsigned char *s, Py_ssize_t n)
 
 
 cdef class InputBudget:
@@ -58,5 +62,9 @@ cdef class InputQueue:
     cdef bint _newest_held(self)
     cdef int receive_c(self, bytes data, double now, long long tick) except -1
     cdef int _put(self, list items, long long tick) except -1
+    cdef int _put_packed(self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t count, long long tick) except -1
+    cdef int _check_jump(self, long long seq, object written) except -1
+    cdef void _end_hold(self)
+    cdef int _queue(self, long long seq, object controls, int ticks, long long tick)
     cdef object take_c(self, long long tick)
     cdef void _merge_oldest(self)

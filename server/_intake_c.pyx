@@ -5,10 +5,17 @@
 integers (sequence, tick received) beside the controls; the checks are the twin's, in the
 same order with the same words. A datagram that is anything but a well-formed input frame
 is read again by the twin's decoder, so that its refusal reads the same.
+
+A packed datagram is read where it lies: the inputs already taken make no objects, and a
+new input's controls, when their JSON is the compact flat object every SDK writes, are read
+and checked against the declaration in one pass (``InputDecoder.decode_json``) rather than
+made into a dict and then checked. Anything else is read the twin's way.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.long cimport PyLong_AsLongLongAndOverflow
+from cpython.unicode cimport PyUnicode_DecodeASCII
+from libc.string cimport memcmp
 
 import weakref
 
@@ -79,6 +86,19 @@ cdef inline long long _be(const unsigned char* at, int width) noexcept:
     for i in range(width):
         value = (value << 8) | at[i]
     return value
+
+
+cdef Py_ssize_t _packed_count(const unsigned char *buf, Py_ssize_t size) noexcept:
+    """How many inputs a packed datagram of ``size`` bytes holds; -1 when it is cut short."""
+    cdef Py_ssize_t at = 5, count = 0
+    if size < 5:
+        return -1
+    while at < size:
+        if size - at < 7 or size - at - 7 < _be(buf + at + 5, 2):
+            return -1
+        at += 7 + _be(buf + at + 5, 2)
+        count += 1
+    return count
 
 
 cdef object _split_packed(bytes data, Py_ssize_t size):
@@ -156,9 +176,12 @@ cdef class InputDecoder:
         self._controls = []
         self._template = {}
         self._names = frozenset(inputs.controls)
+        self._slots = [None] * len(inputs.controls)
+        self._in_c = len(inputs.controls) <= 64  # (decode_json's mask of the controls seen)
         for name, spec in inputs.controls.items():
             c = _Control()
             c.name, c.spec, c.kind, c.fresh_list = name, spec, OTHER, isinstance(spec, ListOf)
+            c.name_utf8 = name.encode()
             if isinstance(spec, Int) and -(2**62) <= spec.lo <= spec.hi <= 2**62:
                 c.kind, c.lo, c.hi = INT, spec.lo, spec.hi
             elif isinstance(spec, Bool):
@@ -211,6 +234,132 @@ cdef class InputDecoder:
             extra = sorted(str(k) for k in (<dict>raw).keys() - self._names)
             raise InvalidInput(f"input has unknown control {extra[0][:32]!r}")
         return out
+
+    cdef object decode_json(self, const unsigned char *s, Py_ssize_t n):
+        """``decode(orjson.loads(s[:n]))`` when ``s[:n]`` is a compact JSON object of declared
+        controls, each once, whose values pass their tests: ASCII strings without escapes,
+        integers of at most 18 digits, true and false. None for anything else, which the
+        caller reads the twin's way (and so refuses in its words)."""
+        cdef _Control c
+        cdef Py_ssize_t i = 1, end, nc = len(self._controls)
+        cdef int k, at, hint = 0
+        cdef unsigned long long seen = 0, bit
+        cdef long long number
+        cdef list slots = self._slots
+        if not self._in_c or n < 2 or s[0] != b"{" or s[n - 1] != b"}":
+            return None
+        while n > 2:
+            # a key: which control (the SDKs write them in declaration order: look there first)
+            if s[i] != b'"':
+                return None
+            end = _string_end(s, i, n)
+            if end < 0:
+                return None
+            at = -1
+            for k in range(nc):
+                c = <_Control>self._controls[(hint + k) % nc]
+                if PyBytes_GET_SIZE(c.name_utf8) == end - i - 1 and memcmp(
+                    PyBytes_AS_STRING(c.name_utf8), s + i + 1, end - i - 1
+                ) == 0:
+                    at = (hint + k) % nc
+                    break
+            if at < 0:
+                return None
+            bit = 1ULL << at
+            if seen & bit:
+                return None  # (a key twice: the twin's reading says which value counts)
+            seen |= bit
+            hint = at + 1
+            i = end + 1
+            if i >= n or s[i] != b":":
+                return None
+            i += 1
+            # its value, tested as decode tests it
+            if c.kind == INT or (c.kind == CHOICE and c.value_type is int):
+                i = _integer_end(s, i, n, &number)
+                if i < 0:
+                    return None
+                if c.kind == INT:
+                    if not c.lo <= number <= c.hi:
+                        return None
+                    value = number
+                else:
+                    value = number
+                    if value not in c.values:
+                        return None
+            elif c.kind == BOOL:
+                if n - i >= 4 and memcmp(s + i, b"true", 4) == 0:
+                    value, i = True, i + 4
+                elif n - i >= 5 and memcmp(s + i, b"false", 5) == 0:
+                    value, i = False, i + 5
+                else:
+                    return None
+            elif c.kind == TEXT or c.kind == CHOICE:  # (a CHOICE here is of strings)
+                if i >= n or s[i] != b'"':
+                    return None
+                end = _string_end(s, i, n)
+                if end < 0:
+                    return None
+                value = PyUnicode_DecodeASCII(<const char *>s + i + 1, end - i - 1, NULL)
+                if c.kind == TEXT and end - i - 1 > c.hi or c.kind == CHOICE and value not in c.values:
+                    return None
+                i = end + 1
+            else:
+                return None
+            slots[at] = value
+            if i >= n:
+                return None
+            if s[i] == b",":
+                i += 1
+            elif s[i] == b"}" and i == n - 1:
+                break
+            else:
+                return None
+        # as decode builds it: the template, then the controls given, in declaration order
+        out = self._template.copy()
+        for k in range(nc):
+            c = <_Control>self._controls[k]
+            if seen & (1ULL << k):
+                out[c.name] = slots[k]
+                slots[k] = None
+            elif c.fresh_list and c.name in out:
+                out[c.name] = []  # (no list shared between inputs)
+        return out
+
+
+cdef inline Py_ssize_t _string_end(const unsigned char *s, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """Where the JSON string opening at ``s[i]`` closes, when it holds only printable ASCII
+    without escapes; -1 otherwise."""
+    cdef unsigned char ch
+    i += 1
+    while i < n:
+        ch = s[i]
+        if ch == b'"':
+            return i
+        if ch == b"\\" or ch < 0x20 or ch >= 0x80:
+            return -1
+        i += 1
+    return -1
+
+
+cdef inline Py_ssize_t _integer_end(const unsigned char *s, Py_ssize_t i, Py_ssize_t n, long long *value) noexcept:
+    """Where the JSON integer at ``s[i]`` ends, its value in ``value``; -1 when there is none
+    of at most 18 digits (orjson reads a longer one as a float past 64 bits)."""
+    cdef bint negative = False
+    cdef long long number = 0
+    cdef Py_ssize_t start
+    if i < n and s[i] == b"-":
+        negative, i = True, i + 1
+    start = i
+    while i < n and b"0" <= s[i] <= b"9":
+        if i - start == 18:
+            return -1
+        number = number * 10 + (s[i] - 48)
+        i += 1
+    if i == start or (s[start] == b"0" and i - start > 1):
+        return -1  # no digits, or a leading zero (not JSON)
+    value[0] = -number if negative else number
+    return i
 
 
 cdef inline double _min(double x, double y) noexcept:
@@ -322,6 +471,16 @@ cdef class InputQueue:
         self.dropped_now = 0
         if self._validate is None:
             return 1  # (before the match it is not read: the client resends)
+        cdef const unsigned char *buf = <const unsigned char *>PyBytes_AS_STRING(data)
+        cdef Py_ssize_t size = PyBytes_GET_SIZE(data), count
+        if 0 < size <= _MAX_DATAGRAM and buf[0] == _PACKED_INPUT_TAG:
+            count = _packed_count(buf, size)
+            if count >= 0:  # (else cut short: the twin's decoder says so)
+                if self.spectating and count:
+                    raise MalformedFrame(SPECTATOR_INPUTS)
+                self.dropped_now = self._put_packed(buf, size, count, tick)
+                self.ack = _be(buf + 1, 4)
+                return 1
         ack, items = _decode(data)
         if self.spectating and items:
             raise MalformedFrame(SPECTATOR_INPUTS)
@@ -335,8 +494,8 @@ cdef class InputQueue:
         return self._put(items, tick)
 
     cdef int _put(self, list items, long long tick) except -1:
-        cdef long long seq, ticks, limit
-        cdef int dropped = 0, i
+        cdef long long seq, ticks
+        cdef int dropped = 0
         cdef Py_ssize_t size
         if self._validate is None:
             raise InvalidInput(NOT_IN_A_MATCH)
@@ -362,28 +521,73 @@ cdef class InputQueue:
                 seq = first
                 if seq <= self.received_seq:
                     continue  # a redundant copy of an input already taken
-            limit = self.received_seq + _MAX_SEQ_JUMP if self.received_seq else _MAX_SEQ
-            if seq > limit:
-                raise MalformedFrame(
-                    f"input seq {first} jumps more than {MAX_SEQ_JUMP} past the last one ({self.received_seq})"
-                    if self.received_seq
-                    else f"input seq {first} is over {MAX_SEQ}"
-                )
-            # What is left of the previous input's hold gives way to this one: the
-            # newest controls win a tick sooner, and held inputs never stand in a queue.
-            while self._newest_held():
-                self._count -= 1
-                self._controls[(self._head + self._count) % RING] = None
+            self._check_jump(seq, first)
+            self._end_hold()
             if type(raw) is bytes:  # (a packed input's: no JSON value is bytes)
                 raw = _controls(<bytes>raw)
-            self._push(seq, self._decoder.decode(raw) if self._decoder is not None else self._validate(raw), tick)
-            for i in range(ticks - 1):
-                self._push(seq, None, tick)
-            self.received_seq = seq
-            while self._count > _INPUT_BUFFER:
-                if self._pop_oldest() is not None:
-                    self.inputs_dropped += 1
-                    dropped += 1
+            controls = self._decoder.decode(raw) if self._decoder is not None else self._validate(raw)
+            dropped += self._queue(seq, controls, ticks, tick)
+        return dropped
+
+    cdef int _put_packed(self, const unsigned char *buf, Py_ssize_t size, Py_ssize_t count, long long tick) except -1:
+        """``_put`` of the ``count`` inputs of a packed datagram (``_packed_count``), read where
+        they lie: the same checks in the same order, and no object made for an input already
+        taken (most of them: each datagram repeats the inputs not yet acknowledged)."""
+        cdef long long seq
+        cdef int dropped = 0, ticks
+        cdef Py_ssize_t at = 5, length
+        if self._validate is None:
+            raise InvalidInput(NOT_IN_A_MATCH)
+        if count > _MAX_INPUTS:
+            raise MalformedFrame(f"input datagram carries more than {MAX_INPUTS_PER_DATAGRAM} inputs")
+        while at < size:
+            seq, ticks, length = _be(buf + at, 4), buf[at + 4], _be(buf + at + 5, 2)
+            at += 7
+            if seq == 0:
+                raise MalformedFrame(_SHAPE)
+            if not 1 <= ticks <= _MAX_INPUT_TICKS:
+                raise MalformedFrame(f"an input holds for 1 to {MAX_INPUT_TICKS} ticks, not {ticks}")
+            if seq > self.received_seq:  # (else a redundant copy of an input already taken)
+                self._check_jump(seq, seq)
+                self._end_hold()
+                controls = self._decoder.decode_json(buf + at, length) if self._decoder is not None else None
+                if controls is None:
+                    raw = _controls(PyBytes_FromStringAndSize(<const char *>buf + at, length))
+                    controls = self._decoder.decode(raw) if self._decoder is not None else self._validate(raw)
+                dropped += self._queue(seq, controls, ticks, tick)
+            at += length
+        return dropped
+
+    cdef int _check_jump(self, long long seq, object written) except -1:
+        """MalformedFrame when new input ``seq`` (``written`` so by the client) jumps too far
+        past the last one."""
+        if seq > (self.received_seq + _MAX_SEQ_JUMP if self.received_seq else _MAX_SEQ):
+            raise MalformedFrame(
+                f"input seq {written} jumps more than {MAX_SEQ_JUMP} past the last one ({self.received_seq})"
+                if self.received_seq
+                else f"input seq {written} is over {MAX_SEQ}"
+            )
+        return 0
+
+    cdef void _end_hold(self):
+        """What is left of the previous input's hold gives way to a new one (before the new one
+        is read, which may refuse it): the newest controls win a tick sooner, and held inputs
+        never stand in a queue."""
+        while self._newest_held():
+            self._count -= 1
+            self._controls[(self._head + self._count) % RING] = None
+
+    cdef int _queue(self, long long seq, object controls, int ticks, long long tick):
+        """A new input in the ring, holding for ``ticks`` ticks: how many the full ring dropped."""
+        cdef int dropped = 0, i
+        self._push(seq, controls, tick)
+        for i in range(ticks - 1):
+            self._push(seq, None, tick)
+        self.received_seq = seq
+        while self._count > _INPUT_BUFFER:
+            if self._pop_oldest() is not None:
+                self.inputs_dropped += 1
+                dropped += 1
         return dropped
 
     def take(self, long long tick):

@@ -342,3 +342,121 @@ def test_a_queue_given_the_declaration_reads_inputs_by_it(twin: Any) -> None:
     assert [queue.take(t) for t in (2, 3)] == [(1, {"mx": 0, "fire": True}), (2, {"mx": -1, "fire": False, "vt": 7})]
     with pytest.raises(InvalidInput, match="input control 'mx' must be -1, 0 or 1"):
         queue.put([[3, {"mx": 2}]], 3)
+
+
+# A packed input's controls as clients write them (compact, as both SDKs do), and as they may:
+# spaced, escaped, a key twice, numbers JSON or orjson reads otherwise.
+_controls_json = st.one_of(
+    st.builds(
+        lambda raw, separators, ascii: json.dumps(raw, separators=separators, ensure_ascii=ascii).encode(),
+        _raw,
+        st.sampled_from([(",", ":"), (", ", ": ")]),
+        st.booleans(),
+    ),
+    st.sampled_from(
+        [
+            b"{}",
+            b'{"mx":-0}',
+            b'{"mx":01}',
+            b'{"mx":1.0}',
+            b'{"mx":1e0}',
+            b'{"mx":1,"mx":-1}',
+            b'{"fire":true }',
+            b' {"fire":true}',
+            b'{"fire":tru}',
+            b'{"fire":nul}',
+            b'{"vt":123456789012345678}',
+            b'{"vt":1234567890123456789}',
+            b'{"vt":-9223372036854775809}',
+            b'{"name":"a\\"b"}',
+            b'{"name":"\\u0041"}',
+            b'{"name":"\xc3\xa9"}',
+            b'{"m\\u0078":1}',
+            b'{"mx":1,}',
+            b'{"mx":1',
+            b'{"mx"1}',
+            b'{"mx":-}',
+        ]
+    ),
+)
+
+
+def _fitting(spec: Any) -> st.SearchStrategy[Any]:
+    """Values a declared control takes, and some near misses."""
+    if isinstance(spec, Int):
+        return st.integers(spec.lo, spec.hi) | st.sampled_from([spec.lo - 1, spec.hi + 1])
+    if isinstance(spec, Bool):
+        return st.booleans() | st.sampled_from([0, 1, None])
+    if isinstance(spec, Text):
+        ascii = st.characters(max_codepoint=0x7F)
+        longest = spec.max_len
+        return st.text(ascii, max_size=longest) | st.text(ascii, min_size=longest + 1, max_size=longest + 1) | st.text()
+    if isinstance(spec, Choice):
+        return st.sampled_from(spec.values) | st.sampled_from([2, "down", 1.0, True])
+    return _values
+
+
+@st.composite
+def _controls_for(draw: st.DrawFn, declared: Inputs) -> bytes:
+    """A packed input's controls for ``declared``: mostly what an SDK writes of them, at times
+    written otherwise (spaced, escaped, a key twice, an unknown one) or anything at all."""
+    names = draw(st.lists(st.sampled_from(sorted(declared.controls)), unique=True))
+    raw = {name: draw(_fitting(declared.controls[name])) for name in names}
+    if draw(st.integers(0, 9)) == 0:
+        raw[draw(st.text(max_size=3))] = 1
+    form = draw(st.integers(0, 9))
+    if form == 0:
+        return draw(_controls_json)
+    if form == 1 and raw:
+        first = next(iter(raw))  # the first key again, with another value
+        return json.dumps(raw, separators=(",", ":"))[:-1].encode() + b"," + json.dumps({first: 0})[1:].encode()
+    separators = (", ", ": ") if form == 2 else (",", ":")
+    return json.dumps(raw, separators=separators, ensure_ascii=form != 3).encode()
+
+
+@pytest.mark.skipif(len(INTAKE) < 2, reason="the native module is not built here")
+@settings(max_examples=500, deadline=None)
+@given(_declarations, st.data())
+def test_the_native_queue_reads_packed_controls_in_place_as_the_pure_one_reads_them(
+    declared: Inputs, data: st.DataObject
+) -> None:
+    queues = [INTAKE[kind].InputQueue(declared) for kind in ("native", "pure")]
+    seq = 0
+    for tick in range(4):
+        controls = data.draw(st.lists(_controls_for(declared), min_size=1, max_size=3))
+        # each datagram repeats the one before's last input: a redundant copy, never read
+        first = max(seq, 1)
+        datagram = encode_packed_input(tick, [(first + i, c, 1) for i, c in enumerate(controls)])
+        outcomes: list[Any] = []
+        for queue in queues:
+            try:
+                outcome: Any = ("ok", queue.receive(datagram, 0.0, tick), queue.ack, queue.dropped_now)
+            except (ProtocolError, InvalidInput) as exc:
+                outcome = (type(exc).__name__, str(exc))
+            taken = [queue.take(t) for t in range(tick * 8, tick * 8 + 8)]
+            outcomes.append((outcome, [(s, [(k, type(v), v) for k, v in c.items()]) for s, c in filter(None, taken)]))
+        assert outcomes[0] == outcomes[1]
+        native_figures, pure_figures = [(len(q), q.received_seq) for q in queues]
+        assert native_figures == pure_figures
+        seq = queues[0].received_seq
+
+
+def test_a_packed_input_is_read_by_the_declaration_whatever_json_writes_it(twin: Any) -> None:
+    declared = Inputs({"mx": Choice((-1, 0, 1), default=0), "fire": Bool(), "vt": Int(0, 100)}, frozenset({"vt"}))
+    queue = twin.InputQueue(declared)
+    compact, spaced = b'{"vt":7,"mx":-1}', b'{ "mx" : -1, "vt": 7 }'
+    queue.receive(encode_packed_input(0, [(1, compact, 1), (2, spaced, 1), (3, b"{}", 1)]), 0.0, 0)
+    taken = [queue.take(t) for t in range(2, 6)]
+    assert taken[:3] == [
+        (1, {"mx": -1, "fire": False, "vt": 7}),
+        (2, {"mx": -1, "fire": False, "vt": 7}),
+        (3, {"mx": 0, "fire": False}),
+    ]
+    assert [list(c) for _, c in filter(None, taken)] == [["mx", "fire", "vt"]] * 2 + [["mx", "fire"]]
+    with pytest.raises(InvalidInput, match="input has unknown control 'aim'"):
+        queue.receive(encode_packed_input(0, [(4, b'{"aim":1}', 1)]), 0.0, 6)
+    with pytest.raises(InvalidInput, match="input control 'mx' must be -1, 0 or 1"):
+        queue.receive(encode_packed_input(0, [(4, b'{"mx":2}', 1)]), 0.0, 6)
+    with pytest.raises(MalformedFrame, match="input controls are not valid JSON"):
+        queue.receive(encode_packed_input(0, [(4, b'{"mx":01}', 1)]), 0.0, 6)
+    assert queue.received_seq == 3
