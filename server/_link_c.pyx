@@ -12,8 +12,6 @@ from libc.string cimport memcpy
 
 from collections import Counter
 
-import orjson
-
 from tickline.server._intake_c cimport InputQueue
 from tickline.server.link import BASELINE_RING
 from tickline.shared import delta
@@ -33,7 +31,7 @@ cdef enum:
 
 assert BASELINE_RING == RING
 
-cdef object _dumps = orjson.dumps
+cdef object _diff_json = delta.diff_json
 cdef object _DEFLATE = DEFLATE
 cdef Py_ssize_t _MAX_DATAGRAM = MAX_DATAGRAM
 cdef unsigned char _PACKED_TAG = PACKED_DELTA[0]
@@ -229,7 +227,7 @@ cdef class Link:
         key = (id(view), id(base_view))
         diff_json = cache.get(key)
         if diff_json is None:
-            diff_json = cache[key] = _dumps(delta.diff(base_view or {}, view))
+            diff_json = cache[key] = _diff_json(base_view or {}, view)
             self.diffs_encoded += 1
         return diff_json
 

@@ -8,8 +8,6 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
 from tickline.server.link import BASELINE_RING, LinkOwner
 from tickline.shared import delta
 from tickline.shared.game import InvalidInput
@@ -135,7 +133,7 @@ class Link:
         key = (id(view), id(base_view))
         diff_json = cache.get(key)
         if diff_json is None:
-            diff_json = cache[key] = orjson.dumps(delta.diff(base_view or {}, view))
+            diff_json = cache[key] = delta.diff_json(base_view or {}, view)
             self.diffs_encoded += 1
         return diff_json
 

@@ -17,7 +17,12 @@ positions, which move by a little each tick: ``"x":-71`` instead of
 Parts that are empty are left out; the delta of a view to itself is ``{}``.
 A full snapshot is simply ``diff({}, b)``.
 
-Both functions leave their inputs untouched; ``apply`` shares every subtree the
+``diff_json(a, b)`` is ``orjson.dumps(diff(a, b))``, the bytes a delta travels as; the
+server makes one per baseline a tick, and the native twin writes it while it finds the
+differences, without making the delta's dicts (falling back on exactly that expression for
+any key or value it does not write itself).
+
+All three leave their inputs untouched; ``apply`` shares every subtree the
 delta does not change with the base, so a client can keep a ring of recent
 views cheaply. Views are therefore treated as immutable once built.
 
@@ -34,6 +39,7 @@ from tickline.shared._delta_py import DeltaError, View
 
 _impl = native.load("tickline.shared", "delta")
 diff: Callable[[View, View], View] = _impl.diff
+diff_json: Callable[[View, View], bytes] = _impl.diff_json  # orjson.dumps(diff(a, b)), made faster
 apply: Callable[[View, View], View] = _impl.apply
 
-__all__ = ["DeltaError", "View", "apply", "diff"]
+__all__ = ["DeltaError", "View", "apply", "diff", "diff_json"]

@@ -19,17 +19,17 @@ from tickline.shared import delta, native
 from tickline.shared.delta import DeltaError
 
 TWINS = native.twins("tickline.shared", "delta")
-diff, apply = delta.diff, delta.apply  # replaced for each implementation by the fixture below
+diff, diff_json, apply = delta.diff, delta.diff_json, delta.apply  # replaced for each implementation below
 
 
 @pytest.fixture(scope="module", autouse=True, params=sorted(TWINS))
 def implementation(request: pytest.FixtureRequest) -> Iterator[str]:
     """The module's tests, once on each implementation (module-scoped, as hypothesis wants)."""
-    global diff, apply
+    global diff, diff_json, apply
     module = TWINS[request.param]
-    diff, apply = module.diff, module.apply
+    diff, diff_json, apply = module.diff, module.diff_json, module.apply
     yield request.param
-    diff, apply = delta.diff, delta.apply
+    diff, diff_json, apply = delta.diff, delta.diff_json, delta.apply
 
 
 def test_the_native_module_is_built_where_the_build_was_required() -> None:
@@ -328,6 +328,62 @@ def test_random_deltas_apply_or_raise_only_delta_error(base, delta):
 # ----------------------------------------------------------------- the twins agree
 
 needs_both = pytest.mark.skipif(len(TWINS) < 2, reason="the native module is not built here")
+
+
+# Every kind of value orjson writes or refuses: the native diff_json writes most of them itself
+# and must fall back on orjson for the rest, byte for byte and error for error.
+wide_scalars = st.one_of(
+    scalars,
+    st.floats(),
+    st.integers(min_value=-(2**70), max_value=2**70),
+    st.text(max_size=3),  # any character: escapes, non-ASCII, lone surrogates (orjson refuses those)
+    st.sampled_from(['"', "\\", "\x00", "\x1f", "\x7f", "é", "\u2028", "a\nb", "x y"]),
+    st.tuples(st.integers(-2, 2)),
+)
+wide_keys = keys | st.sampled_from(['"', "\\", "é", "a b", "\n"]) | st.integers(0, 2)  # (int keys: refused)
+wide_leaves = wide_scalars | st.lists(wide_scalars, max_size=3) | st.dictionaries(wide_keys, wide_scalars, max_size=2)
+
+
+def wide_views(depth: int = 3) -> st.SearchStrategy:
+    if depth == 1:
+        return st.dictionaries(wide_keys, wide_leaves, max_size=4)
+    return st.dictionaries(wide_keys, wide_leaves | wide_views(depth - 1), max_size=4)
+
+
+@st.composite
+def wide_pairs(draw):
+    """Two views, often near each other (a view and the same with a few of its keys changed)."""
+    a = draw(wide_views())
+    if draw(st.booleans()):
+        return a, draw(wide_views())
+    b = mutated(a, draw)
+    if a:
+        for key in draw(st.lists(st.sampled_from(list(a)), max_size=2)):
+            b[key] = draw(wide_leaves)
+    return a, b
+
+
+@given(pairs | wide_pairs())
+@settings(max_examples=500)
+def test_diff_json_is_the_diff_as_orjson_writes_it_byte_for_byte_and_error_for_error(pair):
+    a, b = pair
+    outcomes: list[tuple[Any, Any]] = []
+    for encode in (lambda: diff_json(a, b), lambda: orjson.dumps(diff(a, b))):
+        try:
+            outcomes.append(("written", encode()))
+        except orjson.JSONEncodeError as exc:  # (orjson's refusals: a key not a str, an int past 64 bits)
+            outcomes.append((type(exc), str(exc)))
+    assert outcomes[0] == outcomes[1]
+
+
+def test_diff_json_writes_a_rooms_delta_as_the_server_sends_it():
+    a = {"players": {"1": {"x": 10, "hp": 5, "name": "ann"}, "2": {"x": 3}}, "over": False}
+    b = {"players": {"1": {"x": 12, "hp": 5, "name": "ann"}, "3": {"x": 1, "alive": True}}, "over": False}
+    assert diff_json(a, b) == b'{"u":{"players":{"s":{"3":{"x":1,"alive":true}},"u":{"1":{"n":{"x":2}}},"r":["2"]}}}'
+    assert diff_json(b, b) == b"{}" and diff_json({}, {"k": None}) == b'{"s":{"k":null}}'
+    assert diff_json({"x": -(2**63)}, {"x": 2**63 - 1}) == b'{"s":{"x":9223372036854775807}}'
+    with pytest.raises(TypeError, match="diff takes two views"):
+        diff_json([], {})  # type: ignore[arg-type]
 
 
 def test_an_increment_too_big_for_a_64_bit_integer_travels_as_the_new_value():
