@@ -107,14 +107,10 @@ cdef object _split_packed(bytes data, Py_ssize_t size):
     cdef const unsigned char* buf = <const unsigned char*>PyBytes_AS_STRING(data)
     cdef Py_ssize_t at = 5, length
     cdef list inputs = []
-    if size < 5:
+    if _packed_count(buf, size) < 0:
         return None
     while at < size:
-        if size - at < 7:
-            return None
         length = _be(buf + at + 5, 2)
-        if size - at - 7 < length:
-            return None
         inputs.append([_be(buf + at, 4), PyBytes_FromStringAndSize(<const char*>buf + at + 7, length), buf[at + 4]])
         at += 7 + length
     return _be(buf + 1, 4), inputs
@@ -277,16 +273,11 @@ cdef class InputDecoder:
             # its value, tested as decode tests it
             if c.kind == INT or (c.kind == CHOICE and c.value_type is int):
                 i = _integer_end(s, i, n, &number)
-                if i < 0:
+                if i < 0 or c.kind == INT and not c.lo <= number <= c.hi:
                     return None
-                if c.kind == INT:
-                    if not c.lo <= number <= c.hi:
-                        return None
-                    value = number
-                else:
-                    value = number
-                    if value not in c.values:
-                        return None
+                value = number
+                if c.kind == CHOICE and value not in c.values:
+                    return None
             elif c.kind == BOOL:
                 if n - i >= 4 and memcmp(s + i, b"true", 4) == 0:
                     value, i = True, i + 4

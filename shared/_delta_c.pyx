@@ -227,8 +227,8 @@ cdef int _diff_json(dict a, dict b, _Out *out) except -1:
     cdef _Out sets, increments, updates, sub
     cdef Py_ssize_t kept = 0
     cdef long long x, y
-    cdef int x_over, y_over, stop = 0
-    cdef bint first = True
+    cdef int x_over, y_over
+    cdef bint first = True, removed = False
     sets.data = increments.data = updates.data = sub.data = NULL
     sets.size = sets.cap = increments.size = increments.cap = 0
     updates.size = updates.cap = sub.size = sub.cap = 0
@@ -275,12 +275,11 @@ cdef int _diff_json(dict a, dict b, _Out *out) except -1:
             if not first:
                 _put(out, b",", 1)
             _put(out, b'"r":[', 5)
-            first = True
             for key in a:
                 if key not in b:
-                    if not first:
+                    if removed:
                         _put(out, b",", 1)
-                    first = False
+                    removed = True
                     if _put_str(out, key):
                         return 1
             _put(out, b"]", 1)
