@@ -145,7 +145,7 @@ cdef class Sender:
         cdef iovec *vectors
         cdef sockaddr_storage *names
         cdef socklen_t length
-        cdef int sent
+        cdef Py_ssize_t sent
         if total == 0:
             return 0
         n = min(total, _MAX_BATCH)
@@ -176,11 +176,7 @@ cdef class Sender:
                     n += 1
                 if n == 0:
                     break  # one it cannot send: the caller's transport takes it from here
-                with nogil:  # (the list holds every payload until the call returns)
-                    sent = sendmmsg(self.fd, messages, <unsigned int>n, MSG_DONTWAIT)
-                self.calls += 1
-                if sent <= 0:
-                    break  # would block, or an error: the transport buffers, or reports it
+                sent = self._transmit(messages, n)  # (the list holds every payload meanwhile)
                 done += sent
                 if sent < n:
                     break
@@ -189,6 +185,15 @@ cdef class Sender:
             free(vectors)
             free(names)
         return done
+
+    cdef Py_ssize_t _transmit(self, mmsghdr *messages, Py_ssize_t n) noexcept:
+        """Send ``messages[:n]`` (n <= _MAX_BATCH) in one call; how many the kernel took (0 when
+        it would block, or on an error: the transport buffers the rest, or reports it)."""
+        cdef int sent
+        with nogil:
+            sent = sendmmsg(self.fd, messages, <unsigned int>n, MSG_DONTWAIT)
+        self.calls += 1
+        return sent if sent > 0 else 0
 
 
 cdef enum:
@@ -328,6 +333,12 @@ cdef class Route:
     cdef public bytes addr_key, challenge
     cdef public bint active
     cdef public double challenged_at
+    # addr as a sockaddr of the family name_family (0: none yet), written from name_of: an
+    # outbox writes it once, not for every packet (see Outbox.send_all)
+    cdef sockaddr_storage name
+    cdef socklen_t name_size
+    cdef int name_family
+    cdef object name_of
 
     def __init__(self, keys, deliver, quic_addr):
         self.keys = keys
@@ -346,19 +357,34 @@ cdef class Route:
         self.addr, self.addr_key = addr, address_key(addr)
 
 
+cdef struct _Name:  # a sockaddr_in or sockaddr_in6, as a message names it
+    uint8_t data[28]
+
+
 cdef class Outbox:
     """The fast path's packets of one loop turn, sealed as they are queued; ``on_first`` is
     called when the first goes in (to schedule the flush that takes them)."""
 
     cdef object _on_first
-    cdef public list packets
+    cdef list _packets, _addrs, _routes  # side by side, in the order queued
     cdef public long long packets_out
     cdef public long long bytes_out
+    cdef mmsghdr *_messages  # _MAX_BATCH of each, once the first send_all needs them
+    cdef iovec *_vectors
+    cdef _Name *_names
 
     def __init__(self, on_first):
         self._on_first = on_first
-        self.packets = []
+        self._packets, self._addrs, self._routes = [], [], []
         self.packets_out = self.bytes_out = 0
+
+    def __dealloc__(self):
+        free(self._messages)
+        free(self._vectors)
+        free(self._names)
+
+    def __len__(self):
+        return len(self._packets)
 
     def send(self, Route route, bytes body):
         """Seal ``body`` as a data packet under ``route``'s sealer, to its address; False, with
@@ -368,17 +394,73 @@ cdef class Outbox:
             return False
         sealer = route.sealer
         packet = (<Sealer>sealer).seal_c(_DATA, body) if type(sealer) is Sealer else sealer.seal(_DATA, body)
-        if not self.packets:
+        if not self._packets:
             self._on_first()
-        self.packets.append((packet, addr))
+        self._packets.append(packet)
+        self._addrs.append(addr)
+        self._routes.append(route)
         self.packets_out += 1
-        self.bytes_out += len(packet)
+        self.bytes_out += PyBytes_GET_SIZE(packet)
         return True
 
     def take(self):
-        """Every packet queued since the last take, in order."""
-        packets, self.packets = self.packets, []
+        """Every packet queued since the last take, in order, as (packet, address)."""
+        packets = list(zip(self._packets, self._addrs))
+        self._packets, self._addrs, self._routes = [], [], []
         return packets
+
+    def send_all(self, sender):
+        """Send every packet queued since the last take with ``sender`` (this module's Sender,
+        or None), in order; what it did not take now, as ``take`` gives it, for the transport.
+        Each route's address is written as a sockaddr once, not for every packet."""
+        cdef Py_ssize_t done = 0
+        packets, addrs, routes = self._packets, self._addrs, self._routes
+        self._packets, self._addrs, self._routes = [], [], []
+        if type(sender) is Sender and packets:
+            done = self._send_all(<Sender>sender, packets, addrs, routes)
+        elif sender is not None and packets:
+            done = sender.send(list(zip(packets, addrs)))
+        return list(zip(packets[done:], addrs[done:]))
+
+    cdef Py_ssize_t _send_all(self, Sender sender, list packets, list addrs, list routes) except -1:
+        cdef Py_ssize_t total = len(packets), done = 0, n, sent
+        cdef Route route
+        if self._messages == NULL:
+            self._messages = <mmsghdr *>calloc(_MAX_BATCH, sizeof(mmsghdr))
+            self._vectors = <iovec *>calloc(_MAX_BATCH, sizeof(iovec))
+            self._names = <_Name *>calloc(_MAX_BATCH, sizeof(_Name))
+            if self._messages == NULL or self._vectors == NULL or self._names == NULL:
+                free(self._messages)
+                free(self._vectors)
+                free(self._names)
+                self._messages, self._vectors, self._names = NULL, NULL, NULL
+                raise MemoryError()
+        while done < total:
+            n = 0
+            while done + n < total and n < _MAX_BATCH:
+                route = <Route>routes[done + n]
+                addr = addrs[done + n]
+                if route.name_of is not addr or route.name_family != sender.family:
+                    route.name_family = 0
+                    if not _fill(sender.family, addr, &route.name, &route.name_size):
+                        break  # (the transport takes it from here, as Sender.send leaves it)
+                    route.name_of, route.name_family = addr, sender.family
+                packet = packets[done + n]
+                memcpy(self._names[n].data, &route.name, route.name_size)
+                self._vectors[n].iov_base = <void *>PyBytes_AS_STRING(packet)
+                self._vectors[n].iov_len = <size_t>PyBytes_GET_SIZE(packet)
+                self._messages[n].msg_hdr.msg_name = self._names[n].data
+                self._messages[n].msg_hdr.msg_namelen = route.name_size
+                self._messages[n].msg_hdr.msg_iov = &self._vectors[n]
+                self._messages[n].msg_hdr.msg_iovlen = 1
+                n += 1
+            if n == 0:
+                break
+            sent = sender._transmit(self._messages, n)  # (the list holds every packet meanwhile)
+            done += sent
+            if sent < n:
+                break
+        return done
 
 
 cdef int _QUIC_FIXED_BIT = QUIC_FIXED_BIT

@@ -165,13 +165,16 @@ class Outbox:
     """The fast path's packets of one loop turn, sealed as they are queued; ``on_first`` is
     called when the first goes in (to schedule the flush that takes them)."""
 
-    __slots__ = ("_on_first", "bytes_out", "packets", "packets_out")
+    __slots__ = ("_on_first", "_packets", "bytes_out", "packets_out")
 
     def __init__(self, on_first: Callable[[], object]) -> None:
         self._on_first = on_first
-        self.packets: list[tuple[bytes, Any]] = []
+        self._packets: list[tuple[bytes, Any]] = []
         self.packets_out = 0
         self.bytes_out = 0
+
+    def __len__(self) -> int:
+        return len(self._packets)
 
     def send(self, route: Route, body: bytes) -> bool:
         """Seal ``body`` as a data packet under ``route``'s sealer, to its address; False, with
@@ -180,17 +183,25 @@ class Outbox:
         if not route.active or addr is None:
             return False
         packet = route.sealer.seal(DATA, body)
-        if not self.packets:
+        if not self._packets:
             self._on_first()
-        self.packets.append((packet, addr))
+        self._packets.append((packet, addr))
         self.packets_out += 1
         self.bytes_out += len(packet)
         return True
 
     def take(self) -> list[tuple[bytes, Any]]:
-        """Every packet queued since the last take, in order."""
-        packets, self.packets = self.packets, []
+        """Every packet queued since the last take, in order, as (packet, address)."""
+        packets, self._packets = self._packets, []
         return packets
+
+    def send_all(self, sender: Any) -> list[tuple[bytes, Any]]:
+        """Send every packet queued since the last take with ``sender`` (this module's Sender,
+        or None), in order; what it did not take now, as ``take`` gives it, for the transport.
+        (The native twin writes each route's address as a sockaddr once, not per packet.)"""
+        packets = self.take()
+        sent = sender.send(packets) if sender is not None and packets else 0
+        return packets[sent:]
 
 
 class Inbox:

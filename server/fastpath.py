@@ -186,13 +186,12 @@ class FastPath:
         """Send every packet queued since the last flush: a tick's, as it ends (through the
         socket's ``flush``), so that a match's deltas do not wait for the others that tick at the
         same instant; otherwise, at the end of the loop turn that queued them."""
-        outbox = self._outbox.take()
         transport = self.transport
-        if not outbox or transport is None or transport.is_closing():
-            return  # (the endpoint closed within this turn: its connections are gone)
+        if not self._outbox or transport is None or transport.is_closing():
+            self._outbox.take()  # (the endpoint closed within this turn: its connections are gone)
+            return
         self.batches += 1
-        sent = self._sender.send(outbox) if self._sender is not None else 0
-        for packet, addr in outbox[sent:]:
+        for packet, addr in self._outbox.send_all(self._sender):
             transport.sendto(packet, addr)
 
     def _send(self, packet: bytes, addr: Address) -> None:

@@ -228,6 +228,47 @@ def test_the_twins_outboxes_queue_the_same_packets(steps: list[tuple[int, bytes,
     assert results[0] == results[1]
 
 
+def test_an_outbox_sends_each_packet_to_its_routes_address_when_queued(twin) -> None:
+    sender, first, second = (socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(3))
+    with sender, first, second:
+        for sock in (sender, first, second):
+            sock.bind(("127.0.0.1", 0))
+            sock.settimeout(2)
+        sender.setblocking(False)
+        keys = [FastKeys.generate() for _ in range(2)]
+        routes = [_out_route(twin, k, first.getsockname()) for k in keys]
+        openers = [client_ends(k)[1] for k in keys]
+        out = twin.Sender(sender.fileno(), socket.AF_INET)
+        outbox = twin.Outbox(lambda: None)
+        assert outbox.send(routes[0], b"a") and outbox.send(routes[1], b"b")
+        routes[0].move_to(second.getsockname())  # (what was queued before goes where it was sent)
+        assert outbox.send(routes[0], b"c") and len(outbox) == 3
+        assert outbox.send_all(out) == [] and len(outbox) == 0
+        assert [openers[i].open(first.recv(2048)) for i in (0, 1)] == [(DATA, b"a"), (DATA, b"b")]
+        assert openers[0].open(second.recv(2048)) == (DATA, b"c")
+        # The next turn's packets: the moved address, written once, serves again.
+        assert outbox.send(routes[0], b"d") and outbox.send_all(out) == []
+        assert openers[0].open(second.recv(2048)) == (DATA, b"d")
+
+
+@pytest.mark.parametrize("bad", BAD[:5], ids=[repr(b) for b in BAD[:5]])
+def test_an_outbox_leaves_the_transport_what_its_sender_cannot_send(twin, v4, bad: Any) -> None:
+    sender, receiver = v4
+    keys = [FastKeys.generate() for _ in range(2)]
+    good, odd = _out_route(twin, keys[0], receiver.getsockname()), _out_route(twin, keys[1], bad)
+    outbox = twin.Outbox(lambda: None)
+    for route, body in ((good, b"one"), (odd, b"two"), (good, b"three")):
+        assert outbox.send(route, body)
+    rest = outbox.send_all(twin.Sender(sender.fileno(), socket.AF_INET))
+    assert [(client_ends(k)[1].open(p), addr) for k, (p, addr) in zip(keys[::-1], rest, strict=True)] == [
+        ((DATA, b"two"), bad),
+        ((DATA, b"three"), receiver.getsockname()),
+    ]
+    assert client_ends(keys[0])[1].open(receiver.recv(2048)) == (DATA, b"one")
+    # Without a sender (the transport had no socket to give), everything is left to it.
+    assert outbox.send(good, b"four") and [addr for _, addr in outbox.send_all(None)] == [good.addr]
+
+
 def test_an_address_key_tells_addresses_apart_and_is_empty_for_what_is_not_one() -> None:
     key = TWINS["pure"].address_key
     assert all(twin.address_key is key for twin in TWINS.values())  # one function for both
