@@ -10,7 +10,7 @@ On a non-blocking UDP socket's file descriptor:
   ``(payload, address)``, one ``recvfrom`` each; an empty list when none is queued, OSError
   for an error the socket reported with nothing read before it.
 - an :class:`Outbox`: the fast path's packets of one loop turn, each sealed as it is queued
-  (``send(route, body)``), taken together for the sender (``take()``).
+  (``send(route, body)``), sent together (``send_all(sender)``) or taken (``take()``).
 - an :class:`Inbox`: the fast path's packets of a read, each opened (its replay window
   checked) and handed to its route (``receive_batch(batch, on_error)``, which returns the
   rest, QUIC's, in order; ``drain(receiver, limit, on_error)`` reads the batch first).
