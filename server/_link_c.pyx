@@ -272,11 +272,8 @@ def take_inputs(dict links, long long tick, dict seqs, dict inputs):
     cdef list refused = []
     cdef list ids = list(links), values = list(links.values())
     cdef Link link
-    for i in range(n):  # (fetched ahead as in send_views)
-        if i + 2 < n:
-            _prefetch_object(values[i + 2], 4)
-        if i + 1 < n and type(values[i + 1]) is Link:
-            _prefetch_state(<Link>values[i + 1])
+    for i in range(n):
+        _prefetch_ahead(values, i, n)
         player_id = ids[i]
         link = <Link?>values[i]
         taken = link._take(tick)
@@ -310,19 +307,24 @@ cdef inline void _prefetch_state(Link link) noexcept:
     _prefetch_object(link.refused, 1)
 
 
+cdef inline void _prefetch_ahead(list links, Py_ssize_t i, Py_ssize_t n) noexcept:
+    """Before ``links[i]``'s turn in a tick's take or send: a room's links are many objects,
+    each cold by its turn, so each is fetched two links ahead and what it points to one ahead,
+    and the memory waits overlap the work."""
+    if i + 2 < n:
+        _prefetch_object(links[i + 2], 4)
+    if i + 1 < n and type(links[i + 1]) is Link:
+        _prefetch_state(<Link>links[i + 1])
+
+
 def send_views(list links, long long tick, view, dict cache, bint full):
     """A view to each link: see ``_link_py.send_views``."""
     cdef list oversized = []
     cdef list memo = []
     cdef Py_ssize_t i, n = len(links)
-    # A room's links are many objects, each cold by its turn: each is fetched two links ahead,
-    # and what it points to one ahead, so that the memory waits overlap the work.
     for i in range(n):
         link = links[i]
-        if i + 2 < n:
-            _prefetch_object(links[i + 2], 4)
-        if i + 1 < n and type(links[i + 1]) is Link:
-            _prefetch_state(<Link>links[i + 1])
+        _prefetch_ahead(links, i, n)
         body = (<Link?>link)._send_view(tick, view, cache, full, None, memo)
         if body is not None:
             oversized.append((link, body))

@@ -129,6 +129,16 @@ cdef bint _fill(int family, object address, sockaddr_storage *out, socklen_t *le
     return False
 
 
+cdef inline void _message(mmsghdr *message, iovec *vector, bytes payload, void *name, socklen_t size) noexcept:
+    """``message`` (with ``vector``) to send ``payload`` to the sockaddr ``name``."""
+    vector.iov_base = <void *>PyBytes_AS_STRING(payload)
+    vector.iov_len = <size_t>PyBytes_GET_SIZE(payload)
+    message.msg_hdr.msg_name = name
+    message.msg_hdr.msg_namelen = size
+    message.msg_hdr.msg_iov = vector
+    message.msg_hdr.msg_iovlen = 1
+
+
 cdef class Sender:
     """Sends batches of datagrams from the socket ``fd`` of address family ``family``."""
 
@@ -168,12 +178,7 @@ cdef class Sender:
                     payload = (<tuple>item)[0]
                     if type(payload) is not bytes or not _fill(self.family, (<tuple>item)[1], &names[n], &length):
                         break
-                    vectors[n].iov_base = <void *>PyBytes_AS_STRING(payload)
-                    vectors[n].iov_len = <size_t>PyBytes_GET_SIZE(payload)
-                    messages[n].msg_hdr.msg_name = &names[n]
-                    messages[n].msg_hdr.msg_namelen = length
-                    messages[n].msg_hdr.msg_iov = &vectors[n]
-                    messages[n].msg_hdr.msg_iovlen = 1
+                    _message(&messages[n], &vectors[n], <bytes>payload, &names[n], length)
                     n += 1
                 if n == 0:
                     break  # one it cannot send: the caller's transport takes it from here
@@ -446,14 +451,8 @@ cdef class Outbox:
                     if not _fill(sender.family, addr, &route.name, &route.name_size):
                         break  # (the transport takes it from here, as Sender.send leaves it)
                     route.name_of, route.name_family = addr, sender.family
-                packet = packets[done + n]
                 memcpy(self._names[n].data, &route.name, route.name_size)
-                self._vectors[n].iov_base = <void *>PyBytes_AS_STRING(packet)
-                self._vectors[n].iov_len = <size_t>PyBytes_GET_SIZE(packet)
-                self._messages[n].msg_hdr.msg_name = self._names[n].data
-                self._messages[n].msg_hdr.msg_namelen = route.name_size
-                self._messages[n].msg_hdr.msg_iov = &self._vectors[n]
-                self._messages[n].msg_hdr.msg_iovlen = 1
+                _message(&self._messages[n], &self._vectors[n], <bytes>packets[done + n], self._names[n].data, route.name_size)
                 n += 1
             if n == 0:
                 break
