@@ -4,16 +4,20 @@
 ``server/link.py`` describes both. The baselines are a ring of C integers (the ticks)
 beside the views, in the order the twin's ordered dict keeps; the packed delta's header is
 written here, and everything out of the routine goes through the same Python calls as the
-twin's.
+twin's. A delta for the fast path's port (``_udpbatch_c.Port``) goes to it as that header
+and the shared packed diff, sealed as one body: the same packet as the twin's, without the
+body's bytes in between.
 """
 
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.ref cimport PyObject
+from libc.stdint cimport uint8_t
 from libc.string cimport memcpy
 
 from collections import Counter
 
 from tickline.server._intake_c cimport InputQueue
+from tickline.server._udpbatch_c cimport Port
 from tickline.server.link import BASELINE_RING
 from tickline.shared import delta
 from tickline.shared.game import InvalidInput
@@ -49,20 +53,29 @@ cdef inline void _u32(char* at, long long value) noexcept:
     at[3] = <char>(value & 0xFF)
 
 
-cdef bytes _packed_delta(long long tick, long long base, object seq_obj, bytes packed):
-    """encode_packed_delta's bytes; numbers it cannot write go to it, for the same error."""
-    cdef long long seq
+cdef enum:
+    _HEADER = 13  # a packed delta's: its tag, then tick, base and seq as u32
+
+
+cdef bint _header(char* buf, long long tick, long long base, object seq_obj):
+    """Write a packed delta's header; False, with nothing written, for numbers it cannot hold."""
     if type(seq_obj) is not int or not (0 <= seq_obj <= _U32) or not (0 <= tick <= _U32) or not (0 <= base <= _U32):
-        return encode_packed_delta(tick, base, seq_obj, packed)
-    seq = seq_obj
-    cdef Py_ssize_t size = PyBytes_GET_SIZE(packed)
-    cdef bytes out = PyBytes_FromStringAndSize(NULL, 13 + size)
-    cdef char* buf = PyBytes_AS_STRING(out)
+        return False
     buf[0] = <char>_PACKED_TAG
     _u32(buf + 1, tick)
     _u32(buf + 5, base)
-    _u32(buf + 9, seq)
-    memcpy(buf + 13, PyBytes_AS_STRING(packed), size)
+    _u32(buf + 9, <long long>seq_obj)
+    return True
+
+
+cdef bytes _packed_delta(long long tick, long long base, object seq_obj, bytes packed):
+    """encode_packed_delta's bytes; numbers it cannot write go to it, for the same error."""
+    cdef Py_ssize_t size = PyBytes_GET_SIZE(packed)
+    cdef bytes out = PyBytes_FromStringAndSize(NULL, _HEADER + size)
+    cdef char* buf = PyBytes_AS_STRING(out)
+    if not _header(buf, tick, base, seq_obj):
+        return encode_packed_delta(tick, base, seq_obj, packed)
+    memcpy(buf + _HEADER, PyBytes_AS_STRING(packed), size)
     return out
 
 
@@ -187,6 +200,7 @@ cdef class Link:
         cdef int at
         cdef Py_ssize_t i
         cdef long long base = 0
+        cdef char head[_HEADER]
         if self.closed:
             return None
         cdef double now = self._clock()
@@ -218,6 +232,15 @@ cdef class Link:
                     packed = cache[key] = pack_diff(self._diff(cache, view, base_view))
                 if memo is not None:
                     memo += (base_view, packed)
+            if (
+                type(self.fast_send) is Port
+                and _HEADER + PyBytes_GET_SIZE(packed) <= _MAX_DATAGRAM
+                and _header(head, tick, base, seq)
+                and (<Port>self.fast_send).send_parts(<const uint8_t *>head, _HEADER, packed)
+            ):
+                # (the fast path's port seals the header and the packed diff as one body)
+                self._note(tick, view, _HEADER + PyBytes_GET_SIZE(packed))
+                return None
             body = _packed_delta(tick, base, seq, packed)
         if body is None or PyBytes_GET_SIZE(body) > _MAX_DATAGRAM:
             body = encode_delta(tick, base, seq, self._diff(cache, view, base_view))

@@ -12,7 +12,7 @@ The twin of ``_udpbatch_py.py``, on a non-blocking UDP socket's file descriptor:
   label, scope id; a link-local host without its ``%zone``); an empty list when none is
   queued, OSError for an error the socket reported with nothing read before it.
 - an :class:`Outbox`: the fast path's packets of one loop turn, each sealed as it is queued
-  (``send(route, body)``), sent together (``send_all(sender)``, each route's address
+  (``send(route, body)``, or through a route's :class:`Port`), sent together (``send_all(sender)``, each route's address
   written as a sockaddr once rather than per packet) or taken (``take()``). A session's
   deltas reach it with no Python frame between them and the seal.
 - an :class:`Inbox`: the fast path's packets of a read, each opened (its replay window
@@ -395,11 +395,20 @@ cdef class Outbox:
     def send(self, Route route, bytes body):
         """Seal ``body`` as a data packet under ``route``'s sealer, to its address; False, with
         nothing sealed, when the route cannot carry it now (not active, or no address yet)."""
+        return self._send(route, NULL, 0, body)
+
+    cdef bint _send(self, Route route, const uint8_t *head, Py_ssize_t head_size, bytes body) except -1:
+        """send's, of ``head`` (when not NULL) then ``body`` as one payload."""
         addr = route.addr
         if not route.active or addr is None:
             return False
         sealer = route.sealer
-        packet = (<Sealer>sealer).seal_c(_DATA, body) if type(sealer) is Sealer else sealer.seal(_DATA, body)
+        if type(sealer) is Sealer:
+            packet = (<Sealer>sealer).seal_parts(
+                _DATA, head, head_size, <const uint8_t *>PyBytes_AS_STRING(body), PyBytes_GET_SIZE(body)
+            )
+        else:
+            packet = sealer.seal(_DATA, body if head == NULL else PyBytes_FromStringAndSize(<const char *>head, head_size) + body)
         if not self._packets:
             self._on_first()
         self._packets.append(packet)
@@ -461,6 +470,21 @@ cdef class Outbox:
             if sent < n:
                 break
         return done
+
+
+cdef class Port:
+    """What sends a body on ``route`` through ``outbox``: called with the body, the outbox's
+    ``send(route, body)``. A native link gives it a header and a body it already has
+    (``send_parts``), sealed as one payload without joining them first."""
+
+    def __init__(self, Outbox outbox, Route route):
+        self.outbox, self.route = outbox, route
+
+    def __call__(self, bytes body):
+        return (<Outbox>self.outbox)._send(<Route>self.route, NULL, 0, body)
+
+    cdef int send_parts(self, const uint8_t *head, Py_ssize_t head_size, bytes body) except -1:
+        return (<Outbox>self.outbox)._send(<Route>self.route, head, head_size, body)
 
 
 cdef int _QUIC_FIXED_BIT = QUIC_FIXED_BIT

@@ -10,7 +10,8 @@ On a non-blocking UDP socket's file descriptor:
   ``(payload, address)``, one ``recvfrom`` each; an empty list when none is queued, OSError
   for an error the socket reported with nothing read before it.
 - an :class:`Outbox`: the fast path's packets of one loop turn, each sealed as it is queued
-  (``send(route, body)``), sent together (``send_all(sender)``) or taken (``take()``).
+  (``send(route, body)``, or by calling a route's :class:`Port` with the body), sent together
+  (``send_all(sender)``) or taken (``take()``).
 - an :class:`Inbox`: the fast path's packets of a read, each opened (its replay window
   checked) and handed to its route (``receive_batch(batch, on_error)``, which returns the
   rest, QUIC's, in order; ``drain(receiver, limit, on_error)`` reads the batch first).
@@ -202,6 +203,20 @@ class Outbox:
         packets = self.take()
         sent = sender.send(packets) if sender is not None and packets else 0
         return packets[sent:]
+
+
+class Port:
+    """What sends a body on ``route`` through ``outbox``: called with the body, the outbox's
+    ``send(route, body)``. (The native twin also takes a header and a body from a native link,
+    sealed as one payload without joining them first.)"""
+
+    __slots__ = ("outbox", "route")
+
+    def __init__(self, outbox: Outbox, route: Route) -> None:
+        self.outbox, self.route = outbox, route
+
+    def __call__(self, body: bytes) -> bool:
+        return self.outbox.send(self.route, body)
 
 
 class Inbox:

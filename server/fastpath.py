@@ -28,7 +28,6 @@ import logging
 import os
 from collections import Counter
 from collections.abc import Callable
-from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from tickline.shared import native
@@ -176,8 +175,10 @@ class FastPath:
     def sender(self, route: Route) -> Callable[[bytes], bool]:
         """What sends a body on ``route``: sealed to the route's address, to leave at the end of
         this loop turn; False when the route cannot carry it now. One native call where the
-        outbox is native (a session sends its deltas through it, every tick)."""
-        return partial(self._outbox.send, route)
+        outbox is native (a session sends its deltas through it, every tick), and none from a
+        native link, which hands the port a delta's header and body (``_udpbatch_c.Port``)."""
+        port: Callable[[bytes], bool] = _udpbatch.Port(self._outbox, route)
+        return port
 
     def _flush_soon(self) -> None:
         self._loop.call_soon(self.flush)

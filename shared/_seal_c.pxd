@@ -44,6 +44,7 @@ cdef class Sealer(_Direction):
     cdef public unsigned long long seq
 
     cdef bytes seal_c(self, int kind, bytes payload)
+    cdef bytes seal_parts(self, int kind, const uint8_t *head, Py_ssize_t head_size, const uint8_t *body, Py_ssize_t body_size)
 
 
 cdef class Opener(_Direction):

@@ -52,6 +52,8 @@ INPUTS = Inputs(
 _IDLE: Controls = INPUTS.idle()
 # 181/256 ~ 1/sqrt(2): diagonal moves are no faster than straight ones.
 _DIAG_NUM, _DIAG_DEN = 181, 256
+_Tables = tuple[dict[str, Any], dict[str, Any], dict[str, Any]]  # players, shots, pickups: key -> view
+_Placed = tuple[list[Any], list[Any], list[Any]]  # the same, each view with its key and position
 
 
 class Arena(Rules):
@@ -127,12 +129,13 @@ class Arena(Rules):
         self.pickup_every = ticks(c["pickup_every_ms"])
         self.time_limit = c["time_limit_s"] * rate
         self.view_r2 = (c["view_radius"] * UNIT) ** 2
-        # Views of the last tick's players, shots and pickups by id, reused while
-        # unchanged (see _entity_views).
-        self._entity_cache: tuple[dict[int, Any], dict[int, Any], dict[int, Any]] = ({}, {}, {})
+        # The last tick's tables of players, shots and pickups (key -> view), whose
+        # views are reused while unchanged (see _entity_views).
+        self._tables: _Tables = ({}, {}, {})
+        self._keys: dict[int, str] = {}  # players' ids as the views' keys
         self._views_at: tuple[int, int, int] | None = None
         self._generation = 0  # bumped whenever a state is made or stepped
-        self._views: tuple[list[Any], list[Any], list[Any]] = ([], [], [])
+        self._views: tuple[_Tables, _Placed] = (self._tables, ([], [], []))
         self.hitscan = c["weapon"] == "hitscan"
         self.hitscan_reach = c["hitscan_range"] * UNIT
         self.hitscan_r2 = self.hitscan_reach**2
@@ -490,33 +493,31 @@ class Arena(Rules):
         Positions are quantized to ``view_step`` fixed units. Entities that come
         into range appear in the next delta and those that leave it disappear:
         to the client, spawns and despawns. Views show the state as the last
-        ``step`` left it (they are built once per tick for every player).
+        ``step`` left it (they are built once per tick for every player). Views of
+        one tick share their parts: they are read, never changed.
         """
-        players, shots, pickups = self._entity_views(state)
+        (players, shots, pickups), placed = self._entity_views(state)
         me = state["players"].get(player_id)
         if self.view_r2 and me is not None:
+            near_players, near_shots, near_pickups = placed
             cx, cy, r2 = me["x"], me["y"], self.view_r2
             return {
                 "players": {
                     k: v
-                    for pid, k, v, x, y in players
+                    for pid, k, v, x, y in near_players
                     if pid == player_id or (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2
                 },
-                "shots": {k: v for k, v, x, y in shots if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
-                "pickups": {k: v for k, v, x, y in pickups if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
+                "shots": {k: v for k, v, x, y in near_shots if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
+                "pickups": {k: v for k, v, x, y in near_pickups if (x - cx) * (x - cx) + (y - cy) * (y - cy) <= r2},
                 "over": state["over"],
                 "winner": state["winner"],
             }
-        return {
-            "players": {k: v for _, k, v, _, _ in players},
-            "shots": {k: v for k, v, _, _ in shots},
-            "pickups": {k: v for k, v, _, _ in pickups},
-            "over": state["over"],
-            "winner": state["winner"],
-        }
+        over, winner = state["over"], state["winner"]
+        return {"players": players, "shots": shots, "pickups": pickups, "over": over, "winner": winner}
 
-    def _entity_views(self, state: State) -> tuple[list[Any], list[Any], list[Any]]:
-        """Every entity's view at this tick, built once for all players.
+    def _entity_views(self, state: State) -> tuple[_Tables, _Placed]:
+        """Every entity's view at this tick, built once for all players: the three tables
+        (key -> view) and, with a view radius, each entity's view with its position.
 
         An entity whose view did not change since the previous tick keeps the
         very same dict, so that diffing against a baseline skips it by identity
@@ -525,31 +526,40 @@ class Arena(Rules):
         key = (id(state), state["tick"], self._generation)
         if self._views_at == key:
             return self._views
-        (players_before, shots_before, pickups_before), q = self._entity_cache, self.q
-        players_now: dict[int, Any] = {}
-        shots_now: dict[int, Any] = {}
-        pickups_now: dict[int, Any] = {}
-        players = []
+        (players_before, shots_before, pickups_before), q = self._tables, self.q
+        placed: _Placed = ([], [], [])
+        near_players, near_shots, near_pickups = placed
+        radius = bool(self.view_r2)  # (without one, nobody needs the positions)
+        names = self._keys
+        if len(names) > 2 * len(state["players"]) + 64:  # players come and go: forget the gone
+            names.clear()
+        players: dict[str, Any] = {}
         for pid, p in state["players"].items():
-            v = {
-                "name": p["name"],
-                "x": p["x"] // q,
-                "y": p["y"] // q,
-                "hp": p["hp"],
-                "score": p["score"],
-                "alive": p["alive"],
-            }
-            old = players_before.get(pid)
-            if old == v:
-                v = old
-            players_now[pid] = v
-            players.append((pid, str(pid), v, p["x"], p["y"]))
-        shots = []
+            k = names.get(pid)
+            if k is None:
+                k = names[pid] = str(pid)
+            x, y = p["x"] // q, p["y"] // q
+            v = players_before.get(k)
+            if (
+                v is None
+                or v["x"] != x
+                or v["y"] != y
+                or v["hp"] != p["hp"]
+                or v["score"] != p["score"]
+                or v["alive"] != p["alive"]
+                or v["name"] != p["name"]  # (a player's never changes, but a key may come back)
+            ):
+                v = {"name": p["name"], "x": x, "y": y, "hp": p["hp"], "score": p["score"], "alive": p["alive"]}
+            players[k] = v
+            if radius:
+                near_players.append((pid, k, v, p["x"], p["y"]))
+        shots: dict[str, Any] = {}
         for sid, s in state["shots"].items():
             # A shot flies straight, so a client places it at any tick from where
             # and when it was fired: x0 + vx * (tick - born). Its view never
             # changes, and costs bytes only in the delta that spawns it.
-            v = shots_before.get(sid) or {
+            k = str(sid)
+            v = shots_before.get(k) or {
                 "x0": s["x0"] // q,
                 "y0": s["y0"] // q,
                 "vx": s["vx"],
@@ -557,16 +567,19 @@ class Arena(Rules):
                 "born": s["born"],
                 "owner": s["owner"],
             }
-            shots_now[sid] = v
-            shots.append((str(sid), v, s["x"], s["y"]))
-        pickups = []
-        for kid, k in state["pickups"].items():
-            v = pickups_before.get(kid) or {"x": k["x"] // q, "y": k["y"] // q}
-            pickups_now[kid] = v
-            pickups.append((str(kid), v, k["x"], k["y"]))
-        self._entity_cache = (players_now, shots_now, pickups_now)
+            shots[k] = v
+            if radius:
+                near_shots.append((k, v, s["x"], s["y"]))
+        pickups: dict[str, Any] = {}
+        for kid, pk in state["pickups"].items():
+            k = str(kid)
+            v = pickups_before.get(k) or {"x": pk["x"] // q, "y": pk["y"] // q}
+            pickups[k] = v
+            if radius:
+                near_pickups.append((k, v, pk["x"], pk["y"]))
+        self._tables = (players, shots, pickups)
         self._views_at = key
-        self._views = (players, shots, pickups)
+        self._views = (self._tables, placed)
         return self._views
 
     def view_key(self, state: State, player_id: int) -> Any:

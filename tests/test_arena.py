@@ -587,6 +587,30 @@ def test_view_is_json_with_string_keys_and_deltas_rebuild_it():
     assert set(client) == {"players", "shots", "pickups", "over", "winner"}
 
 
+@pytest.mark.parametrize("radius", [0, 60], ids=["whole room", "view radius"])
+def test_views_reuse_exactly_the_entities_that_did_not_change(radius: int) -> None:
+    config = {**BUSY, "view_radius": radius}
+    rules = Arena(config)
+    state = rules.initial_state(5)
+    previous: dict[str, Any] = {}
+    reused = 0
+    for ti in busy_stream(rules, random.Random(5), 200):
+        rules.step(state, ti)
+        view = rules.view(state, 1)
+        # The same as a view built with nothing cached...
+        assert view == Arena(config).view(copy.deepcopy(state), 1)
+        # ...whose unchanged entities are the very dicts of the tick before (diffs skip them
+        # by identity), and whose changed ones are new.
+        for table in ("players", "shots", "pickups"):
+            for key, entity in view[table].items():
+                before = previous.get(table, {}).get(key)
+                if before is not None:
+                    assert (entity is before) == (entity == before), (table, key)
+                    reused += entity is before
+        previous = view
+    assert reused  # (dead players, shots and pickups stay put)
+
+
 # ----------------------------------------------------------------- validation
 
 

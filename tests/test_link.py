@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from tickline.server.intake import MAX_SEQ
 from tickline.server.link import BASELINE_RING
 from tickline.shared import delta, native
+from tickline.shared.fastpath import DATA, FastKeys, client_ends
 from tickline.shared.protocol import (
     MAX_DATAGRAM,
     PACKED_DELTA,
@@ -27,6 +28,7 @@ from tickline.shared.protocol import (
 
 LINK = native.twins("tickline.server", "link")
 INTAKE = native.twins("tickline.server", "intake")
+UDPBATCH = native.twins("tickline.server", "udpbatch")
 KINDS = sorted(LINK)
 
 
@@ -213,6 +215,45 @@ def test_the_fast_sender_carries_what_it_can_and_the_channel_the_rest(kind: str)
     open_route[0] = False
     link.send_view(4, {"a": 2}, {}, False, None)
     assert len(carried) == 1 and len(sent) == 1 and link.deltas_sent == 2
+
+
+_flat_views = st.dictionaries(st.sampled_from("abc"), st.integers(-9, 9))
+
+
+def _ported(kind: str, keys: FastKeys) -> tuple[Any, list[bytes], Any, Any]:
+    """A packed link whose fast sender is the fast path's port: its twin's outbox and route."""
+    link, sent, _, _ = _link(kind, packed=True)
+    udpbatch = UDPBATCH[kind if kind in UDPBATCH else "pure"]
+    outbox = udpbatch.Outbox(lambda: None)
+    route = udpbatch.Route(keys, lambda payload: None, lambda: None)
+    route.addr, route.active = ("127.0.0.1", 9), True
+    link.fast_send = udpbatch.Port(outbox, route)
+    return link, sent, outbox, route
+
+
+@settings(max_examples=60, deadline=None)
+@given(steps=st.lists(st.tuples(_flat_views, st.booleans(), st.booleans()), max_size=12))
+def test_deltas_through_the_fast_paths_port_are_the_channels_bodies_sealed(steps: list[tuple[Any, bool, bool]]) -> None:
+    keys = FastKeys.generate()
+    packets = {}
+    for kind in KINDS:
+        opener = client_ends(keys)[1]  # (each twin's packets are new to it)
+        link, sent, outbox, route = _ported(kind, keys)
+        plain, bodies, _, _ = _link(kind, packed=True)  # (the same sends, every body to its channel)
+        carried: list[Any] = []
+        for tick, (view, active, acked) in enumerate(steps, start=1):
+            route.active = active
+            link.send_view(tick, view, {}, False, None)
+            plain.send_view(tick, view, {}, False, None)
+            carried.append(outbox.take() if active else sent.pop())
+            if acked:
+                link.deliver(_ack(tick))
+                plain.deliver(_ack(tick))
+        assert sent == [] and link.bytes_down == plain.bytes_down and link.deltas_sent == len(steps)
+        for was, body in zip(carried, bodies, strict=True):
+            assert was == body if isinstance(was, bytes) else [opener.open(p) for p, _ in was] == [(DATA, body)]
+        packets[kind] = carried
+    assert packets.get("native", packets["pure"]) == packets["pure"]  # (byte for byte: the same keys and sequences)
 
 
 # ------------------------------------------------------------------ the twins agree

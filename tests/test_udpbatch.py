@@ -205,11 +205,13 @@ def test_an_outbox_refuses_a_route_that_cannot_carry_and_seals_nothing(twin) -> 
 @settings(max_examples=100, deadline=None)
 @given(
     st.lists(
-        st.tuples(st.integers(0, 2), st.binary(max_size=60), st.booleans(), st.booleans(), st.booleans()),
+        st.tuples(
+            st.integers(0, 2), st.binary(max_size=60), st.booleans(), st.booleans(), st.booleans(), st.booleans()
+        ),
         max_size=30,
     )
 )
-def test_the_twins_outboxes_queue_the_same_packets(steps: list[tuple[int, bytes, bool, bool, bool]]) -> None:
+def test_the_twins_outboxes_queue_the_same_packets(steps: list[tuple[int, bytes, bool, bool, bool, bool]]) -> None:
     if len(TWINS) < 2:
         pytest.skip("the native module is not built here")
     keys = [FastKeys.generate() for _ in range(3)]
@@ -218,10 +220,11 @@ def test_the_twins_outboxes_queue_the_same_packets(steps: list[tuple[int, bytes,
         routes = [_out_route(twin, k, ("127.0.0.1", 9 + i)) for i, k in enumerate(keys)]
         firsts: list[int] = []
         outbox, outcomes = twin.Outbox(lambda firsts=firsts: firsts.append(1)), []
-        for at, body, active, addressed, take in steps:
+        for at, body, active, addressed, take, ported in steps:
             route = routes[at]
             route.active, route.addr = active, ("127.0.0.1", 9 + at) if addressed else None
-            outcomes.append(outbox.send(route, body))
+            # (a route's port sends as the outbox does)
+            outcomes.append(twin.Port(outbox, route)(body) if ported else outbox.send(route, body))
             if take:
                 outcomes.append(outbox.take())
         results.append((outcomes, outbox.take(), len(firsts), outbox.packets_out, outbox.bytes_out))
