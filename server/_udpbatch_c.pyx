@@ -12,9 +12,10 @@ The twin of ``_udpbatch_py.py``, on a non-blocking UDP socket's file descriptor:
   label, scope id; a link-local host without its ``%zone``); an empty list when none is
   queued, OSError for an error the socket reported with nothing read before it.
 - an :class:`Outbox`: the fast path's packets of one loop turn, each sealed as it is queued
-  (``send(route, body)``, or through a route's :class:`Port`), sent together (``send_all(sender)``, each route's address
-  written as a sockaddr once rather than per packet) or taken (``take()``). A session's
-  deltas reach it with no Python frame between them and the seal.
+  (``send(route, body)``, or through a route's :class:`Port`), sent together
+  (``send_all(sender)``, each route's address written as a sockaddr once rather than per
+  packet) or taken (``take()``). A session's deltas reach it with no Python frame between
+  them and the seal.
 - an :class:`Inbox`: the fast path's packets of a read, each opened (its replay window
   checked) and handed to its route (``receive_batch(batch, on_error)``, which returns the
   rest, QUIC's, in order): an input packet reaches its session with no Python frame before.

@@ -88,7 +88,8 @@ cdef class Sealer(_Direction):
         # The payload is put together in the packet and encrypted where it lies: one call to
         # the cipher, as for one body (a second, for a few bytes of header, costs more than
         # the copy).
-        memcpy(&out[HEADER_SIZE], head, head_size)
+        if head_size:
+            memcpy(&out[HEADER_SIZE], head, head_size)
         memcpy(&out[HEADER_SIZE + head_size], body, body_size)
         if (
             EVP_EncryptInit_ex(self.ctx, NULL, NULL, NULL, self.nonce) != 1
