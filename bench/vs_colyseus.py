@@ -49,6 +49,7 @@ from typing import Any
 
 import orjson
 
+from bench.capacity import ratio_bounds
 from bench.report import Report, med, rnd, sig, udp_rcvbuf_errors
 from tickline import loops
 from tickline.bots.capacity.probe import ProbeSettings, stop_process
@@ -1028,6 +1029,27 @@ async def capacity_probe_colyseus(n: int, cfg: CapacityConfig, work: Path, windo
     )
 
 
+def capacity_verdict(
+    t: dict[str, Any], c: dict[str, Any]
+) -> tuple[float | None, list[float | None], bool | None, str | None]:
+    """(ratio, [low, high] bounds, holds, why) of two searches' answers (``search_json``).
+
+    A search without a figure still bounds its side from below (its largest pass held the
+    whole load), not from above (its failure may be the load generator's): so the ratio's
+    low bound needs the peer's figure and its high bound tickline's. A low bound at or
+    above the target settles it, as the figure would.
+    """
+    ratio = round(t["players"] / c["players"], 3) if t["players"] and c["players"] else None
+    low, high = ratio_bounds(t, c)
+    bounds = [low if c["players"] else None, high if t["players"] else None]
+    unanswered = "; ".join(f"{name}: {s['why']}" for name, s in (("tickline", t), ("colyseus", c)) if not s["players"])
+    if ratio is not None:
+        return ratio, bounds, ratio >= CAPACITY_TARGET, None
+    if bounds[0] is not None and bounds[0] >= CAPACITY_TARGET:
+        return None, bounds, True, f"held by the low bound {bounds[0]} ({unanswered})"
+    return None, bounds, None, unanswered
+
+
 async def capacity(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
     """Both capacity searches, a probe of each in turn: ``capacity_players_vs_colyseus``."""
     began = time.monotonic()
@@ -1052,7 +1074,7 @@ async def capacity(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
     peer = Contender("colyseus", lambda n, _i: capacity_probe_colyseus(n, cfg, work, window), overhead_s=8.0)
     await run_searches(cfg, [ours, peer])
     t, c = search_json(ours), search_json(peer)
-    ratio = round(t["players"] / c["players"], 3) if t["players"] and c["players"] else None
+    ratio, bounds, holds, why = capacity_verdict(t, c)
     return {
         "figure": "capacity_players_vs_colyseus",
         "value": t["players"],
@@ -1062,12 +1084,11 @@ async def capacity(args: argparse.Namespace, data_root: Path) -> dict[str, Any]:
         f"rooms of {ROOM_SIZE}, {TICK_RATE} Hz simulation and {CAPACITY_HZ} Hz patches, same run",
         "ratio": ratio,
         "target": f">= {CAPACITY_TARGET}",
-        "holds": None if ratio is None else ratio >= CAPACITY_TARGET,
-        "why": None
-        if ratio is not None
-        else "; ".join(f"{name}: {s['why']}" for name, s in (("tickline", t), ("colyseus", c)) if not s["players"]),
+        "holds": holds,
+        "why": why,
         "runs": 1,
         "spread": [ratio, ratio],
+        "ratio_bounds": bounds,
         "tickline_bracket": [t["at_least"], t["below"]],
         "colyseus_bracket": [c["at_least"], c["below"]],
         "measured": f"the largest n (rooms of {ROOM_SIZE}) each server holds with every player served, no errors, "

@@ -223,3 +223,26 @@ async def test_tickline_capacity_runs_real_probes_and_prints_one_json_line(tmp_p
             assert p["server_cpu_percent"] > 0 and p["ticks_per_s"] > 0 and p["recv_share_min"] > 0
             assert p["connected"] == 4 and p["server_exit"] == 0
     assert "tickline  n=4" in err.decode()  # progress went to stderr
+
+
+def test_capacity_vs_colyseus_is_settled_by_a_low_bound_only_when_the_peer_answered() -> None:
+    # (bench.vs_colyseus's verdict on its two searches: tickline's load generator gave out
+    # first, so tickline's side is only "at least"; the peer's search answered 450.)
+    from bench.vs_colyseus import capacity_verdict
+
+    generator_bound = {"players": None, "at_least": 600, "below": 650, "why": "the load generator's CPUs ..."}
+    peer = {"players": 450, "at_least": 450, "below": 500, "why": None}
+    ratio, bounds, holds, why = capacity_verdict(generator_bound, peer)
+    assert ratio is None and bounds == [round(600 / 499, 3), None] and holds is True
+    assert why is not None and why.startswith(f"held by the low bound {bounds[0]}") and "load generator" in why
+    # A low bound under the target settles nothing.
+    short = {"players": None, "at_least": 400, "below": 450, "why": "saturated"}
+    assert capacity_verdict(short, peer)[2] is None
+    # Without the peer's figure its "below" is no ceiling: no low bound.
+    peer_cut = {**peer, "players": None, "why": "the search did not finish"}
+    assert capacity_verdict(generator_bound, peer_cut)[1:3] == ([None, None], None)
+    # Both answered: the ratio decides, and both bounds hold it.
+    answered = {"players": 600, "at_least": 600, "below": 650, "why": None}
+    ratio, (low, high), holds, why = capacity_verdict(answered, peer)
+    assert ratio == round(600 / 450, 3) and holds is True and why is None
+    assert low is not None and high is not None and low <= ratio <= high
