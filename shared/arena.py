@@ -129,13 +129,12 @@ class Arena(Rules):
         self.pickup_every = ticks(c["pickup_every_ms"])
         self.time_limit = c["time_limit_s"] * rate
         self.view_r2 = (c["view_radius"] * UNIT) ** 2
-        # The last tick's tables of players, shots and pickups (key -> view), whose
-        # views are reused while unchanged (see _entity_views).
-        self._tables: _Tables = ({}, {}, {})
+        # The last tick's views (see _entity_views): its tables of players, shots and
+        # pickups (key -> view), whose views are reused while unchanged, and their places.
+        self._views: tuple[_Tables, _Placed] = (({}, {}, {}), ([], [], []))
         self._keys: dict[int, str] = {}  # players' ids as the views' keys
         self._views_at: tuple[int, int, int] | None = None
         self._generation = 0  # bumped whenever a state is made or stepped
-        self._views: tuple[_Tables, _Placed] = (self._tables, ([], [], []))
         self.hitscan = c["weapon"] == "hitscan"
         self.hitscan_reach = c["hitscan_range"] * UNIT
         self.hitscan_r2 = self.hitscan_reach**2
@@ -526,7 +525,7 @@ class Arena(Rules):
         key = (id(state), state["tick"], self._generation)
         if self._views_at == key:
             return self._views
-        (players_before, shots_before, pickups_before), q = self._tables, self.q
+        (players_before, shots_before, pickups_before), q = self._views[0], self.q
         placed: _Placed = ([], [], [])
         near_players, near_shots, near_pickups = placed
         radius = bool(self.view_r2)  # (without one, nobody needs the positions)
@@ -577,9 +576,8 @@ class Arena(Rules):
             pickups[k] = v
             if radius:
                 near_pickups.append((k, v, pk["x"], pk["y"]))
-        self._tables = (players, shots, pickups)
         self._views_at = key
-        self._views = (self._tables, placed)
+        self._views = ((players, shots, pickups), placed)
         return self._views
 
     def view_key(self, state: State, player_id: int) -> Any:
