@@ -1,7 +1,8 @@
 """Run N bots in this process against a server; live figures while they play, a summary after.
 
 One task per bot, all owned by one TaskGroup. Each bot plays one input per
-tick with its behaviour (``bots.behaviours``); with ``reconnect_s`` it comes
+tick with its behaviour (``bots.behaviours``), at its own times, paced for
+every bot of the swarm by one task (``bots.pacer``); with ``reconnect_s`` it comes
 back as the same player when its connection drops. ``Swarm.snapshot()`` sums
 what every bot has seen so far, for live progress; ``summarize`` makes the
 final report.
@@ -21,6 +22,7 @@ from typing import Any
 from tickline.bots.behaviours import DEFAULT, Behaviour, behaviours_for, make_behaviour, parse_mix, resolve
 from tickline.bots.client import ClientError, ClientOptions, ClientStats, GameClient
 from tickline.bots.lobby import fetch_connect_token
+from tickline.bots.pacer import Pacer, running
 from tickline.bots.world import ClientWorld, SharedViews
 from tickline.shared.games import UnknownGame, game_class
 
@@ -86,6 +88,7 @@ async def run_bot(
     options: ClientOptions = ClientOptions(),
     views: SharedViews | None = None,
     tokens_url: str | None = None,
+    pacer: Pacer | None = None,
 ) -> BotResult:
     """One bot: connect, play until ``duration`` passes or the server ends it.
 
@@ -97,6 +100,8 @@ async def run_bot(
     on the fast path, QUIC carries little else, so a lost goodbye is resent
     only when its timer fires. With ``tokens_url`` (the server's HTTP side), each new
     join brings a fresh connect token from its lobby (a reconnect needs none).
+    ``pacer``, running and shared by the bots of one process, times every bot's inputs
+    (without one, the bot runs its own).
     """
     result = result or BotResult(behaviour=behaviour)
     token = ""
@@ -145,7 +150,7 @@ async def run_bot(
                 assert bot is not None
                 result.client = client
                 try:
-                    lost = await _play(client, bot, deadline, stall_s)
+                    lost = await _play(client, bot, deadline, stall_s, pacer)
                 finally:
                     result.client = None
                     result.add(client.stats)
@@ -167,27 +172,37 @@ async def run_bot(
     return result
 
 
-async def _play(client: GameClient, bot: Behaviour, deadline: float, stall_s: float) -> bool:
-    """Play one input per tick (per ``input_ticks`` ticks) until the deadline or the
-    end; True when the connection was lost (or went silent for ``stall_s``) rather
-    than ended."""
+async def _play(
+    client: GameClient, bot: Behaviour, deadline: float, stall_s: float, pacer: Pacer | None = None
+) -> bool:
+    """Play one input per tick (per ``input_ticks`` ticks), timed by ``pacer``, until the
+    deadline or the end; True when the connection was lost (or went silent for
+    ``stall_s``) rather than ended."""
+    if pacer is None:  # a bot on its own paces itself
+        async with running(Pacer(time.monotonic)) as own:
+            return await _play(client, bot, deadline, stall_s, own)
     rate = client.welcome.tick_rate if client.welcome else 60
     interval = client.options.input_ticks / rate
-    loop = asyncio.get_running_loop()
-    next_tick = loop.time()
-    while not client.closed.is_set() and time.monotonic() < deadline:
-        next_tick += interval
-        delay = next_tick - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            next_tick = loop.time()  # fell behind: do not try to catch up
-        if client.closed.is_set():
-            break
-        if client.silent_for() > stall_s:
-            return True
-        client.send_input(bot.decide(client.world, client.now()))
-    return client.closed.is_set() and client.close_reason not in NORMAL_ENDS
+    done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+
+    def step() -> bool:
+        if done.done():  # (the bot's task was cancelled)
+            return False
+        try:
+            if client.closed.is_set() or time.monotonic() >= deadline:
+                done.set_result(client.closed.is_set() and client.close_reason not in NORMAL_ENDS)
+                return False
+            if client.silent_for() > stall_s:
+                done.set_result(True)
+                return False
+            client.send_input(bot.decide(client.world, client.now()))
+        except Exception as exc:  # noqa: BLE001 - the bot's error, raised in its own task (not the pacer's)
+            done.set_exception(exc)
+            return False
+        return True
+
+    pacer.add(step, pacer.clock() + interval, interval)
+    return await done
 
 
 class Swarm:
@@ -219,6 +234,7 @@ class Swarm:
         self.tokens_url = tokens_url  # the server's HTTP side, to fetch each bot a connect token
         self.started = time.monotonic()
         self.views = SharedViews()  # the bots of this swarm decode each shared delta once
+        self.pacer = Pacer(time.monotonic)  # and one task times all their inputs
 
     async def run(
         self, on_progress: Callable[[dict[str, Any]], None] | None = None, every_s: float = 1.0
@@ -239,10 +255,11 @@ class Swarm:
                 options=self.options,
                 views=self.views,
                 tokens_url=self.tokens_url,
+                pacer=self.pacer,
             )
 
         self.started = time.monotonic()
-        async with asyncio.TaskGroup() as tg:
+        async with running(self.pacer), asyncio.TaskGroup() as tg:
             bots = [tg.create_task(staggered(i, r)) for i, r in enumerate(self.results)]
             if on_progress is not None:
                 reporter = tg.create_task(self._report(on_progress, every_s))
