@@ -35,7 +35,7 @@ class Pacer:
         self._order = count()
         self._sooner = asyncio.Event()  # a step was added before the runner's next wake-up
         self._wake_at: float | None = None  # when the runner means to wake (None: not sleeping on a time)
-        self.wakeups = 0  # how often the runner woke with steps to run (for tests and reports)
+        self.wakeups = 0  # how often the runner woke with steps to run (steps due together share one)
 
     def add(self, step: Step, first: float, interval: float) -> None:
         """Run ``step`` at ``first``, then every ``interval`` after the time it last ran
